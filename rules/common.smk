@@ -1,0 +1,51 @@
+# Shared by every stage: config validation, path helpers and the lists the DAG is expanded over.
+import re
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from toolshift.config import validate_config
+from toolshift.errors import ToolshiftError
+from toolshift.interventions import expand_interventions
+
+try:
+    config.update(validate_config(config))
+except ToolshiftError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+RESULTS = config["results"]
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+CONDITIONS = list(config["conditions"])
+JUDGES = list(config["judges"])
+SHARDS = [f"{i:03d}" for i in range(config["generation"]["shards"])]
+INTERVENTIONS = [spec.id for spec in expand_interventions(config["interventions"])]
+BOOK_INDEX = f"{config['book_dir']}/_build/html/index.html"
+ENV = "../environment.yml"
+
+
+def one_of(names):
+    """A wildcard regex matching exactly one of the names."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=one_of(DATASETS),
+    model=one_of(MODELS),
+    condition=one_of(CONDITIONS),
+    intervention=one_of(INTERVENTIONS),
+    judge=one_of(JUDGES),
+    shard=r"\d{3}",
+
+
+def res(path):
+    """A path under the results root."""
+    return f"{RESULTS}/{path}"
+
+
+def run_outputs(model, dataset):
+    """Every responses table of one model on one dataset: conditions, then interventions."""
+    runs = [res(f"runs/{model}/{dataset}/{c}/responses.parquet") for c in CONDITIONS]
+    runs += [res(f"interventions/{model}/{dataset}/{i}/responses.parquet") for i in INTERVENTIONS]
+    return runs

@@ -1,0 +1,18 @@
+# Stage 1: datasets -> prompts.parquet + attack images (FigStep typography).
+
+
+rule prompts:
+    output:
+        prompts=res("data/{dataset}/prompts.parquet"),
+        images=directory(res("data/{dataset}/images")),
+    log:
+        res("logs/prompts/{dataset}.log"),
+    benchmark:
+        res("benchmarks/prompts/{dataset}.tsv")
+    conda:
+        ENV
+    params:
+        results=RESULTS,
+        options=lambda wc: config["datasets"][wc.dataset],
+    script:
+        "../workflow_scripts/build_prompts.py"

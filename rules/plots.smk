@@ -1,0 +1,23 @@
+# Stage 9: seaborn figures (PNG for the book, SVG beside each).
+
+
+rule figures:
+    input:
+        asr=res("tables/asr.csv"),
+        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=MODELS, dataset=DATASETS),
+    output:
+        asr_by_condition=res("figures/asr_by_condition.png"),
+        cosine_by_layer=res("figures/cosine_by_layer.png"),
+        dose_response=res("figures/dose_response.png"),
+        captions=res("figures/captions.json"),
+        svgs=expand(res("figures/{name}.svg"), name=["asr_by_condition", "cosine_by_layer", "dose_response"]),
+    log:
+        res("logs/figures.log"),
+    benchmark:
+        res("benchmarks/figures.tsv")
+    conda:
+        ENV
+    params:
+        judge=config["headline_judge"],
+    script:
+        "../workflow_scripts/figures.py"

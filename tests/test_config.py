@@ -1,0 +1,127 @@
+"""Config validation: the embedded default is valid; every mistake stops with one line naming it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolshift import CONDITIONS
+from toolshift.config import load_config, load_schema, validate_config
+from toolshift.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def default_config() -> dict:
+    with open(REPO / "config" / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def test_embedded_default_is_valid_and_gets_defaults(default_config):
+    cfg = validate_config(default_config)
+    assert cfg["results"] == "results"
+    assert list(cfg["conditions"]) == list(CONDITIONS)
+    assert cfg["models"]["fixture-llava"]["trust_remote_code"] is False
+    assert cfg["stats"]["n_boot"] == 2000
+
+
+def test_defaults_fill_missing_sections():
+    cfg = validate_config(
+        {
+            "datasets": {"mini": {}},
+            "models": {"m": {"family": "llava", "source": "fixture"}},
+            "conditions": ["direct", "tool"],
+        }
+    )
+    assert cfg["generation"]["max_new_tokens"] == 24
+    assert cfg["episodes"]["bbox_policy"] == "content_padded"
+    assert cfg["models"]["m"]["fixture"]["seed"] == 0
+    assert cfg["judges"] == ["keyword"]
+
+
+def _error(cfg: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_top_level_key(default_config):
+    default_config["resluts"] = "x"
+    assert "unknown key 'resluts'" in _error(default_config)
+
+
+def test_unknown_nested_key_names_its_place(default_config):
+    default_config["models"]["fixture-llava"]["familly"] = "llava"
+    message = _error(default_config)
+    assert "'familly'" in message and "models.fixture-llava" in message
+
+
+def test_wrong_type(default_config):
+    default_config["generation"]["batch_size"] = "eight"
+    message = _error(default_config)
+    assert "generation.batch_size" in message and "integer" in message and "'eight'" in message
+
+
+def test_unknown_condition(default_config):
+    default_config["conditions"] = ["direct", "tool", "tool_sparkly"]
+    message = _error(default_config)
+    assert "'tool_sparkly'" in message and "direct" in message
+
+
+def test_conditions_must_include_direct_and_tool(default_config):
+    default_config["conditions"] = ["direct", "text_trail"]
+    assert "'tool'" in _error(default_config)
+
+
+def test_unknown_model_family_lists_known_ones(default_config):
+    default_config["models"]["fixture-llava"]["family"] = "gpt-vision"
+    message = _error(default_config)
+    assert "'gpt-vision'" in message and "qwen2_5_vl" in message and "llava" in message
+
+
+def test_unknown_dataset_lists_known_ones(default_config):
+    default_config["datasets"] = {"safebanch": {}}
+    message = _error(default_config)
+    assert "'safebanch'" in message and "mini" in message
+
+
+def test_hub_model_needs_id_and_revision(default_config):
+    default_config["models"]["real"] = {
+        "family": "qwen2_5_vl",
+        "source": "hub",
+        "hub_id": "Qwen/Qwen2.5-VL-7B-Instruct",
+    }
+    assert "revision" in _error(default_config)
+
+
+def test_bad_model_name(default_config):
+    default_config["models"]["bad/name"] = copy.deepcopy(default_config["models"]["fixture-llava"])
+    assert "bad/name" in _error(default_config)
+
+
+def test_layer_auto_or_integer(default_config):
+    default_config["interventions"]["layer"] = 3
+    assert validate_config(default_config)["interventions"]["layer"] == 3
+    default_config["interventions"]["layer"] = "middle"
+    assert "interventions.layer" in _error(default_config)
+
+
+def test_load_config_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets: {mini: {}}\nmodels: {}\nconditions: [direct, tool]\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        load_config(path)
+
+
+def test_schema_lists_every_condition_and_family():
+    from toolshift.adapters import ADAPTERS
+
+    schema = load_schema()
+    assert schema["$defs"]["condition"]["enum"] == list(CONDITIONS)
+    assert sorted(schema["$defs"]["model"]["properties"]["family"]["enum"]) == sorted(ADAPTERS)

@@ -1,0 +1,149 @@
+"""The embedded `mini` dataset, the registry and the prompts-table builder."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolshift.contracts import PROMPT_COLUMNS, read_prompts
+from toolshift.datasets import (
+    DATASETS,
+    ROW_COLUMNS,
+    TOPICS,
+    build_dataset_prompts,
+    build_prompts,
+    check_rows,
+    get_dataset,
+    load_dataset,
+    load_mini,
+    select_rows,
+    write_prompts,
+)
+from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.images import load_image
+from toolshift.typography import render_figstep
+
+FORMS = ("Steps ", "Methods ", "List ")
+
+
+@pytest.fixture(scope="module")
+def mini() -> pd.DataFrame:
+    return load_mini()
+
+
+def test_mini_has_enough_rows_per_class_and_topic(mini):
+    assert list(mini.columns) == list(ROW_COLUMNS)
+    assert mini["harmful"].dtype == bool
+    assert mini["harmful"].sum() >= 40 and (~mini["harmful"]).sum() >= 40
+    for harmful in (True, False):
+        counts = mini[mini["harmful"] == harmful]["category"].value_counts()
+        assert set(counts.index) == set(TOPICS)
+        assert counts.min() >= 4 and counts.max() - counts.min() <= 1  # spread evenly
+
+
+def test_mini_ids_twins_and_fields(mini):
+    assert mini["prompt_id"].is_unique
+    for col in ("prompt_id", "category", "question", "instruction"):
+        assert (mini[col].str.strip() != "").all()
+    harmful = mini[mini["harmful"]].set_index("prompt_id")
+    harmless = mini[~mini["harmful"]].set_index("prompt_id")
+    assert all(re.fullmatch(r"mini-h-\d{3}", i) for i in harmful.index)
+    assert all(re.fullmatch(r"mini-b-\d{3}", i) for i in harmless.index)
+    assert len(harmful) == len(harmless)
+    for pid, row in harmful.iterrows():
+        twin = harmless.loc[pid.replace("-h-", "-b-")]
+        assert twin["category"] == row["category"]
+        assert twin["instruction"].split()[0] == row["instruction"].split()[0]  # same form
+        assert twin["instruction"] != row["instruction"]
+
+
+def test_mini_holds_requests_only(mini):
+    """Instructions are FigStep statements and questions are questions: no answers, no list items."""
+    assert mini["instruction"].str.startswith(FORMS).all()
+    assert mini["instruction"].str.endswith(".").all()
+    assert mini["question"].str.endswith("?").all()
+    for text in pd.concat([mini["instruction"], mini["question"]]):
+        assert "\n" not in text and len(text) <= 120
+        assert not re.search(r"(^|\s)\d+\.\s", text)  # no numbered items
+        assert text.count(".") + text.count("?") <= 2
+
+
+def test_registry_and_unknown_name(mini):
+    assert set(DATASETS) == {"mini"}
+    spec = get_dataset("mini")
+    assert spec.name == "mini" and spec.license and spec.description
+    pd.testing.assert_frame_equal(load_dataset("mini"), mini)
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'.*known: mini"):
+        get_dataset("nope")
+
+
+def test_check_rows_reports_bad_rows(mini):
+    with pytest.raises(DataError, match="missing column"):
+        check_rows(mini.drop(columns="question"), "x.csv")
+    bad = mini.copy()
+    bad.loc[3, "instruction"] = "  "
+    with pytest.raises(DataError, match="empty instruction in row 4"):
+        check_rows(bad, "x.csv")
+    dup = pd.concat([mini, mini.iloc[:1]])
+    with pytest.raises(DataError, match="duplicate prompt_id 'mini-h-001'"):
+        check_rows(dup, "x.csv")
+    odd = mini.astype({"harmful": str})
+    odd.loc[0, "harmful"] = "maybe"
+    with pytest.raises(DataError, match="harmful must be true/false"):
+        check_rows(odd, "x.csv")
+
+
+def test_limit_per_class_is_stratified_by_category(mini):
+    sel = select_rows(mini, 10)
+    for harmful in (True, False):
+        part = sel[sel["harmful"] == harmful]
+        assert len(part) == 10
+        assert set(part["category"]) == set(TOPICS)  # one per topic
+    # first rows of each category, and the twins line up
+    assert set(sel["prompt_id"].str.replace("-b-", "-h-")) == set(sel[sel["harmful"]]["prompt_id"])
+    small = select_rows(mini, 3)
+    assert small["harmful"].sum() == 3 and (~small["harmful"]).sum() == 3
+    assert small[small["harmful"]]["category"].nunique() == 3
+    assert len(select_rows(mini, 1000)) == len(mini)
+    assert len(select_rows(mini, None)) == len(mini)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="limit_per_class"):
+            select_rows(mini, bad)
+
+
+def test_build_prompts_writes_images_and_contract_columns(mini, tmp_path):
+    df = build_prompts("mini", mini, tmp_path, limit_per_class=2)
+    assert list(df.columns) == list(PROMPT_COLUMNS)
+    assert len(df) == 4 and df["harmful"].dtype == bool and (df["dataset"] == "mini").all()
+    for row in df.itertuples(index=False):
+        assert row.image == f"data/mini/images/{row.prompt_id}.png"
+        img = load_image(tmp_path / row.image)
+        assert np.array_equal(np.asarray(img), np.asarray(render_figstep(row.instruction)))
+    assert not list((tmp_path / "data" / "mini" / "images").glob(".*.tmp"))
+    out = tmp_path / "data" / "mini" / "prompts.parquet"
+    write_prompts(df, out)
+    back = read_prompts(out)
+    pd.testing.assert_frame_equal(back, df)
+    again = build_dataset_prompts("mini", tmp_path, limit_per_class=2)
+    pd.testing.assert_frame_equal(again, df)
+
+
+def test_write_prompts_checks_the_contract(mini, tmp_path):
+    df = build_prompts("mini", mini, tmp_path, limit_per_class=1)
+    with pytest.raises(ContractError, match="lacks column"):
+        write_prompts(df.drop(columns="image"), tmp_path / "p.parquet")
+    with pytest.raises(ContractError, match="duplicate prompt_id"):
+        write_prompts(pd.concat([df, df]), tmp_path / "p.parquet")
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_build_prompts_rejects_unsafe_names(mini, tmp_path):
+    with pytest.raises(ConfigError, match="dataset name"):
+        build_prompts("../x", mini, tmp_path, limit_per_class=1)
+    bad = mini.copy()
+    bad.loc[0, "prompt_id"] = "../evil"
+    with pytest.raises(DataError, match="not a safe file name"):
+        build_prompts("mini", bad, tmp_path)

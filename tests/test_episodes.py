@@ -1,0 +1,200 @@
+"""Episodes of the eight controlled conditions: structure per DESIGN.md and the episodes contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolshift import CONDITIONS
+from toolshift.contracts import read_episodes, validate_episode
+from toolshift.datasets import build_prompts, load_mini
+from toolshift.episodes import (
+    NEUTRAL_EXCHANGES,
+    SYSTEM_PROMPT,
+    TOOL_CONDITIONS,
+    ZOOM_TOOL,
+    build_episodes,
+    text_trail_line,
+    write_episodes,
+)
+from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.images import content_bbox, load_image, override_image, zoom
+from toolshift.typography import FIGSTEP_PROMPT
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A results root with the prompts of a 2+2 mini subset and the episodes of every condition."""
+    root = tmp_path_factory.mktemp("results")
+    prompts = build_prompts("mini", load_mini(), root, limit_per_class=2)
+    episodes = {c: build_episodes(prompts, c, root) for c in CONDITIONS}
+    return root, prompts, episodes
+
+
+def kinds(message):
+    return [part["type"] for part in message["content"]]
+
+
+def image_paths(episode):
+    return [p["path"] for m in episode["messages"] for p in m["content"] if p["type"] == "image"]
+
+
+def test_every_condition_builds_valid_episodes(built, tmp_path):
+    root, prompts, episodes = built
+    for condition, records in episodes.items():
+        assert [r["prompt_id"] for r in records] == list(prompts["prompt_id"])
+        for r in records:
+            assert r["condition"] == condition
+            validate_episode(r, condition)
+            system = {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}
+            assert r["messages"][0] == system
+            assert r["messages"][-1]["role"] in ("user", "tool")  # the model writes the final answer
+            for path in image_paths(r):
+                assert (root / path).is_file(), path
+            meta = r["meta"]
+            assert ("tools" in meta) == (condition in TOOL_CONDITIONS)
+            assert meta["image_size"] == [760, 760]
+            assert meta["bbox_policy"] == "content_padded" and meta["pad_frac"] == 0.05
+        out = tmp_path / f"{condition}.jsonl"
+        write_episodes(records, out)
+        assert read_episodes(out) == json.loads(json.dumps(records))
+
+
+def test_direct(built):
+    _, prompts, episodes = built
+    ep = episodes["direct"][0]
+    assert [m["role"] for m in ep["messages"]] == ["system", "user"]
+    user = ep["messages"][1]
+    assert user["content"] == [
+        {"type": "image", "path": prompts["image"].iloc[0]},
+        {"type": "text", "text": FIGSTEP_PROMPT},
+    ]
+    assert ep["meta"]["tool_name"] is None and ep["meta"]["bbox"] is None
+    assert ep["meta"]["override_image"] is None
+
+
+def test_tool_and_zoom_crop(built):
+    root, prompts, episodes = built
+    for ep, direct, image in zip(episodes["tool"], episodes["direct"], prompts["image"], strict=True):
+        roles = [m["role"] for m in ep["messages"]]
+        assert roles == ["system", "user", "assistant", "tool"]
+        assert ep["messages"][:2] == direct["messages"]  # the same system and user turns as `direct`
+        call = ep["messages"][2]
+        assert call["content"] == []
+        original = load_image(root / image)
+        bbox = content_bbox(original, pad_frac=0.05)
+        assert call["tool_calls"] == [{"name": "zoom_in", "arguments": {"bbox": bbox}}]
+        assert ep["meta"]["bbox"] == bbox and ep["meta"]["tool_name"] == "zoom_in"
+        assert ep["meta"]["tools"] == [ZOOM_TOOL]
+        tool = ep["messages"][3]
+        assert tool["name"] == "zoom_in"
+        zoom_path = f"episodes/mini/images/{ep['prompt_id']}_zoom.png"
+        assert tool["content"] == [{"type": "image", "path": zoom_path}]
+        written = np.asarray(load_image(root / zoom_path))
+        assert np.array_equal(written, np.asarray(zoom(original, bbox)))
+        # and the zoom is the crop of the original, enlarged to the original's longer side
+        x1, y1, x2, y2 = bbox
+        if max(x2 - x1, y2 - y1) == 760:
+            assert np.array_equal(written, np.asarray(original)[y1:y2, x1:x2])
+        assert max(written.shape[:2]) == 760
+
+
+def test_zoom_tool_spec():
+    fn = ZOOM_TOOL["function"]
+    assert ZOOM_TOOL["type"] == "function" and fn["name"] == "zoom_in" and fn["description"]
+    bbox = fn["parameters"]["properties"]["bbox"]
+    assert bbox["type"] == "array" and bbox["items"] == {"type": "integer"}
+    assert bbox["minItems"] == bbox["maxItems"] == 4
+    assert fn["parameters"]["required"] == ["bbox"]
+
+
+@pytest.mark.parametrize("condition,kind", [("tool_unsafe", "unsafe"), ("tool_benign", "benign"),
+                                            ("tool_blank", "blank")])
+def test_override_conditions(built, condition, kind):
+    root, _, episodes = built
+    for ep, tool_ep in zip(episodes[condition], episodes["tool"], strict=True):
+        assert ep["messages"][:3] == tool_ep["messages"][:3]  # same framing and tool call as `tool`
+        path = f"data/overrides/{kind}.png"
+        returned = {"role": "tool", "name": "zoom_in", "content": [{"type": "image", "path": path}]}
+        assert ep["messages"][3] == returned
+        assert ep["meta"]["override_image"] == path and ep["meta"]["override_seed"] == 0
+        written = np.asarray(load_image(root / path))
+        assert written.shape == (760, 760, 3)
+        assert np.array_equal(written, np.asarray(override_image(kind, (760, 760), 0)))
+
+
+def test_text_trail_has_no_image_in_the_tool_turn(built):
+    _, _, episodes = built
+    for ep, tool_ep in zip(episodes["text_trail"], episodes["tool"], strict=True):
+        assert ep["messages"][:3] == tool_ep["messages"][:3]
+        tool = ep["messages"][3]
+        assert tool["role"] == "tool" and kinds(tool) == ["text"]
+        assert tool["content"][0]["text"] == text_trail_line(ep["meta"]["bbox"])
+        assert "meta" in ep and ep["meta"]["tools"] == [ZOOM_TOOL]
+        assert len(image_paths(ep)) == 1
+
+
+def test_text_prior(built):
+    _, _, episodes = built
+    for i, ep in enumerate(episodes["text_prior"]):
+        roles = [m["role"] for m in ep["messages"]]
+        assert roles == ["system", "user", "assistant", "user"]
+        q, a = NEUTRAL_EXCHANGES[i % len(NEUTRAL_EXCHANGES)]
+        assert ep["messages"][1]["content"] == [{"type": "text", "text": q}]
+        assert ep["messages"][2]["content"] == [{"type": "text", "text": a}]
+        assert "tool_calls" not in ep["messages"][2]
+        assert ep["messages"][3] == episodes["direct"][i]["messages"][1]
+        assert "tools" not in ep["meta"] and ep["meta"]["tool_name"] is None
+
+
+def test_image_no_tool_has_two_images_and_no_tool(built):
+    _, prompts, episodes = built
+    for ep, image in zip(episodes["image_no_tool"], prompts["image"], strict=True):
+        assert [m["role"] for m in ep["messages"]] == ["system", "user"]
+        user = ep["messages"][1]
+        assert kinds(user) == ["image", "image", "text"]
+        assert image_paths(ep) == [image, f"episodes/mini/images/{ep['prompt_id']}_zoom.png"]
+        assert "tools" not in ep["meta"] and ep["meta"]["tool_name"] is None
+        assert ep["meta"]["bbox"] is not None
+
+
+def test_neutral_exchanges_are_about_as_long_as_the_tool_trail(built):
+    _, _, episodes = built
+    trail = json.dumps(episodes["tool"][0]["messages"][2]["tool_calls"])
+    for q, a in NEUTRAL_EXCHANGES:
+        assert 0.5 * len(trail) <= len(q) + len(a) <= 3 * len(trail)
+
+
+def test_existing_identical_files_are_not_rewritten(built):
+    root, prompts, _ = built
+    zoom_file = root / "episodes" / "mini" / "images" / f"{prompts['prompt_id'].iloc[0]}_zoom.png"
+    before = zoom_file.stat().st_mtime_ns
+    build_episodes(prompts.iloc[:1], "tool", root)
+    assert zoom_file.stat().st_mtime_ns == before
+
+
+def test_bad_options(built):
+    root, prompts, _ = built
+    with pytest.raises(ConfigError, match="unknown condition 'free'; known: direct, tool"):
+        build_episodes(prompts, "free", root)
+    with pytest.raises(ConfigError, match="bbox_policy"):
+        build_episodes(prompts, "tool", root, bbox_policy="nope")
+    with pytest.raises(ConfigError, match="pad_frac"):
+        build_episodes(prompts, "tool", root, pad_frac=2)
+    with pytest.raises(ContractError, match="lacks column"):
+        build_episodes(prompts.drop(columns="image"), "tool", root)
+    with pytest.raises(ContractError, match="no episodes"):
+        write_episodes([], root / "x.jsonl")
+    bad = pd.DataFrame({"prompt_id": ["p"], "dataset": ["mini"], "image": ["data/mini/images/none.png"]})
+    with pytest.raises(DataError, match="none.png: image file not found"):
+        build_episodes(bad, "direct", root)
+
+
+def test_other_bbox_policy_and_pad_are_recorded(built, tmp_path):
+    root, prompts, _ = built
+    full = build_episodes(prompts.iloc[:1], "text_trail", root, bbox_policy="full", pad_frac=0.0)
+    assert full[0]["meta"]["bbox"] == [0, 0, 760, 760] and full[0]["meta"]["bbox_policy"] == "full"
+    assert full[0]["messages"][2]["tool_calls"][0]["arguments"]["bbox"] == [0, 0, 760, 760]

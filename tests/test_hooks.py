@@ -1,0 +1,198 @@
+"""Residual-stream hooks: add a vector, ablate a direction, capture; hooks are always removed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from toolshift.errors import ConfigError
+from toolshift.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
+from toolshift.hooks import (
+    Intervention,
+    ablate_direction,
+    add_vector,
+    apply_intervention,
+    capture_last_token,
+)
+from toolshift.inference import encode, generate
+from toolshift.modeling import load_model
+
+LAYER = 1
+
+
+@pytest.fixture(scope="session")
+def results_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("hooks_results")
+
+
+@pytest.fixture(scope="session")
+def episodes(results_root):
+    return synthetic_episodes(results_root, 3)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hooks_models")
+    return {f: load_model(build_fixture(f, root / f, seed=0), f) for f in FIXTURE_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def inputs(models, episodes, results_root):
+    return {f: encode(m, episodes, results_root) for f, m in models.items()}
+
+
+def random_vector(hidden: int, seed: int, scale: float = 0.05) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(hidden) * scale).astype(np.float32)
+
+
+def hook_counts(loaded) -> list[tuple[int, int]]:
+    layers = loaded.adapter.decoder_layers(loaded.model)
+    return [(len(layer._forward_hooks), len(layer._forward_pre_hooks)) for layer in layers]
+
+
+def forward(loaded, inputs, **kwargs):
+    with torch.inference_mode():
+        return loaded.model(**inputs, **kwargs)
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+def test_add_with_alpha_zero_is_identical_to_no_hook(family, models, inputs, episodes, results_root):
+    loaded = models[family]
+    v = random_vector(loaded.hidden_size, 0)
+    plain = forward(loaded, inputs[family]).logits
+    with add_vector(loaded, LAYER, v, alpha=0.0):
+        zero = forward(loaded, inputs[family]).logits
+    assert torch.equal(plain, zero)
+    df, states = generate(loaded, episodes, results_root, max_new_tokens=6, progress=False)
+    hooked = Intervention(kind="add", layer=LAYER, vector=v, alpha=0.0)
+    df0, states0 = generate(
+        loaded, episodes, results_root, max_new_tokens=6, intervention=hooked, progress=False
+    )
+    assert df0.equals(df)
+    np.testing.assert_array_equal(states0, states)
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+@pytest.mark.parametrize("alpha", [1.0, -2.5])
+def test_add_changes_the_layer_output_by_exactly_alpha_v(family, alpha, models, inputs):
+    loaded = models[family]
+    v = random_vector(loaded.hidden_size, 1)
+    with capture_last_token(loaded) as base:
+        forward(loaded, inputs[family])
+    with add_vector(loaded, LAYER, v, alpha=alpha), capture_last_token(loaded) as added:
+        forward(loaded, inputs[family])
+    before, after = base.array(), added.array()
+    np.testing.assert_array_equal(after[:, :LAYER], before[:, :LAYER])  # earlier layers untouched
+    np.testing.assert_allclose(
+        after[:, LAYER] - before[:, LAYER],
+        np.broadcast_to(alpha * v, before[:, LAYER].shape),
+        rtol=0,
+        atol=1e-6,
+    )
+    assert not np.allclose(after[:, LAYER + 1 :], before[:, LAYER + 1 :], atol=1e-6)  # and it propagates
+    # the same through an Intervention object
+    with apply_intervention(loaded, Intervention("add", LAYER, v, alpha)), capture_last_token(loaded) as via:
+        forward(loaded, inputs[family])
+    np.testing.assert_array_equal(via.array(), after)
+
+
+def test_add_acts_on_generated_positions_too(models, inputs):
+    """With the hook, cached greedy generation equals argmax of a full forward pass with the same hook
+    over prompt + generated tokens; without the hook in that forward pass it does not."""
+    loaded = models["llava"]
+    enc = inputs["llava"]
+    v = random_vector(loaded.hidden_size, 2, scale=1.0)
+    n_new = 6
+    with add_vector(loaded, LAYER, v, alpha=3.0), torch.inference_mode():
+        seq = loaded.model.generate(**enc, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+    prompt_len = enc["input_ids"].shape[1]
+    full = dict(
+        enc,
+        input_ids=seq,
+        attention_mask=torch.cat([enc["attention_mask"], torch.ones_like(seq[:, prompt_len:])], 1),
+    )
+    generated = seq[:, prompt_len:]
+    with add_vector(loaded, LAYER, v, alpha=3.0):
+        with_hook = forward(loaded, full).logits[:, prompt_len - 1 : -1].argmax(-1)
+    without_hook = forward(loaded, full).logits[:, prompt_len - 1 : -1].argmax(-1)
+    assert torch.equal(with_hook, generated)
+    assert not torch.equal(without_hook[:, 1:], generated[:, 1:])
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+def test_ablation_leaves_no_component_between_layers(family, models, inputs):
+    loaded = models[family]
+    layers = loaded.adapter.decoder_layers(loaded.model)
+    direction = random_vector(loaded.hidden_size, 3, scale=1.0)
+    unit = torch.from_numpy(direction / np.linalg.norm(direction))
+    seen: list[torch.Tensor] = []
+    # probes registered after the ablation hooks see what flows between layers
+    with ablate_direction(loaded, direction):
+        probes = [layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))]
+        probes += [
+            layer.register_forward_hook(lambda m, a, out: seen.append(out.detach().clone()))
+            for layer in layers
+        ]
+        try:
+            out = forward(loaded, inputs[family], output_hidden_states=True)
+        finally:
+            for probe in probes:
+                probe.remove()
+    assert len(seen) == loaded.n_layers + 1
+    # transformers' own recorder runs after our hooks: it sees the ablated stream too
+    for hf, mine in zip(out.hidden_states[:-1], seen[:-1], strict=True):
+        assert torch.equal(hf, mine)
+    for h in seen:
+        component = (h @ unit).abs()
+        assert (component <= 1e-4 * h.norm(dim=-1)).all()
+    # and the ablation changed something: without it the component is not small
+    plain = forward(loaded, inputs[family], output_hidden_states=True).hidden_states[2]
+    assert ((plain @ unit).abs() > 1e-2 * plain.norm(dim=-1)).any()
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+def test_hooks_are_removed_afterwards_even_on_error(family, models, inputs):
+    loaded = models[family]
+    forward(loaded, inputs[family], output_hidden_states=True)  # let transformers install its own recorders
+    before = hook_counts(loaded)
+    v = random_vector(loaded.hidden_size, 4)
+    with add_vector(loaded, LAYER, v), ablate_direction(loaded, v), capture_last_token(loaded):
+        assert hook_counts(loaded) != before
+    assert hook_counts(loaded) == before
+    for make in (
+        lambda: add_vector(loaded, 0, v),
+        lambda: ablate_direction(loaded, v),
+        lambda: capture_last_token(loaded),
+    ):
+        with pytest.raises(RuntimeError, match="boom"), make():
+            raise RuntimeError("boom")
+        assert hook_counts(loaded) == before
+
+
+def test_capture_ignores_decoding_steps(models, inputs):
+    loaded = models["qwen2_5_vl"]
+    with capture_last_token(loaded) as store, torch.inference_mode():
+        loaded.model.generate(**inputs["qwen2_5_vl"], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert len(store.records) == 1 and store.array().shape == (3, loaded.n_layers, loaded.hidden_size)
+
+
+def test_bad_interventions_are_config_errors(models):
+    loaded = models["llava"]
+    v = np.ones(loaded.hidden_size, np.float32)
+    with pytest.raises(ConfigError, match="kind"):
+        Intervention("scale", 1, v)
+    with pytest.raises(ConfigError, match="needs a layer"):
+        Intervention("add", None, v)
+    with pytest.raises(ConfigError, match="finite"):
+        Intervention("ablate", None, np.array([np.nan, 1.0]))
+    with pytest.raises(ConfigError, match="out of range"), add_vector(loaded, 4, v):
+        pass
+    with pytest.raises(ConfigError, match=r"shape \(64,\)"), add_vector(loaded, 0, v[:3]):
+        pass
+    with (
+        pytest.raises(ConfigError, match="zero norm"),
+        ablate_direction(loaded, np.zeros(loaded.hidden_size)),
+    ):
+        pass
+    assert Intervention("ablate", None, v).vector.dtype == np.float32

@@ -1,0 +1,131 @@
+"""Image helpers: bbox policy, clamping, zoom, override images, decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from toolshift.datasets import load_mini
+from toolshift.errors import ConfigError, DataError
+from toolshift.images import (
+    clamp_bbox,
+    content_bbox,
+    load_image,
+    override_image,
+    policy_bbox,
+    save_png,
+    unsafe_instruction,
+    zoom,
+)
+
+
+def planted(size=(200, 100), box=(40, 20, 90, 60), colour=(10, 200, 30)) -> Image.Image:
+    img = Image.new("RGB", size, (255, 255, 255))
+    img.paste(colour, box)  # fills x in [40, 90), y in [20, 60)
+    return img
+
+
+def test_content_bbox_recovers_a_planted_box():
+    img = planted()
+    assert content_bbox(img, pad_frac=0) == [40, 20, 90, 60]
+    # pad: 5 % of the width (10 px) left/right and of the height (5 px) top/bottom
+    assert content_bbox(img, pad_frac=0.05) == [30, 15, 100, 65]
+    # padding is clamped to the image
+    assert content_bbox(planted(box=(0, 0, 10, 10)), pad_frac=0.1) == [0, 0, 30, 20]
+    assert content_bbox(img, pad_frac=1) == [0, 0, 200, 100]
+
+
+def test_content_bbox_of_a_blank_image_is_the_full_image():
+    assert content_bbox(Image.new("RGB", (64, 48), "white")) == [0, 0, 64, 48]
+    black_bg = Image.new("RGB", (64, 48), "black")
+    assert content_bbox(black_bg, bg=(0, 0, 0)) == [0, 0, 64, 48]
+    with pytest.raises(ConfigError, match="pad_frac"):
+        content_bbox(black_bg, pad_frac=-0.1)
+
+
+def test_policy_bbox():
+    img = planted()
+    assert policy_bbox(img, "content_padded", 0) == [40, 20, 90, 60]
+    assert policy_bbox(img, "full") == [0, 0, 200, 100]
+    with pytest.raises(ConfigError, match="unknown bbox_policy 'nope'; known: content_padded, full"):
+        policy_bbox(img, "nope")
+
+
+def test_clamp_bbox():
+    size = (200, 100)
+    assert clamp_bbox([10, 20, 30, 40], size) == [10, 20, 30, 40]
+    assert clamp_bbox([30, 40, 10, 20], size) == [10, 20, 30, 40]  # corners ordered
+    assert clamp_bbox([-5, -5, 500, 500], size) == [0, 0, 200, 100]
+    assert clamp_bbox([10.4, 20.6, 30.2, 40.0], size) == [10, 20, 31, 40]  # outward rounding
+    assert clamp_bbox([50, 50, 50, 50], size) == [50, 50, 51, 51]  # at least 1 px
+    assert clamp_bbox([300, 300, 400, 400], size) == [199, 99, 200, 100]
+    assert clamp_bbox(np.array([1, 2, 3, 4]), size) == [1, 2, 3, 4]
+    assert all(type(v) is int for v in clamp_bbox((np.int64(1), 2.0, 3, 4), size))
+    bads = ([1, 2, 3], [1, 2, 3, 4, 5], ["1", 2, 3, 4], [1, 2, float("nan"), 4], "1234", None,
+            [True, 0, 1, 1])
+    for bad in bads:
+        with pytest.raises(DataError, match="bbox"):
+            clamp_bbox(bad, size)
+
+
+def test_zoom_sizes():
+    img = planted()
+    crop = zoom(img, [40, 20, 90, 60], resize=False)
+    assert crop.size == (50, 40)
+    assert np.array_equal(np.asarray(crop), np.asarray(img.crop((40, 20, 90, 60))))
+    big = zoom(img, [40, 20, 90, 60])
+    assert big.size == (200, 160)  # longer side = the original's longer side, aspect kept
+    assert zoom(img, [40, 20, 90, 60], out_size=(64, 32)).size == (64, 32)
+    assert zoom(img, [0, 0, 200, 100]).size == (200, 100)
+    assert zoom(img, [500, 500, 600, 600], resize=False).size == (1, 1)  # clamped, not empty
+    # a uniform region stays uniform through the LANCZOS resize
+    assert (np.asarray(zoom(img, [45, 25, 85, 55])) == (10, 200, 30)).all()
+
+
+def test_override_images_are_deterministic():
+    for kind in ("blank", "benign", "unsafe"):
+        a = override_image(kind, (760, 760), seed=0)
+        b = override_image(kind, (760, 760), seed=0)
+        assert a.mode == "RGB" and a.size == (760, 760)
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert (np.asarray(override_image("blank", (30, 20), 0)) == 255).all()
+    assert override_image("benign", (300, 200), 3).size == (300, 200)
+    benign0, benign1 = (np.asarray(override_image("benign", (200, 200), s)) for s in (0, 1))
+    assert not np.array_equal(benign0, benign1)
+    assert len(np.unique(benign0.reshape(-1, 3), axis=0)) > 10  # a picture, not a flat fill
+    assert override_image("unsafe", (380, 500), 0).size == (380, 500)
+    with pytest.raises(ConfigError, match="unknown override image kind 'nope'"):
+        override_image("nope", (10, 10), 0)
+
+
+def test_unsafe_override_draws_a_harmful_mini_request():
+    harmful = load_mini().query("harmful")
+    assert unsafe_instruction(0) == harmful["instruction"].iloc[0]
+    assert unsafe_instruction(len(harmful) + 2) == harmful["instruction"].iloc[2]
+    img = np.asarray(override_image("unsafe", (760, 760), 0))
+    assert img.min() == 0 and (img == 255).mean() > 0.5  # black text on white
+
+
+def test_load_image_and_corrupt_files(tmp_path):
+    good = tmp_path / "good.png"
+    planted().save(good)
+    assert load_image(good).size == (200, 100)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(DataError, match="truncated.png: cannot be decoded"):
+        load_image(truncated)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(DataError, match="garbage.png"):
+        load_image(garbage)
+    with pytest.raises(DataError, match="missing.png: image file not found"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_save_png_is_atomic_and_skips_identical(tmp_path):
+    path = tmp_path / "sub" / "x.png"
+    assert save_png(planted(), path) is True
+    assert save_png(planted(), path) is False
+    assert save_png(planted(colour=(0, 0, 0)), path) is True
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]

@@ -1,0 +1,321 @@
+"""The book: fragments from synthetic results, then an offline Jupyter Book build of a copy of book/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from toolshift import CONDITIONS
+from toolshift.contracts import ASR_COLUMNS, write_csv
+from toolshift.errors import ConfigError, ContractError, ToolshiftError
+from toolshift.plots import plot_asr_by_condition, plot_cosine_by_layer, plot_dose_response
+from toolshift.report import FIXTURE_BANNER, build_book, build_report, write_book_sources
+
+REPO_BOOK = Path(__file__).resolve().parents[1] / "book"
+MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
+PAGES = ("intro", "method", "results", "provenance")
+
+
+def synthetic_asr(n: int = 20) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    rows = []
+    for m in MODELS:
+        ivs = [(c, "none") for c in CONDITIONS] + [("direct", f"add_a{a:g}") for a in (0, 0.5, 1, 2)]
+        ivs += [("direct", f"random_a1_s{s}") for s in (0, 1)] + [("tool", "subtract"), ("tool", "ablate")]
+        for condition, intervention in ivs:
+            k = int(rng.integers(0, n + 1))
+            base = condition == "direct" and intervention == "none"
+            rows.append(
+                {
+                    "model": m,
+                    "dataset": "mini",
+                    "condition": condition,
+                    "intervention": intervention,
+                    "judge": "keyword",
+                    "n": n,
+                    "n_unsafe": k,
+                    "asr": k / n,
+                    "asr_ci_low": max(0.0, k / n - 0.1234),
+                    "asr_ci_high": min(1.0, k / n + 0.1111),
+                    "rel_reduction": np.nan if base else float(rng.uniform(-0.5, 0.9)),
+                    "rel_reduction_ci_low": np.nan if base else -0.6,
+                    "rel_reduction_ci_high": np.nan if base else 0.95,
+                    "mcnemar_p": np.nan if base else float(rng.uniform(0, 1)),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(ASR_COLUMNS))
+
+
+def synthetic_vectors(model: str, seed: int, n_layers: int = 5) -> xr.Dataset:
+    rng = np.random.default_rng(seed)
+    conds = list(CONDITIONS)
+    return xr.Dataset(
+        {
+            "cos_tool_refusal": ("layer", rng.uniform(-1, 1, n_layers)),
+            "cos_shift_tool": (("condition", "layer"), rng.uniform(-1, 1, (len(conds), n_layers))),
+            "cos_shift_refusal": (("condition", "layer"), rng.uniform(-1, 1, (len(conds), n_layers))),
+            "norm_tool_vector": ("layer", rng.uniform(0.5, 5, n_layers)),
+        },
+        coords={"layer": np.arange(n_layers), "condition": conds},
+        attrs={"model": model, "dataset": "mini"},
+    )
+
+
+def synthetic_over_refusal(n: int = 20) -> pd.DataFrame:
+    rows = []
+    for i, m in enumerate(MODELS):
+        for j, (condition, intervention) in enumerate([("direct", "none"), ("direct", "add_a1")]):
+            k = 3 + 5 * i + 7 * j
+            rows.append(
+                {
+                    "model": m, "dataset": "mini", "condition": condition, "intervention": intervention,
+                    "judge": "keyword", "n": n, "n_refused": k, "refusal_rate": k / n,
+                    "refusal_ci_low": k / n - 0.0987, "refusal_ci_high": k / n + 0.0876,
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+CONFIG = {
+    "results": "results",
+    "models": {
+        m: {"family": m.split("-", 1)[1], "source": "fixture", "fixture": {"seed": i}}
+        for i, m in enumerate(MODELS)
+    },
+    "datasets": ["mini"],
+    "judges": ["keyword"],
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("results")
+    asr = synthetic_asr()
+    write_csv(asr, root / "tables" / "asr.csv")
+    vectors = {}
+    for i, m in enumerate(MODELS):
+        path = root / "vectors" / m / "mini.nc"
+        path.parent.mkdir(parents=True)
+        synthetic_vectors(m, i).to_netcdf(path, engine="h5netcdf")
+        vectors[m] = path
+    figures = {
+        name: root / "figures" / f"{name}.png"
+        for name in ("asr_by_condition", "cosine_by_layer", "dose_response")
+    }
+    captions = {
+        "asr_by_condition": plot_asr_by_condition(asr, figures["asr_by_condition"], "keyword"),
+        "cosine_by_layer": plot_cosine_by_layer(
+            {m: xr.open_dataset(p, engine="h5netcdf").load() for m, p in vectors.items()},
+            figures["cosine_by_layer"],
+        ),
+        "dose_response": plot_dose_response(asr, figures["dose_response"]),
+    }
+    (root / "figures" / "captions.json").write_text(json.dumps(captions), encoding="utf-8")
+    over = synthetic_over_refusal()
+    write_csv(over, root / "tables" / "over_refusal.csv")
+    return {
+        "asr": asr,
+        "asr_csv": root / "tables" / "asr.csv",
+        "over_refusal": over,
+        "over_refusal_csv": root / "tables" / "over_refusal.csv",
+        "vectors": vectors,
+        "figures": figures,
+        "captions": captions,
+        "captions_json": root / "figures" / "captions.json",
+    }
+
+
+def _copy_book(dest: Path) -> Path:
+    shutil.copytree(REPO_BOOK, dest, ignore=shutil.ignore_patterns("_build", "_generated"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def built(results, tmp_path_factory) -> Path:
+    book = _copy_book(tmp_path_factory.mktemp("fixture") / "book")
+    write_book_sources(
+        book,
+        asr_csv=results["asr_csv"],
+        figures=results["figures"],
+        vectors=results["vectors"],
+        config=CONFIG,
+        fixture_models=list(MODELS),
+        captions=results["captions"],
+        over_refusal_csv=results["over_refusal_csv"],
+    )
+    with pytest.MonkeyPatch.context() as mp:  # any network access would fail fast
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+            mp.setenv(var, "http://127.0.0.1:9")
+        for var in ("NO_PROXY", "no_proxy"):
+            mp.delenv(var, raising=False)
+        index = build_book(book)
+    assert index == book.resolve() / "_build" / "html" / "index.html"
+    return index.parent
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.hrefs: list[str] = []
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img" and a.get("src"):
+            self.imgs.append(a["src"])
+        if a.get("href"):
+            self.hrefs.append(a["href"])
+        if tag != "img" and a.get("src"):
+            self.srcs.append(a["src"])
+
+
+def _links(page: Path) -> _Links:
+    parser = _Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def _local_target(page: Path, url: str) -> Path | None:
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not parts.path:
+        return None  # external link, or a fragment on the same page
+    return (page.parent / unquote(parts.path)).resolve()
+
+
+def _text(page: Path) -> str:
+    return " ".join(page.read_text(encoding="utf-8").split())
+
+
+def test_every_page_is_built(built):
+    assert (built / "index.html").is_file()
+    for page in PAGES:
+        assert (built / f"{page}.html").is_file(), page
+
+
+def test_images_and_internal_links_resolve(built):
+    n_imgs = 0
+    for page in built.glob("*.html"):
+        links = _links(page)
+        for url in links.imgs + links.hrefs + links.srcs:
+            target = _local_target(page, url)
+            if target is not None:
+                assert target.exists(), f"{page.name}: {url}"
+        n_imgs += len(links.imgs)
+    results_imgs = _links(built / "results.html").imgs
+    assert len(results_imgs) == 3 and n_imgs >= 3
+    svgs = [h for h in _links(built / "results.html").hrefs if h.endswith(".svg")]
+    assert len(svgs) == 3
+
+
+def test_fixture_banner_on_results_bearing_pages(built):
+    for page in ("intro", "results"):
+        assert FIXTURE_BANNER in _text(built / f"{page}.html"), page
+    assert FIXTURE_BANNER not in _text(built / "method.html")
+
+
+def test_headline_numbers_appear(built, results):
+    asr = results["asr"]
+    intro, full = _text(built / "intro.html"), _text(built / "results.html")
+    for m in MODELS:
+        tool = asr[(asr.model == m) & (asr.condition == "tool") & (asr.intervention == "none")].iloc[0]
+        cell = f"{100 * tool.asr:.1f} [{100 * tool.asr_ci_low:.1f}, {100 * tool.asr_ci_high:.1f}]"
+        rel = f"{100 * tool.rel_reduction:.1f} [{100 * tool.rel_reduction_ci_low:.1f}, "
+        assert cell in intro and rel in intro
+        assert cell in full
+        assert m in intro
+    for r in asr.itertuples():
+        assert f"{100 * r.asr:.1f} [{100 * r.asr_ci_low:.1f}, {100 * r.asr_ci_high:.1f}]" in full
+    for r in results["over_refusal"].itertuples():
+        cell = f"{100 * r.refusal_rate:.1f} [{100 * r.refusal_ci_low:.1f}, {100 * r.refusal_ci_high:.1f}]"
+        assert cell in full
+    for caption in results["captions"].values():
+        assert caption[:60] in full
+
+
+def test_provenance_has_config_and_version(built):
+    text = _text(built / "provenance.html")
+    import toolshift
+
+    assert toolshift.__version__ in text
+    assert "fixture-qwen2_5_vl" in text and "judges" in text and "fixture (built offline from a seed)" in text
+
+
+def test_build_report_without_fixture_models(results, tmp_path):
+    """The book rule's one call; a hub model only: no banner; absent figures are noted, not fatal."""
+    book = _copy_book(tmp_path / "book")
+    figures = {"asr_by_condition": results["figures"]["asr_by_condition"]}
+    config = {
+        "models": {"qwen": {"family": "qwen2_5_vl", "source": "hub", "hub_id": "Qwen/Qwen2.5-VL-7B-Instruct",
+                            "revision": "main"}},
+        "headline_judge": "keyword",
+        "book": {"show_completions": False},
+    }  # fmt: skip
+    index = build_report(
+        book_dir=book,
+        asr_csv=results["asr_csv"],
+        figures=figures,
+        captions_json=results["captions_json"],
+        vectors=list(results["vectors"].values()),
+        config=config,
+        index_out=book / "_build" / "html" / "index.html",
+        over_refusal_csv=None,
+    )
+    assert "{warning}" not in (book / "_generated" / "banner.md").read_text(encoding="utf-8")
+    built = index.parent
+    assert FIXTURE_BANNER not in _text(built / "intro.html")
+    assert _text(built / "results.html").count("figure was not produced in this run") == 2
+    assert "unpinned" in _text(built / "provenance.html")
+    assert "over-refusal table was not produced" in _text(built / "results.html")
+    assert results["captions"]["asr_by_condition"][:60] in _text(built / "results.html")
+
+
+def test_failed_build_raises_and_leaves_no_index(results, tmp_path):
+    book = _copy_book(tmp_path / "book")
+    write_book_sources(
+        book,
+        asr_csv=results["asr_csv"],
+        figures=results["figures"],
+        vectors=results["vectors"],
+        config=CONFIG,
+        fixture_models=list(MODELS),
+    )
+    (book / "_build" / "html").mkdir(parents=True)
+    (book / "_build" / "html" / "index.html").write_text("stale", encoding="utf-8")
+    with open(book / "results.md", "a", encoding="utf-8") as fh:
+        fh.write("\n```{include} _generated/missing.md\n```\n")
+    with pytest.raises(ToolshiftError, match="missing.md"):
+        build_book(book)
+    assert not (book / "_build" / "html" / "index.html").exists()
+
+
+def test_bad_inputs(results, tmp_path):
+    book = _copy_book(tmp_path / "book")
+    kwargs = {
+        "asr_csv": results["asr_csv"],
+        "figures": results["figures"],
+        "vectors": results["vectors"],
+        "config": CONFIG,
+        "fixture_models": list(MODELS),
+    }
+    with pytest.raises(ConfigError, match="completions"):
+        write_book_sources(book, **kwargs, show_completions=True)
+    with pytest.raises(ContractError, match="nope.png"):
+        write_book_sources(book, **{**kwargs, "figures": {"asr_by_condition": tmp_path / "nope.png"}})
+    empty = tmp_path / "asr.csv"
+    write_csv(pd.DataFrame(columns=list(ASR_COLUMNS)), empty)
+    with pytest.raises(ContractError, match="no rows"):
+        write_book_sources(book, **{**kwargs, "asr_csv": empty})
+    with pytest.raises(ContractError, match="not found"):
+        write_book_sources(book, **{**kwargs, "vectors": {"m": tmp_path / "missing.nc"}})
+    with pytest.raises(ContractError, match="_config.yml"):
+        write_book_sources(tmp_path, **kwargs)
+    assert not (book / "_generated").exists()

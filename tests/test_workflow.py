@@ -1,0 +1,217 @@
+"""End to end: the Snakemake DAG on a reduced embedded config, in a temporary directory.
+
+One module-scoped run (two fixture models x eight conditions, two shards, a few interventions) feeds
+every test here: each contract file is checked, the book is there, and a second run has nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+
+from toolshift import CONDITIONS
+from toolshift.activations import read_activations
+from toolshift.contracts import (
+    ASR_COLUMNS,
+    JUDGED_COLUMNS,
+    RESPONSE_COLUMNS,
+    read_episodes,
+    read_prompts,
+    read_table,
+)
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
+N_LAYERS = 3
+PER_CLASS = 4
+INTERVENTIONS = ("add_a0", "add_a4", "ablate", "random_a4_s0")
+
+
+def reduced_config(work: Path) -> dict:
+    """The embedded default, made smaller: fewer prompts, layers, tokens and interventions; two shards."""
+    with open(REPO / "config" / "config.yaml") as fh:
+        cfg = yaml.safe_load(fh)
+    cfg["results"] = str(work / "results")
+    cfg["book_dir"] = str(work / "book")
+    cfg["datasets"] = {"mini": {"limit_per_class": PER_CLASS}}
+    for entry in cfg["models"].values():
+        entry["fixture"].update(num_layers=N_LAYERS, hidden_size=32, num_heads=2)
+    cfg["generation"].update(max_new_tokens=6, batch_size=4, shards=2, device="cpu")
+    cfg["interventions"] = {
+        "layer": "auto",
+        "add": {"alphas": [0, 4]},
+        "ablate": True,
+        "subtract": False,
+        "random": {"alphas": [4], "seeds": [0]},
+    }
+    cfg["stats"] = {"n_boot": 200, "seed": 0}
+    return cfg
+
+
+def snakemake(work: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=work)
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory) -> tuple[Path, dict]:
+    work = tmp_path_factory.mktemp("dag")
+    cfg = reduced_config(work)
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "--configfile", "config.yaml", "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return work, cfg
+
+
+def test_prompts_and_episodes_contracts(dag):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    prompts = read_prompts(results / "data/mini/prompts.parquet")
+    assert prompts["harmful"].sum() == PER_CLASS and (~prompts["harmful"]).sum() == PER_CLASS
+    for image in prompts["image"]:
+        assert (results / image).is_file()
+    for condition in CONDITIONS:
+        episodes = read_episodes(results / f"episodes/mini/{condition}.jsonl")
+        assert [e["prompt_id"] for e in episodes] == list(prompts["prompt_id"])
+        assert {e["condition"] for e in episodes} == {condition}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_runs_write_responses_and_activations(dag, model):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    prompts = read_prompts(results / "data/mini/prompts.parquet")
+    for condition in CONDITIONS:
+        run = results / f"runs/{model}/mini/{condition}"
+        responses = read_table(run / "responses.parquet", RESPONSE_COLUMNS)
+        assert sorted(responses["prompt_id"]) == sorted(prompts["prompt_id"])
+        assert set(responses["condition"]) == {condition}
+        assert set(responses["intervention"]) == {"none"}
+        assert (responses["n_new_tokens"] <= 6).all() and (responses["n_prompt_tokens"] > 0).all()
+        acts = read_activations(run / "activations.nc")
+        assert acts["resid"].dims == ("prompt_id", "layer", "hidden")
+        assert acts["resid"].shape == (2 * PER_CLASS, N_LAYERS, 32)
+        assert acts.attrs["condition"] == condition and acts.attrs["model"] == model
+        assert sorted(acts["prompt_id"].values) == sorted(prompts["prompt_id"])
+
+
+def test_shards_partition_the_prompts(dag):
+    work, cfg = dag
+    shard_dir = Path(cfg["results"]) / "runs/fixture-llava/mini/tool/shards"
+    ids = [set(pd.read_parquet(p)["prompt_id"]) for p in sorted(shard_dir.glob("*.parquet"))]
+    assert len(ids) == 2 and ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_vectors_file(dag, model):
+    work, cfg = dag
+    vectors = xr.open_dataset(Path(cfg["results"]) / f"vectors/{model}/mini.nc", engine="h5netcdf")
+    assert vectors["tool_vector"].dims == ("layer", "hidden")
+    assert vectors["tool_vector"].shape == (N_LAYERS, 32)
+    assert vectors["refusal_direction"].shape == (N_LAYERS, 32)
+    assert set(vectors["shift"].coords["condition"].values) == set(CONDITIONS)
+    assert vectors["cos_tool_refusal"].shape == (N_LAYERS,)
+    assert abs(vectors["shift"].sel(condition="direct")).max() == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_interventions_and_judged_tables(dag, model):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    for intervention in INTERVENTIONS:
+        responses = read_table(
+            results / f"interventions/{model}/mini/{intervention}/responses.parquet", RESPONSE_COLUMNS
+        )
+        assert set(responses["intervention"]) == {intervention}
+        assert len(responses) == 2 * PER_CLASS
+    judged = read_table(results / f"judged/keyword/{model}/mini.parquet", JUDGED_COLUMNS)
+    assert len(judged) == 2 * PER_CLASS * (len(CONDITIONS) + len(INTERVENTIONS))
+    assert judged["unsafe"].dtype == bool
+
+
+def test_alpha_zero_equals_no_hook(dag):
+    """add with alpha 0 on direct must reproduce the plain direct run token for token."""
+    work, cfg = dag
+    results = Path(cfg["results"])
+    for model in MODELS:
+        plain = pd.read_parquet(results / f"runs/{model}/mini/direct/responses.parquet").set_index(
+            "prompt_id"
+        )
+        zero = pd.read_parquet(results / f"interventions/{model}/mini/add_a0/responses.parquet").set_index(
+            "prompt_id"
+        )
+        assert (plain.loc[zero.index, "response"] == zero["response"]).all()
+
+
+def test_asr_table_covers_models_conditions_and_interventions(dag):
+    work, cfg = dag
+    asr = read_table(Path(cfg["results"]) / "tables/asr.csv", ASR_COLUMNS)
+    plain = asr[asr["intervention"] == "none"]
+    assert set(zip(plain["model"], plain["condition"], strict=True)) == {
+        (m, c) for m in MODELS for c in CONDITIONS
+    }
+    assert set(asr.loc[asr["intervention"] != "none", "intervention"]) == set(INTERVENTIONS)
+    assert (asr["n"] == PER_CLASS).all()
+    assert ((asr["asr"] >= 0) & (asr["asr"] <= 1)).all()
+    assert (asr["asr_ci_low"] <= asr["asr"] + 1e-12).all() and (
+        asr["asr"] <= asr["asr_ci_high"] + 1e-12
+    ).all()
+    reference = plain[plain["condition"] == "direct"]
+    assert (reference["mcnemar_p"] == 1).all()
+
+
+def test_figures_and_book(dag):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    for name in ("asr_by_condition", "cosine_by_layer", "dose_response"):
+        assert (results / f"figures/{name}.png").stat().st_size > 5000
+        assert (results / f"figures/{name}.svg").stat().st_size > 1000
+    captions = json.loads((results / "figures/captions.json").read_text())
+    assert set(captions) == {"asr_by_condition", "cosine_by_layer", "dose_response"}
+    index = Path(cfg["book_dir"]) / "_build/html/index.html"
+    assert 'url=intro.html' in index.read_text()  # Jupyter Book's index redirects to the first page
+    overview = (index.parent / "intro.html").read_text()
+    assert "fixture models" in overview and "noise" in overview
+    for page in ("method.html", "results.html", "provenance.html"):
+        assert (index.parent / page).is_file()
+    results_page = (index.parent / "results.html").read_text()
+    for name in ("asr_by_condition", "cosine_by_layer", "dose_response"):
+        assert f"{name}.png" in results_page
+
+
+def test_benchmarks_and_logs_are_written(dag):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    assert (results / "benchmarks/book.tsv").is_file()
+    assert any((results / "logs/infer").rglob("*.log"))
+
+
+def test_second_run_has_nothing_to_do(dag):
+    work, cfg = dag
+    proc = snakemake(work, "--configfile", "config.yaml", "--cores", "1", "--dry-run", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_bad_config_stops_with_one_line(tmp_path):
+    cfg = reduced_config(tmp_path)
+    cfg["conditions"] = ["direct", "tool", "tool_sparkly"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "1", "--dry-run", timeout=300)
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "tool_sparkly" in line]
+    assert lines == [
+        "config: conditions.2: unknown value 'tool_sparkly' (known: direct, tool, tool_unsafe, tool_benign, "
+        "tool_blank, text_trail, text_prior, image_no_tool)"
+    ]
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,136 @@
+"""Load and validate the workflow configuration against `config/schema.yaml`.
+
+The Snakefile calls `validate_config` before it builds the DAG; so do the tests. Validation fills in
+the schema's defaults and stops at the first problem with one line that names the key or value.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+
+from toolshift.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator class that writes each property's `default` into the instance before validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Read the JSON schema (YAML syntax)."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _where(error: ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "(top level)"
+
+
+def _describe(error: ValidationError) -> str:
+    """One line for the most specific schema error."""
+    where = _where(error)
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key {', '.join(repr(e) for e in extra)} in {where}{hint}"
+    if validator == "enum":
+        known = ", ".join(str(v) for v in error.validator_value)
+        return f"{where}: unknown value {error.instance!r} (known: {known})"
+    if validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}: expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
+    if validator == "required":
+        return f"{where}: {error.message}"
+    if validator == "contains":
+        return f"{where}: must include {error.validator_value.get('const')!r}"
+    if validator == "propertyNames":
+        return f"{where}: invalid name {error.instance!r} ({error.message})"
+    return f"{where}: {error.message}"
+
+
+def _leaves(error: ValidationError) -> list[ValidationError]:
+    """An error and, for oneOf/anyOf/allOf, the errors of its branches."""
+    found = [error]
+    for sub in error.context or []:
+        found.extend(_leaves(sub))
+    return found
+
+
+def _best_error(errors: list[ValidationError]) -> ValidationError:
+    """The deepest error: it names the exact key rather than an enclosing object."""
+    candidates = [leaf for error in errors for leaf in _leaves(error)]
+    return max(candidates, key=lambda e: (len(e.absolute_path), not e.context))
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a config mapping, fill in defaults and return the completed copy.
+
+    Raises ConfigError with one line naming the offending key or value.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    completed = copy.deepcopy(dict(config))
+    schema = dict(schema) if schema is not None else load_schema()
+    errors = sorted(_DefaultingValidator(schema).iter_errors(completed), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("config: " + _describe(_best_error(errors)))
+    _check_names(completed)
+    return completed
+
+
+def _check_names(config: dict[str, Any]) -> None:
+    """Checks that need the library's registries (dataset names, model fields)."""
+    from toolshift.datasets import DATASETS
+
+    for name in config["datasets"]:
+        if name not in DATASETS:
+            raise ConfigError(
+                f"config: datasets: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})"
+            )
+    for name, entry in config["models"].items():
+        if entry["source"] == "fixture" and "hub_id" in entry:
+            raise ConfigError(f"config: models.{name}: a fixture model takes no hub_id")
+        if entry["source"] == "fixture":
+            entry.setdefault("fixture", {})
+            _DefaultingValidator(load_schema()["$defs"]["fixture"]).validate(entry["fixture"])

@@ -1,0 +1,149 @@
+"""Load a VLM (hub id or `save_pretrained` directory, fixtures included) through the generic HF path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolshift.adapters import FamilyAdapter, get_adapter
+from toolshift.errors import ConfigError
+from toolshift.fixtures import read_fixture_marker
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what the hooks and the provenance records need."""
+
+    model: Any
+    processor: Any
+    adapter: FamilyAdapter
+    model_id: str
+    revision: str
+    n_layers: int
+    hidden_size: int
+
+    @property
+    def device(self) -> Any:
+        """The device of the model's parameters (inputs go there)."""
+        return next(self.model.parameters()).device
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` if available else `cpu`; anything else is returned as given."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(
+    path_or_id: str | os.PathLike[str],
+    family: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load processor + model with AutoProcessor / AutoModelForImageTextToText (safetensors only).
+
+    The model is put in eval mode and the tokenizer pads on the left (batched generation). The recorded
+    revision is `revision` if given, else `fixture-seed<N>` for a fixture directory, else `unpinned`.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    adapter = get_adapter(family)
+    if dtype not in DTYPES:
+        raise ConfigError(f"model dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    device = resolve_device(device)
+    source = str(path_or_id)
+    common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        processor = AutoProcessor.from_pretrained(source, **common)
+        # on an accelerator, load the weights straight onto it (no full copy in host memory first)
+        placement = {} if device == "cpu" else {"device_map": device}
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=torch_dtype, use_safetensors=True, **placement, **common
+        )
+    except (OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"model {source!r} (revision {revision}) cannot be loaded: {msg}") from None
+    if adapter.model_types and model.config.model_type not in adapter.model_types:
+        raise ConfigError(
+            f"model {source!r} has model_type {model.config.model_type!r}, but family {family!r} expects "
+            f"{' or '.join(adapter.model_types)}"
+        )
+    if device == "cpu":
+        model.to(device)
+    model.eval()
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    text_config = model.config.get_text_config()
+    layers = adapter.decoder_layers(model)
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        adapter=adapter,
+        model_id=source,
+        revision=revision or _fixture_revision(source) or "unpinned",
+        n_layers=len(layers),
+        hidden_size=int(text_config.hidden_size),
+    )
+
+
+def _fixture_revision(source: str) -> str | None:
+    """`fixture-seed<N>` if `source` is a fixture directory built by `toolshift.fixtures`."""
+    marker = read_fixture_marker(source) if Path(source).is_dir() else None
+    return None if marker is None else f"fixture-seed{marker['seed']}"
+
+
+HUB_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken")
+"""Files taken from a hub snapshot: configs, safetensors weights, tokenizer and chat-template files."""
+
+
+def prepare_model(entry: dict[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """Make the local model directory of a config entry: build a fixture, or download a hub snapshot.
+
+    `source: fixture` builds `toolshift.fixtures.build_fixture(family, out_dir, **entry["fixture"])`;
+    `source: hub` downloads `hub_id` at `revision` (safetensors and configs only, plus `*.py` when
+    `trust_remote_code`) into a temporary directory beside `out_dir`, then renames it onto `out_dir`.
+    """
+    from toolshift.fixtures import build_fixture
+
+    out = Path(out_dir)
+    source = entry.get("source")
+    if source == "fixture":
+        return build_fixture(entry["family"], out, **dict(entry.get("fixture") or {}))
+    if source != "hub":
+        raise ConfigError(f"model entry source {source!r} is not 'fixture' or 'hub'")
+    from huggingface_hub import snapshot_download
+
+    patterns = list(HUB_PATTERNS) + (["*.py"] if entry.get("trust_remote_code") else [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        try:
+            snapshot_download(
+                entry["hub_id"], revision=entry.get("revision"), local_dir=tmp, allow_patterns=patterns
+            )
+        except Exception as exc:  # noqa: BLE001 - network, auth and missing-revision errors alike
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            what = f"model {entry['hub_id']!r} at revision {entry.get('revision')!r}"
+            raise ConfigError(f"{what} cannot be downloaded: {first}") from None
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -1,0 +1,26 @@
+"""Rule book (the last rule): result files -> the Jupyter Book's generated pages -> HTML."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
+
+from toolshift.report import build_report  # noqa: E402
+from toolshift.workflow import run_step  # noqa: E402
+
+
+def main(smk) -> None:
+    build_report(
+        book_dir=Path(smk.params.book_dir),
+        asr_csv=Path(smk.input.asr),
+        over_refusal_csv=Path(smk.input.over_refusal),
+        figures={Path(p).stem: Path(p) for p in smk.input.figures if p.endswith(".png")},
+        captions_json=next(Path(p) for p in smk.input.figures if p.endswith(".json")),
+        vectors=[Path(p) for p in smk.input.vectors],
+        config=dict(smk.params.config),
+        index_out=Path(smk.output[0]),
+        sources=Path(__file__).resolve().parents[1] / "book",
+    )
+
+
+run_step(snakemake, main)
