@@ -7,6 +7,12 @@ rule book:
         over_refusal=res("tables/over_refusal.csv"),
         figures=rules.figures.output,
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=MODELS, dataset=DATASETS),
+        judged=expand(
+            res("judged/{judge}/{model}/{dataset}.parquet"),
+            judge=config["headline_judge"],
+            model=MODELS,
+            dataset=DATASETS,
+        ),
     output:
         BOOK_INDEX,
     log:
@@ -16,7 +22,7 @@ rule book:
     conda:
         ENV
     params:
-        book_dir=config["book_dir"],
+        book_dir=lambda wc, output: results_root_of(output[0], "_build/html/index.html"),
         config=config,
     script:
         "../workflow_scripts/build_book.py"

@@ -1,6 +1,7 @@
 # Shared by every stage: config validation, path helpers and the lists the DAG is expanded over.
 import re
 import sys
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
@@ -42,6 +43,19 @@ wildcard_constraints:
 def res(path):
     """A path under the results root."""
     return f"{RESULTS}/{path}"
+
+
+def intervention_episodes(wildcards):
+    """The episodes an intervention runs on: its base condition (direct for add/random, tool otherwise)."""
+    from toolshift.interventions import parse_intervention_id
+
+    base = parse_intervention_id(wildcards.intervention).base_condition
+    return res(f"episodes/{wildcards.dataset}/{base}.jsonl")
+
+
+def results_root_of(path, pattern):
+    """The folder that holds `path` as `pattern` (e.g. the results root above data/*/prompts.parquet)."""
+    return str(Path(path).parents[pattern.count("/")])
 
 
 def run_outputs(model, dataset):

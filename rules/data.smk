@@ -12,7 +12,7 @@ rule prompts:
     conda:
         ENV
     params:
-        results=RESULTS,
+        results=lambda wc, output: results_root_of(output.prompts, "data/*/prompts.parquet"),
         options=lambda wc: config["datasets"][wc.dataset],
     script:
         "../workflow_scripts/build_prompts.py"

@@ -15,7 +15,7 @@ rule episodes:
     conda:
         ENV
     params:
-        results=RESULTS,
+        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
         conditions=CONDITIONS,
         options=config["episodes"],
     script:

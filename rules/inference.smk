@@ -21,7 +21,7 @@ rule infer_shard:
         gpu=1,
         mem_mb=lambda wc: max(config["generation"]["gpu_mem_mb"], 2000),
     params:
-        results=RESULTS,
+        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
         entry=lambda wc: config["models"][wc.model],
         generation=config["generation"],
         n_shards=len(SHARDS),

@@ -1,14 +1,6 @@
 # Stage 6: activation interventions (add, subtract, ablate, norm-matched random), sharded like inference.
 
 
-def intervention_episodes(wildcards):
-    """The episodes an intervention runs on: its base condition (direct for add/random, tool otherwise)."""
-    from toolshift.interventions import parse_intervention_id
-
-    base = parse_intervention_id(wildcards.intervention).base_condition
-    return res(f"episodes/{wildcards.dataset}/{base}.jsonl")
-
-
 rule intervene_shard:
     input:
         model=res("models/{model}"),
@@ -29,7 +21,7 @@ rule intervene_shard:
         gpu=1,
         mem_mb=lambda wc: max(config["generation"]["gpu_mem_mb"], 2000),
     params:
-        results=RESULTS,
+        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
         entry=lambda wc: config["models"][wc.model],
         generation=config["generation"],
         n_shards=len(SHARDS),

@@ -15,9 +15,16 @@ import xarray as xr
 
 from toolshift import CONDITIONS
 from toolshift.contracts import ASR_COLUMNS, write_csv
-from toolshift.errors import ConfigError, ContractError, ToolshiftError
+from toolshift.errors import ContractError, ToolshiftError
 from toolshift.plots import plot_asr_by_condition, plot_cosine_by_layer, plot_dose_response
-from toolshift.report import FIXTURE_BANNER, build_book, build_report, write_book_sources
+from toolshift.report import (
+    COMPLETION_CHARS,
+    FIXTURE_BANNER,
+    build_book,
+    build_report,
+    completions_markdown,
+    write_book_sources,
+)
 
 REPO_BOOK = Path(__file__).resolve().parents[1] / "book"
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
@@ -306,8 +313,6 @@ def test_bad_inputs(results, tmp_path):
         "config": CONFIG,
         "fixture_models": list(MODELS),
     }
-    with pytest.raises(ConfigError, match="completions"):
-        write_book_sources(book, **kwargs, show_completions=True)
     with pytest.raises(ContractError, match="nope.png"):
         write_book_sources(book, **{**kwargs, "figures": {"asr_by_condition": tmp_path / "nope.png"}})
     empty = tmp_path / "asr.csv"
@@ -319,3 +324,26 @@ def test_bad_inputs(results, tmp_path):
     with pytest.raises(ContractError, match="_config.yml"):
         write_book_sources(tmp_path, **kwargs)
     assert not (book / "_generated").exists()
+
+
+def test_completions_are_redacted_unless_asked_and_then_truncated():
+    long_text = "word " * 100
+    judged = pd.DataFrame(
+        {
+            "model": ["m"] * 4,
+            "condition": ["direct", "direct", "direct", "tool"],
+            "intervention": ["none"] * 4,
+            "prompt_id": ["p3", "p1", "p2", "p1"],
+            "harmful": [True, True, True, False],
+            "unsafe": [True, False, True, True],
+            "response": [long_text, "short | reply", "second", "harmless one"],
+        }
+    )
+    redacted = completions_markdown(judged, show=False)
+    assert "redacted" in redacted and "word" not in redacted and "short" not in redacted
+    shown = completions_markdown(judged, show=True)
+    rows = [line for line in shown.splitlines() if line.startswith("| `m`")]
+    assert [row.split("|")[3].strip() for row in rows] == ["`p1`", "`p2`"]  # first two by id, harmful only
+    assert "short \\| reply" in shown and "harmless one" not in shown
+    cut = completions_markdown(judged.assign(prompt_id=["p0", "p1", "p2", "p1"]), show=True)
+    assert ("word " * 100).strip()[:COMPLETION_CHARS] + "…" in cut

@@ -215,3 +215,15 @@ def test_bad_config_stops_with_one_line(tmp_path):
         "tool_blank, text_trail, text_prior, image_no_tool)"
     ]
     assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--lint", "--configfile", str(REPO / "config" / "config.yaml"), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_snakefiles_are_formatted():
+    snakefmt = str(Path(sys.executable).parent / "snakefmt")
+    proc = subprocess.run([snakefmt, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -27,8 +27,8 @@ import xarray as xr
 import yaml
 
 import toolshift
-from toolshift.contracts import ASR_COLUMNS, read_table
-from toolshift.errors import ConfigError, ContractError, ToolshiftError
+from toolshift.contracts import ASR_COLUMNS, JUDGED_COLUMNS, read_table
+from toolshift.errors import ContractError, ToolshiftError
 
 GENERATED = "_generated"
 """Folder, inside the book, that holds every generated fragment and the copied figures."""
@@ -50,6 +50,7 @@ GENERATED_FILES: tuple[str, ...] = (
     "vectors.md",
     "provenance.md",
     "figures_other.md",
+    "completions.md",
 ) + tuple(f"fig_{name}.md" for name in FIGURE_NAMES)
 """Every fragment `write_book_sources` writes (the static pages include these)."""
 
@@ -372,6 +373,51 @@ def provenance_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]
     return "".join(parts)
 
 
+COMPLETION_CHARS = 160
+"""Completions shown in the book (only with `book.show_completions: true`) are cut to this length."""
+COMPLETIONS_PER_RUN = 2
+"""How many harmful prompts' completions the book shows per model and condition."""
+
+
+def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
+    """Example completions to harmful prompts, truncated, or a note that they are redacted.
+
+    Only plain condition runs are sampled (the first prompts by id, so the choice is stable).
+    """
+    if not show:
+        return (
+            "Model completions to harmful prompts are redacted from this book. Set "
+            "`book.show_completions: true` in the config to show a few, truncated to "
+            f"{COMPLETION_CHARS} characters. All of them are in the judged tables, "
+            "`judged/{judge}/{model}/{dataset}.parquet`.\n"
+        )
+    if judged is None or judged.empty:
+        return "No judged responses were given to the book.\n"
+    runs = judged[judged["harmful"].astype(bool) & (judged["intervention"] == "none")]
+    rows = []
+    for (model, condition), group in runs.groupby(["model", "condition"], sort=True):
+        for _, row in group.sort_values("prompt_id").head(COMPLETIONS_PER_RUN).iterrows():
+            text = " ".join(str(row["response"]).split())
+            cut = text[:COMPLETION_CHARS] + ("…" if len(text) > COMPLETION_CHARS else "")
+            rows.append(
+                [
+                    _code(model),
+                    _code(condition),
+                    _code(row["prompt_id"]),
+                    str(bool(row["unsafe"])),
+                    _cell(cut),
+                ]
+            )
+    header = [
+        "model",
+        "condition",
+        "prompt",
+        "judged unsafe",
+        f"completion (first {COMPLETION_CHARS} characters)",
+    ]
+    return markdown_table(header, rows)
+
+
 def write_book_sources(
     book_dir: str | os.PathLike[str],
     *,
@@ -384,17 +430,17 @@ def write_book_sources(
     captions: Mapping[str, str] | None = None,
     over_refusal_csv: str | os.PathLike[str] | None = None,
     judge: str | None = None,
+    judged: pd.DataFrame | None = None,
 ) -> Path:
     """Write the book's generated fragments into `{book_dir}/_generated/` (replaced as a whole).
 
     `figures` maps a figure name to its PNG (copied, with the SVG beside it when present);
     `captions` maps a figure name to the caption its plotting function returned. `vectors` maps a
     label to a vector file (or dataset). `judge` picks the headline judge (default: `keyword` if
-    present, else the first in sorted order). Model completions are never shown in the book:
-    `show_completions=True` is a ConfigError. Returns the `_generated` folder.
+    present, else the first in sorted order). Completions to harmful prompts appear only with
+    `show_completions=True`, a few per run and truncated (`judged` gives them). Returns the
+    `_generated` folder.
     """
-    if show_completions:
-        raise ConfigError("book.show_completions: the book never shows model completions (content safety)")
     book = Path(book_dir)
     if not (book / "_config.yml").exists():
         raise ContractError(f"{book}: not a book folder (no _config.yml)")
@@ -412,6 +458,7 @@ def write_book_sources(
         "over_refusal.md": over_refusal_markdown(over_refusal),
         "vectors.md": vectors_markdown(vectors),
         "provenance.md": provenance_markdown(config, list(fixture_models)),
+        "completions.md": completions_markdown(judged, show_completions),
     }
     copies: list[tuple[Path, str]] = []
     figure_md: dict[str, str] = {}
@@ -468,6 +515,7 @@ def build_report(
     index_out: str | os.PathLike[str],
     over_refusal_csv: str | os.PathLike[str] | None = None,
     sources: str | os.PathLike[str] | None = None,
+    judged: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """The book rule in one call: fragments from the result files, then the HTML build.
 
@@ -504,6 +552,9 @@ def build_report(
         captions=captions,
         over_refusal_csv=over_refusal_csv,
         judge=config.get("headline_judge"),
+        judged=pd.concat([read_table(p, JUDGED_COLUMNS) for p in judged], ignore_index=True)
+        if judged
+        else None,
     )
     index = build_book(book_dir)
     if index != Path(index_out).resolve():

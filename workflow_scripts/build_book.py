@@ -20,6 +20,7 @@ def main(smk) -> None:
         config=dict(smk.params.config),
         index_out=Path(smk.output[0]),
         sources=Path(__file__).resolve().parents[1] / "book",
+        judged=[Path(p) for p in smk.input.judged],
     )
 
 
