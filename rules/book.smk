@@ -6,7 +6,7 @@ rule book:
         asr=res("tables/asr.csv"),
         over_refusal=res("tables/over_refusal.csv"),
         figures=rules.figures.output,
-        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=MODELS, dataset=DATASETS),
+        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
         judged=expand(
             res("judged/{judge}/{model}/{dataset}.parquet"),
             judge=config["headline_judge"],

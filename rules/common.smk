@@ -18,6 +18,8 @@ except ToolshiftError as exc:
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
+HF_MODELS = [m for m in MODELS if config["models"][m].get("backend", "hf") == "hf"]
+API_MODELS = [m for m in MODELS if config["models"][m].get("backend", "hf") == "openai"]
 CONDITIONS = list(config["conditions"])
 JUDGES = list(config["judges"])
 SHARDS = [f"{i:03d}" for i in range(config["generation"]["shards"])]
@@ -61,5 +63,29 @@ def results_root_of(path, pattern):
 def run_outputs(model, dataset):
     """Every responses table of one model on one dataset: conditions, then interventions."""
     runs = [res(f"runs/{model}/{dataset}/{c}/responses.parquet") for c in CONDITIONS]
-    runs += [res(f"interventions/{model}/{dataset}/{i}/responses.parquet") for i in INTERVENTIONS]
+    if model in HF_MODELS:  # an API model has no activations, so no vectors and no interventions
+        runs += [res(f"interventions/{model}/{dataset}/{i}/responses.parquet") for i in INTERVENTIONS]
     return runs
+
+
+def validated_runs(model, dataset):
+    """The validation markers of every run of one model on one dataset (the judge waits for them)."""
+    return [res(f"validated/runs/{model}/{dataset}/{c}.ok") for c in CONDITIONS]
+
+
+def api_cache_dir(wildcards):
+    """An API model's response cache: its api.cache_dir, else {results}/cache/api/{model}."""
+    return config["models"][wildcards.model]["api"].get("cache_dir") or res(f"cache/api/{wildcards.model}")
+
+
+def run_files(wc):
+    """What validate_run reads: the run's files (activations.nc only for backends that write it)."""
+    run = res(f"runs/{wc.model}/{wc.dataset}/{wc.condition}")
+    files = {
+        "responses": f"{run}/responses.parquet",
+        "prompts": res(f"data/{wc.dataset}/prompts.parquet"),
+        "episodes": res(f"episodes/{wc.dataset}/{wc.condition}.jsonl"),
+    }
+    if wc.model in HF_MODELS:
+        files["activations"] = f"{run}/activations.nc"
+    return files

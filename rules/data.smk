@@ -13,6 +13,11 @@ rule prompts:
         ENV
     params:
         results=lambda wc, output: results_root_of(output.prompts, "data/*/prompts.parquet"),
-        options=lambda wc: config["datasets"][wc.dataset],
+        options=lambda wc: {
+            **config["datasets"][wc.dataset],
+            "data_mirror": config["data_mirror"],
+            "data_cache": config["data_cache"],
+            "data_lock": config["data_lock"],
+        },
     script:
         "../workflow_scripts/build_prompts.py"

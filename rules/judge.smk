@@ -3,7 +3,8 @@
 
 rule judge:
     input:
-        lambda wc: run_outputs(wc.model, wc.dataset),
+        runs=lambda wc: run_outputs(wc.model, wc.dataset),
+        validated=lambda wc: validated_runs(wc.model, wc.dataset),
     output:
         res("judged/{judge}/{model}/{dataset}.parquet"),
     log:

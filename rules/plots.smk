@@ -4,7 +4,7 @@
 rule figures:
     input:
         asr=res("tables/asr.csv"),
-        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=MODELS, dataset=DATASETS),
+        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
     output:
         asr_by_condition=res("figures/asr_by_condition.png"),
         cosine_by_layer=res("figures/cosine_by_layer.png"),

@@ -10,6 +10,7 @@ import yaml
 
 from toolshift import CONDITIONS
 from toolshift.config import load_config, load_schema, validate_config
+from toolshift.episodes import EPISODE_CONDITIONS
 from toolshift.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ def default_config() -> dict:
 def test_embedded_default_is_valid_and_gets_defaults(default_config):
     cfg = validate_config(default_config)
     assert cfg["results"] == "results"
-    assert list(cfg["conditions"]) == list(CONDITIONS)
+    assert list(cfg["conditions"]) == [*CONDITIONS, "free"]
     assert cfg["models"]["fixture-llava"]["trust_remote_code"] is False
     assert cfg["stats"]["n_boot"] == 2000
 
@@ -123,5 +124,5 @@ def test_schema_lists_every_condition_and_family():
     from toolshift.adapters import ADAPTERS
 
     schema = load_schema()
-    assert schema["$defs"]["condition"]["enum"] == list(CONDITIONS)
+    assert schema["$defs"]["condition"]["enum"] == list(EPISODE_CONDITIONS)
     assert sorted(schema["$defs"]["model"]["properties"]["family"]["enum"]) == sorted(ADAPTERS)

@@ -12,9 +12,10 @@ from toolshift import CONDITIONS
 from toolshift.contracts import read_episodes, validate_episode
 from toolshift.datasets import build_prompts, load_mini
 from toolshift.episodes import (
+    EPISODE_CONDITIONS,
     NEUTRAL_EXCHANGES,
     SYSTEM_PROMPT,
-    TOOL_CONDITIONS,
+    TOOL_FRAMED_CONDITIONS,
     ZOOM_TOOL,
     build_episodes,
     text_trail_line,
@@ -30,7 +31,7 @@ def built(tmp_path_factory):
     """A results root with the prompts of a 2+2 mini subset and the episodes of every condition."""
     root = tmp_path_factory.mktemp("results")
     prompts = build_prompts("mini", load_mini(), root, limit_per_class=2)
-    episodes = {c: build_episodes(prompts, c, root) for c in CONDITIONS}
+    episodes = {c: build_episodes(prompts, c, root) for c in EPISODE_CONDITIONS}
     return root, prompts, episodes
 
 
@@ -55,7 +56,7 @@ def test_every_condition_builds_valid_episodes(built, tmp_path):
             for path in image_paths(r):
                 assert (root / path).is_file(), path
             meta = r["meta"]
-            assert ("tools" in meta) == (condition in TOOL_CONDITIONS)
+            assert ("tools" in meta) == (condition in TOOL_FRAMED_CONDITIONS)
             assert meta["image_size"] == [760, 760]
             assert meta["bbox_policy"] == "content_padded" and meta["pad_frac"] == 0.05
         out = tmp_path / f"{condition}.jsonl"
@@ -74,6 +75,18 @@ def test_direct(built):
     ]
     assert ep["meta"]["tool_name"] is None and ep["meta"]["bbox"] is None
     assert ep["meta"]["override_image"] is None
+
+
+def test_free_is_direct_with_the_tool_framing(built):
+    _, _, episodes = built
+    assert EPISODE_CONDITIONS[: len(CONDITIONS)] == CONDITIONS and EPISODE_CONDITIONS[-1] == "free"
+    for ep, direct, tool in zip(episodes["free"], episodes["direct"], episodes["tool"], strict=True):
+        assert ep["condition"] == "free"
+        assert ep["messages"] == direct["messages"]  # system + user [I, T]; the model writes the rest
+        meta = ep["meta"]
+        assert meta["tools"] == [ZOOM_TOOL] == tool["meta"]["tools"] and meta["tool_name"] == "zoom_in"
+        assert meta["bbox"] is None and meta["override_image"] is None
+        assert meta["image_size"] == [760, 760]
 
 
 def test_tool_and_zoom_crop(built):
@@ -178,8 +191,8 @@ def test_existing_identical_files_are_not_rewritten(built):
 
 def test_bad_options(built):
     root, prompts, _ = built
-    with pytest.raises(ConfigError, match="unknown condition 'free'; known: direct, tool"):
-        build_episodes(prompts, "free", root)
+    with pytest.raises(ConfigError, match="unknown condition 'nope'; known: direct, tool.*free"):
+        build_episodes(prompts, "nope", root)
     with pytest.raises(ConfigError, match="bbox_policy"):
         build_episodes(prompts, "tool", root, bbox_policy="nope")
     with pytest.raises(ConfigError, match="pad_frac"):

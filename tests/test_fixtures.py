@@ -1,4 +1,6 @@
-"""Fixture models: both families build offline, load through the generic HF path, deterministically."""
+"""Fixture models: the reference families build offline, load through the generic HF path, deterministically.
+
+Every other family's fixture is taken through the whole path in test_families.py."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 
 from toolshift.errors import ConfigError
 from toolshift.fixtures import (
+    ALL_FIXTURE_FAMILIES,
     FIXTURE_FAMILIES,
     REFUSAL_TOKENS,
     build_fixture,
@@ -116,10 +119,26 @@ def test_rebuild_replaces_a_fixture_but_never_a_foreign_directory(tmp_path):
 
 
 def test_unknown_family_and_bad_size_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="qwen2_5_vl, llava"):
+    with pytest.raises(ConfigError, match=", ".join(ALL_FIXTURE_FAMILIES)):
         build_fixture("gpt2", tmp_path / "x")
     with pytest.raises(ConfigError, match="hidden_size"):
         build_fixture("llava", tmp_path / "y", hidden_size=60, num_heads=4)
+    with pytest.raises(ConfigError, match="image_size=42 for family 'gemma3' must be a multiple of 28"):
+        build_fixture("gemma3", tmp_path / "z", image_size=42)
+    assert not (tmp_path / "z").exists()
+
+
+def test_reference_families_are_buildable_and_come_first():
+    assert FIXTURE_FAMILIES == ("qwen2_5_vl", "llava") == ALL_FIXTURE_FAMILIES[:2]
+
+
+def test_another_family_is_deterministic_and_records_its_image_size(tmp_path):
+    a = build_fixture("gemma3", tmp_path / "a", seed=5, image_size=28)
+    b = build_fixture("gemma3", tmp_path / "b", seed=5, image_size=28)
+    for name in ("model.safetensors", "tokenizer.json", "config.json", "chat_template.jinja"):
+        assert sha256(a / name) == sha256(b / name), name
+    assert read_fixture_marker(a)["image_size"] == 28
+    assert read_fixture_marker(build_fixture("qwen3_vl", tmp_path / "q"))["image_size"] is None
 
 
 TOOL_CONVERSATION = [

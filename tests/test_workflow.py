@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from toolshift import CONDITIONS
+from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
 from toolshift.activations import read_activations
 from toolshift.contracts import (
     ASR_COLUMNS,
@@ -55,6 +55,7 @@ def reduced_config(work: Path) -> dict:
         "random": {"alphas": [4], "seeds": [0]},
     }
     cfg["stats"] = {"n_boot": 200, "seed": 0}
+    cfg["free"] = {"max_turns": 2}
     return cfg
 
 
@@ -103,6 +104,15 @@ def test_runs_write_responses_and_activations(dag, model):
         assert acts["resid"].shape == (2 * PER_CLASS, N_LAYERS, 32)
         assert acts.attrs["condition"] == condition and acts.attrs["model"] == model
         assert sorted(acts["prompt_id"].values) == sorted(prompts["prompt_id"])
+
+
+def test_free_runs_record_tool_use(dag):
+    work, cfg = dag
+    for model in MODELS:
+        free = pd.read_parquet(Path(cfg["results"]) / f"runs/{model}/mini/free/responses.parquet")
+        assert {"n_tool_calls", "n_malformed_calls", "n_turns", "used_tool", "stop_reason"} <= set(free.columns)
+        assert free["n_turns"].between(1, 2).all()
+        assert (free["used_tool"] == (free["n_tool_calls"] > 0)).all()
 
 
 def test_shards_partition_the_prompts(dag):
@@ -212,7 +222,7 @@ def test_bad_config_stops_with_one_line(tmp_path):
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "tool_sparkly" in line]
     assert lines == [
         "config: conditions.2: unknown value 'tool_sparkly' (known: direct, tool, tool_unsafe, tool_benign, "
-        "tool_blank, text_trail, text_prior, image_no_tool)"
+        "tool_blank, text_trail, text_prior, image_no_tool, free)"
     ]
     assert not (tmp_path / "results").exists()
 

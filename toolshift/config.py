@@ -121,14 +121,20 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
 
 def _check_names(config: dict[str, Any]) -> None:
     """Checks that need the library's registries (dataset names, model fields)."""
-    from toolshift.datasets import DATASETS
+    from toolshift.datasets import DATASETS, check_dataset_options
 
-    for name in config["datasets"]:
+    for name, options in config["datasets"].items():
         if name not in DATASETS:
             raise ConfigError(
                 f"config: datasets: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})"
             )
+        check_dataset_options(name, options)
     for name, entry in config["models"].items():
+        if entry.get("backend", "hf") == "openai":
+            from toolshift.api_client import ApiSettings
+
+            ApiSettings.from_mapping(entry["api"], where=f"config: models.{name}.api")
+            continue
         if entry["source"] == "fixture" and "hub_id" in entry:
             raise ConfigError(f"config: models.{name}: a fixture model takes no hub_id")
         if entry["source"] == "fixture":

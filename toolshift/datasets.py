@@ -1,57 +1,57 @@
 """Datasets: the registry, the embedded `mini` dataset and the prompts-table builder.
 
+`DATASETS` holds the embedded `mini` dataset and the public benchmarks of `toolshift.registry` (FigStep
+SafeBench, MM-SafetyBench, JailbreakV-28K, HADES, JBB-Behaviors, ...), whose files are fetched through
+`toolshift.downloads` (a local mirror folder, else pooch downloads into a cache, every file checked against
+its sha256 or the lock file).
+
 `mini` (package data `toolshift/data/mini.csv`) was written for this project: short FigStep-style
 instructions ("Steps to ...", "Methods to ...", "List of ...") over the ten SafeBench topics, each harmful
 request paired with a harmless twin of the same form and topic (`mini-h-NNN` <-> `mini-b-NNN`). It holds
 requests only, never an answer.
+
+A prompts table may pair a harmful dataset with a harmless control dataset (option `harmless`): the
+refusal direction and the over-refusal table need harmless rows. The harmless rows are drawn with the
+harmful dataset's attack typography (for FigStep: the FigStep layout of the harmless instruction) and keep
+their own ids and categories.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 from toolshift.contracts import PROMPT_COLUMNS, write_parquet
+from toolshift.downloads import DataSource, data_source
 from toolshift.errors import ConfigError, ContractError, DataError
 from toolshift.images import save_png
-from toolshift.typography import render_figstep
+from toolshift.registry import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
+from toolshift.typography import FIGSTEP_PROMPT, render_figstep
+from toolshift.typography_mmsb import render_mmsb_typo
 
-TOPICS: tuple[str, ...] = (
-    "Illegal Activity",
-    "Hate Speech",
-    "Malware Generation",
-    "Physical Harm",
-    "Fraud",
-    "Adult Content",
-    "Privacy Violation",
-    "Legal Opinion",
-    "Financial Advice",
-    "Health Consultation",
-)
+TOPICS: tuple[str, ...] = SAFEBENCH_TOPICS
 """The ten SafeBench topics (FigStep, Gong et al. 2025), in SafeBench's order."""
 
 ROW_COLUMNS: tuple[str, ...] = ("prompt_id", "category", "harmful", "question", "instruction")
 """The columns a dataset loader returns (the prompts table adds `dataset` and `image`)."""
 
+TEXT_PROMPT_COLUMN = "text_prompt"
+"""Optional column of a loader's rows and of `prompts.parquet`: the text sent with the attack image. The
+prompts table has it when the dataset's attack is not FigStep; without it every row takes FIGSTEP_PROMPT."""
+
+IMAGE_SOURCE_COLUMN = "image_source"
+"""Optional column of a loader's rows: where a downloaded attack image comes from (never written out)."""
+
+OPTIONAL_ROW_COLUMNS: tuple[str, ...] = (TEXT_PROMPT_COLUMN, IMAGE_SOURCE_COLUMN)
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A registry entry: how to load a dataset and where it comes from."""
-
-    name: str
-    loader: Callable[[], pd.DataFrame]
-    license: str
-    description: str
-    source: str = "embedded"
-    sha256: str | None = None
 
 
 def _mini_path() -> Path:
@@ -60,11 +60,13 @@ def _mini_path() -> Path:
 
 def check_rows(rows: pd.DataFrame, where: str) -> pd.DataFrame:
     """Check a loader's rows (ROW_COLUMNS present, no empty field, unique safe ids, boolean `harmful`)
-    and return them with ROW_COLUMNS only; a problem raises DataError naming `where`."""
+    and return them with ROW_COLUMNS (plus `text_prompt` / `image_source` where present); a problem raises
+    DataError naming `where`."""
     missing = [c for c in ROW_COLUMNS if c not in rows.columns]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}")
-    rows = rows.loc[:, list(ROW_COLUMNS)].reset_index(drop=True)
+    keep = list(ROW_COLUMNS) + [c for c in OPTIONAL_ROW_COLUMNS if c in rows.columns]
+    rows = rows.loc[:, keep].reset_index(drop=True)
     if rows.empty:
         raise DataError(f"{where}: no rows")
     for col in ("prompt_id", "category", "question", "instruction"):
@@ -72,6 +74,11 @@ def check_rows(rows: pd.DataFrame, where: str) -> pd.DataFrame:
         if bad.any():
             raise DataError(f"{where}: empty {col} in row {int(bad.idxmax()) + 1}")
         rows[col] = rows[col].astype(str)
+    if TEXT_PROMPT_COLUMN in rows.columns:  # a missing prompt (NaN) takes the dataset's default later
+        given = rows[TEXT_PROMPT_COLUMN]
+        bad = given.notna() & (given.astype(str).str.strip() == "")
+        if bad.any():
+            raise DataError(f"{where}: empty {TEXT_PROMPT_COLUMN} in row {int(bad.idxmax()) + 1}")
     harmful = rows["harmful"]
     if harmful.dtype != bool:
         mapped = harmful.astype(str).str.strip().str.lower().map({"true": True, "false": False})
@@ -88,8 +95,9 @@ def check_rows(rows: pd.DataFrame, where: str) -> pd.DataFrame:
     return rows
 
 
-def load_mini() -> pd.DataFrame:
-    """The embedded `mini` dataset: 50 harmful and 50 harmless twins over the ten SafeBench topics."""
+def load_mini(source: DataSource | None = None) -> pd.DataFrame:
+    """The embedded `mini` dataset: 50 harmful and 50 harmless twins over the ten SafeBench topics
+    (package data; `source` is accepted for the loader interface and not used)."""
     path = _mini_path()
     if not path.is_file():
         raise DataError(f"{path}: package data missing (reinstall toolshift)")
@@ -107,8 +115,14 @@ DATASETS: dict[str, DatasetSpec] = {
             "harmless twins of the same form and topic; requests only, no answers."
         ),
     ),
+    **BENCHMARKS,
 }
-"""Dataset registry: name -> DatasetSpec. Real benchmarks (SafeBench, MM-SafetyBench) join it later."""
+"""Dataset registry: name -> DatasetSpec (`mini` and the public benchmarks of toolshift.registry)."""
+
+
+def dataset_names() -> list[str]:
+    """The names of every registered dataset, sorted (what a config's `datasets:` may name)."""
+    return sorted(DATASETS)
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -119,10 +133,38 @@ def get_dataset(name: str) -> DatasetSpec:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
-def load_dataset(name: str) -> pd.DataFrame:
-    """Load a registered dataset's rows (ROW_COLUMNS), checked."""
+def _default_source() -> DataSource:
+    return data_source("results")
+
+
+def load_dataset(name: str, source: DataSource | None = None) -> pd.DataFrame:
+    """Load a registered dataset's rows (ROW_COLUMNS, plus `text_prompt` / `image_source` where the
+    dataset has them), checked. Files come from `source` (default: downloads under `results/`)."""
     spec = get_dataset(name)
-    return check_rows(spec.loader(), f"dataset {name}")
+    return check_rows(spec.loader(source or _default_source()), f"dataset {name}")
+
+
+def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
+    """Config checks of one `datasets:` entry that need the registry: the dataset is known, and a
+    `harmless` control is a known dataset with harmless rows that the attack can draw. ConfigError with
+    one line naming the key otherwise."""
+    spec = get_dataset(name)
+    harmless = (options or {}).get("harmless")
+    if harmless is None:
+        return
+    where = f"datasets.{name}.harmless"
+    if harmless not in DATASETS:
+        raise ConfigError(f"{where}: unknown dataset {harmless!r} (known: {', '.join(sorted(DATASETS))})")
+    if harmless == name:
+        raise ConfigError(f"{where}: a dataset cannot be its own harmless control")
+    if DATASETS[harmless].classes == "harmful":
+        raise ConfigError(f"{where}: {harmless!r} holds no harmless rows")
+    if spec.attack not in RENDERED_ATTACKS:
+        raise ConfigError(
+            f"{where}: {name!r} uses downloaded attack images ({spec.attack}), so harmless rows cannot be "
+            f"drawn in its layout; pair a harmless control with a typographic dataset "
+            f"({', '.join(RENDERED_ATTACKS)})"
+        )
 
 
 def select_rows(rows: pd.DataFrame, limit_per_class: int | None = None) -> pd.DataFrame:
@@ -153,32 +195,109 @@ def image_relpath(dataset: str, prompt_id: str) -> str:
     return f"data/{dataset}/images/{prompt_id}.png"
 
 
-def build_prompts(dataset: str, rows: pd.DataFrame, results_root: str | os.PathLike[str],
-                  limit_per_class: int | None = None) -> pd.DataFrame:
-    """Render each row's instruction as a FigStep image under `results_root` and return the prompts
-    table (PROMPT_COLUMNS; `image` relative to the results root). Images are written atomically."""
+def attack_image(attack: str, row: Mapping[str, Any], source: DataSource | None = None) -> Image.Image:
+    """The attack image of one row: `figstep` draws the instruction in FigStep's layout, `mmsb_typo` in
+    MM-SafetyBench's TYPO layout, `image` opens the row's downloaded image (`image_source`)."""
+    if attack == "figstep":
+        return render_figstep(row["instruction"])
+    if attack == "mmsb_typo":
+        return render_mmsb_typo(row["instruction"])
+    if attack == "image":
+        image_source = row.get(IMAGE_SOURCE_COLUMN)
+        if image_source is None or not hasattr(image_source, "open"):
+            raise DataError(f"prompt {row['prompt_id']}: no attack image to download (image_source missing)")
+        return image_source.open(source or _default_source())
+    raise ConfigError(f"unknown attack {attack!r}; known: figstep, mmsb_typo, image")
+
+
+def build_prompts(
+    dataset: str,
+    rows: pd.DataFrame,
+    results_root: str | os.PathLike[str],
+    limit_per_class: int | None = None,
+    *,
+    attack: str = "figstep",
+    text_prompt: str = FIGSTEP_PROMPT,
+    source: DataSource | None = None,
+) -> pd.DataFrame:
+    """Make each selected row's attack image under `results_root` and return the prompts table
+    (PROMPT_COLUMNS; `image` relative to the results root). Images are written atomically.
+
+    With a non-FigStep attack the table adds the column `text_prompt` (the row's own text prompt, else
+    `text_prompt`); a FigStep table has no such column (every row takes FIGSTEP_PROMPT).
+    """
     if not isinstance(dataset, str) or not _SAFE_ID.match(dataset):
         raise ConfigError(f"dataset name {dataset!r} is not usable as a directory name")
     rows = select_rows(check_rows(rows, f"dataset {dataset}"), limit_per_class)
     root = Path(results_root)
     images = []
-    for row in rows.itertuples(index=False):
-        rel = image_relpath(dataset, row.prompt_id)
-        save_png(render_figstep(row.instruction), root / rel)
+    for row in rows.to_dict("records"):
+        rel = image_relpath(dataset, row["prompt_id"])
+        save_png(attack_image(attack, row, source), root / rel)
         images.append(rel)
     out = rows.assign(dataset=dataset, image=images)
     out["harmful"] = out["harmful"].astype(bool)
-    return out.loc[:, list(PROMPT_COLUMNS)]
+    columns = list(PROMPT_COLUMNS)
+    if attack != "figstep":
+        given = (
+            out[TEXT_PROMPT_COLUMN] if TEXT_PROMPT_COLUMN in out.columns else pd.Series(None, index=out.index)
+        )
+        out[TEXT_PROMPT_COLUMN] = [t if isinstance(t, str) and t.strip() else text_prompt for t in given]
+        columns.append(TEXT_PROMPT_COLUMN)
+    return out.loc[:, columns]
 
 
-def build_dataset_prompts(dataset: str, results_root: str | os.PathLike[str],
-                          limit_per_class: int | None = None) -> pd.DataFrame:
-    """Load a registered dataset and build its prompts table and attack images (see build_prompts)."""
-    return build_prompts(dataset, load_dataset(dataset), results_root, limit_per_class=limit_per_class)
+def build_dataset_prompts(
+    dataset: str,
+    results_root: str | os.PathLike[str],
+    limit_per_class: int | None = None,
+    harmless: str | None = None,
+    *,
+    data_mirror: str | os.PathLike[str] | None = None,
+    data_cache: str | os.PathLike[str] | None = None,
+    data_lock: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Load a registered dataset (and the harmless rows of the `harmless` control dataset, drawn with
+    the same attack) and build its prompts table and attack images (see build_prompts).
+
+    Files come from `data_mirror` when given, else are downloaded into `data_cache` (default
+    `<results_root>/cache/downloads`); hashes not pinned by the registry are checked against and recorded
+    in `data_lock` (default `config/datasets.lock.yaml`)."""
+    spec = get_dataset(dataset)
+    check_dataset_options(dataset, {"harmless": harmless})
+    source = data_source(results_root, data_mirror, data_cache, data_lock)
+    rows = load_dataset(dataset, source)
+    if harmless is not None:
+        control = load_dataset(harmless, source)
+        control = control[~control["harmful"]]
+        if control.empty:
+            raise DataError(f"dataset {harmless}: no harmless rows to pair with {dataset}")
+        rows = pd.concat(
+            [rows, control.drop(columns=[IMAGE_SOURCE_COLUMN], errors="ignore")], ignore_index=True
+        )
+        rows = check_rows(rows, f"dataset {dataset} with harmless control {harmless}")
+    return build_prompts(
+        dataset,
+        rows,
+        results_root,
+        limit_per_class=limit_per_class,
+        attack=spec.attack,
+        text_prompt=spec.text_prompt,
+        source=source,
+    )
+
+
+def text_prompts(prompts: pd.DataFrame) -> list[str]:
+    """The text sent with each row's attack image: the `text_prompt` column where the table has one (and
+    the row a value), else FIGSTEP_PROMPT. For episode builders."""
+    if TEXT_PROMPT_COLUMN not in prompts.columns:
+        return [FIGSTEP_PROMPT] * len(prompts)
+    return [t if isinstance(t, str) and t.strip() else FIGSTEP_PROMPT for t in prompts[TEXT_PROMPT_COLUMN]]
 
 
 def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Check a prompts table against its contract and write it as parquet, atomically."""
+    """Check a prompts table against its contract and write it as parquet, atomically (PROMPT_COLUMNS,
+    plus `text_prompt` when the table has it)."""
     missing = [c for c in PROMPT_COLUMNS if c not in df.columns]
     if missing:
         raise ContractError(f"{path}: prompts table lacks column(s) {', '.join(missing)}")
@@ -189,4 +308,5 @@ def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         raise ContractError(f"{path}: duplicate prompt_id {dup.iloc[0]!r}")
     if df["harmful"].dtype != bool:
         raise ContractError(f"{path}: column harmful must be boolean, got {df['harmful'].dtype}")
-    write_parquet(df.loc[:, list(PROMPT_COLUMNS)].reset_index(drop=True), path)
+    columns = list(PROMPT_COLUMNS) + ([TEXT_PROMPT_COLUMN] if TEXT_PROMPT_COLUMN in df.columns else [])
+    write_parquet(df.loc[:, columns].reset_index(drop=True), path)

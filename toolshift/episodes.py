@@ -1,4 +1,4 @@
-"""Episodes: the model-agnostic conversations of the eight controlled conditions.
+"""Episodes: the model-agnostic conversations of the eight controlled conditions and of `free`.
 
 For a prompt with attack image I and attack text T (DESIGN.md, "Conditions"):
 
@@ -12,6 +12,10 @@ For a prompt with attack image I and attack text T (DESIGN.md, "Conditions"):
 | `text_trail`    | as `tool`, the tool turn is one neutral line of text, no image                |
 | `text_prior`    | system; user [q]; assistant [a] (a neutral exchange); user [I, T]             |
 | `image_no_tool` | system; user [I, zoom(I), T]                                                  |
+| `free`          | system (+ meta.tools); user [I, T]: the model decides whether to call the tool |
+
+`free` is not one of the eight controlled conditions: its episode is only the start of a bounded
+multi-turn loop (toolshift.free_loop) in which the model's own tool calls are executed.
 
 The final assistant turn is not part of an episode: the model generates it. Image parts hold paths
 relative to the results root. The tool spec is not written into the system text: it travels in
@@ -69,7 +73,18 @@ ZOOM_TOOL: dict[str, Any] = {
 that chat templates take as `tools`)."""
 
 TOOL_CONDITIONS: tuple[str, ...] = ("tool", "tool_unsafe", "tool_benign", "tool_blank", "text_trail")
-"""The conditions with a tool framing: meta.tools is present exactly for these."""
+"""The conditions with a scripted tool call and tool turn."""
+
+FREE_CONDITION: str = "free"
+"""The condition in which the model decides whether to call the tool (toolshift.free_loop)."""
+
+TOOL_FRAMED_CONDITIONS: tuple[str, ...] = TOOL_CONDITIONS + (FREE_CONDITION,)
+"""The conditions with a tool framing: meta.tools and meta.tool_name are set exactly for these."""
+
+EPISODE_CONDITIONS: tuple[str, ...] = tuple(CONDITIONS) + tuple(
+    c for c in (FREE_CONDITION,) if c not in CONDITIONS
+)
+"""Every condition `build_episodes` builds: the controlled conditions, then `free`."""
 
 OVERRIDE_OF: dict[str, str] = {"tool_unsafe": "unsafe", "tool_benign": "benign", "tool_blank": "blank"}
 """Condition -> the override image its tool turn returns instead of the zoom."""
@@ -130,8 +145,8 @@ def _image(path: str) -> dict[str, str]:
 
 
 def _check_options(condition: str, bbox_policy: str, pad_frac: float) -> None:
-    if condition not in CONDITIONS:
-        raise ConfigError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
+    if condition not in EPISODE_CONDITIONS:
+        raise ConfigError(f"unknown condition {condition!r}; known: {', '.join(EPISODE_CONDITIONS)}")
     if bbox_policy not in BBOX_POLICIES:
         raise ConfigError(f"unknown bbox_policy {bbox_policy!r}; known: {', '.join(BBOX_POLICIES)}")
     if isinstance(pad_frac, bool) or not isinstance(pad_frac, int | float) or not 0 <= pad_frac <= 1:
@@ -155,7 +170,7 @@ def build_episode(prompt_id: str, dataset: str, image: str, condition: str, root
         zoom_path = zoom_relpath(dataset, prompt_id)
         save_png(zoom(attack, bbox), root / zoom_path)
 
-    if condition == "direct":
+    if condition in ("direct", FREE_CONDITION):
         messages = [system, user]
     elif condition == "text_prior":
         question, answer = NEUTRAL_EXCHANGES[index % len(NEUTRAL_EXCHANGES)]
@@ -183,10 +198,10 @@ def build_episode(prompt_id: str, dataset: str, image: str, condition: str, root
         messages = [system, user, call, {"role": "tool", "name": TOOL_NAME, "content": returned}]
 
     meta: dict[str, Any] = {}
-    if condition in TOOL_CONDITIONS:
+    if condition in TOOL_FRAMED_CONDITIONS:
         meta["tools"] = [ZOOM_TOOL]
     meta.update({
-        "tool_name": TOOL_NAME if condition in TOOL_CONDITIONS else None,
+        "tool_name": TOOL_NAME if condition in TOOL_FRAMED_CONDITIONS else None,
         "bbox": bbox,
         "bbox_policy": bbox_policy,
         "pad_frac": float(pad_frac),
@@ -202,8 +217,11 @@ def build_episode(prompt_id: str, dataset: str, image: str, condition: str, root
 
 def build_episodes(prompts_df: pd.DataFrame, condition: str, results_root: str | os.PathLike[str], *,
                    bbox_policy: str = "content_padded", pad_frac: float = 0.05, override_seed: int = 0,
-                   text_prompt: str = FIGSTEP_PROMPT) -> list[dict[str, Any]]:
+                   text_prompt: str | None = None) -> list[dict[str, Any]]:
     """The episodes of one condition for every prompt of a prompts table, in table order.
+
+    The text sent with each attack image is `text_prompt` if given, else the row's own
+    (`toolshift.datasets.text_prompts`: the table's `text_prompt` column, FigStep's prompt by default).
 
     Writes the zoom crops (`episodes/{dataset}/images/{prompt_id}_zoom.png`) and override images
     (`data/overrides/{kind}.png`, same size as the attack image) the condition needs, atomically;
@@ -213,12 +231,15 @@ def build_episodes(prompts_df: pd.DataFrame, condition: str, results_root: str |
     missing = [c for c in ("prompt_id", "dataset", "image") if c not in prompts_df.columns]
     if missing:
         raise ContractError(f"prompts table lacks column(s) {', '.join(missing)}")
+    from toolshift.datasets import text_prompts
+
     root = Path(results_root)
+    texts = [text_prompt] * len(prompts_df) if text_prompt is not None else text_prompts(prompts_df)
     records = []
-    for index, row in enumerate(prompts_df.itertuples(index=False)):
+    for index, (row, text) in enumerate(zip(prompts_df.itertuples(index=False), texts, strict=True)):
         records.append(build_episode(
             str(row.prompt_id), str(row.dataset), str(row.image), condition, root, index=index,
-            bbox_policy=bbox_policy, pad_frac=pad_frac, override_seed=override_seed, text_prompt=text_prompt,
+            bbox_policy=bbox_policy, pad_frac=pad_frac, override_seed=override_seed, text_prompt=text,
         ))
     return records
 

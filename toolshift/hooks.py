@@ -164,9 +164,10 @@ def add_vector(loaded: Any, layer: int, vector: Any, alpha: float = 1.0) -> Iter
 def ablate_direction(loaded: Any, direction: Any) -> Iterator[None]:
     """Remove the component along unit(`direction`) from the residual stream at every layer.
 
-    Arditi et al.-style directional ablation on the states between layers: the input of the first
-    decoder layer and the output of every decoder layer, at every position. (The state inside a layer,
-    between its attention and MLP blocks, is not touched.) Computed in float32.
+    Arditi et al.-style directional ablation on the states between layers: the input and the output of
+    every decoder layer, at every position. Projecting every layer's input too matters for families
+    that add features to the stream between layers (Qwen3-VL's deepstack visual features). The state
+    inside a layer, between its attention and MLP blocks, is not touched. Computed in float32.
     """
     import torch
 
@@ -192,7 +193,7 @@ def ablate_direction(loaded: Any, direction: Any) -> Iterator[None]:
     def hook(module: Any, args: Any, output: Any) -> Any:
         return _replace_hidden(output, project_out(_hidden(output)))
 
-    handles = [layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)]
+    handles = [layer.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True) for layer in layers]
     handles += [layer.register_forward_hook(hook, prepend=True) for layer in layers]
     with _registered(handles):
         yield

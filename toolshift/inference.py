@@ -51,7 +51,8 @@ def encode(loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.P
     """Processor inputs for a batch of episodes: left-padded tensors on the model's device, floating-point
     ones (pixel values) cast to the model's dtype."""
     texts, images = render_prompts(loaded, episodes, results_root)
-    inputs = loaded.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    arguments = loaded.adapter.processor_inputs(loaded.processor, texts, images)
+    inputs = loaded.processor(**arguments, padding=True, return_tensors="pt")
     return inputs.to(device=loaded.device, dtype=loaded.model.dtype)
 
 

@@ -340,11 +340,20 @@ def provenance_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]
     """Models with their revisions (unpinned ones flagged), software versions and the config as YAML."""
     parts = ["## Models\n"]
     models = _models_of(config)
+    api_models: list[str] = []
     if models:
         rows = []
         for name, entry in models:
             if name in fixture_models:
                 rows.append([_code(name), "fixture (built offline from a seed)", _DASH, "n/a"])
+                continue
+            if entry.get("backend") == "openai":
+                api = entry.get("api") or {}
+                source = (
+                    f"OpenAI-compatible endpoint: {_code(api.get('model'))} at {_code(api.get('base_url'))}"
+                )
+                rows.append([_code(name), source, _DASH, "n/a (remote)"])
+                api_models.append(name)
                 continue
             rev = entry.get("revision")
             pinned = isinstance(rev, str) and bool(_COMMIT_RE.match(rev))
@@ -357,6 +366,17 @@ def provenance_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]
                 ]
             )
         parts.append(markdown_table(["model", "source", "revision", "pinned to a commit"], rows))
+        if api_models:
+            parts.append(
+                "\n"
+                + ", ".join(_code(m) for m in api_models)
+                + " ran through an OpenAI-compatible endpoint: behaviour only. A remote model exposes no "
+                "residual stream, so it has no tool vector, no refusal direction and no interventions; it "
+                "appears in the ASR tables and figures only. Token counts are the provider's (-1 = not "
+                "reported). Answers come from the response cache; temperature-0 API output is not guaranteed "
+                "identical across provider updates, so the cache, not the endpoint, makes these rows "
+                "reproducible.\n"
+            )
     else:
         parts.append("The config names no models.\n")
     parts.append("\n## Software\n")

@@ -17,7 +17,10 @@ import pandas as pd
 from toolshift import __version__
 from toolshift.activations import concat_shards, read_activations, to_dataset, write_activations
 from toolshift.contracts import RESPONSE_COLUMNS, read_episodes, read_prompts, read_responses, write_parquet
+from toolshift.episodes import FREE_CONDITION
 from toolshift.errors import ContractError
+from toolshift.free_loop import run_free
+from toolshift.gpus import job_device
 from toolshift.hooks import Intervention
 from toolshift.inference import generate
 from toolshift.inference import shard as shard_of
@@ -60,8 +63,13 @@ def run_shard(
     intervention: str | None = None,
     vectors_path: Path | None = None,
     layer: int | str | None = None,
+    free: dict[str, Any] | None = None,
 ) -> None:
-    """Generate one shard of one (model, dataset, condition or intervention) and write its files."""
+    """Generate one shard of one (model, dataset, condition or intervention) and write its files.
+
+    Episodes of the `free` condition go through the bounded tool loop (toolshift.free_loop); its crops
+    are written beside the run, under `runs/{model}/{dataset}/free/images/`.
+    """
     prompts = read_prompts(prompts_path)
     episodes = shard_of(read_episodes(episodes_path), n_shards, shard)
     loaded = load_model(
@@ -69,7 +77,7 @@ def run_shard(
         entry["family"],
         revision=entry.get("revision"),
         dtype=entry.get("dtype", "float32"),
-        device=generation.get("device", "auto"),
+        device=job_device(generation.get("device", "auto")),
         trust_remote_code=entry.get("trust_remote_code", False),
     )
     hook = None
@@ -81,15 +89,32 @@ def run_shard(
         hook = Intervention(**hook_intervention(spec, read_vectors(vectors_path), at_layer))
         log.info("intervention %s at layer %d", intervention, at_layer)
     log.info("%s: %d episodes in shard %d/%d", model_name, len(episodes), shard, n_shards)
-    responses, states = generate(
-        loaded,
-        episodes,
-        results_root,
-        batch_size=generation["batch_size"],
-        max_new_tokens=generation["max_new_tokens"],
-        capture=activations_out is not None,
-        intervention=hook,
-    )
+    is_free = bool(episodes) and episodes[0]["condition"] == FREE_CONDITION
+    if is_free:
+        free = free or {}
+        run_dir = Path(responses_out).resolve().parent.parent
+        responses, states = run_free(
+            loaded,
+            episodes,
+            results_root,
+            images_dir=str(run_dir.relative_to(Path(results_root).resolve()) / "images"),
+            max_turns=free.get("max_turns", 4),
+            max_calls_per_turn=free.get("max_calls_per_turn", 4),
+            max_new_tokens=free.get("max_new_tokens") or generation["max_new_tokens"],
+            batch_size=generation["batch_size"],
+            capture=activations_out is not None,
+            intervention=hook,
+        )
+    else:
+        responses, states = generate(
+            loaded,
+            episodes,
+            results_root,
+            batch_size=generation["batch_size"],
+            max_new_tokens=generation["max_new_tokens"],
+            capture=activations_out is not None,
+            intervention=hook,
+        )
     table = attach_prompt_fields(responses, prompts, model_name, intervention or "none")
     if activations_out is not None:
         assert states is not None
@@ -97,7 +122,7 @@ def run_shard(
             "model": model_name,
             "revision": entry.get("revision") or "fixture",
             "condition": str(episodes[0]["condition"]) if episodes else "",
-            "position": "last_prompt_token",
+            "position": "first_turn_last_prompt_token" if is_free else "last_prompt_token",
             "dtype": str(np.asarray(states).dtype),
             "toolshift_version": __version__,
         }

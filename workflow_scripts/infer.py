@@ -25,6 +25,7 @@ def main(smk) -> None:
         intervention=smk.wildcards.get("intervention"),
         vectors_path=Path(smk.input.vectors) if "vectors" in smk.input.keys() else None,
         layer=smk.params.get("layer"),
+        free=smk.params.get("free"),
     )
 
 

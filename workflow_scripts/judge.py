@@ -13,7 +13,7 @@ from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
-    responses = pd.concat([read_responses(p) for p in smk.input], ignore_index=True)
+    responses = pd.concat([read_responses(p) for p in smk.input.runs], ignore_index=True)
     write_parquet(judge_frame(responses, judge=smk.wildcards.judge), smk.output[0])
 
 

@@ -1,0 +1,227 @@
+"""Every model family through the whole path on its tiny fixture: build, load through the Auto classes,
+render, encode, generate, capture and intervene.
+
+Tolerance for generate-vs-forward capture: as tests/test_inference.py, |diff| <= 1e-4 * max|state|
+(the cached prefill and a plain forward differ by float32 rounding only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from toolshift.adapters import ADAPTERS
+from toolshift.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, build_fixture, synthetic_episodes
+from toolshift.hooks import Intervention, ablate_direction, capture_last_token
+from toolshift.inference import encode, generate, render_prompts
+from toolshift.modeling import load_model
+
+MAX_NEW = 4
+REL_TOL = 1e-4
+LAYER = 1
+N_IMAGES = {"direct": 1, "tool": 2, "text_trail": 1, "image_no_tool": 2}
+
+# family -> (model class, processor class, what the chat template writes per image)
+EXPECTED = {
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "deepeyes": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "llava": ("LlavaForConditionalGeneration", "LlavaProcessor", "<image>"),
+    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "<|image_pad|>"),
+    "llava_onevision": ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionProcessor", "<image>"),
+    "internvl": ("InternVLForConditionalGeneration", "InternVLProcessor", "<IMG_CONTEXT>"),
+    "gemma3": ("Gemma3ForConditionalGeneration", "Gemma3Processor", "<start_of_image>"),
+    "idefics3": ("Idefics3ForConditionalGeneration", "Idefics3Processor", "<image>"),
+    "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "<image>"),
+}
+
+
+def test_every_adapter_family_has_a_fixture():
+    assert sorted(ALL_FIXTURE_FAMILIES) == sorted(ADAPTERS) == sorted(EXPECTED)
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("families_results")
+
+
+@pytest.fixture(scope="module")
+def episodes(results_root):
+    return synthetic_episodes(results_root, 4)  # direct, tool, text_trail, image_no_tool
+
+
+@pytest.fixture(scope="module", params=ALL_FIXTURE_FAMILIES)
+def loaded(request, tmp_path_factory):
+    family = request.param
+    path = build_fixture(family, tmp_path_factory.mktemp("families_models") / family, seed=0)
+    return load_model(path, family)
+
+
+def test_loads_through_the_auto_classes(loaded):
+    family = loaded.adapter.family
+    model_class, processor_class, placeholder = EXPECTED[family]
+    assert type(loaded.model).__name__ == model_class
+    assert type(loaded.processor).__name__ == processor_class
+    assert loaded.model.config.model_type in loaded.adapter.model_types
+    assert loaded.model.config.toolshift_fixture["family"] == family
+    assert (loaded.n_layers, loaded.hidden_size) == (4, 64)
+    tokenizer = loaded.processor.tokenizer
+    assert loaded.model.config.get_text_config().vocab_size == len(tokenizer)
+    assert tokenizer(placeholder, add_special_tokens=False)["input_ids"] == [
+        tokenizer.convert_tokens_to_ids(placeholder)
+    ]
+    gen = loaded.model.generation_config
+    assert gen.do_sample is False and gen.pad_token_id is not None and gen.eos_token_id is not None
+
+
+def test_tool_markers_and_refusal_phrases_are_single_tokens_kept_on_decode(loaded):
+    tokenizer = loaded.processor.tokenizer
+    for phrase in ("<tool_call>", "</tool_call>", *REFUSAL_TOKENS):
+        ids = tokenizer(phrase, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, phrase
+        assert tokenizer.decode(ids, skip_special_tokens=True) == phrase
+
+
+def test_decoder_layers(loaded):
+    layers = loaded.adapter.decoder_layers(loaded.model)
+    inner = loaded.model.model
+    expected = inner.text_model.layers if hasattr(inner, "text_model") else inner.language_model.layers
+    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == loaded.n_layers
+    assert layers is expected
+
+
+def joined(parts: list[dict], image: str, trim: bool = False) -> str:
+    """A turn's parts as a template writes them: `image` for each image, texts (trimmed if `trim`)."""
+    return "".join(
+        image if p["type"] == "image" else (p["text"].strip() if trim else p["text"]) for p in parts
+    )
+
+
+def expected_prompt(family: str, messages: list[dict]) -> str:
+    """The tool episode's prompt in the layout of the family's public chat template."""
+    system, user, call, tool = (m["content"] for m in messages)
+    s, c = system[0]["text"], call[0]["text"]
+    if family in ("qwen2_5_vl", "deepeyes", "qwen3_vl"):
+        img = "<|vision_start|><|image_pad|><|vision_end|>"
+        return (
+            f"<|im_start|>system\n{s}<|im_end|>\n<|im_start|>user\n{joined(user, img)}<|im_end|>\n"
+            f"<|im_start|>assistant\n{c}<|im_end|>\n<|im_start|>user\n{joined(tool, img)}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+    if family == "llava":
+        img = "<image>\n"
+        return f"<s>{s}\nUSER: {joined(user, img)} ASSISTANT: {c}</s>USER: {joined(tool, img)} ASSISTANT:"
+    if family == "llava_onevision":  # images first, each text after a newline, no newline between turns
+        return (
+            f"<|im_start|>system \n{s}<|im_end|><|im_start|>user <image>\n{user[1]['text']}<|im_end|>"
+            f"<|im_start|>assistant \n{c}<|im_end|><|im_start|>user <image>\n{tool[1]['text']}<|im_end|>"
+            "<|im_start|>assistant\n"
+        )
+    if family == "internvl":
+        img = "<IMG_CONTEXT>\n"
+        return (
+            f"<|im_start|>system\n{s}<|im_end|>\n<|im_start|>user\n{joined(user, img)}<|im_end|>\n"
+            f"<|im_start|>assistant\n{c}<|im_end|>\n<|im_start|>user\n{joined(tool, img)}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+    if family == "gemma3":  # system folded into the first user turn; texts trimmed
+        img = "<start_of_image>"
+        return (
+            f"<bos><start_of_turn>user\n{s}\n\n{joined(user, img, True)}<end_of_turn>\n"
+            f"<start_of_turn>model\n{c.strip()}<end_of_turn>\n"
+            f"<start_of_turn>user\n{joined(tool, img, True)}<end_of_turn>\n<start_of_turn>model\n"
+        )
+    head = {"idefics3": "<|begin_of_text|>", "smolvlm": "<|im_start|>"}[family]
+    return (
+        f"{head}System: {s}<end_of_utterance>\nUser:{joined(user, '<image>')}<end_of_utterance>\n"
+        f"Assistant: {c}<end_of_utterance>\nUser: {joined(tool, '<image>')}<end_of_utterance>\nAssistant:"
+    )
+
+
+def test_chat_template_has_the_public_layout(loaded, episodes, results_root):
+    messages, _ = loaded.adapter.render_messages(episodes[1], results_root)
+    text = render_prompts(loaded, [episodes[1]], results_root)[0][0]
+    assert text == expected_prompt(loaded.adapter.family, messages)
+
+
+def test_every_condition_renders_and_encodes(loaded, episodes, results_root):
+    """Each image the adapter returns has its placeholder in the prompt, the tool framing is there exactly
+    for the tool conditions, and a batch encodes to the same image tokens as its episodes one by one."""
+    placeholder = EXPECTED[loaded.adapter.family][2]
+    image_token_id = loaded.model.config.image_token_id
+    singles = []
+    for episode in episodes:
+        texts, images = render_prompts(loaded, [episode], results_root)
+        assert texts[0].count(placeholder) == len(images) == N_IMAGES[episode["condition"]]
+        assert ("<tool_call>" in texts[0]) == (episode["condition"] in ("tool", "text_trail"))
+        assert ("<tool_response>" in texts[0]) == (episode["condition"] in ("tool", "text_trail"))
+        enc = encode(loaded, [episode], results_root)
+        singles.append(int((enc["input_ids"] == image_token_id).sum()))
+    assert min(singles) > 0
+    batch = encode(loaded, episodes, results_root)
+    assert (batch["input_ids"] == image_token_id).sum(dim=1).tolist() == singles
+
+
+def test_generate_and_capture(loaded, episodes, results_root):
+    """A batch of two episodes with different image counts (direct: 1, tool: 2): rows, shapes, and the
+    captured states equal to transformers' own hidden states for the inner layers."""
+    batch = episodes[:2]
+    df, states = generate(loaded, batch, results_root, batch_size=2, max_new_tokens=MAX_NEW, progress=False)
+    assert df["prompt_id"].tolist() == [e["prompt_id"] for e in batch]
+    assert df["n_new_tokens"].between(0, MAX_NEW).all() and (df["n_prompt_tokens"] > 0).all()
+    assert states.shape == (2, loaded.n_layers, loaded.hidden_size) and states.dtype == np.float32
+    inputs = encode(loaded, batch, results_root)
+    with capture_last_token(loaded) as store, torch.inference_mode():
+        out = loaded.model(**inputs, output_hidden_states=True)
+    forward_states = store.array()
+    assert len(out.hidden_states) == loaded.n_layers + 1
+    for layer in range(loaded.n_layers - 1):
+        np.testing.assert_array_equal(forward_states[:, layer], out.hidden_states[layer + 1][:, -1].numpy())
+    np.testing.assert_allclose(states, forward_states, rtol=0, atol=REL_TOL * np.abs(states).max())
+
+
+def test_add_with_alpha_zero_leaves_the_output_identical(loaded, episodes, results_root):
+    batch = episodes[:2]
+    v = np.random.default_rng(0).standard_normal(loaded.hidden_size).astype(np.float32)
+    df, states = generate(loaded, batch, results_root, max_new_tokens=MAX_NEW, progress=False)
+    zero = Intervention(kind="add", layer=LAYER, vector=v, alpha=0.0)
+    df0, states0 = generate(
+        loaded, batch, results_root, max_new_tokens=MAX_NEW, intervention=zero, progress=False
+    )
+    assert df0.equals(df)
+    np.testing.assert_array_equal(states0, states)
+    one = Intervention(kind="add", layer=LAYER, vector=v, alpha=1.0)
+    _, states1 = generate(loaded, batch, results_root, max_new_tokens=1, intervention=one, progress=False)
+    np.testing.assert_allclose(
+        states1[:, LAYER] - states[:, LAYER], np.broadcast_to(v, (2, v.size)), atol=1e-5
+    )
+
+
+def test_ablate_direction_removes_the_component(loaded, episodes, results_root):
+    """After ablation no decoder layer's output has a component along the direction, at any position."""
+    batch = episodes[:2]
+    direction = np.random.default_rng(1).standard_normal(loaded.hidden_size).astype(np.float32)
+    unit = torch.from_numpy(direction / np.linalg.norm(direction))
+    layers = loaded.adapter.decoder_layers(loaded.model)
+    inputs = encode(loaded, batch, results_root)
+    seen: list[torch.Tensor] = []
+    with ablate_direction(loaded, direction), capture_last_token(loaded) as store:
+        probes = [
+            layer.register_forward_hook(
+                lambda m, a, out: seen.append(out[0] if isinstance(out, tuple) else out)
+            )
+            for layer in layers
+        ]
+        try:
+            with torch.inference_mode():
+                loaded.model(**inputs)
+        finally:
+            for probe in probes:
+                probe.remove()
+    assert len(seen) == loaded.n_layers
+    for hidden in seen:
+        assert float((hidden.float() @ unit).abs().max()) < 1e-4 * float(hidden.abs().max())
+    _, plain = generate(loaded, batch, results_root, max_new_tokens=1, progress=False)
+    ablated = store.array()
+    assert np.abs(ablated @ unit.numpy()).max() < 1e-4 * np.abs(ablated).max()
+    assert np.abs(plain @ unit.numpy()).max() > 1e-2 * np.abs(plain).max()  # there was one to remove
