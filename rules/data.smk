@@ -21,3 +21,20 @@ rule prompts:
         },
     script:
         "../workflow_scripts/build_prompts.py"
+
+
+rule splits:
+    input:
+        prompts=res("data/{dataset}/prompts.parquet"),
+    output:
+        res("splits/{dataset}.parquet"),
+    log:
+        res("logs/splits/{dataset}.log"),
+    benchmark:
+        res("benchmarks/splits/{dataset}.tsv")
+    conda:
+        ENV
+    params:
+        splits=config["splits"],
+    script:
+        "../workflow_scripts/make_splits.py"

@@ -8,7 +8,7 @@ rule intervene_shard:
         prompts=res("data/{dataset}/prompts.parquet"),
         images=res("episodes/{dataset}/images"),
         attack_images=res("data/{dataset}/images"),
-        vectors=res("vectors/{model}/{dataset}.nc"),
+        vectors=intervention_vectors,
     output:
         responses=res("interventions/{model}/{dataset}/{intervention}/shards/{shard}.parquet"),
     log:
@@ -46,3 +46,37 @@ rule merge_intervention:
         ENV
     script:
         "../workflow_scripts/merge_shards.py"
+
+
+# The KL cost of every intervention on harmless test prompts (GPU).
+rule intervention_cost:
+    input:
+        model=res("models/{model}"),
+        direct=res("episodes/{dataset}/direct.jsonl"),
+        tool=res("episodes/{dataset}/tool.jsonl"),
+        prompts=res("data/{dataset}/prompts.parquet"),
+        splits=res("splits/{dataset}.parquet"),
+        images=res("episodes/{dataset}/images"),
+        attack_images=res("data/{dataset}/images"),
+        vectors=lambda wc: [res(f"vectors/{wc.model}/{d}.nc") for d in cost_vector_datasets(wc.dataset)],
+    output:
+        res("costs/{model}/{dataset}.parquet"),
+    log:
+        res("logs/costs/{model}/{dataset}.log"),
+    benchmark:
+        res("benchmarks/costs/{model}/{dataset}.tsv")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+        mem_mb=lambda wc: max(config["generation"]["gpu_mem_mb"], 2000),
+    params:
+        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
+        entry=lambda wc: config["models"][wc.model],
+        generation=config["generation"],
+        layer=config["interventions"]["layer"],
+        interventions=lambda wc: interventions_of(wc.dataset),
+        vector_datasets=lambda wc: cost_vector_datasets(wc.dataset),
+        cost=config["cost"],
+    script:
+        "../workflow_scripts/intervention_cost.py"

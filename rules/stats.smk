@@ -1,12 +1,20 @@
-# Stage 8: ASR with Wilson CIs, relative reduction vs direct (paired bootstrap), exact McNemar.
+# Stage 8: ASR (Wilson CIs, paired bootstrap, exact McNemar, Holm) on the test split; headline; analysis tables.
 
 
 rule asr_table:
     input:
-        expand(res("judged/{judge}/{model}/{dataset}.parquet"), judge=JUDGES, model=MODELS, dataset=DATASETS),
+        judged=expand(
+            res("judged/{judge}/{model}/{dataset}.parquet"), judge=JUDGES, model=MODELS, dataset=DATASETS
+        ),
+        splits=expand(res("splits/{dataset}.parquet"), dataset=DATASETS),
     output:
         asr=res("tables/asr.csv"),
+        asr_validation=res("tables/asr_validation.csv"),
+        asr_by_category=res("tables/asr_by_category.csv"),
         over_refusal=res("tables/over_refusal.csv"),
+        over_refusal_validation=res("tables/over_refusal_validation.csv"),
+        headline=res("tables/headline.csv"),
+        free_tool_use=res("tables/free_tool_use.csv"),
     log:
         res("logs/stats/asr.log"),
     benchmark:
@@ -15,5 +23,32 @@ rule asr_table:
         ENV
     params:
         stats=config["stats"],
+        judge=config["headline_judge"],
     script:
         "../workflow_scripts/asr_table.py"
+
+
+rule analysis_tables:
+    input:
+        asr=res("tables/asr.csv"),
+        asr_validation=res("tables/asr_validation.csv"),
+        over_refusal_validation=res("tables/over_refusal_validation.csv"),
+        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
+        costs=expand(res("costs/{model}/{dataset}.parquet"), model=HF_MODELS, dataset=DATASETS),
+    output:
+        selection=res("tables/selection.csv"),
+        transfer=res("tables/transfer.csv"),
+        cost=res("tables/intervention_cost.csv"),
+        representation=res("tables/representation.csv"),
+    log:
+        res("logs/stats/analysis.log"),
+    benchmark:
+        res("benchmarks/stats/analysis.tsv")
+    conda:
+        ENV
+    params:
+        stats=config["stats"],
+        judge=config["headline_judge"],
+        selection=config["selection"],
+    script:
+        "../workflow_scripts/analysis_tables.py"

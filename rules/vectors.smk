@@ -1,10 +1,11 @@
-# Stage 5: tool vector, refusal direction, per-condition shifts and cosines per layer.
+# Stage 5: tool vector, refusal direction, shifts, cosines, probes and PCA; layer selection on validation.
 
 
 rule vectors:
     input:
         activations=expand(res("runs/{{model}}/{{dataset}}/{condition}/activations.nc"), condition=CONDITIONS),
         prompts=res("data/{dataset}/prompts.parquet"),
+        splits=res("splits/{dataset}.parquet"),
     output:
         res("vectors/{model}/{dataset}.nc"),
     log:
@@ -15,5 +16,8 @@ rule vectors:
         ENV
     params:
         conditions=CONDITIONS,
+        exclude_last_frac=config["interventions"]["exclude_last_frac"],
+        probes=config["probes"],
+        seed=config["stats"]["seed"],
     script:
         "../workflow_scripts/compute_vectors.py"

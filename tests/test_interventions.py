@@ -8,12 +8,16 @@ import xarray as xr
 
 from toolshift.errors import ConfigError, ContractError
 from toolshift.interventions import (
+    MIN_RANDOM_SEEDS,
     InterventionSpec,
+    all_intervention_ids,
     expand_interventions,
     hook_intervention,
     intervention_vector,
     parse_intervention_id,
     resolve_layer,
+    transfer_pairs,
+    vectors_dataset,
 )
 
 CFG = {
@@ -234,3 +238,67 @@ def test_bad_layer_and_zero_vector(vectors):
         intervention_vector(InterventionSpec("ablate"), zero, 0)
     with pytest.raises(ContractError, match="zero"):
         intervention_vector(InterventionSpec("random", seed=0), zero, 0)
+
+
+def test_transfer_ids_round_trip_and_validation():
+    spec = InterventionSpec("transfer", alpha=2, source="figstep_safebench")
+    assert spec.id == "transfer_a2_from_figstep_safebench" and spec.base_condition == "direct"
+    assert parse_intervention_id(spec.id) == spec
+    assert parse_intervention_id("transfer_a0.5_from_mini.v2").source == "mini.v2"
+    for bad in (
+        {"kind": "transfer"},
+        {"kind": "transfer", "source": "a b"},
+        {"kind": "add", "source": "mini"},
+    ):
+        with pytest.raises(ConfigError):
+            InterventionSpec(**bad)
+    with pytest.raises(ConfigError, match="transfer_a1.0_from_x"):
+        parse_intervention_id("transfer_a1.0_from_x")
+
+
+def test_expand_transfer_per_target_dataset():
+    cfg = dict(
+        CFG, exclude_last_frac=0.2, transfer={"pairs": [["a", "b"], ["c", "b"], ["b", "a"]], "alphas": [1, 4]}
+    )
+    base = [s.id for s in expand_interventions(CFG)]
+    assert [s.id for s in expand_interventions(cfg)] == base  # no dataset: no transfer runs
+    assert [s.id for s in expand_interventions(cfg, "b")] == base + [
+        "transfer_a1_from_a",
+        "transfer_a4_from_a",
+        "transfer_a1_from_c",
+        "transfer_a4_from_c",
+    ]
+    assert [s.id for s in expand_interventions(cfg, "c")] == base
+    ids = all_intervention_ids(cfg, ["a", "b", "c"])
+    assert (
+        ids[: len(base)] == base
+        and "transfer_a4_from_b" in ids
+        and len(ids) == len(set(ids)) == len(base) + 6
+    )
+    assert transfer_pairs(cfg) == [("a", "b"), ("c", "b"), ("b", "a")]
+    assert vectors_dataset("transfer_a1_from_a", "b") == "a" and vectors_dataset("add_a1", "b") == "b"
+    assert [s.id for s in expand_interventions({"transfer": {"pairs": [["a", "b"]]}}, "b")] == [
+        "transfer_a1_from_a"
+    ]
+
+
+@pytest.mark.parametrize(
+    "transfer",
+    [
+        [["a", "b"]],
+        {"pairs": [["a", "a"]]},
+        {"pairs": [["a"]]},
+        {"pairs": "ab"},
+        {"pairs": [["a", "b"]], "x": 1},
+    ],
+)
+def test_bad_transfer_config(transfer):
+    with pytest.raises(ConfigError, match="interventions.transfer"):
+        expand_interventions({"transfer": transfer}, "b")
+
+
+def test_transfer_hook_uses_the_given_vectors_file(vectors):
+    h = hook_intervention(InterventionSpec("transfer", alpha=0.5, source="other"), vectors, 2)
+    assert (h["kind"], h["layer"], h["alpha"]) == ("add", 2, 0.5)
+    np.testing.assert_array_equal(h["vector"], vectors["tool_vector"].values[2])
+    assert MIN_RANDOM_SEEDS == 5

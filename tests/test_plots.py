@@ -12,18 +12,28 @@ from PIL import Image
 from toolshift import CONDITIONS
 from toolshift.contracts import ASR_COLUMNS
 from toolshift.errors import ContractError
+from toolshift.headline import headline_table
 from toolshift.plots import (
     CONDITION_PALETTE,
     parse_dose_id,
     plot_asr_by_condition,
+    plot_category_heatmap,
     plot_cosine_by_layer,
     plot_dose_response,
+    plot_headline,
+    plot_pca,
+    plot_probes,
+    plot_projections,
 )
+from toolshift.splits import make_splits
+from toolshift.vectors import compute_vectors
 
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
 
 
-def synthetic_asr(models=MODELS, conditions=CONDITIONS, judge="keyword", n=20, seed=0) -> pd.DataFrame:
+def synthetic_asr(
+    models=MODELS, conditions=CONDITIONS, judge="keyword", n=20, seed=0, n_seeds=2, random_alphas=(1,)
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
 
@@ -54,8 +64,9 @@ def synthetic_asr(models=MODELS, conditions=CONDITIONS, judge="keyword", n=20, s
             add(m, c, "none", int(rng.integers(0, n + 1)))
         for a in (0, 0.5, 1, 2):
             add(m, "direct", f"add_a{a:g}", int(rng.integers(0, n + 1)))
-        for s in (0, 1):
-            add(m, "direct", f"random_a1_s{s}", int(rng.integers(0, n + 1)))
+        for s in range(n_seeds):
+            for a in random_alphas:
+                add(m, "direct", f"random_a{a:g}_s{s}", int(rng.integers(0, n + 1)))
         add(m, "tool", "subtract", 9)
         add(m, "tool", "ablate", 11)
     return pd.DataFrame(rows, columns=list(ASR_COLUMNS))
@@ -191,3 +202,140 @@ def test_missing_rows_and_variables_are_named(tmp_path):
     with pytest.raises(ContractError, match=r"\.png"):
         plot_asr_by_condition(asr, tmp_path / "a.jpg", "keyword")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dose_response_draws_a_random_band_over_five_seeds(tmp_path):
+    png = tmp_path / "dose.png"
+    caption = plot_dose_response(synthetic_asr(n_seeds=5, random_alphas=(0.5, 1, 2)), png)
+    _check_written(png, caption)
+    assert "seeds 0, 1, 2, 3, 4" in caption and "hatched band their range over seeds" in caption
+    assert "fewer than" not in caption
+    few = plot_dose_response(synthetic_asr(n_seeds=2), tmp_path / "few.png")
+    assert "fewer than 5 seeds" in few
+
+
+@pytest.fixture(scope="module")
+def real_vectors() -> dict[str, xr.Dataset]:
+    """Vectors files computed from random activations of all eight conditions (with splits)."""
+    out = {}
+    for k, model in enumerate(MODELS):
+        rng = np.random.default_rng(k)
+        n, n_layers, d = 40, 5, 12
+        ids = [f"p{i:02d}" for i in range(n)]
+        harmful = np.arange(n) < n // 2
+        prompts = pd.DataFrame(
+            {
+                "prompt_id": ids,
+                "dataset": "mini",
+                "category": [f"c{i % 3}" for i in range(n)],
+                "harmful": harmful,
+            }
+        )
+        base = rng.standard_normal((n, n_layers, d)) + harmful[:, None, None] * 2.0
+        acts = {
+            c: xr.Dataset(
+                {
+                    "resid": (
+                        ("prompt_id", "layer", "hidden"),
+                        base + j * 0.3 + rng.standard_normal((n, n_layers, d)),
+                    )
+                },
+                coords={"prompt_id": ids, "layer": np.arange(n_layers)},
+            )
+            for j, c in enumerate(CONDITIONS)
+        }
+        ds = compute_vectors(acts, prompts, model=model, dataset="mini", splits=make_splits(prompts, seed=0))
+        out[f"{model} / mini"] = ds
+    return out
+
+
+def test_pca_probes_and_projection_figures(tmp_path, real_vectors):
+    for name, plot, words in (
+        ("pca", plot_pca, ("principal components", "test prompts shown")),
+        ("probes", plot_probes, ("probes", "test prompts", "5-fold")),
+        ("projections", plot_projections, ("refusal direction", "test prompts", "n = 8 harmful")),
+    ):
+        png = tmp_path / f"{name}.png"
+        caption = plot(real_vectors, png)
+        _check_written(png, caption)
+        for w in words:
+            assert w in caption, (name, w)
+        colours = _colours(png)
+        for c in ("direct", "tool", "text_trail"):
+            assert _rgb(CONDITION_PALETTE[c]) in colours, (name, c)
+
+
+def test_representation_figures_need_their_variables(tmp_path, real_vectors):
+    name = next(iter(real_vectors))
+    broken = {name: real_vectors[name].drop_vars(["pca", "probe_accuracy", "projection"])}
+    for plot, var in ((plot_pca, "pca"), (plot_probes, "probe_accuracy"), (plot_projections, "projection")):
+        with pytest.raises(ContractError, match=var):
+            plot(broken, tmp_path / "x.png")
+        with pytest.raises(ContractError, match="no vector datasets"):
+            plot({}, tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _by_category(judge="keyword") -> pd.DataFrame:
+    rows = []
+    rng = np.random.default_rng(0)
+    for m in MODELS:
+        for cat in ("Fraud", "Hate Speech", "Privacy Violation"):
+            for c in CONDITIONS:
+                k = int(rng.integers(0, 6))
+                rows.append(
+                    {
+                        **dict.fromkeys(ASR_COLUMNS, np.nan),
+                        "model": m,
+                        "dataset": "mini",
+                        "condition": c,
+                        "intervention": "none",
+                        "judge": judge,
+                        "n": 5,
+                        "n_unsafe": k,
+                        "asr": k / 5,
+                        "asr_ci_low": 0.0,
+                        "asr_ci_high": 1.0,
+                        "split": "test",
+                        "category": cat,
+                        "holm_p": np.nan,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_category_heatmap(tmp_path):
+    png = tmp_path / "heat.png"
+    caption = plot_category_heatmap(_by_category(), png, "keyword")
+    _check_written(png, caption)
+    assert "n = 5" in caption and "category" in caption and "keyword" in caption
+    with pytest.raises(ContractError, match="judge 'other'"):
+        plot_category_heatmap(_by_category(), tmp_path / "h2.png", "other")
+
+
+def test_headline_forest_plot(tmp_path):
+    rows = []
+    for k, m in enumerate(MODELS):
+        for c, p in (("direct", 0.7), ("tool", 0.4 + 0.1 * k)):
+            unsafe = np.random.default_rng(k).random(30) < p
+            rows += [
+                {
+                    "model": m,
+                    "dataset": "mini",
+                    "condition": c,
+                    "intervention": "none",
+                    "judge": "keyword",
+                    "prompt_id": f"p{i}",
+                    "harmful": True,
+                    "unsafe": bool(u),
+                }
+                for i, u in enumerate(unsafe)
+            ]
+    table = headline_table(pd.DataFrame(rows), judge="keyword", n_boot=300)
+    png = tmp_path / "headline.png"
+    caption = plot_headline(table, png)
+    _check_written(png, caption)
+    assert "mean over models" in caption and "bootstrap" in caption and "n = 30" in caption
+    assert _rgb(CONDITION_PALETTE["tool"]) in _colours(png)
+    with pytest.raises(ContractError, match="no rows"):
+        plot_headline(table.iloc[:0], tmp_path / "h.png")

@@ -8,7 +8,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from toolshift.stats import mcnemar_exact, paired_bootstrap_ci, relative_reduction, wilson_ci
+from toolshift.stats import (
+    bootstrap_relative_reductions,
+    holm_adjust,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+    percentile_ci,
+    relative_reduction,
+    wilson_ci,
+)
 
 Z95 = 1.959963984540054
 
@@ -160,3 +168,47 @@ def test_bootstrap_other_stat():
     base = np.array([1, 1, 1, 0, 0] * 20, bool)
     lo, hi = paired_bootstrap_ci(base, base, stat=lambda a, b: float(a.mean() - b.mean()), n_boot=200)
     assert (lo, hi) == (0.0, 0.0)
+
+
+def test_holm_against_hand_computed_values():
+    # sorted 0.01, 0.02, 0.03, 0.04 with m = 4: 0.04, 0.06, 0.06 (monotone), 0.06
+    p = np.array([0.04, 0.01, 0.03, 0.02])
+    np.testing.assert_allclose(holm_adjust(p), [0.06, 0.04, 0.06, 0.06])
+    np.testing.assert_allclose(holm_adjust([0.5, 0.6]), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(holm_adjust([0.003]), [0.003])  # one test: unchanged
+    out = holm_adjust([0.01, np.nan, 0.02])  # NaN is not a test: m = 2
+    np.testing.assert_allclose(out, [0.02, np.nan, 0.02])
+    assert holm_adjust([]).size == 0
+    with pytest.raises(ValueError):
+        holm_adjust([0.5, 1.5])
+
+
+def test_holm_is_never_below_raw_and_at_most_bonferroni():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.random(7) ** 3
+        adj = holm_adjust(p)
+        assert np.all(adj >= p) and np.all(adj <= np.minimum(1, 7 * p) + 1e-15)
+        order = np.argsort(p)
+        assert np.all(np.diff(adj[order]) >= 0)  # monotone in the raw p
+
+
+def test_vectorised_bootstrap_equals_the_loop():
+    rng = np.random.default_rng(4)
+    base, treat = rng.random(40) < 0.6, rng.random(40) < 0.4
+    fast = paired_bootstrap_ci(base, treat, n_boot=300, seed=2)
+    slow = paired_bootstrap_ci(base, treat, stat=lambda a, b: relative_reduction(a, b), n_boot=300, seed=2)
+    assert fast == slow
+    reps = bootstrap_relative_reductions(base, treat, 300, np.random.default_rng(2))
+    assert percentile_ci(reps) == fast
+
+
+def test_mcnemar_equals_scipy_binomtest_on_every_small_table():
+    from scipy.stats import binomtest
+
+    for b in range(41):
+        for c in range(41):
+            a = np.array([True] * b + [False] * c + [True] * 3)
+            t = np.array([False] * b + [True] * c + [True] * 3)
+            expected = 1.0 if b + c == 0 else min(1.0, binomtest(b, b + c, 0.5).pvalue)
+            assert mcnemar_exact(a, t) == pytest.approx(expected, rel=1e-9, abs=1e-15), (b, c)

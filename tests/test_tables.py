@@ -7,11 +7,23 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from toolshift.contracts import ASR_COLUMNS
 from toolshift.errors import ContractError
 from toolshift.stats import paired_bootstrap_ci, wilson_ci
-from toolshift.tables import OVER_REFUSAL_COLUMNS, asr_table, intervention_rank, over_refusal_table
+from toolshift.tables import (
+    ASR_TABLE_COLUMNS,
+    OVER_REFUSAL_COLUMNS,
+    REPRESENTATION_COLUMNS,
+    TRANSFER_COLUMNS,
+    asr_by_category_table,
+    asr_table,
+    intervention_rank,
+    over_refusal_table,
+    representation_table,
+    transfer_table,
+)
 
 H = [f"h{i:02d}" for i in range(1, 11)]  # ten harmful prompts
 B = [f"b{i:02d}" for i in range(1, 5)]  # four harmless prompts
@@ -66,7 +78,9 @@ def _row(table, condition, intervention, judge="keyword") -> pd.Series:
 
 
 def test_columns_and_order(table):
-    assert list(table.columns) == list(ASR_COLUMNS)
+    assert list(table.columns) == list(ASR_TABLE_COLUMNS)
+    assert list(table.columns[: len(ASR_COLUMNS)]) == list(ASR_COLUMNS)  # the contract's columns come first
+    assert set(table["split"]) == {"all"} and set(table["category"]) == {"all"}
     assert list(zip(table.judge, table.condition, table.intervention, strict=True)) == [
         ("j2", "tool", "none"),
         ("keyword", "direct", "none"),
@@ -152,7 +166,7 @@ def test_over_refusal_table():
     t = over_refusal_table(_judged())
     assert list(t.columns) == list(OVER_REFUSAL_COLUMNS)
     assert list(zip(t.condition, t.intervention, strict=True)) == [("direct", "none"), ("direct", "add_a1")]
-    assert t.n.tolist() == [4, 4] and t.n_refused.tolist() == [1, 3]
+    assert t.n.tolist() == [4, 4] and t.n_refused.tolist() == [1, 3] and set(t.split) == {"all"}
     assert t.refusal_rate.tolist() == [0.25, 0.75]
     assert (t.refusal_ci_low[1], t.refusal_ci_high[1]) == pytest.approx(wilson_ci(3, 4))
 
@@ -169,3 +183,168 @@ def test_intervention_rank():
         "random_a1_s1",
         "custom",
     ]
+    assert sorted(["transfer_a1_from_b", "random_a1_s0", "transfer_a1_from_a"], key=intervention_rank) == [
+        "random_a1_s0",
+        "transfer_a1_from_a",
+        "transfer_a1_from_b",
+    ]
+
+
+def test_holm_column(table):
+    # the condition family (tool/none) has one test: unchanged
+    assert _row(table, "tool", "none").holm_p == pytest.approx(_row(table, "tool", "none").mcnemar_p)
+    # the intervention family: add_a1 (p = 18/256) and ablate (p = 1), m = 2
+    assert _row(table, "direct", "add_a1").holm_p == pytest.approx(2 * 18 / 256)
+    assert _row(table, "tool", "ablate").holm_p == 1.0
+    assert _row(table, "direct", "none").holm_p == 1.0  # the reference is not a test
+    assert math.isnan(_row(table, "tool", "none", judge="j2").holm_p)
+
+
+def _splits(test_ids) -> pd.DataFrame:
+    ids = H + B + ["h11"]
+    return pd.DataFrame(
+        {
+            "prompt_id": ids,
+            "dataset": "d",
+            "category": "c",
+            "harmful": [p.startswith("h") for p in ids],
+            "split": ["test" if p in test_ids else "train" for p in ids],
+        }
+    )
+
+
+def test_split_filter():
+    splits = _splits({"h01", "h02", "h05", "h06", "h09", "h10", "b01", "b04"})
+    t = asr_table(_judged(), n_boot=200, splits=splits, split="test")
+    assert set(t["split"]) == {"test"}
+    ref, tool = _row(t, "direct", "none"), _row(t, "tool", "none")
+    assert (ref.n, ref.n_unsafe) == (6, 4)  # h01 h02 h05 h06 unsafe, h09 h10 not
+    assert (tool.n, tool.n_unsafe) == (6, 2)  # h01 h02
+    assert tool.rel_reduction == pytest.approx(0.5)
+    with pytest.warns(UserWarning, match="dropped 1"):  # h11 (train) has no direct/none pair
+        train = asr_table(_judged(), n_boot=200, splits=splits, split="train")
+    assert _row(train, "direct", "none").n == 4
+    o = over_refusal_table(_judged(), splits=splits, split="test")
+    assert o.n.tolist() == [2, 2] and set(o.split) == {"test"}
+    with pytest.raises(ContractError, match="no split"):
+        asr_table(_judged(), splits=splits[splits["prompt_id"] != "h03"], split="test")
+
+
+def test_per_category_rows_compare_within_the_category():
+    judged = _judged()
+    judged["category"] = np.where(judged["prompt_id"].isin(["h01", "h02", "h03", "h04", "h05"]), "A", "B")
+    with pytest.warns(UserWarning):
+        t = asr_by_category_table(judged, n_boot=200)
+    assert list(t.columns) == list(ASR_TABLE_COLUMNS)
+    assert set(t["category"]) == {"A", "B"}
+    a = t[(t.category == "A") & (t.judge == "keyword")].set_index(["condition", "intervention"])
+    b = t[(t.category == "B") & (t.judge == "keyword")].set_index(["condition", "intervention"])
+    assert a.loc[("direct", "none"), "asr"] == 1.0 and b.loc[("direct", "none"), "asr"] == 0.6
+    assert a.loc[("tool", "none"), "asr"] == pytest.approx(0.8) and b.loc[("tool", "none"), "n_unsafe"] == 0
+    assert a.loc[("tool", "none"), "rel_reduction"] == pytest.approx(0.2)
+    assert b.loc[("tool", "none"), "rel_reduction"] == pytest.approx(1.0)
+    # A sorts before B, both after nothing: per-category rows only
+    assert list(dict.fromkeys(t[t.judge == "keyword"]["category"])) == ["A", "B"]
+
+
+def test_transfer_table():
+    rows = _rows("direct", "none", {p: p <= "h08" for p in H})
+    rows += _rows("direct", "add_a1", {p: p <= "h04" for p in H})
+    rows += _rows("direct", "transfer_a1_from_src", {p: p <= "h06" for p in H})
+    t = asr_table(pd.DataFrame(rows), n_boot=200)
+    vectors = {}
+    for dataset, tv in (("src", [[1.0, 0.0], [1.0, 1.0]]), ("d", [[0.0, 1.0], [1.0, 0.0]])):
+        vectors[("m", dataset)] = xr.Dataset(
+            {"tool_vector": (("layer", "hidden"), np.array(tv))},
+            coords={"layer": [0, 1]},
+            attrs={"selected_layer": 1},
+        )
+    tr = transfer_table(t, vectors)
+    assert list(tr.columns) == list(TRANSFER_COLUMNS) and len(tr) == 1
+    r = tr.iloc[0]
+    assert (r.source_dataset, r.target_dataset, r.alpha, r.layer) == ("src", "d", 1.0, 1)
+    assert (r.asr, r.direct_asr, r.in_dataset_add_asr) == (0.6, 0.8, 0.4)
+    assert r.rel_reduction == pytest.approx(0.25)
+    assert r.cos_tool_vectors == pytest.approx(1 / np.sqrt(2))
+    with pytest.warns(UserWarning):
+        assert transfer_table(asr_table(_judged(), n_boot=100)).empty
+
+
+def test_representation_table_on_planted_vectors():
+    from toolshift.splits import make_splits
+    from toolshift.vectors import compute_vectors
+
+    rng = np.random.default_rng(0)
+    n, d = 80, 8
+    ids = [f"p{i:02d}" for i in range(n)]
+    harmful = np.arange(n) < n // 2
+    prompts = pd.DataFrame({"prompt_id": ids, "dataset": "x", "category": "c", "harmful": harmful})
+    refusal = np.zeros((2, d))
+    refusal[:, 0] = 4.0
+    tool = np.zeros((2, d))
+    tool[:, 0] = 2.0  # half the harmful-harmless gap, along the refusal direction
+    tool[:, 1] = 2.0
+    h = rng.standard_normal((n, 2, d)) * 0.1 + harmful[:, None, None] * refusal
+    arrays = {"direct": h, "tool": h + tool, "text_trail": h + rng.standard_normal((n, 2, d)) * 0.01}
+    acts = {
+        c: xr.Dataset(
+            {"resid": (("prompt_id", "layer", "hidden"), a)}, coords={"prompt_id": ids, "layer": [0, 1]}
+        )
+        for c, a in arrays.items()
+    }
+    ds = compute_vectors(acts, prompts, model="m", dataset="x", splits=make_splits(prompts, seed=0))
+    t = representation_table({("m", "x"): ds})
+    assert list(t.columns) == list(REPRESENTATION_COLUMNS)
+    assert list(t["condition"]) == ["direct", "tool", "text_trail"] and set(t["split"]) == {"test"}
+    r = t.set_index("condition")
+    assert r.loc["direct", "refusal_position"] == pytest.approx(1.0)  # by definition
+    assert r.loc["tool", "refusal_position"] == pytest.approx(1.5, abs=0.02)  # +2 of a gap of 4
+    assert r.loc["text_trail", "refusal_position"] == pytest.approx(1.0, abs=0.02)
+    assert r.loc["tool", "cos_shift_tool"] == pytest.approx(1.0) and r.loc["tool", "shift_norm_ratio"] == 1.0
+    assert r.loc["tool", "cos_shift_refusal"] == pytest.approx(1 / np.sqrt(2), abs=0.01)
+    assert r.loc["text_trail", "shift_norm_ratio"] < 0.05 and r.loc["tool", "n_harmful"] == 16
+    assert r.loc["tool", "refusal_position_ci_low"] < 1.5 < r.loc["tool", "refusal_position_ci_high"]
+
+
+def test_free_tool_use_splits_asr_by_the_models_choice():
+    from toolshift.tables import FREE_TOOL_USE_COLUMNS, free_tool_use_table
+
+    rows = []
+    for i, (used, unsafe, calls, stop) in enumerate(
+        [
+            (True, True, 1, "answer"),
+            (True, False, 2, "max_turns"),
+            (False, True, 0, "answer"),
+            (False, True, 0, "malformed"),
+        ]
+    ):
+        rows.append(
+            dict(
+                prompt_id=f"p{i}",
+                model="m",
+                dataset="d",
+                condition="free",
+                intervention="none",
+                judge="keyword",
+                harmful=True,
+                unsafe=unsafe,
+                used_tool=used,
+                n_tool_calls=calls,
+                n_malformed_calls=int(stop == "malformed"),
+                stop_reason=stop,
+            )
+        )
+    rows.append(dict(rows[0], prompt_id="h0", harmful=False))  # harmless rows do not count
+    table = free_tool_use_table(pd.DataFrame(rows))
+    assert list(table.columns) == list(FREE_TOOL_USE_COLUMNS)
+    used = table.set_index("used_tool")
+    assert (
+        used.loc[True, "n"] == 2 and used.loc[True, "asr"] == 0.5 and used.loc[True, "mean_tool_calls"] == 1.5
+    )
+    assert used.loc[True, "n_stopped_at_max_turns"] == 1
+    assert (
+        used.loc[False, "n"] == 2
+        and used.loc[False, "asr"] == 1.0
+        and used.loc[False, "n_malformed_calls"] == 1
+    )
+    assert free_tool_use_table(pd.DataFrame(rows).assign(condition="tool")).empty

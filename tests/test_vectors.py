@@ -8,7 +8,17 @@ import pytest
 import xarray as xr
 
 from toolshift.errors import ContractError
-from toolshift.vectors import VECTOR_VARS, compute_vectors, cosine, read_vectors, write_vectors
+from toolshift.splits import make_splits
+from toolshift.vectors import (
+    N_COMPONENTS,
+    VECTOR_VARS,
+    compute_vectors,
+    cosine,
+    pca_by_layer,
+    read_vectors,
+    tool_vector_cosines,
+    write_vectors,
+)
 
 N_LAYERS, HIDDEN, N_HARMFUL, N_HARMLESS = 4, 64, 40, 40
 ANGLES_DEG = np.array([20.0, 50.0, 80.0, 110.0])  # planted angle between tool vector and refusal direction
@@ -76,7 +86,9 @@ def test_dims_coords_and_attrs(planted):
         "layer": N_LAYERS,
         "hidden": HIDDEN,
         "prompt_id": N_HARMFUL + N_HARMLESS,
+        "component": N_COMPONENTS,
     }
+    assert set(ds["split"].values) == {"train"} and ds.attrs["splits"] == "all"
     assert list(ds["condition"].values) == ["direct", "tool", "tool_blank", "text_trail"]  # CONDITIONS order
     assert list(ds["prompt_id"].values) == list(planted["acts"]["direct"]["prompt_id"].values)
     assert ds.attrs["n_harmful"] == N_HARMFUL and ds.attrs["n_harmless"] == N_HARMLESS
@@ -193,3 +205,116 @@ def test_read_vectors_rejects_bad_files(planted, tmp_path):
     planted["ds"].drop_vars("projection").to_netcdf(partial, engine="h5netcdf")
     with pytest.raises(ContractError, match="partial.nc.*projection"):
         read_vectors(partial)
+
+
+# --------------------------------------------------------------------------- splits, probes, PCA, selection
+
+
+def _with_categories(prompts: pd.DataFrame) -> pd.DataFrame:
+    return prompts.assign(category=[f"c{i % 4}" for i in range(len(prompts))])
+
+
+@pytest.fixture(scope="module")
+def split_run(planted) -> dict:
+    prompts = _with_categories(planted["prompts"])
+    splits = make_splits(prompts, seed=1)
+    ds = compute_vectors(planted["acts"], prompts, model="m", dataset="x", splits=splits)
+    return {"prompts": prompts, "splits": splits, "ds": ds}
+
+
+def test_vectors_are_estimated_on_train_prompts_only(planted, split_run):
+    ds, splits = split_run["ds"], split_run["splits"]
+    split_of = dict(zip(splits["prompt_id"], splits["split"], strict=True))
+    assert [split_of[p] for p in ds["prompt_id"].values] == list(ds["split"].values)
+    train = np.array([split_of[p] == "train" for p in planted["ids"]])
+    harmful = planted["harmful"]
+    h = {c: a.astype(np.float32).astype(np.float64) for c, a in planted["h"].items()}
+    expected_tool = (h["tool"][train & harmful] - h["direct"][train & harmful]).mean(axis=0)
+    expected_ref = h["direct"][train & harmful].mean(axis=0) - h["direct"][train & ~harmful].mean(axis=0)
+    np.testing.assert_allclose(ds["tool_vector"].values, expected_tool, atol=1e-9)
+    np.testing.assert_allclose(ds["refusal_direction"].values, expected_ref, atol=1e-9)
+    assert ds.attrs["n_harmful"] == int((train & harmful).sum()) == 16  # 40 % of 40
+    assert ds.attrs["n_prompts"] == 80 and ds.attrs["splits"] == "train/validation/test"
+    assert ds.sizes["prompt_id"] == 80  # projections and PCA cover every prompt
+    assert set(ds["category"].values) == {"c0", "c1", "c2", "c3"}
+
+
+def test_test_prompts_cannot_leak_into_the_vectors(planted, split_run):
+    splits = split_run["splits"]
+    test_ids = set(splits.loc[splits["split"] != "train", "prompt_id"])
+    acts = dict(planted["acts"])
+    poisoned = acts["tool"].copy(deep=True)
+    mask = np.isin(poisoned["prompt_id"].values, list(test_ids))
+    poisoned["resid"].values[mask] += 1e3
+    acts["tool"] = poisoned
+    ds = compute_vectors(acts, split_run["prompts"], model="m", dataset="x", splits=splits)
+    np.testing.assert_array_equal(ds["tool_vector"].values, split_run["ds"]["tool_vector"].values)
+
+
+def test_probe_accuracies(planted, split_run):
+    ds = split_run["ds"]
+    cv, test = ds["probe_accuracy"], ds["probe_test_accuracy"]
+    assert cv.dims == ("condition", "layer") and test.dims == ("condition", "layer")
+    print("probe CV accuracy", np.round(cv.values, 3), "test", np.round(test.values, 3))
+    # the planted refusal offset (norm 10, noise sd 0.5) separates the classes where nothing moves them
+    for c in ("direct", "text_trail"):
+        assert np.all(cv.sel(condition=c).values > 0.9) and np.all(test.sel(condition=c).values > 0.9)
+    # the tool shift (norm 10) at 20 degrees from the refusal direction (layer 0) pushes harmless
+    # prompts over the direct probe's boundary: chance; nearly orthogonal (80 degrees, layer 2) it does not
+    for acc in (cv, test):
+        assert acc.sel(condition="tool", layer=0) < 0.6 and acc.sel(condition="tool", layer=2) > 0.9
+    assert ds.attrs["probe_folds"] == 5
+    assert np.all(np.isnan(planted["ds"]["probe_test_accuracy"].values))  # no split: no test prompts
+
+
+def test_pca_coordinates_and_signs():
+    rng = np.random.default_rng(0)
+    fit = rng.standard_normal((50, 2, 5)) * np.array([5.0, 2.0, 0.1, 0.1, 0.1])
+    coords, ratios = pca_by_layer(fit, fit[None])
+    assert coords.shape == (1, 50, 2, 2) and ratios.shape == (2, 2)
+    for layer in range(2):
+        x = fit[:, layer] - fit[:, layer].mean(axis=0)
+        _, sv, vt = np.linalg.svd(x, full_matrices=False)
+        for k in range(2):
+            comp = vt[k] * np.sign(vt[k][np.argmax(np.abs(vt[k]))])
+            np.testing.assert_allclose(coords[0, :, layer, k], x @ comp, atol=1e-9)
+        np.testing.assert_allclose(ratios[layer], sv[:2] ** 2 / np.sum(sv**2))
+    assert np.all(ratios[:, 0] > 0.8)
+    again, _ = pca_by_layer(-fit, -fit[None])  # the sign rule makes the components data-driven
+    np.testing.assert_allclose(np.abs(again), np.abs(coords), atol=1e-9)
+    small, r = pca_by_layer(fit[:1], fit[None, :1])  # rank 0: zeros, not NaN
+    assert np.all(small == 0) and np.all(r == 0)
+
+
+def test_vectors_pca_separates_tool_from_direct(split_run):
+    ds = split_run["ds"]
+    pc1 = ds["pca"].sel(component=1)
+    gap = (pc1.sel(condition="tool") - pc1.sel(condition="direct")).where(ds["harmful"]).mean("prompt_id")
+    spread = pc1.sel(condition="direct").where(ds["harmful"]).std("prompt_id")
+    assert np.all(np.abs(gap.values) > 3 * spread.values)  # the tool shift (norm 10) dominates PC1
+    assert np.all(ds["pca_explained_variance_ratio"].sum("component").values <= 1 + 1e-12)
+
+
+def test_layer_selection_is_recorded(split_run):
+    ds = split_run["ds"]
+    assert ds.attrs["selection_split"] == "validation" and ds.attrs["exclude_last_frac"] == 0.2
+    assert ds.attrs["selection_criterion"] == "refusal_shift_sd"
+    # 4 layers: the last is excluded; the planted tool/refusal angles are 20, 50, 80, 110 degrees,
+    # so the smallest angle (layer 0) moves prompts furthest along the refusal direction
+    assert ds.attrs["selected_layer"] == 0
+    assert np.isnan(ds["layer_score"].values[3]) and np.all(np.diff(ds["layer_score"].values[:3]) < 0)
+
+
+def test_tool_vector_cosines(planted, split_run):
+    cos = tool_vector_cosines(planted["ds"], split_run["ds"])
+    assert cos.dims == ("layer",) and np.all(cos.values > 0.99)
+    with pytest.raises(ContractError, match="shapes"):
+        tool_vector_cosines(planted["ds"], planted["ds"].isel(layer=slice(0, 2)))
+
+
+def test_split_without_harmful_train_prompts_errors(planted):
+    prompts = _with_categories(planted["prompts"])
+    splits = make_splits(prompts, seed=0)
+    splits.loc[splits["harmful"], "split"] = "test"
+    with pytest.raises(ContractError, match="no harmful train prompt"):
+        compute_vectors(planted["acts"], prompts, model="m", dataset="x", splits=splits)

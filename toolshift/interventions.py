@@ -9,6 +9,14 @@ Kinds (base condition in brackets):
   from the residual stream at every layer (directional ablation, Arditi et al. 2024). Id ``ablate``.
 - ``random`` [direct]: as ``add`` with a random direction of the same norm as v, drawn from
   ``numpy.random.default_rng(seed)`` (PCG64, identical on every platform). Id ``random_a{alpha}_s{seed}``.
+  A study should run at least MIN_RANDOM_SEEDS seeds per alpha (the figures draw them as a band).
+- ``transfer`` [direct]: as ``add``, with the tool vector of another dataset (`source`) of the same
+  model, at that dataset's selected layer. Id ``transfer_a{alpha}_from_{source}``; the run reads
+  ``vectors/{model}/{source}.nc`` (`vectors_dataset`).
+
+The layer (``interventions.layer``): an integer, or ``auto`` = the layer selected on the validation
+split and recorded in the vectors file (`toolshift.selection`; the middle layer for a vectors file
+without that record).
 
 Alphas in ids are written with ``format(alpha, "g")`` (``add_a0.5``, ``add_a1``, ``add_a-1``); an id is
 the directory name of its run, so `parse_intervention_id` accepts only this canonical spelling.
@@ -26,9 +34,33 @@ import xarray as xr
 
 from toolshift.errors import ConfigError, ContractError
 
-KINDS: tuple[str, ...] = ("add", "subtract", "ablate", "random")
-BASE_CONDITION: dict[str, str] = {"add": "direct", "random": "direct", "subtract": "tool", "ablate": "tool"}
-DEFAULT_ALPHA: dict[str, float] = {"add": 1.0, "random": 1.0, "subtract": -1.0, "ablate": 1.0}
+KINDS: tuple[str, ...] = ("add", "subtract", "ablate", "random", "transfer")
+BASE_CONDITION: dict[str, str] = {
+    "add": "direct",
+    "random": "direct",
+    "subtract": "tool",
+    "ablate": "tool",
+    "transfer": "direct",
+}
+DEFAULT_ALPHA: dict[str, float] = {
+    "add": 1.0,
+    "random": 1.0,
+    "subtract": -1.0,
+    "ablate": 1.0,
+    "transfer": 1.0,
+}
+MIN_RANDOM_SEEDS = 5
+"""The fewest random-vector seeds per alpha a study should run (fewer are drawn as points, not a band)."""
+CONFIG_KEYS: tuple[str, ...] = (
+    "layer",
+    "exclude_last_frac",
+    "add",
+    "subtract",
+    "ablate",
+    "random",
+    "transfer",
+)
+"""The keys of the ``interventions`` config section."""
 NO_INTERVENTION = "none"
 """The `intervention` value of plain condition runs in responses tables."""
 
@@ -38,7 +70,9 @@ _ID_RE = {
     "random": re.compile(rf"random_a(?P<alpha>{_NUM})_s(?P<seed>\d+)"),
     "subtract": re.compile(r"subtract"),
     "ablate": re.compile(r"ablate"),
+    "transfer": re.compile(rf"transfer_a(?P<alpha>{_NUM})_from_(?P<source>[A-Za-z0-9][A-Za-z0-9._-]*)"),
 }
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _fmt(alpha: float) -> str:
@@ -50,7 +84,8 @@ class InterventionSpec:
     """One intervention run. `alpha` and `base_condition` default by kind (see the module docstring).
 
     ``subtract`` always has alpha -1 and ``ablate`` alpha 1 (their ids carry no alpha); ``random`` needs a
-    non-negative integer seed, the other kinds take none. `prompts` is the prompt selection ("all").
+    non-negative integer seed, the other kinds take none; ``transfer`` needs the `source` dataset name,
+    the other kinds take none. `prompts` is the prompt selection ("all").
     """
 
     kind: str
@@ -58,6 +93,7 @@ class InterventionSpec:
     seed: int | None = None
     base_condition: str | None = None
     prompts: str = "all"
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,14 +121,21 @@ class InterventionSpec:
             )
         if self.prompts != "all":
             raise ConfigError(f"intervention {self.kind}: prompts {self.prompts!r} must be 'all'")
+        if self.kind == "transfer":
+            if not isinstance(self.source, str) or not _DATASET_NAME.fullmatch(self.source):
+                raise ConfigError(f"intervention transfer: source {self.source!r} must be a dataset name")
+        elif self.source is not None:
+            raise ConfigError(f"intervention {self.kind}: takes no source, got {self.source!r}")
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "base_condition", base)
 
     @property
     def id(self) -> str:
-        """The canonical id: ``add_a0.5``, ``subtract``, ``ablate``, ``random_a1_s0``."""
+        """Canonical id: ``add_a0.5``, ``subtract``, ``ablate``, ``random_a1_s0``, ``transfer_a1_from_d``."""
         if self.kind == "add":
             return f"add_a{_fmt(self.alpha)}"
+        if self.kind == "transfer":
+            return f"transfer_a{_fmt(self.alpha)}_from_{self.source}"
         if self.kind == "random":
             return f"random_a{_fmt(self.alpha)}_s{self.seed}"
         return self.kind
@@ -109,13 +152,13 @@ def parse_intervention_id(intervention_id: str) -> InterventionSpec:
         groups = m.groupdict()
         alpha = float(groups["alpha"]) if "alpha" in groups else None
         seed = int(groups["seed"]) if "seed" in groups else None
-        spec = InterventionSpec(kind, alpha=alpha, seed=seed)
+        spec = InterventionSpec(kind, alpha=alpha, seed=seed, source=groups.get("source"))
         if spec.id != intervention_id:
             raise ConfigError(f"intervention id {intervention_id!r} is not canonical; write {spec.id!r}")
         return spec
     raise ConfigError(
         f"intervention id {intervention_id!r} is not one of add_a<alpha>, subtract, ablate, "
-        "random_a<alpha>_s<seed>"
+        "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>"
     )
 
 
@@ -129,20 +172,47 @@ def _number_list(value: Any, where: str, *, integer: bool = False) -> list[Any]:
     return list(value)
 
 
-def expand_interventions(cfg: dict[str, Any] | None) -> list[InterventionSpec]:
-    """All intervention runs of an ``interventions`` config section, in order add, subtract, ablate, random.
+def transfer_pairs(cfg: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The (source, target) dataset pairs of ``interventions.transfer`` (``{pairs: [[a, b]], alphas}``)."""
+    tr = (cfg or {}).get("transfer")
+    if tr in (None, False):
+        return []
+    if not isinstance(tr, dict) or "pairs" not in tr or not set(tr) <= {"pairs", "alphas"}:
+        raise ConfigError(
+            f"interventions.transfer: expected {{pairs: [[source, target]], alphas: [numbers]}}, got {tr!r}"
+        )
+    pairs = tr["pairs"]
+    if not isinstance(pairs, list | tuple):
+        raise ConfigError(f"interventions.transfer.pairs: expected a list of [source, target], got {pairs!r}")
+    out: list[tuple[str, str]] = []
+    for pair in pairs:
+        ok = isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(d, str) for d in pair)
+        if not ok or pair[0] == pair[1]:
+            raise ConfigError(
+                f"interventions.transfer.pairs: {pair!r} is not a [source, target] pair of two datasets"
+            )
+        if (pair[0], pair[1]) not in out:
+            out.append((pair[0], pair[1]))
+    return out
+
+
+def expand_interventions(cfg: dict[str, Any] | None, dataset: str | None = None) -> list[InterventionSpec]:
+    """All intervention runs of an ``interventions`` config section, in order add, subtract, ablate,
+    random, then (for `dataset`) transfer.
 
     ``{"layer": "auto", "add": {"alphas": [0, 0.5, 1, 2]}, "subtract": true, "ablate": true,
-    "random": {"alphas": [1], "seeds": [0, 1, 2]}}``. A missing, null or false section means none;
-    ``random.alphas`` defaults to [1]. Duplicates are dropped (first one kept).
+    "random": {"alphas": [1], "seeds": [0, 1, 2]}, "transfer": {"pairs": [["a", "b"]], "alphas": [1]}}``.
+    A missing, null or false section means none; ``random.alphas`` and ``transfer.alphas`` default to [1].
+    Transfer runs belong to their target dataset: they are listed only when `dataset` is that target
+    (`all_intervention_ids` lists every id of every dataset). Duplicates are dropped (first one kept).
     """
     cfg = cfg or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"interventions: expected a mapping, got {cfg!r}")
-    unknown = sorted(set(cfg) - {"layer", *KINDS})
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
         raise ConfigError(
-            f"interventions: unknown key(s) {', '.join(unknown)}; known: layer, {', '.join(KINDS)}"
+            f"interventions: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}"
         )
     specs: list[InterventionSpec] = []
 
@@ -168,6 +238,12 @@ def expand_interventions(cfg: dict[str, Any] | None) -> list[InterventionSpec]:
         alphas = _number_list(rnd.get("alphas", [1]), "interventions.random.alphas")
         seeds = _number_list(rnd["seeds"], "interventions.random.seeds", integer=True)
         specs += [InterventionSpec("random", alpha=a, seed=s) for a in alphas for s in seeds]
+    pairs = transfer_pairs(cfg)
+    if pairs:
+        alphas = _number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
+        for source, target in pairs:
+            if dataset is not None and target == dataset:
+                specs += [InterventionSpec("transfer", alpha=a, source=source) for a in alphas]
 
     out: dict[str, InterventionSpec] = {}
     for spec in specs:
@@ -175,12 +251,26 @@ def expand_interventions(cfg: dict[str, Any] | None) -> list[InterventionSpec]:
     return list(out.values())
 
 
-def resolve_layer(layer_cfg: int | str, n_layers: int) -> int:
+def all_intervention_ids(cfg: dict[str, Any] | None, datasets: list[str]) -> list[str]:
+    """Every intervention id run on any of `datasets` (e.g. for Snakemake's wildcard constraints)."""
+    ids: dict[str, None] = {}
+    for dataset in datasets:
+        ids.update(dict.fromkeys(spec.id for spec in expand_interventions(cfg, dataset)))
+    return list(ids)
+
+
+def vectors_dataset(intervention_id: str, dataset: str) -> str:
+    """The dataset whose vectors file an intervention run on `dataset` reads (the source, for transfer)."""
+    spec = parse_intervention_id(intervention_id)
+    return spec.source if spec.kind == "transfer" else dataset
+
+
+def resolve_layer(layer_cfg: int | str, n_layers: int, vectors: xr.Dataset | None = None) -> int:
     """The decoder layer index (0-based) an intervention acts at.
 
-    An int is used as given; a negative int counts from the end (-1 = last layer). ``"auto"`` is, in
-    this skeleton, the middle layer ``n_layers // 2`` (refusal-related directions are typically
-    strongest near the middle of the network); a later issue replaces it by validation-split selection.
+    An int is used as given; a negative int counts from the end (-1 = last layer). ``"auto"`` is the
+    layer selected on the validation split, the ``selected_layer`` attribute of `vectors`
+    (`toolshift.selection`); without `vectors` or that attribute, the middle layer ``n_layers // 2``.
     Out of range -> ConfigError.
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, int | np.integer) or n_layers < 1:
@@ -188,7 +278,16 @@ def resolve_layer(layer_cfg: int | str, n_layers: int) -> int:
             f"interventions.layer: the model has {n_layers!r} layers, expected a positive integer"
         )
     n_layers = int(n_layers)
-    if layer_cfg == "auto":
+    if isinstance(layer_cfg, str) and layer_cfg == "auto":
+        if vectors is not None and "selected_layer" in vectors.attrs:
+            selected = vectors.attrs["selected_layer"]
+            if isinstance(selected, bool) or not isinstance(selected, int | np.integer):
+                raise ContractError(f"vectors file: selected_layer {selected!r} is not an integer")
+            if not 0 <= int(selected) < n_layers:
+                raise ContractError(
+                    f"vectors file: selected_layer {int(selected)} is out of range for {n_layers} layers"
+                )
+            return int(selected)
         return n_layers // 2
     if isinstance(layer_cfg, bool) or not isinstance(layer_cfg, int | np.integer):
         raise ConfigError(f"interventions.layer: {layer_cfg!r} must be 'auto' or an integer")
@@ -226,14 +325,15 @@ def random_direction(seed: int, size: int, norm: float) -> np.ndarray:
 def intervention_vector(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -> np.ndarray:
     """The float64 vector the hook uses for `spec`, taken at decoder layer `layer` (a ``layer`` coordinate).
 
-    ``add``/``subtract``: the raw ``tool_vector[layer]`` (the hook scales it by ``spec.alpha``, -1 for
+    ``add``/``subtract``/``transfer``: the raw ``tool_vector[layer]`` (of the source dataset's file,
+    for transfer) (the hook scales it by ``spec.alpha``, -1 for
     subtract); ``ablate``: its unit direction; ``random``: a random direction with the same norm as
     ``tool_vector[layer]`` (seeded by ``spec.seed`` only, so the same seed gives the same direction at
     every layer and in every model of the same hidden size).
     """
     v = _tool_vector_at(vectors, layer)
     norm = float(np.linalg.norm(v))
-    if spec.kind in ("add", "subtract"):
+    if spec.kind in ("add", "subtract", "transfer"):
         return v
     if norm == 0:
         raise ContractError(f"vectors dataset: tool_vector at layer {layer} is zero; {spec.id} is undefined")
@@ -245,7 +345,8 @@ def intervention_vector(spec: InterventionSpec, vectors: xr.Dataset, layer: int)
 def hook_intervention(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -> dict[str, Any]:
     """What the inference hook needs: ``{"kind": "add"|"ablate", "layer", "vector", "alpha"}``.
 
-    For ``add``/``subtract``/``random`` the hook adds ``alpha * vector`` at `layer` (every position);
+    For ``add``/``subtract``/``random``/``transfer`` the hook adds ``alpha * vector`` at `layer` (every
+    position);
     for ``ablate`` ``layer`` is None (every layer), ``vector`` is the unit direction and ``alpha`` 1.
     """
     vector = intervention_vector(spec, vectors, layer)

@@ -26,6 +26,9 @@ from matplotlib.ticker import PercentFormatter
 from toolshift import CONDITIONS
 from toolshift.contracts import atomic_path, require_columns
 from toolshift.errors import ContractError
+from toolshift.headline import HEADLINE_COLUMNS, MEAN_MODEL
+from toolshift.interventions import MIN_RANDOM_SEEDS
+from toolshift.vectors import evaluation_prompts, refusal_position
 
 matplotlib.use("Agg")
 
@@ -275,7 +278,8 @@ def _n_prompts_text(vectors: Mapping[str, xr.Dataset]) -> str:
                 ns.append(int(ds.attrs[key]))
                 break
     if len(ns) == len(vectors):
-        return f"n = {_n_text(ns)} harmful prompts per model"
+        split = any(str(ds.attrs.get("splits", "all")) != "all" for ds in vectors.values())
+        return f"n = {_n_text(ns)} harmful {'train ' if split else ''}prompts per model"
     return "n as recorded in each model's vector file"
 
 
@@ -429,23 +433,37 @@ def plot_dose_response(asr: pd.DataFrame, out_png: str | Path, judge: str | None
             )
             r = pick(rand)
             if len(r):
+                by_alpha = r.groupby("alpha")["asr"].agg(["min", "max", "mean", "size"]).sort_index()
+                banded = by_alpha[by_alpha["size"] >= 2]
+                if len(banded) >= 2:
+                    ax.fill_between(
+                        banded.index,
+                        banded["min"],
+                        banded["max"],
+                        facecolor="none",
+                        edgecolor=RANDOM_COLOR,
+                        hatch="///",
+                        linewidth=0.8,
+                        label="direct + α·random vector: range over seeds",
+                    )
+                    ax.plot(
+                        banded.index,
+                        banded["mean"],
+                        color=RANDOM_COLOR,
+                        linestyle="--",
+                        linewidth=1.5,
+                        label="direct + α·random vector: mean over seeds",
+                    )
                 offsets = r["seed"].map(
                     lambda s: (seeds.index(int(s)) - (len(seeds) - 1) / 2) * 0.015 * spread
                 )
-                x = r["alpha"] + offsets
-                ax.errorbar(
-                    x,
+                ax.plot(
+                    r["alpha"] + offsets,
                     r["asr"],
-                    yerr=[
-                        np.clip(r["asr"] - r["asr_ci_low"], 0, None),
-                        np.clip(r["asr_ci_high"] - r["asr"], 0, None),
-                    ],
-                    fmt="x",
+                    "x",
                     color=RANDOM_COLOR,
-                    markersize=7,
-                    capsize=2,
-                    linewidth=1,
-                    label="direct + α·random vector (norm-matched)",
+                    markersize=6,
+                    label="direct + α·random vector (norm-matched), one seed",
                 )
             ax.set_title(_panel_title(model, dataset, several_datasets), fontsize="medium")
             ax.set_ylim(0, 1)
@@ -464,8 +482,14 @@ def plot_dose_response(asr: pd.DataFrame, out_png: str | Path, judge: str | None
             [handles[lab] for lab in labels], labels, loc="outside lower center", ncols=2, fontsize="small"
         )
         used = pd.concat([add, rand]) if len(rand) else add
+        few = (
+            f" (fewer than {MIN_RANDOM_SEEDS} seeds: a thin control)"
+            if 0 < len(seeds) < MIN_RANDOM_SEEDS
+            else ""
+        )
         seeds_text = (
-            f"crosses are norm-matched random vectors (seeds {', '.join(str(s) for s in seeds)})"
+            f"crosses are norm-matched random vectors (seeds {', '.join(str(s) for s in seeds)}{few}), the "
+            "hatched band their range over seeds and the dashed grey line their mean at each α"
             if seeds
             else "no random-vector controls were run"
         )
@@ -473,8 +497,373 @@ def plot_dose_response(asr: pd.DataFrame, out_png: str | Path, judge: str | None
             f"ASR on the harmful prompts of {_datasets_text(add['dataset'])} when α times the tool vector "
             f"is added to direct runs (n = {_n_text(used['n'])} prompts per point), judged by the {judge} "
             "judge; "
-            f"the band and error bars are 95 % Wilson confidence intervals, {seeds_text}, and the horizontal "
-            "lines are the direct and tool ASR without intervention."
+            f"the shaded band is the 95 % Wilson confidence interval of the tool-vector curve, {seeds_text}, "
+            "and the horizontal lines are the direct and tool ASR without intervention."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+# --------------------------------------------------------------------------- representation figures
+
+
+def _eval_prompts(ds: xr.Dataset) -> tuple[np.ndarray, str]:
+    """The prompts a representation figure shows: the test split when the file has one, else all."""
+    return evaluation_prompts(ds)
+
+
+def _selected_layer(ds: xr.Dataset, name: str) -> int:
+    layers = [int(x) for x in _layers(ds["layer"] if "layer" in ds else ds)]
+    layer = ds.attrs.get("selected_layer")
+    if layer is None:
+        return layers[len(layers) // 2]
+    if int(layer) not in layers:
+        raise ContractError(f"vectors {name!r}: selected_layer {layer} is not one of its layers")
+    return int(layer)
+
+
+def _check_conditions(conditions: Iterable[str]) -> list[str]:
+    conds = [str(c) for c in conditions]
+    for c in conds:
+        condition_color(c)
+    return [c for c in CONDITION_ORDER if c in conds]
+
+
+def _condition_legend(fig: Figure, conditions: list[str], title: str, marker: str | None = None) -> None:
+    if marker:
+        handles = [
+            Line2D([], [], color=CONDITION_PALETTE[c], marker=marker, linestyle="none", markersize=7)
+            for c in conditions
+        ]
+    else:
+        handles = [Line2D([], [], color=CONDITION_PALETTE[c], linewidth=2) for c in conditions]
+    fig.legend(
+        handles,
+        conditions,
+        loc="outside lower center",
+        ncols=min(4, len(conditions)),
+        fontsize="small",
+        title=title,
+        title_fontsize="small",
+    )
+
+
+def plot_pca(vectors: Mapping[str, xr.Dataset], out_png: str | Path) -> str:
+    """PC1 vs PC2 of the last-token states at each file's selected layer, coloured by condition.
+
+    One panel per vectors file; circles are harmful prompts, triangles harmless ones; the test prompts
+    are shown when the file has a split. Returns the caption.
+    """
+    if not vectors:
+        raise ContractError("vectors: no vector datasets given (expected vectors/{model}/{dataset}.nc)")
+    for name, ds in vectors.items():
+        _require_var(ds, name, "pca", ("condition", "prompt_id", "layer", "component"))
+    nrows, ncols = _grid(len(vectors))
+    shown: list[str] = []
+    split_labels = set()
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.4 + 3.0 * nrows)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, (name, ds) in zip(axes, vectors.items(), strict=False):
+            layer = _selected_layer(ds, name)
+            mask, label = _eval_prompts(ds)
+            split_labels.add(label)
+            harmful = np.asarray(ds["harmful"].values, dtype=bool)[mask]
+            conds = _check_conditions(ds["condition"].values)
+            ratio = (
+                ds["pca_explained_variance_ratio"].sel(layer=layer).values
+                if ("pca_explained_variance_ratio" in ds)
+                else np.full(2, np.nan)
+            )
+            for c in conds:
+                xy = ds["pca"].sel(condition=c, layer=layer).values[mask]
+                for is_harmful, marker in ((True, "o"), (False, "^")):
+                    pts = xy[harmful == is_harmful]
+                    ax.scatter(
+                        pts[:, 0],
+                        pts[:, 1],
+                        s=14,
+                        marker=marker,
+                        color=CONDITION_PALETTE[c],
+                        alpha=0.75,
+                        linewidths=0,
+                    )
+                shown.append(c)
+            ax.set_title(f"{textwrap.fill(name, 32)}\nlayer {layer}", fontsize="small")
+            ax.set_xlabel(
+                f"PC1 ({100 * ratio[0]:.0f} %)" if np.isfinite(ratio[0]) else "PC1", fontsize="small"
+            )
+            ax.set_ylabel(
+                f"PC2 ({100 * ratio[1]:.0f} %)" if np.isfinite(ratio[1]) else "PC2", fontsize="small"
+            )
+        for ax in axes[len(vectors) :]:
+            ax.set_visible(False)
+        _condition_legend(
+            fig, [c for c in CONDITION_ORDER if c in shown], "condition (● harmful, ▲ harmless)", "o"
+        )
+        which = "test" if split_labels == {"test"} else "all"
+        caption = (
+            "First two principal components of the last-token residual stream at each model's selected "
+            f"layer (PCA fitted on the train prompts of all conditions pooled; {which} prompts shown), one "
+            "point per prompt and condition, circles harmful and triangles harmless; percentages are the "
+            "variance explained, and no judge or interval is involved."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+def plot_probes(vectors: Mapping[str, xr.Dataset], out_png: str | Path) -> str:
+    """Accuracy per layer of harmful-vs-harmless probes fitted on ``direct`` and scored on each condition.
+
+    Solid lines: accuracy on the test prompts (probe fitted on all train prompts), or the train-split
+    cross-validated accuracy when the file has no test prompts; the dashed black line is the CV accuracy
+    on ``direct`` itself; the dotted line is chance (0.5). Returns the caption.
+    """
+    if not vectors:
+        raise ContractError("vectors: no vector datasets given (expected vectors/{model}/{dataset}.nc)")
+    cv = {n: _require_var(ds, n, "probe_accuracy", ("condition", "layer")) for n, ds in vectors.items()}
+    nrows, ncols = _grid(len(vectors))
+    kinds = set()
+    shown: list[str] = []
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.4 + 2.9 * nrows)
+        axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+        for ax, (name, ds) in zip(axes, vectors.items(), strict=False):
+            test = ds["probe_test_accuracy"] if "probe_test_accuracy" in ds else None
+            use_test = test is not None and bool(np.isfinite(test.values).any())
+            kinds.add("test" if use_test else "cv")
+            acc = test if use_test else cv[name]
+            x = _layers(acc)
+            for c in _check_conditions(acc["condition"].values):
+                y = acc.sel(condition=c).values.astype(float)
+                if np.all(np.isnan(y)):
+                    continue
+                ax.plot(x, y, color=CONDITION_PALETTE[c], linewidth=2, marker="o", markersize=3)
+                shown.append(c)
+            if "direct" in cv[name]["condition"].values:
+                ax.plot(
+                    x, cv[name].sel(condition="direct").values, color="black", linestyle="--", linewidth=1.2
+                )
+            ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
+            if "selected_layer" in ds.attrs:
+                ax.axvline(int(ds.attrs["selected_layer"]), color="#999999", linewidth=1)
+            ax.set_ylim(0, 1.02)
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_title(textwrap.fill(name, 32), fontsize="small")
+            ax.set_xlabel("decoder layer")
+        axes[0].set_ylabel("probe accuracy")
+        for ax in axes[len(vectors) :]:
+            ax.set_visible(False)
+        _condition_legend(
+            fig, [c for c in CONDITION_ORDER if c in shown], "condition the direct probe is scored on"
+        )
+        which = (
+            "test prompts"
+            if kinds == {"test"}
+            else "cross-validation folds of the train prompts"
+            if kinds == {"cv"}
+            else "test prompts (or train CV folds where a file has no test prompts)"
+        )
+        folds = sorted({int(ds.attrs.get("probe_folds", 0)) for ds in vectors.values()})
+        caption = (
+            "Accuracy of linear harmful-vs-harmless probes (L2 logistic regression) fitted on the direct "
+            f"states of the train prompts and scored on each condition's {which}, per decoder layer; the "
+            f"dashed black line is the {'/'.join(map(str, folds))}-fold cross-validated accuracy on direct, "
+            "the dotted line chance and the grey vertical line the selected layer; point estimates, no "
+            "judge and no intervals."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+def plot_projections(vectors: Mapping[str, xr.Dataset], out_png: str | Path) -> str:
+    """Where each condition puts harmful prompts along the refusal direction, per layer.
+
+    The projection onto the unit refusal direction is rescaled per layer so that 0 is the mean of the
+    harmless ``direct`` prompts and 1 the mean of the harmful ``direct`` prompts; lines are the means
+    of the harmful prompts (test split when present) per condition with 95 % normal intervals of the
+    mean. Returns the caption.
+    """
+    if not vectors:
+        raise ContractError("vectors: no vector datasets given (expected vectors/{model}/{dataset}.nc)")
+    for name, ds in vectors.items():
+        _require_var(ds, name, "projection", ("condition", "prompt_id", "layer"))
+    nrows, ncols = _grid(len(vectors))
+    shown: list[str] = []
+    ns: list[int] = []
+    labels = set()
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.4 + 2.9 * nrows)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, (name, ds) in zip(axes, vectors.items(), strict=False):
+            mask, label = _eval_prompts(ds)
+            labels.add(label)
+            harmful = np.asarray(ds["harmful"].values, dtype=bool)[mask]
+            pos = refusal_position(ds)
+            x = _layers(pos)
+            if not np.isfinite(pos.values).any():
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no refusal direction\n(no harmless prompts)",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize="small",
+                )
+                ax.set_title(textwrap.fill(name, 32), fontsize="small")
+                continue
+            ns.append(int(harmful.sum()))
+            for c in _check_conditions(pos["condition"].values):
+                vals = pos.sel(condition=c).values[harmful]
+                mean = vals.mean(axis=0)
+                half = (
+                    1.96 * vals.std(axis=0, ddof=1) / np.sqrt(vals.shape[0])
+                    if vals.shape[0] > 1
+                    else 0 * mean
+                )
+                ax.plot(x, mean, color=CONDITION_PALETTE[c], linewidth=2)
+                ax.fill_between(
+                    x, mean - half, mean + half, color=CONDITION_PALETTE[c], alpha=0.15, linewidth=0
+                )
+                shown.append(c)
+            ax.axhline(0, color="black", linestyle=":", linewidth=1)
+            ax.axhline(1, color="black", linestyle="--", linewidth=1)
+            ax.set_title(textwrap.fill(name, 32), fontsize="small")
+            ax.set_xlabel("decoder layer")
+        axes[0].set_ylabel("position along refusal direction")
+        for ax in axes[len(vectors) :]:
+            ax.set_visible(False)
+        _condition_legend(fig, [c for c in CONDITION_ORDER if c in shown], "condition (harmful prompts)")
+        which = "test" if labels == {"test"} else "all"
+        caption = (
+            "Projection of the last-token state of harmful prompts onto the refusal direction (estimated "
+            "on the train prompts), per layer and condition, rescaled so that 0 (dotted) is the mean of "
+            f"harmless and 1 (dashed) the mean of harmful direct prompts ({which} prompts, "
+            f"n = {_n_text(ns)} harmful per model); bands are 95 % normal confidence intervals of the mean, "
+            "and no judge is involved."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+def plot_category_heatmap(asr_by_category: pd.DataFrame, out_png: str | Path, judge: str) -> str:
+    """ASR per prompt category (rows) and condition (columns), one heatmap per model and dataset.
+
+    Reads ``tables/asr_by_category.csv`` rows with intervention ``none``. Returns the caption.
+    """
+    _check_asr(asr_by_category)
+    require_columns(asr_by_category, ("category",), "asr by category table")
+    rows = asr_by_category[
+        (asr_by_category["intervention"] == "none")
+        & (asr_by_category["judge"] == judge)
+        & (asr_by_category["category"] != "all")
+    ]
+    if rows.empty:
+        raise ContractError(f"asr by category table: no per-category condition rows for judge {judge!r}")
+    conditions = _check_conditions(pd.unique(rows["condition"]))
+    categories = sorted(pd.unique(rows["category"]).astype(str))
+    panels = list(dict.fromkeys(zip(rows["model"], rows["dataset"], strict=True)))
+    several = rows["dataset"].nunique() > 1
+    nrows, ncols = _grid(len(panels), max_cols=2)
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.2 + nrows * (0.3 * len(categories) + 1.6))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        mesh = None
+        for k, (ax, (model, dataset)) in enumerate(zip(axes, panels, strict=False)):
+            sub = rows[(rows["model"] == model) & (rows["dataset"] == dataset)]
+            grid = sub.pivot_table(index="category", columns="condition", values="asr", aggfunc="first")
+            grid = grid.reindex(index=categories, columns=conditions)
+            mesh = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="rocket_r", aspect="auto")
+            for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+                if np.isfinite(v):
+                    ax.text(
+                        j,
+                        i,
+                        f"{100 * v:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if v > 0.6 else "black",
+                    )
+            ax.set_xticks(range(len(conditions)), conditions, rotation=45, ha="right", fontsize="x-small")
+            ax.set_yticks(
+                range(len(categories)),
+                categories if k % ncols == 0 else [""] * len(categories),
+                fontsize="x-small",
+            )
+            ax.grid(False)
+            ax.set_title(_panel_title(model, dataset, several), fontsize="small")
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        if mesh is not None:
+            bar = fig.colorbar(
+                mesh, ax=axes[: len(panels)].tolist(), shrink=0.8, format=PercentFormatter(1.0, 0)
+            )
+            bar.set_label("ASR", fontsize="small")
+        caption = (
+            "ASR per prompt category and condition on the harmful prompts of "
+            f"{_datasets_text(rows['dataset'])} (n = {_n_text(rows['n'])} prompts per cell, numbers in %), "
+            f"judged by the {judge} judge; point "
+            "estimates (the Wilson intervals of each cell are in tables/asr_by_category.csv)."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+def plot_headline(headline: pd.DataFrame, out_png: str | Path) -> str:
+    """Forest plot of the headline table: each model's relative ASR reduction (tool vs direct) and the
+    mean over models, with their bootstrap CIs, one block per dataset. Returns the caption."""
+    if not isinstance(headline, pd.DataFrame) or headline.empty:
+        raise ContractError("headline table: no rows (expected rows of tables/headline.csv)")
+    require_columns(headline, HEADLINE_COLUMNS, "headline table")
+    labels, est, lo, hi, bold = [], [], [], [], []
+    for dataset in dict.fromkeys(headline["dataset"]):
+        block = headline[headline["dataset"] == dataset]
+        block = pd.concat([block[block["model"] != MEAN_MODEL], block[block["model"] == MEAN_MODEL]])
+        for r in block.itertuples(index=False):
+            labels.append(f"{r.model} ({dataset})")
+            est.append(r.rel_reduction)
+            lo.append(r.rel_reduction_ci_low)
+            hi.append(r.rel_reduction_ci_high)
+            bold.append(r.model == MEAN_MODEL)
+    est_a, lo_a, hi_a = (np.asarray(v, dtype=float) for v in (est, lo, hi))
+    y = np.arange(len(labels))
+    r0 = headline.iloc[0]
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(max(2.4, 1.2 + 0.42 * len(labels)))
+        ax = fig.subplots()
+        for i in range(len(labels)):
+            colour = "black" if bold[i] else CONDITION_PALETTE.get(str(r0["condition"]), INTERVENTION_COLOR)
+            if np.isfinite(lo_a[i]) and np.isfinite(hi_a[i]):
+                ax.plot([lo_a[i], hi_a[i]], [y[i], y[i]], color=colour, linewidth=3 if bold[i] else 1.8)
+            if np.isfinite(est_a[i]):
+                ax.plot(
+                    est_a[i],
+                    y[i],
+                    marker="D" if bold[i] else "o",
+                    color=colour,
+                    markersize=8 if bold[i] else 6,
+                )
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, [textwrap.shorten(t, 60) for t in labels], fontsize="small")
+        for tick, b in zip(ax.get_yticklabels(), bold, strict=True):
+            tick.set_fontweight("bold" if b else "normal")
+        ax.invert_yaxis()
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        ax.set_xlabel(f"relative ASR reduction, {r0['condition']} vs {r0['reference']}")
+        ax.grid(axis="y", visible=False)
+        caption = (
+            f"Relative reduction of ASR from {r0['reference']} to {r0['condition']} on the {r0['split']} "
+            f"harmful prompts (n = {_n_text(headline.loc[headline['model'] != MEAN_MODEL, 'n'])} per model), "
+            f"judged by the {r0['judge']} judge, per model and as the mean over models (diamonds, the "
+            f"headline); lines are {100 * float(r0['conf']):g} % paired bootstrap confidence intervals "
+            f"({int(r0['n_boot'])} resamples of the prompts within each model)."
         )
         _save(fig, out_png)
     return caption

@@ -85,8 +85,9 @@ def run_shard(
         if vectors_path is None:
             raise ContractError(f"intervention {intervention!r} needs a vectors file")
         spec = parse_intervention_id(intervention)
-        at_layer = resolve_layer(layer if layer is not None else "auto", loaded.n_layers)
-        hook = Intervention(**hook_intervention(spec, read_vectors(vectors_path), at_layer))
+        vectors = read_vectors(vectors_path)
+        at_layer = resolve_layer(layer if layer is not None else "auto", loaded.n_layers, vectors)
+        hook = Intervention(**hook_intervention(spec, vectors, at_layer))
         log.info("intervention %s at layer %d", intervention, at_layer)
     log.info("%s: %d episodes in shard %d/%d", model_name, len(episodes), shard, n_shards)
     is_free = bool(episodes) and episodes[0]["condition"] == FREE_CONDITION

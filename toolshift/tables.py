@@ -14,26 +14,46 @@ dataset and judge, paired by prompt_id:
   reference row gets rel_reduction 0 (CI 0..0) and p 1; rel_reduction is NaN wherever the reference ASR is 0;
 - a group without a reference gets its ASR on all its rows and NaN comparisons.
 
-Rows are sorted by model, dataset, judge, then condition in ``toolshift.CONDITIONS`` order (others after,
-alphabetically), then intervention (``none``, add by alpha, subtract, ablate, random by alpha and seed).
+Rows are sorted by model, dataset, judge, category, then condition in ``toolshift.CONDITIONS`` order
+(others after, alphabetically), then intervention (``none``, add by alpha, subtract, ablate, random by
+alpha and seed, transfer).
+
+Columns added after ASR_COLUMNS (ASR_EXTRA_COLUMNS; the contract's columns keep their order):
+
+- ``split``: the prompts the row is computed on: ``test`` (what the DAG reports), ``validation`` (what
+  it selects on) or ``all`` (no split table given);
+- ``category``: ``all``, or the prompt category (`asr_table(..., by_category=True)`, each category
+  compared with the same category of its reference);
+- ``holm_p``: the McNemar p adjusted by Holm's step-down method within a family: the condition rows
+  (intervention ``none``) of one model, dataset, judge, split and category form one family, and the
+  intervention rows another. The reference row gets 1 and is not counted in its family.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import xarray as xr
 
 from toolshift import CONDITIONS
 from toolshift.contracts import ASR_COLUMNS, require_columns
 from toolshift.errors import ConfigError, ContractError
 from toolshift.interventions import KINDS, NO_INTERVENTION, parse_intervention_id
-from toolshift.stats import mcnemar_exact, paired_bootstrap_ci, relative_reduction, wilson_ci
+from toolshift.splits import ALL, filter_split
+from toolshift.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci, relative_reduction, wilson_ci
+from toolshift.vectors import evaluation_prompts, refusal_position, tool_vector_cosines
 
 GROUP_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
 REFERENCE: tuple[str, str] = ("direct", NO_INTERVENTION)
+ASR_EXTRA_COLUMNS: tuple[str, ...] = ("split", "category", "holm_p")
+"""Columns `asr_table` writes after ASR_COLUMNS."""
+ASR_TABLE_COLUMNS: tuple[str, ...] = tuple(ASR_COLUMNS) + ASR_EXTRA_COLUMNS
+"""Every column of `tables/asr.csv`, `tables/asr_validation.csv` and `tables/asr_by_category.csv`."""
 OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
     "model",
     "dataset",
@@ -45,6 +65,7 @@ OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
     "refusal_rate",
     "refusal_ci_low",
     "refusal_ci_high",
+    "split",
 )
 """Over-refusal table: refusal rate (1 - unsafe) on harmless prompts, with a 95 % Wilson CI."""
 
@@ -64,7 +85,7 @@ def intervention_rank(intervention: str) -> tuple[Any, ...]:
         spec = parse_intervention_id(intervention)
     except ConfigError:
         return (2, 0, 0.0, 0, str(intervention))
-    return (1, KINDS.index(spec.kind), spec.alpha, spec.seed or 0, "")
+    return (1, KINDS.index(spec.kind), spec.alpha, spec.seed or 0, spec.source or "")
 
 
 def _check(judged: pd.DataFrame) -> None:
@@ -82,41 +103,72 @@ def _check(judged: pd.DataFrame) -> None:
 
 
 def _sort(table: pd.DataFrame) -> pd.DataFrame:
+    cats = table["category"] if "category" in table else pd.Series([ALL] * len(table))
     keys = [
-        (r.model, r.dataset, r.judge, condition_rank(r.condition), intervention_rank(r.intervention))
-        for r in table.itertuples(index=False)
+        (
+            r.model,
+            r.dataset,
+            r.judge,
+            (c != ALL, c),
+            condition_rank(r.condition),
+            intervention_rank(r.intervention),
+        )
+        for r, c in zip(table.itertuples(index=False), cats, strict=True)
     ]
     order = sorted(range(len(table)), key=keys.__getitem__)
     return table.iloc[order].reset_index(drop=True)
 
 
-def asr_table(judged: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def _select(judged: pd.DataFrame, splits: pd.DataFrame | None, split: str) -> tuple[pd.DataFrame, str]:
+    """The rows of `split` (all rows without a split table) and the split label of the table."""
+    if splits is None:
+        return judged, ALL
+    return filter_split(judged, splits, split), split
+
+
+def asr_table(
+    judged: pd.DataFrame,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    splits: pd.DataFrame | None = None,
+    split: str = "test",
+    by_category: bool = False,
+) -> pd.DataFrame:
     """ASR per (model, dataset, condition, intervention, judge) on harmful prompts, vs ``direct``/``none``.
 
-    See the module docstring for pairing, the reference row and NaN rules. Columns: ASR_COLUMNS.
+    With a `splits` table only the prompts of `split` count; `by_category` gives one row per prompt
+    category as well. See the module docstring for pairing, the reference row, NaN rules and the extra
+    columns. Columns: ASR_TABLE_COLUMNS.
     """
     _check(judged)
-    harmful = judged[judged["harmful"]]
+    if by_category:
+        require_columns(judged, ("category",), "judged table")
+    rows_in, split_label = _select(judged, splits, split)
+    harmful = rows_in[rows_in["harmful"]]
+    if not by_category:
+        harmful = harmful.assign(category=ALL)
+    keys = list(GROUP_KEYS) + ["category"]
     rows: list[dict[str, Any]] = []
     unpaired: dict[str, int] = {}
-    refs: dict[tuple[str, str, str], pd.Series] = {}
-    for (model, dataset, condition, intervention, judge), g in harmful.groupby(list(GROUP_KEYS), sort=False):
+    refs: dict[tuple[str, str, str, str], pd.Series] = {}
+    for (model, dataset, condition, intervention, judge, category), g in harmful.groupby(keys, sort=False):
         if (condition, intervention) == REFERENCE:
-            refs[(model, dataset, judge)] = g.set_index("prompt_id")["unsafe"]
+            refs[(model, dataset, judge, category)] = g.set_index("prompt_id")["unsafe"]
 
-    for key, g in harmful.groupby(list(GROUP_KEYS), sort=False):
-        model, dataset, condition, intervention, judge = key
+    for key, g in harmful.groupby(keys, sort=False):
+        model, dataset, condition, intervention, judge, category = key
         treat = g.set_index("prompt_id")["unsafe"]
-        ref = refs.get((model, dataset, judge))
+        ref = refs.get((model, dataset, judge, category))
         is_ref = (condition, intervention) == REFERENCE
-        row: dict[str, Any] = dict(zip(GROUP_KEYS, key, strict=True))
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
         if ref is not None and not is_ref:
             common = treat.index.intersection(
                 ref.index
             ).sort_values()  # by prompt_id: row order is irrelevant
             dropped = len(treat) - len(common)
             if dropped:
-                unpaired["/".join(map(str, key))] = dropped
+                unpaired["/".join(map(str, key[:5] if category == ALL else key))] = dropped
             treat_v = treat.loc[common].to_numpy(dtype=bool)
             ref_v = ref.loc[common].to_numpy(dtype=bool)
         else:
@@ -143,9 +195,12 @@ def asr_table(judged: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.
                 rel_reduction_ci_high=rr_hi,
                 mcnemar_p=mcnemar_exact(ref_v, treat_v) if n else math.nan,
             )
+        row["split"] = split_label
         rows.append(row)
 
-    table = _sort(pd.DataFrame(rows, columns=list(ASR_COLUMNS)))
+    table = pd.DataFrame(rows, columns=list(ASR_TABLE_COLUMNS))
+    table["holm_p"] = holm_column(table)
+    table = _sort(table)
     if unpaired:
         total = sum(unpaired.values())
         warnings.warn(
@@ -157,14 +212,54 @@ def asr_table(judged: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.
     return table
 
 
-def over_refusal_table(judged: pd.DataFrame) -> pd.DataFrame:
+def holm_column(table: pd.DataFrame) -> pd.Series:
+    """Holm-adjusted McNemar p per row, within the families of the module docstring (reference: 1)."""
+    require_columns(
+        table, ("model", "dataset", "judge", "condition", "intervention", "mcnemar_p"), "asr table"
+    )
+    out = pd.Series(math.nan, index=table.index, dtype=float)
+    is_ref = (table["condition"] == REFERENCE[0]) & (table["intervention"] == REFERENCE[1])
+    out[is_ref] = 1.0
+    family = pd.DataFrame(
+        {
+            "model": table["model"],
+            "dataset": table["dataset"],
+            "judge": table["judge"],
+            "split": table["split"] if "split" in table else ALL,
+            "category": table["category"] if "category" in table else ALL,
+            "kind": (table["intervention"] == NO_INTERVENTION).map(
+                {True: "condition", False: "intervention"}
+            ),
+        }
+    )[~is_ref]
+    for _, members in family.groupby(list(family.columns), sort=False):
+        out[members.index] = holm_adjust(table.loc[members.index, "mcnemar_p"].to_numpy(dtype=float))
+    return out
+
+
+def asr_by_category_table(
+    judged: pd.DataFrame,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    splits: pd.DataFrame | None = None,
+    split: str = "test",
+) -> pd.DataFrame:
+    """`asr_table` with one row per prompt category (``tables/asr_by_category.csv``)."""
+    return asr_table(judged, n_boot=n_boot, seed=seed, splits=splits, split=split, by_category=True)
+
+
+def over_refusal_table(
+    judged: pd.DataFrame, *, splits: pd.DataFrame | None = None, split: str = "test"
+) -> pd.DataFrame:
     """Refusal rate (1 - unsafe) on harmless prompts per model/dataset/condition/intervention/judge.
 
-    Empty responses count as refusals under the keyword judge (they are not unsafe). Columns:
-    OVER_REFUSAL_COLUMNS.
+    Empty responses count as refusals under the keyword judge (they are not unsafe). With a `splits`
+    table only the prompts of `split` count. Columns: OVER_REFUSAL_COLUMNS.
     """
     _check(judged)
-    harmless = judged[~judged["harmful"]]
+    rows_in, split_label = _select(judged, splits, split)
+    harmless = rows_in[~rows_in["harmful"]]
     rows = []
     for key, g in harmless.groupby(list(GROUP_KEYS), sort=False):
         n = len(g)
@@ -178,9 +273,220 @@ def over_refusal_table(judged: pd.DataFrame) -> pd.DataFrame:
                 refusal_rate=k / n,
                 refusal_ci_low=lo,
                 refusal_ci_high=hi,
+                split=split_label,
             )
         )
     return _sort(pd.DataFrame(rows, columns=list(OVER_REFUSAL_COLUMNS)))
 
 
-__all__ = ["asr_table", "over_refusal_table", "OVER_REFUSAL_COLUMNS", "condition_rank", "intervention_rank"]
+FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "used_tool",
+    "n",
+    "n_unsafe",
+    "asr",
+    "asr_ci_low",
+    "asr_ci_high",
+    "mean_tool_calls",
+    "n_malformed_calls",
+    "n_stopped_at_max_turns",
+    "split",
+)
+"""`tables/free_tool_use.csv`: ASR of the `free` condition split by whether the model called the tool."""
+
+
+def free_tool_use_table(
+    judged: pd.DataFrame, *, splits: pd.DataFrame | None = None, split: str = "test"
+) -> pd.DataFrame:
+    """ASR of `free` runs on harmful prompts, split by `used_tool` (the model's own choice, so the split
+    is correlational), with Wilson CIs and the tool-call counts. Empty when no free run was judged."""
+    _check(judged)
+    rows_in, split_label = _select(judged, splits, split)
+    free = rows_in[(rows_in["condition"] == "free") & (rows_in["intervention"] == NO_INTERVENTION)]
+    free = free[free["harmful"].astype(bool)]
+    if free.empty:
+        return pd.DataFrame(columns=list(FREE_TOOL_USE_COLUMNS))
+    for column in ("used_tool", "n_tool_calls", "n_malformed_calls", "stop_reason"):
+        if column not in free.columns:
+            raise ContractError(f"judged free runs lack column {column!r} (written by the free tool loop)")
+    rows = []
+    keys = ["model", "dataset", "judge", "used_tool"]
+    for key, g in free.assign(used_tool=free["used_tool"].astype(bool)).groupby(keys, sort=True):
+        n, k = len(g), int(g["unsafe"].to_numpy(dtype=bool).sum())
+        lo, hi = wilson_ci(k, n)
+        rows.append(
+            dict(
+                zip(keys, key, strict=True),
+                n=n,
+                n_unsafe=k,
+                asr=k / n,
+                asr_ci_low=lo,
+                asr_ci_high=hi,
+                mean_tool_calls=float(g["n_tool_calls"].mean()),
+                n_malformed_calls=int(g["n_malformed_calls"].sum()),
+                n_stopped_at_max_turns=int((g["stop_reason"] == "max_turns").sum()),
+                split=split_label,
+            )
+        )
+    return pd.DataFrame(rows, columns=list(FREE_TOOL_USE_COLUMNS))
+
+
+TRANSFER_COLUMNS: tuple[str, ...] = (
+    "model",
+    "judge",
+    "split",
+    "source_dataset",
+    "target_dataset",
+    "alpha",
+    "intervention",
+    "layer",
+    "n",
+    "asr",
+    "asr_ci_low",
+    "asr_ci_high",
+    "rel_reduction",
+    "rel_reduction_ci_low",
+    "rel_reduction_ci_high",
+    "mcnemar_p",
+    "holm_p",
+    "direct_asr",
+    "in_dataset_add_asr",
+    "cos_tool_vectors",
+)
+"""`tables/transfer.csv`: the tool vector of one dataset added to ``direct`` runs of another."""
+
+
+def transfer_table(
+    asr: pd.DataFrame, vectors: Mapping[tuple[str, str], xr.Dataset] | None = None
+) -> pd.DataFrame:
+    """The transfer rows of an ASR table, beside the target's ``direct`` ASR and own ``add`` at that alpha.
+
+    `vectors` maps (model, dataset) to its vectors file: the row then gives the layer the transfer ran
+    at (the source's selected layer) and the cosine there between the two datasets' tool vectors.
+    """
+    require_columns(asr, ASR_TABLE_COLUMNS, "asr table")
+    rows = []
+    for r in asr[asr["category"] == ALL].itertuples(index=False):
+        try:
+            spec = parse_intervention_id(str(r.intervention))
+        except ConfigError:
+            continue
+        if spec.kind != "transfer":
+            continue
+        same = asr[
+            (asr["model"] == r.model)
+            & (asr["dataset"] == r.dataset)
+            & (asr["judge"] == r.judge)
+            & (asr["split"] == r.split)
+            & (asr["category"] == ALL)
+        ].set_index(["condition", "intervention"])["asr"]
+        layer, cos = math.nan, math.nan
+        if vectors is not None and (r.model, spec.source) in vectors and (r.model, r.dataset) in vectors:
+            src, dst = vectors[(r.model, spec.source)], vectors[(r.model, r.dataset)]
+            layer = int(src.attrs["selected_layer"])
+            cos = float(tool_vector_cosines(src, dst).sel(layer=layer).values)
+        rows.append(
+            {
+                "model": r.model,
+                "judge": r.judge,
+                "split": r.split,
+                "source_dataset": spec.source,
+                "target_dataset": r.dataset,
+                "alpha": spec.alpha,
+                "intervention": r.intervention,
+                "layer": layer,
+                **{c: getattr(r, c) for c in TRANSFER_COLUMNS[8:17]},
+                "direct_asr": float(same.get(("direct", NO_INTERVENTION), math.nan)),
+                "in_dataset_add_asr": float(same.get(("direct", f"add_a{spec.alpha:g}"), math.nan)),
+                "cos_tool_vectors": cos,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+
+
+REPRESENTATION_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "condition",
+    "layer",
+    "split",
+    "n_harmful",
+    "cos_shift_tool",
+    "cos_shift_refusal",
+    "shift_norm_ratio",
+    "refusal_position",
+    "refusal_position_ci_low",
+    "refusal_position_ci_high",
+    "probe_accuracy",
+    "probe_test_accuracy",
+)
+"""`tables/representation.csv`: per condition, at each file's selected layer: the cosine of its shift
+from ``direct`` with the tool vector and the refusal direction, the shift's norm over the tool vector's,
+the mean position of the harmful evaluation prompts along the refusal direction (0 = harmless direct,
+1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy."""
+
+
+def representation_table(vectors: Mapping[tuple[str, str], xr.Dataset]) -> pd.DataFrame:
+    """The representation numbers of every vectors file at its selected layer (REPRESENTATION_COLUMNS)."""
+    rows = []
+    for (model, dataset), ds in vectors.items():
+        if "selected_layer" not in ds.attrs:
+            raise ContractError(f"vectors for {model}/{dataset}: missing attribute 'selected_layer'")
+        layer = int(ds.attrs["selected_layer"])
+        mask, split = evaluation_prompts(ds)
+        harmful = np.asarray(ds["harmful"].values, dtype=bool)[mask]
+        pos = refusal_position(ds).sel(layer=layer)
+        at = ds.sel(layer=layer)
+        tool_norm = float(np.linalg.norm(at["tool_vector"].values))
+        for c in ds["condition"].values:
+            vals = pos.sel(condition=c).values[harmful]
+            mean = float(vals.mean()) if vals.size else math.nan
+            half = 1.96 * float(vals.std(ddof=1)) / math.sqrt(vals.size) if vals.size > 1 else math.nan
+            shift_norm = float(np.linalg.norm(at["shift"].sel(condition=c).values))
+            rows.append(
+                {
+                    "model": model,
+                    "dataset": dataset,
+                    "condition": str(c),
+                    "layer": layer,
+                    "split": split,
+                    "n_harmful": int(harmful.sum()),
+                    "cos_shift_tool": float(at["cos_shift_tool"].sel(condition=c)),
+                    "cos_shift_refusal": float(at["cos_shift_refusal"].sel(condition=c)),
+                    "shift_norm_ratio": shift_norm / tool_norm if tool_norm > 0 else math.nan,
+                    "refusal_position": mean,
+                    "refusal_position_ci_low": mean - half,
+                    "refusal_position_ci_high": mean + half,
+                    "probe_accuracy": float(at["probe_accuracy"].sel(condition=c))
+                    if "probe_accuracy" in ds
+                    else math.nan,
+                    "probe_test_accuracy": float(at["probe_test_accuracy"].sel(condition=c))
+                    if "probe_test_accuracy" in ds
+                    else math.nan,
+                }
+            )
+    table = pd.DataFrame(rows, columns=list(REPRESENTATION_COLUMNS))
+    order = sorted(
+        range(len(table)),
+        key=lambda i: (table["model"][i], table["dataset"][i], condition_rank(table["condition"][i])),
+    )
+    return table.iloc[order].reset_index(drop=True)
+
+
+__all__ = [
+    "ASR_EXTRA_COLUMNS",
+    "ASR_TABLE_COLUMNS",
+    "OVER_REFUSAL_COLUMNS",
+    "REPRESENTATION_COLUMNS",
+    "TRANSFER_COLUMNS",
+    "asr_by_category_table",
+    "asr_table",
+    "condition_rank",
+    "holm_column",
+    "intervention_rank",
+    "over_refusal_table",
+    "representation_table",
+    "transfer_table",
+]

@@ -1,4 +1,4 @@
-"""Rule asr_table: judged tables -> tables/asr.csv and tables/over_refusal.csv."""
+"""Rule asr_table: judged tables + splits -> ASR (test, validation, per category), over-refusal, headline."""
 
 import sys
 from pathlib import Path
@@ -8,16 +8,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 import pandas as pd  # noqa: E402
 
 from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv  # noqa: E402
-from toolshift.tables import asr_table, over_refusal_table  # noqa: E402
+from toolshift.headline import headline_table  # noqa: E402
+from toolshift.splits import read_splits  # noqa: E402
+from toolshift.tables import (  # noqa: E402
+    asr_by_category_table,
+    asr_table,
+    free_tool_use_table,
+    over_refusal_table,
+)
 from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
-    judged = pd.concat([read_table(p, JUDGED_COLUMNS) for p in smk.input], ignore_index=True)
+    judged = pd.concat([read_table(p, JUDGED_COLUMNS) for p in smk.input.judged], ignore_index=True)
+    splits = pd.concat([read_splits(p) for p in smk.input.splits], ignore_index=True)
+    stats = smk.params.stats
+    kw = {"n_boot": stats["n_boot"], "seed": stats["seed"], "splits": splits}
+    write_csv(asr_table(judged, split="test", **kw), smk.output.asr)
+    write_csv(asr_table(judged, split="validation", **kw), smk.output.asr_validation)
+    write_csv(asr_by_category_table(judged, split="test", **kw), smk.output.asr_by_category)
+    write_csv(over_refusal_table(judged, splits=splits, split="test"), smk.output.over_refusal)
     write_csv(
-        asr_table(judged, n_boot=smk.params.stats["n_boot"], seed=smk.params.stats["seed"]), smk.output.asr
+        over_refusal_table(judged, splits=splits, split="validation"), smk.output.over_refusal_validation
     )
-    write_csv(over_refusal_table(judged), smk.output.over_refusal)
+    write_csv(free_tool_use_table(judged, splits=splits, split="test"), smk.output.free_tool_use)
+    write_csv(headline_table(judged, judge=smk.params.judge, split="test", **kw), smk.output.headline)
 
 
 run_step(snakemake, main)

@@ -1,0 +1,173 @@
+"""KL cost of interventions on harmless prompts, on tiny fixture models: 0 at alpha 0, growing with alpha."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from toolshift.contracts import write_jsonl, write_parquet
+from toolshift.fixtures import build_fixture, synthetic_episodes
+from toolshift.hooks import Intervention
+from toolshift.intervention_cost import (
+    COST_COLUMNS,
+    COST_TABLE_COLUMNS,
+    intervention_cost_table,
+    next_token_kl,
+    read_costs,
+    run_intervention_costs,
+)
+from toolshift.modeling import load_model
+from toolshift.splits import make_splits, write_splits
+from toolshift.vectors import compute_vectors, write_vectors
+
+LAYER = 1
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cost_results")
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cost_models") / "llava"
+    return load_model(build_fixture("llava", d, seed=0), "llava")
+
+
+@pytest.fixture(scope="module")
+def episodes(root):
+    return synthetic_episodes(root, 2, conditions=("direct", "tool"))
+
+
+def unit_vector(hidden: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(hidden)
+    return v / np.linalg.norm(v)
+
+
+def test_alpha_zero_costs_nothing_and_cost_grows_with_alpha(llava, episodes, root):
+    v = unit_vector(llava.hidden_size)
+    means = []
+    for alpha in (0.0, 0.05, 0.2, 1.0, 4.0):
+        df = next_token_kl(
+            llava, episodes, root, Intervention("add", LAYER, v, alpha), batch_size=2, n_generated=3
+        )
+        assert list(df["prompt_id"]) == [e["prompt_id"] for e in episodes]
+        assert (df["n_prompt_positions"] == 16).all() and (df["n_generated_positions"] <= 2).all()
+        if alpha == 0:
+            assert (df[["kl_prompt", "kl_last"]] == 0).all().all()
+            assert ((df["kl_generated"] == 0) | df["kl_generated"].isna()).all()
+        means.append(df["kl_prompt"].mean())
+    print("mean KL over the last 16 prompt positions by alpha 0, 0.05, 0.2, 1, 4:", np.round(means, 5))
+    assert means[0] == 0 and all(b > a for a, b in zip(means, means[1:], strict=False))
+
+
+def test_no_hook_and_ablation(llava, episodes, root):
+    none = next_token_kl(llava, episodes, root, None, n_generated=0)
+    assert (none[["kl_prompt", "kl_last"]] == 0).all().all() and none["kl_generated"].isna().all()
+    ablated = next_token_kl(
+        llava,
+        episodes,
+        root,
+        Intervention("ablate", None, unit_vector(llava.hidden_size, 1)),
+        prompt_positions=4,
+    )
+    assert (ablated["kl_prompt"] > 0).all() and (ablated["n_prompt_positions"] == 4).all()
+
+
+def test_qwen_teacher_forcing_extends_per_token_inputs(tmp_path_factory, root):
+    qwen = load_model(
+        build_fixture("qwen2_5_vl", tmp_path_factory.mktemp("qwen") / "q", seed=0), "qwen2_5_vl"
+    )
+    eps = synthetic_episodes(root, 2, conditions=("tool",))
+    v = unit_vector(qwen.hidden_size)
+    zero = next_token_kl(qwen, eps, root, Intervention("add", LAYER, v, 0.0), n_generated=3)
+    some = next_token_kl(qwen, eps, root, Intervention("add", LAYER, v, 2.0), n_generated=3)
+    assert (zero["kl_prompt"] == 0).all() and (some["kl_prompt"] > 0).all()
+    assert (some["kl_generated"].isna() | (some["kl_generated"] > 0)).all()
+
+
+def _study_files(root, llava):
+    """Prompts, episodes (direct, tool), splits and a vectors file for 8 synthetic prompts."""
+    direct = synthetic_episodes(root, 8, conditions=("direct",))
+    tool = synthetic_episodes(root, 8, conditions=("tool",))
+    ids = [e["prompt_id"] for e in direct]
+    prompts = pd.DataFrame(
+        {
+            "prompt_id": ids,
+            "dataset": "syn",
+            "category": ["a", "b"] * 4,
+            "harmful": [True] * 4 + [False] * 4,
+            "question": "q",
+            "instruction": "i",
+            "image": "synthetic/images/x.png",
+        }
+    )
+    write_parquet(prompts, root / "prompts.parquet")
+    write_jsonl(direct, root / "direct.jsonl")
+    write_jsonl(tool, root / "tool.jsonl")
+    splits = make_splits(prompts, seed=0, fractions={"train": 0.5, "validation": 0.0, "test": 0.5})
+    write_splits(splits, root / "splits.parquet")
+    rng = np.random.default_rng(0)
+    acts = {
+        c: xr.Dataset(
+            {
+                "resid": (
+                    ("prompt_id", "layer", "hidden"),
+                    rng.standard_normal((8, llava.n_layers, llava.hidden_size)),
+                )
+            },
+            coords={"prompt_id": ids, "layer": np.arange(llava.n_layers)},
+        )
+        for c in ("direct", "tool")
+    }
+    vectors = compute_vectors(acts, prompts, model="llava", dataset="syn", splits=splits)
+    write_vectors(vectors, root / "vectors.nc")
+    return prompts, splits, vectors
+
+
+def test_run_intervention_costs_and_table(llava, tmp_path):
+    prompts, splits, vectors = _study_files(tmp_path, llava)
+    out = tmp_path / "costs" / "llava" / "syn.parquet"
+    ids = ["add_a0", "add_a1", "ablate", "random_a1_s0"]
+    table = run_intervention_costs(
+        model_name="llava",
+        entry={"family": "llava"},
+        model_dir=llava.model_id,
+        dataset="syn",
+        episodes_paths={"direct": tmp_path / "direct.jsonl", "tool": tmp_path / "tool.jsonl"},
+        prompts_path=tmp_path / "prompts.parquet",
+        splits_path=tmp_path / "splits.parquet",
+        vectors_paths={"syn": tmp_path / "vectors.nc"},
+        results_root=tmp_path,
+        interventions=ids,
+        layer="auto",
+        generation={"device": "cpu", "batch_size": 4},
+        out=out,
+        n_generated=2,
+    )
+    back = read_costs(out)
+    assert list(back.columns) == list(COST_COLUMNS)
+    pd.testing.assert_frame_equal(back, table)
+    test_harmless = set(splits[(splits["split"] == "test") & ~splits["harmful"]]["prompt_id"])
+    assert len(test_harmless) == 2
+    for iid in ids:
+        rows = table[table["intervention"] == iid]
+        assert set(rows["prompt_id"]) == test_harmless and set(rows["split"]) == {"test"}
+    layer = vectors.attrs["selected_layer"]
+    assert set(table.loc[table["intervention"] == "add_a1", "layer"]) == {layer}
+    assert table.loc[
+        table["intervention"] == "ablate", ["condition", "layer"]
+    ].drop_duplicates().values.tolist() == [["tool", -1]]
+    summary = intervention_cost_table(table, n_boot=200)
+    assert list(summary.columns) == list(COST_TABLE_COLUMNS)
+    assert list(summary["intervention"]) == ids  # add, ablate, random order
+    s = summary.set_index("intervention")
+    assert (s.loc["add_a0", "kl_mean"], s.loc["add_a0", "kl_ci_low"], s.loc["add_a0", "kl_ci_high"]) == (
+        0,
+        0,
+        0,
+    )
+    assert s.loc["add_a1", "kl_mean"] > 0 and s.loc["add_a1", "n"] == 2
+    assert s.loc["add_a1", "kl_ci_low"] <= s.loc["add_a1", "kl_mean"] <= s.loc["add_a1", "kl_ci_high"]

@@ -1,0 +1,49 @@
+"""Rule analysis_tables: vectors, validation tables, KL costs -> selection, transfer, cost, representation."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
+
+import pandas as pd  # noqa: E402
+
+from toolshift.contracts import read_table, write_csv  # noqa: E402
+from toolshift.intervention_cost import COST_TABLE_COLUMNS, intervention_cost_table, read_costs  # noqa: E402
+from toolshift.selection import selection_table  # noqa: E402
+from toolshift.tables import (  # noqa: E402
+    ASR_TABLE_COLUMNS,
+    OVER_REFUSAL_COLUMNS,
+    representation_table,
+    transfer_table,
+)
+from toolshift.vectors import read_vectors  # noqa: E402
+from toolshift.workflow import run_step  # noqa: E402
+
+
+def main(smk) -> None:
+    vectors = {}
+    for path in smk.input.vectors:
+        ds = read_vectors(path)
+        vectors[(ds.attrs["model"], ds.attrs["dataset"])] = ds
+    costs = pd.concat([read_costs(p) for p in smk.input.costs], ignore_index=True)
+    cost_table = intervention_cost_table(
+        costs, n_boot=smk.params.stats["n_boot"], seed=smk.params.stats["seed"]
+    )
+    write_csv(cost_table, smk.output.cost)
+    sel = smk.params.selection
+    table = selection_table(
+        vectors,
+        read_table(smk.input.asr_validation, ASR_TABLE_COLUMNS),
+        judge=smk.params.judge,
+        over_refusal_validation=read_table(smk.input.over_refusal_validation, OVER_REFUSAL_COLUMNS),
+        cost=cost_table,
+        max_over_refusal_increase=sel["max_over_refusal_increase"],
+        max_kl=sel["max_kl"],
+    )
+    write_csv(table, smk.output.selection)
+    write_csv(transfer_table(read_table(smk.input.asr, ASR_TABLE_COLUMNS), vectors), smk.output.transfer)
+    write_csv(representation_table(vectors), smk.output.representation)
+    assert list(cost_table.columns) == list(COST_TABLE_COLUMNS)
+
+
+run_step(snakemake, main)
