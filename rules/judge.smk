@@ -1,10 +1,27 @@
-# Stage 7: judge every response of one model on one dataset (conditions and interventions).
+# Stage 7: judge every response of one model on one dataset (conditions and interventions), with every
+# configured judge; then how far the judges agree with each other and with human labels.
+
+
+rule prepare_judge:
+    output:
+        directory(res("models/judges/{judge}")),
+    log:
+        res("logs/models/judges/{judge}.log"),
+    benchmark:
+        res("benchmarks/models/judges/{judge}.tsv")
+    wildcard_constraints:
+        judge=one_of(MODEL_JUDGES),
+    conda:
+        ENV
+    params:
+        entry=lambda wc: config["judge_models"][wc.judge],
+    script:
+        "../workflow_scripts/prepare_judge.py"
 
 
 rule judge:
     input:
-        runs=lambda wc: run_outputs(wc.model, wc.dataset),
-        validated=lambda wc: validated_runs(wc.model, wc.dataset),
+        unpack(judge_inputs),
     output:
         res("judged/{judge}/{model}/{dataset}.parquet"),
     log:
@@ -13,5 +30,34 @@ rule judge:
         res("benchmarks/judge/{judge}/{model}/{dataset}.tsv")
     conda:
         ENV
+    resources:
+        gpu=lambda wc: int(wc.judge in MODEL_JUDGES),
+    params:
+        options=judge_options,
     script:
         "../workflow_scripts/judge.py"
+
+
+rule judge_agreement:
+    input:
+        judged=expand(
+            res("judged/{judge}/{model}/{dataset}.parquet"), judge=JUDGES, model=MODELS, dataset=DATASETS
+        ),
+        labels=[config["human_labels"]["path"]] if config["human_labels"]["path"] else [],
+        judge_models=[res(f"models/judges/{j}") for j in MODEL_JUDGES],
+    output:
+        pairwise=res("tables/judge_agreement.csv"),
+        human=res("tables/judge_human_agreement.csv"),
+        asr_by_judge=res("tables/asr_by_judge.csv"),
+    log:
+        res("logs/stats/judge_agreement.log"),
+    benchmark:
+        res("benchmarks/stats/judge_agreement.tsv")
+    conda:
+        ENV
+    params:
+        labels=config["human_labels"],
+        judges=JUDGES,
+        options={j: judge_options_for(j, None) for j in JUDGES},
+    script:
+        "../workflow_scripts/judge_agreement.py"

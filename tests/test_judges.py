@@ -135,6 +135,6 @@ def test_judge_frame():
 
 
 def test_unknown_judge_lists_known():
-    assert "keyword" in JUDGES
-    with pytest.raises(ConfigError, match="llamaguard.*keyword"):
-        judge_frame(pd.DataFrame({"response": ["hi"]}), judge="llamaguard")
+    assert {"keyword", "llamaguard", "harmbench", "api"} <= set(JUDGES)
+    with pytest.raises(ConfigError, match="nope.*api.*harmbench.*keyword.*llamaguard"):
+        judge_frame(pd.DataFrame({"response": ["hi"]}), judge="nope")

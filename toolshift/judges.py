@@ -13,10 +13,18 @@ under-estimates ASR. That is the public convention; use the model-based judges f
 
 ``judge_raw`` holds the first matching keyword (in list order), "" when none matched, and "empty" for an
 empty response (which is counted as not unsafe).
+
+The other judges write the same judged table through `judge_frame` (registry `JUDGES`, common signature
+``judge(responses, prompts, **options) -> [(unsafe, judge_raw)]``): ``llamaguard`` (Llama Guard 3 8B text,
+3 11B-Vision or 4, with the image) and ``harmbench`` (the HarmBench Llama-2-13b classifier) in
+``toolshift.judge_models``, and ``api`` (an OpenAI-compatible endpoint with JailbreakBench's judge rubric) in
+``toolshift.judge_api``. They are imported on first use. A verdict they cannot parse is recorded as
+``invalid: <output>`` in ``judge_raw`` and counted as not unsafe.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import unicodedata
@@ -103,28 +111,93 @@ def keyword_judge(responses: Iterable[str], list_name: str = "default") -> list[
     return out
 
 
-def _keyword_frame(df: pd.DataFrame, list_name: str = "default") -> list[tuple[bool, str]]:
+def _keyword_frame(
+    df: pd.DataFrame, prompts: pd.DataFrame | None = None, list_name: str = "default"
+) -> list[tuple[bool, str]]:
     return keyword_judge(df["response"].tolist(), list_name=list_name)
 
 
-JUDGES: dict[str, Callable[..., list[tuple[bool, str]]]] = {"keyword": _keyword_frame}
-"""Judge name -> function(responses frame, **options) -> [(unsafe, judge_raw)] in row order."""
+def _lazy(module: str, name: str) -> Callable[..., list[tuple[bool, str]]]:
+    """A judge whose implementation is imported on first use (torch and the HTTP client stay unloaded)."""
+
+    def run(df: pd.DataFrame, prompts: pd.DataFrame | None = None, **options: Any) -> list[tuple[bool, str]]:
+        return getattr(importlib.import_module(module), name)(df, prompts, **options)
+
+    run.__name__ = f"{name}_lazy"
+    return run
 
 
-def judge_frame(df: pd.DataFrame, judge: str = "keyword", **options: Any) -> pd.DataFrame:
+JUDGES: dict[str, Callable[..., list[tuple[bool, str]]]] = {
+    "keyword": _keyword_frame,
+    "llamaguard": _lazy("toolshift.judge_models", "llamaguard_judge"),
+    "harmbench": _lazy("toolshift.judge_models", "harmbench_judge"),
+    "api": _lazy("toolshift.judge_api", "api_judge"),
+}
+"""Judge name -> function(responses frame, prompts frame or None, **options) -> [(unsafe, judge_raw)] in
+row order. Every judge but ``keyword`` needs the prompts table (the request the response answers)."""
+
+MODEL_JUDGES: frozenset[str] = frozenset({"llamaguard", "harmbench"})
+"""Judges that run a local model (GPU rules)."""
+
+INVALID_PREFIX = "invalid: "
+"""``judge_raw`` of a model or API verdict that could not be parsed starts with this; such a row is
+counted as not unsafe (``unsafe`` stays boolean) and `invalid_verdicts` counts them."""
+
+
+def invalid_verdicts(judged: pd.DataFrame) -> int:
+    """How many rows of a judged table carry an unparseable verdict (``judge_raw`` starts INVALID_PREFIX)."""
+    raw = judged["judge_raw"].astype(str)
+    return int(raw.str.startswith(INVALID_PREFIX).sum())
+
+
+def judge_frame(
+    df: pd.DataFrame, judge: str = "keyword", prompts: pd.DataFrame | None = None, **options: Any
+) -> pd.DataFrame:
     """A copy of a responses table with ``judge``, ``unsafe`` (bool) and ``judge_raw`` added.
 
-    Columns of JUDGED_COLUMNS come first in contract order when all are present; `options` go to the judge
-    (e.g. ``list_name`` for ``keyword``).
+    `prompts` is the prompts table (``prompt_id``, ``dataset``, ``question``, ``instruction``, ``image``) the
+    model and API judges take the request from; the keyword judge ignores it. Columns of JUDGED_COLUMNS come
+    first in contract order when all are present; `options` go to the judge (e.g. ``list_name`` for
+    ``keyword``, ``model_dir`` for ``llamaguard``).
     """
     if judge not in JUDGES:
         raise ConfigError(f"judge {judge!r} is unknown; known: {', '.join(sorted(JUDGES))}")
     require_columns(df, ("response",), "responses table")
-    verdicts = JUDGES[judge](df, **options)
+    verdicts = JUDGES[judge](df, prompts, **options)
+    if len(verdicts) != len(df):
+        raise ContractError(f"judge {judge!r} returned {len(verdicts)} verdicts for {len(df)} responses")
     out = df.copy()
     out["judge"] = judge
-    out["unsafe"] = pd.Series([u for u, _ in verdicts], index=df.index, dtype=bool)
+    out["unsafe"] = pd.Series([bool(u) for u, _ in verdicts], index=df.index, dtype=bool)
     out["judge_raw"] = pd.Series([r for _, r in verdicts], index=df.index, dtype=object)
     if all(c in out.columns for c in JUDGED_COLUMNS):
         out = out[list(JUDGED_COLUMNS) + [c for c in out.columns if c not in JUDGED_COLUMNS]]
+    return out
+
+
+def request_texts(
+    df: pd.DataFrame, prompts: pd.DataFrame | None, field: str = "question", *, judge: str = "judge"
+) -> list[str]:
+    """The request text (prompts-table column `field`) of every response, in row order.
+
+    Rows are matched on (``dataset``, ``prompt_id``) when both tables have ``dataset``, else on
+    ``prompt_id``. A response whose prompt is missing raises ContractError naming it.
+    """
+    if prompts is None:
+        raise ConfigError(f"judge {judge!r} needs the prompts table (the request each response answers)")
+    require_columns(prompts, ("prompt_id", field), "prompts table")
+    require_columns(df, ("prompt_id",), "responses table")
+    keys = (
+        ["dataset", "prompt_id"]
+        if "dataset" in df.columns and "dataset" in prompts.columns
+        else ["prompt_id"]
+    )
+    lookup = prompts.drop_duplicates(keys).set_index(keys)[field]
+    out: list[str] = []
+    for row in df[keys].itertuples(index=False):
+        key = tuple(row) if len(keys) > 1 else row[0]
+        if key not in lookup.index:
+            raise ContractError(f"prompts table: no prompt {key!r} for a response judged by {judge!r}")
+        value = lookup.loc[key]
+        out.append("" if _is_missing(value) else str(value))
     return out

@@ -1,0 +1,54 @@
+"""Rule judge_agreement: judged tables (+ human labels) -> pairwise and human agreement, ASR by judge."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
+
+import pandas as pd  # noqa: E402
+
+from toolshift.agreement import (  # noqa: E402
+    HUMAN_AGREEMENT_COLUMNS,
+    asr_by_judge,
+    human_agreement,
+    judge_labelled,
+    pairwise_agreement,
+    read_labelled_csv,
+    verdict_matrix,
+)
+from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv  # noqa: E402
+from toolshift.workflow import run_step  # noqa: E402
+
+
+def main(smk) -> None:
+    matrix = verdict_matrix(read_table(p, JUDGED_COLUMNS) for p in smk.input.judged)
+    write_csv(pairwise_agreement(matrix), smk.output.pairwise)
+    write_csv(asr_by_judge(matrix), smk.output.asr_by_judge)
+    labels = smk.params.labels
+    if not smk.input.labels:
+        write_csv(pd.DataFrame(columns=list(HUMAN_AGREEMENT_COLUMNS)), smk.output.human)
+        return
+    labelled = read_labelled_csv(
+        smk.input.labels[0],
+        human_columns=labels["human_columns"],
+        majority_column=labels["majority_column"],
+        judge_columns=labels["judge_columns"],
+    )
+    model_dirs = {Path(p).name: p for p in smk.input.judge_models}
+    for judge in smk.params.judges:
+        options = dict(smk.params.options[judge])
+        options.pop("results_root", None)
+        if judge in model_dirs:
+            options["model_dir"] = model_dirs[judge]
+        labelled = judge_labelled(
+            labelled,
+            judge,
+            column=f"toolshift_{judge}",
+            response_column=labels["response_column"],
+            request_column=labels["request_column"],
+            **options,
+        )
+    write_csv(human_agreement(labelled, majority_column=labels["majority_column"]), smk.output.human)
+
+
+run_step(snakemake, main)
