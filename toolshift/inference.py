@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import sys
 from contextlib import nullcontext
@@ -11,8 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolshift.errors import ConfigError
-from toolshift.hooks import Intervention, apply_intervention, capture_last_token
+from toolshift.errors import ConfigError, ToolshiftError
+from toolshift.hooks import Intervention, LastTokenStore, apply_intervention, capture_last_token
+
+log = logging.getLogger(__name__)
 
 GENERATION_COLUMNS: tuple[str, ...] = (
     "prompt_id",
@@ -105,31 +108,31 @@ def generate(
         raise ConfigError(f"batch_size ({batch_size}) and max_new_tokens ({max_new_tokens}) must be >= 1")
     config = _generation_config(loaded, max_new_tokens)
     stop = _stop_ids(config)
-    tokenizer = loaded.processor.tokenizer
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(episodes), desc="generate", unit="episode", file=sys.stderr, disable=not progress)
     capturing = capture_last_token(loaded) if capture else nullcontext(None)
     with bar, apply_intervention(loaded, intervention), capturing as store, torch.inference_mode():
-        for start in range(0, len(episodes), batch_size):
-            batch = episodes[start : start + batch_size]
-            inputs = encode(loaded, batch, results_root)
-            output = loaded.model.generate(**inputs, generation_config=config)
-            prompt_len = inputs["input_ids"].shape[1]
-            new_tokens = output[:, prompt_len:].tolist()
-            n_prompt = inputs["attention_mask"].sum(dim=1).tolist()
-            for episode, tokens, n_in in zip(batch, new_tokens, n_prompt, strict=True):
-                n_new = next((k for k, t in enumerate(tokens) if t in stop), len(tokens))
-                rows.append(
-                    {
-                        "prompt_id": episode["prompt_id"],
-                        "condition": episode["condition"],
-                        "response": tokenizer.decode(tokens[:n_new], skip_special_tokens=True),
-                        "n_prompt_tokens": int(n_in),
-                        "n_new_tokens": int(n_new),
-                        "max_new_tokens": int(max_new_tokens),
-                        "do_sample": False,
-                    }
-                )
+        start, size = 0, batch_size
+        while start < len(episodes):
+            batch = episodes[start : start + size]
+            n_records = len(store.records) if store is not None else 0
+            try:
+                rows.extend(_generate_batch(loaded, batch, results_root, config, stop, max_new_tokens))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                _discard_partial_capture(store, n_records)
+                _release_memory()
+                if len(batch) == 1:
+                    raise ToolshiftError(
+                        f"out of memory even at batch size 1 (model {loaded.model_id}, "
+                        f"{_prompt_tokens(loaded, batch, results_root)} prompt tokens): use a smaller "
+                        "model dtype, a larger accelerator or shorter prompts"
+                    ) from None
+                size = len(batch) // 2
+                log.warning("out of memory at batch size %d: retrying with %d", len(batch), size)
+                continue
+            start += len(batch)
             bar.update(len(batch))
         states = None
         if store is not None:
@@ -139,3 +142,68 @@ def generate(
     if states is not None and states.shape[0] != len(df):
         raise RuntimeError(f"captured {states.shape[0]} prefill states for {len(df)} episodes")
     return df, states
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an accelerator out-of-memory error (torch.cuda.OutOfMemoryError or alike)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _discard_partial_capture(store: LastTokenStore | None, n_records: int) -> None:
+    """Drop what a failed batch left in the capture store (a prefill record, a half-filled pass)."""
+    if store is not None:
+        del store.records[n_records:]
+        store._current = [None] * store.n_layers
+
+
+def _prompt_tokens(loaded: Any, batch: list[dict[str, Any]], results_root: str | os.PathLike[str]) -> int:
+    """The prompt length of a one-episode batch, in tokens (for the out-of-memory message)."""
+    texts, images = render_prompts(loaded, batch, results_root)
+    arguments = loaded.adapter.processor_inputs(loaded.processor, texts, images)
+    return int(loaded.processor(**arguments, padding=True, return_tensors="pt")["input_ids"].shape[1])
+
+
+def _generate_batch(
+    loaded: Any,
+    batch: list[dict[str, Any]],
+    results_root: str | os.PathLike[str],
+    config: Any,
+    stop: set[int],
+    max_new_tokens: int,
+) -> list[dict[str, Any]]:
+    """Generate one batch; one GENERATION_COLUMNS row per episode."""
+    tokenizer = loaded.processor.tokenizer
+    inputs = encode(loaded, batch, results_root)
+    output = loaded.model.generate(**inputs, generation_config=config)
+    prompt_len = inputs["input_ids"].shape[1]
+    new_tokens = output[:, prompt_len:].tolist()
+    n_prompt = inputs["attention_mask"].sum(dim=1).tolist()
+    rows = []
+    for episode, tokens, n_in in zip(batch, new_tokens, n_prompt, strict=True):
+        n_new = next((k for k, t in enumerate(tokens) if t in stop), len(tokens))
+        rows.append(
+            {
+                "prompt_id": episode["prompt_id"],
+                "condition": episode["condition"],
+                "response": tokenizer.decode(tokens[:n_new], skip_special_tokens=True),
+                "n_prompt_tokens": int(n_in),
+                "n_new_tokens": int(n_new),
+                "max_new_tokens": int(max_new_tokens),
+                "do_sample": False,
+            }
+        )
+    return rows

@@ -61,6 +61,9 @@ def load_model(
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     adapter = get_adapter(family)
+    if not isinstance(trust_remote_code, bool):
+        raise ConfigError(f"trust_remote_code must be true or false, got {trust_remote_code!r}")
+    check_safetensors_only(path_or_id)
     if dtype not in DTYPES:
         raise ConfigError(f"model dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
@@ -97,6 +100,26 @@ def load_model(
         revision=revision or _fixture_revision(source) or "unpinned",
         n_layers=len(layers),
         hidden_size=int(text_config.hidden_size),
+    )
+
+
+PICKLE_WEIGHTS: tuple[str, ...] = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+"""Weight files that unpickle (and so can run code) when loaded: never loaded here."""
+
+
+def check_safetensors_only(path_or_id: str | os.PathLike[str]) -> None:
+    """Refuse a local model directory whose weights are not safetensors (pickle weights can run code).
+
+    A hub id is left to `from_pretrained(use_safetensors=True)`, which refuses pickle weights itself.
+    """
+    folder = Path(path_or_id)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    found = f"found {', '.join(pickled)}" if pickled else "found no weight files"
+    raise ConfigError(
+        f"model directory {str(folder)!r} has no *.safetensors weights ({found}): "
+        "toolshift loads safetensors only"
     )
 
 
