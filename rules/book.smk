@@ -5,6 +5,8 @@ rule book:
     input:
         asr=res("tables/asr.csv"),
         over_refusal=res("tables/over_refusal.csv"),
+        headline=res("tables/headline.csv"),
+        analysis=[res(f"tables/{t}.csv") for t in ["asr_by_category", *ANALYSIS_TABLES]],
         figures=rules.figures.output,
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
         judged=expand(

@@ -16,7 +16,6 @@ import pytest
 import xarray as xr
 import yaml
 
-from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
 from toolshift.activations import read_activations
 from toolshift.contracts import (
     ASR_COLUMNS,
@@ -26,6 +25,7 @@ from toolshift.contracts import (
     read_prompts,
     read_table,
 )
+from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +35,16 @@ MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
 N_LAYERS = 3
 PER_CLASS = 4
 INTERVENTIONS = ("add_a0", "add_a4", "ablate", "random_a4_s0")
+FIGURES = (
+    "asr_by_condition",
+    "cosine_by_layer",
+    "dose_response",
+    "pca",
+    "probes",
+    "projections",
+    "asr_by_category",
+    "headline",
+)
 
 
 def reduced_config(work: Path) -> dict:
@@ -110,7 +120,9 @@ def test_free_runs_record_tool_use(dag):
     work, cfg = dag
     for model in MODELS:
         free = pd.read_parquet(Path(cfg["results"]) / f"runs/{model}/mini/free/responses.parquet")
-        assert {"n_tool_calls", "n_malformed_calls", "n_turns", "used_tool", "stop_reason"} <= set(free.columns)
+        assert {"n_tool_calls", "n_malformed_calls", "n_turns", "used_tool", "stop_reason"} <= set(
+            free.columns
+        )
         assert free["n_turns"].between(1, 2).all()
         assert (free["used_tool"] == (free["n_tool_calls"] > 0)).all()
 
@@ -171,7 +183,7 @@ def test_asr_table_covers_models_conditions_and_interventions(dag):
         (m, c) for m in MODELS for c in CONDITIONS
     }
     assert set(asr.loc[asr["intervention"] != "none", "intervention"]) == set(INTERVENTIONS)
-    assert (asr["n"] == PER_CLASS).all()
+    assert (asr["n"] == asr["n"].iloc[0]).all() and 0 < asr["n"].iloc[0] < PER_CLASS  # harmful test prompts
     assert ((asr["asr"] >= 0) & (asr["asr"] <= 1)).all()
     assert (asr["asr_ci_low"] <= asr["asr"] + 1e-12).all() and (
         asr["asr"] <= asr["asr_ci_high"] + 1e-12
@@ -183,13 +195,13 @@ def test_asr_table_covers_models_conditions_and_interventions(dag):
 def test_figures_and_book(dag):
     work, cfg = dag
     results = Path(cfg["results"])
-    for name in ("asr_by_condition", "cosine_by_layer", "dose_response"):
+    for name in FIGURES:
         assert (results / f"figures/{name}.png").stat().st_size > 5000
         assert (results / f"figures/{name}.svg").stat().st_size > 1000
     captions = json.loads((results / "figures/captions.json").read_text())
-    assert set(captions) == {"asr_by_condition", "cosine_by_layer", "dose_response"}
+    assert set(captions) == set(FIGURES)
     index = Path(cfg["book_dir"]) / "_build/html/index.html"
-    assert 'url=intro.html' in index.read_text()  # Jupyter Book's index redirects to the first page
+    assert "url=intro.html" in index.read_text()  # Jupyter Book's index redirects to the first page
     overview = (index.parent / "intro.html").read_text()
     assert "fixture models" in overview and "noise" in overview
     for page in ("method.html", "results.html", "provenance.html"):
@@ -197,6 +209,42 @@ def test_figures_and_book(dag):
     results_page = (index.parent / "results.html").read_text()
     for name in ("asr_by_condition", "cosine_by_layer", "dose_response"):
         assert f"{name}.png" in results_page
+
+
+def test_splits_and_analysis_tables(dag):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    splits = pd.read_parquet(results / "splits/mini.parquet")
+    assert set(splits["split"]) <= {"train", "validation", "test"} and len(splits) == 2 * PER_CLASS
+    asr = pd.read_csv(results / "tables/asr.csv")
+    assert set(asr["split"]) == {"test"}
+    assert (asr["n"] == (splits["split"].eq("test") & splits["harmful"]).sum()).all()
+    headline = pd.read_csv(results / "tables/headline.csv")
+    assert len(headline) >= 1
+    for name in ("selection", "intervention_cost", "representation", "asr_by_category"):
+        assert (results / f"tables/{name}.csv").is_file()
+    costs = pd.read_csv(results / "tables/intervention_cost.csv")
+    assert not costs.empty
+    for model in MODELS:
+        vectors = xr.open_dataset(results / f"vectors/{model}/mini.nc", engine="h5netcdf")
+        assert 0 <= vectors.attrs["selected_layer"] < N_LAYERS
+
+
+def test_every_judge_scores_every_response(dag):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    assert cfg["judges"] == ["keyword", "llamaguard", "harmbench"]
+    sizes = set()
+    for judge in cfg["judges"]:
+        for model in MODELS:
+            judged = read_table(results / f"judged/{judge}/{model}/mini.parquet", JUDGED_COLUMNS)
+            assert set(judged["judge"]) == {judge}
+            sizes.add(len(judged))
+    assert len(sizes) == 1
+    pairwise = pd.read_csv(results / "tables/judge_agreement.csv")
+    assert len(pairwise) == 3 and pairwise["n"].eq(sizes.pop() * len(MODELS)).all()
+    by_judge = pd.read_csv(results / "tables/asr_by_judge.csv")
+    assert {f"asr_{j}" for j in cfg["judges"]} <= set(by_judge.columns)
 
 
 def test_benchmarks_and_logs_are_written(dag):
@@ -235,5 +283,7 @@ def test_snakemake_lint_is_clean(tmp_path):
 
 def test_snakefiles_are_formatted():
     snakefmt = str(Path(sys.executable).parent / "snakefmt")
-    proc = subprocess.run([snakefmt, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [snakefmt, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

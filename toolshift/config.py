@@ -129,6 +129,15 @@ def _check_names(config: dict[str, Any]) -> None:
                 f"config: datasets: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})"
             )
         check_dataset_options(name, options)
+    from toolshift.interventions import transfer_pairs
+    from toolshift.splits import validate_fractions
+
+    validate_fractions(config["splits"]["fractions"])
+    _check_judges(config)
+    for source, target in transfer_pairs(config["interventions"]):
+        for name in (source, target):
+            if name not in config["datasets"]:
+                raise ConfigError(f"config: interventions.transfer: dataset {name!r} is not under datasets")
     for name, entry in config["models"].items():
         if entry.get("backend", "hf") == "openai":
             from toolshift.api_client import ApiSettings
@@ -140,3 +149,19 @@ def _check_names(config: dict[str, Any]) -> None:
         if entry["source"] == "fixture":
             entry.setdefault("fixture", {})
             _DefaultingValidator(load_schema()["$defs"]["fixture"]).validate(entry["fixture"])
+
+
+def _check_judges(config: dict[str, Any]) -> None:
+    """The headline judge is configured, and every configured judge has what it needs."""
+    judges = config["judges"]
+    if config["headline_judge"] not in judges:
+        raise ConfigError(f"config: headline_judge {config['headline_judge']!r} is not in judges {judges}")
+    for name in ("llamaguard", "harmbench"):
+        if name in judges and name not in config["judge_models"]:
+            raise ConfigError(f"config: judges lists {name!r} but judge_models.{name} is missing")
+    if "api" in judges:
+        if "api_judge" not in config:
+            raise ConfigError("config: judges lists 'api' but api_judge is missing")
+        from toolshift.api_client import ApiSettings
+
+        ApiSettings.from_mapping(config["api_judge"]["api"], where="config: api_judge.api")

@@ -51,6 +51,8 @@ GENERATED_FILES: tuple[str, ...] = (
     "provenance.md",
     "figures_other.md",
     "completions.md",
+    "headline.md",
+    "analysis_tables.md",
 ) + tuple(f"fig_{name}.md" for name in FIGURE_NAMES)
 """Every fragment `write_book_sources` writes (the static pages include these)."""
 
@@ -393,6 +395,56 @@ def provenance_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]
     return "".join(parts)
 
 
+ANALYSIS_TITLES = {
+    "asr_by_category": "ASR by category (test split)",
+    "selection": "Layer and α selected on the validation split",
+    "transfer": "Transfer of the tool vector between datasets",
+    "intervention_cost": "KL cost of each intervention on harmless test prompts",
+    "representation": "Each condition's shift at the selected layer",
+    "free_tool_use": "The free condition: ASR by whether the model chose to call the tool (correlational)",
+    "asr_by_judge": "ASR under every judge, side by side",
+    "judge_agreement": "How far the judges agree with each other (percent agreement and Cohen's κ)",
+    "judge_human_agreement": "Each judge against the human majority of the labelled file",
+}
+"""Section titles of the analysis tables the book shows (any other table is titled by its name)."""
+
+
+def headline_markdown(headline: pd.DataFrame | None) -> str:
+    """The headline sentence, from `tables/headline.csv` (toolshift.headline computes it, only there)."""
+    if headline is None or headline.empty:
+        return "% No headline table was given.\n"
+    from toolshift.headline import headline_sentence
+
+    try:
+        return headline_sentence(headline) + "\n"
+    except (KeyError, ValueError) as exc:
+        return f"The headline could not be stated: {_cell(exc)}\n"
+
+
+def _format_value(x: Any) -> str:
+    if isinstance(x, float):
+        return _DASH if math.isnan(x) else f"{x:.3g}"
+    return _cell(x)
+
+
+def _table_order(name: str) -> tuple[int, str]:
+    return (list(ANALYSIS_TITLES).index(name) if name in ANALYSIS_TITLES else len(ANALYSIS_TITLES), name)
+
+
+def analysis_tables_markdown(tables: Mapping[str, pd.DataFrame]) -> str:
+    """Each analysis table as a titled markdown table, in a stable order."""
+    parts = []
+    for name in sorted(tables, key=_table_order):
+        table = tables[name]
+        parts.append(f"### {ANALYSIS_TITLES.get(name, name)}\n")
+        if table.empty:
+            parts.append("No rows in this run.\n")
+            continue
+        rows = [[_format_value(v) for v in row] for row in table.itertuples(index=False)]
+        parts.append(markdown_table([_cell(c) for c in table.columns], rows))
+    return "\n".join(parts) if parts else "% No analysis tables were given.\n"
+
+
 COMPLETION_CHARS = 160
 """Completions shown in the book (only with `book.show_completions: true`) are cut to this length."""
 COMPLETIONS_PER_RUN = 2
@@ -451,6 +503,8 @@ def write_book_sources(
     over_refusal_csv: str | os.PathLike[str] | None = None,
     judge: str | None = None,
     judged: pd.DataFrame | None = None,
+    headline: pd.DataFrame | None = None,
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Write the book's generated fragments into `{book_dir}/_generated/` (replaced as a whole).
 
@@ -479,6 +533,8 @@ def write_book_sources(
         "vectors.md": vectors_markdown(vectors),
         "provenance.md": provenance_markdown(config, list(fixture_models)),
         "completions.md": completions_markdown(judged, show_completions),
+        "headline.md": headline_markdown(headline),
+        "analysis_tables.md": analysis_tables_markdown(tables or {}),
     }
     copies: list[tuple[Path, str]] = []
     figure_md: dict[str, str] = {}
@@ -536,6 +592,8 @@ def build_report(
     over_refusal_csv: str | os.PathLike[str] | None = None,
     sources: str | os.PathLike[str] | None = None,
     judged: Sequence[str | os.PathLike[str]] = (),
+    headline_csv: str | os.PathLike[str] | None = None,
+    tables: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """The book rule in one call: fragments from the result files, then the HTML build.
 
@@ -575,6 +633,8 @@ def build_report(
         judged=pd.concat([read_table(p, JUDGED_COLUMNS) for p in judged], ignore_index=True)
         if judged
         else None,
+        headline=None if headline_csv is None else pd.read_csv(headline_csv),
+        tables={name: pd.read_csv(path) for name, path in (tables or {}).items()},
     )
     index = build_book(book_dir)
     if index != Path(index_out).resolve():

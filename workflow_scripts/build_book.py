@@ -21,6 +21,8 @@ def main(smk) -> None:
         index_out=Path(smk.output[0]),
         sources=Path(__file__).resolve().parents[1] / "book",
         judged=[Path(p) for p in smk.input.judged],
+        headline_csv=Path(smk.input.headline),
+        tables={Path(p).stem: Path(p) for p in smk.input.analysis},
     )
 
 
