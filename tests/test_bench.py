@@ -1,0 +1,127 @@
+"""`python -m toolshift.bench --quick`: the JSON has every figure, with sane types and values (no timing
+thresholds: targets are judged by `make bench`, not by tests), and the GPU script's configuration is the
+real Qwen2.5-VL-7B's."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolshift.bench import TARGETS, median_ratio, table, verdict
+from toolshift.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+RATIOS = (
+    "capture_overhead",
+    "intervention_overhead",
+    "batch8_per_prompt_over_batch1",
+    "activation_write_over_numpy_save",
+)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "nested" / "bench.json"
+    cmd = [sys.executable, "-m", "toolshift.bench", "--quick", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not [p for p in out.parent.iterdir() if p.name != "bench.json"]  # no temporary file left
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_quick_bench_writes_every_ratio_as_a_positive_finite_number(quick):
+    result, _ = quick
+    for key in RATIOS:
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
+    assert result["quick"] is True
+    generation = result["generation"]
+    assert generation["new_tokens_per_prompt"] == generation["max_new_tokens"]  # fixed work per run
+    assert set(generation["median_s"]) == {"plain", "capture", "add_alpha0", "batch_1", "batch_8"}
+
+
+def test_quick_bench_storage_is_about_four_bytes_per_float32_value(quick):
+    result, _ = quick
+    # float32 payload plus netCDF/HDF5 headers and coordinates: at least 4, and not wildly more
+    assert 4.0 <= result["activation_bytes_per_value"] < 16.0
+    storage = result["storage"]
+    assert storage["numpy_bytes"] > 4 * math.prod(storage["shape"])
+
+
+def test_quick_bench_counts_the_paper_dag(quick):
+    result, _ = quick
+    paper = load_config(REPO / "config" / "paper.yaml")
+    counts = result["dag_rule_counts"]
+    assert result["dag_jobs"] == sum(counts.values())
+    runs = len(paper["models"]) * len(paper["datasets"]) * len(paper["conditions"])
+    assert counts["infer_shard"] == runs * paper["generation"]["shards"]
+    assert counts["merge_run"] == runs
+    assert counts["intervene_shard"] > 0  # per-intervention counts: tests/test_paper_config.py
+    assert counts["book"] == 1
+    assert isinstance(result["dag_build_s"], float) and result["dag_build_s"] > 0
+
+
+def test_quick_bench_skips_end_to_end_and_prints_every_figure(quick):
+    result, stdout = quick
+    assert result["end_to_end_s"] is None
+    assert set(result["verdicts"]) == set(TARGETS)
+    assert all(result["verdicts"][k] in ("pass", "miss") for k in TARGETS)
+    labels = ("capture overhead", "intervention overhead", "batch 8 / batch 1", "snakemake -n", "skipped")
+    for label in labels:
+        assert label in stdout
+    assert str(result["dag_jobs"]) in stdout
+
+
+def test_median_ratio_pairs_repetitions_and_rejects_mismatched_series():
+    assert median_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 3.0]) == 2.0
+    with pytest.raises(ValueError):
+        median_ratio([1.0], [1.0, 2.0])
+
+
+def test_verdict_and_table_mark_pass_miss_and_unmeasured():
+    assert verdict("capture_overhead", 1.01) == "pass"
+    assert verdict("capture_overhead", 1.2) == "miss"
+    assert verdict("dag_build_s", 16.0) == "miss"
+    assert verdict("dag_jobs", 10) == "-"
+    assert verdict("capture_overhead", None) == "-"
+    text = table({"capture_overhead": 1.2, "dag_jobs": 7})
+    assert "1.200x" in text and "miss" in text and "skipped" in text
+
+
+def test_gpu_bench_uses_the_real_qwen2_5_vl_7b_configuration():
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from toolshift.bench_gpu import model_config
+
+    config = model_config()
+    text = config.get_text_config()
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads) == (3584, 28, 28)
+    assert (text.num_key_value_heads, text.intermediate_size, text.vocab_size) == (4, 18944, 152064)
+    assert config.vision_config.depth == 32 and config.vision_config.out_hidden_size == 3584
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 8.2e9 < n_params < 8.4e9  # Qwen2.5-VL-7B has 8.29 B parameters
+
+
+def test_gpu_bench_runs_tiny_on_cpu_and_refuses_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    from toolshift.bench_gpu import main
+
+    out = tmp_path / "gpu.json"
+    args = ["--out", str(out), "--tiny", "--batch-size", "2", "--new-tokens", "3", "--repeats", "1"]
+    assert main([*args, "--device", "cpu", "--image-side", "56", "--text-tokens", "6"]) == 0
+    result = json.loads(out.read_text())
+    assert result["new_tokens"] == 3 and result["batch_size"] == 2
+    assert set(result["variants"]) == {"plain", "capture", "add_alpha0"}
+    assert all(v["prompts_per_s"] > 0 for v in result["variants"].values())
+    if not torch.cuda.is_available():
+        assert main(["--out", str(tmp_path / "none.json")]) == 2
+        assert not (tmp_path / "none.json").exists()

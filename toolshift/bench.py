@@ -1,0 +1,388 @@
+"""`make bench`: the project's speed and storage figures, measured in one run as ratios or counts.
+
+Every timing figure is a ratio of two timings taken in the same process, interleaved repetition by
+repetition (A, B, B, A, ...) and summarised by the median of the per-repetition ratios, so that it holds on
+a noisy or shared machine; absolute seconds are recorded beside them for context only.
+
+Figures (targets where the project sets one):
+
+- capture overhead: generation with residual capture / without (target <= 1.05);
+- intervention overhead: generation with an `add` hook at alpha = 0 / without (target <= 1.05);
+- batching: per-prompt generation time at batch 8 / batch 1;
+- activation storage: bytes on disk per prompt x layer x hidden value of `activations.nc`, and its write
+  time / a raw `numpy.save` of the same array;
+- DAG build: `snakemake -n` wall time for `config/paper.yaml` (target <= 15 s) and its job count;
+- end to end: wall time of the embedded default (`config/config.yaml`) from scratch (skipped by --quick).
+
+The model is a tiny random Qwen2.5-VL fixture (toolshift.fixtures), on the CPU, with a fixed number of new
+tokens per prompt (eos suppressed) so that every timed run does the same work.
+Usage: `python -m toolshift.bench [--out results/bench/bench.json] [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolshift.contracts import atomic_path
+from toolshift.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path("results") / "bench" / "bench.json"
+PAPER_CONFIG = REPO_ROOT / "config" / "paper.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "capture_overhead": ("<=", 1.05),
+    "intervention_overhead": ("<=", 1.05),
+    "dag_build_s": ("<=", 15.0),
+}
+"""The figures with a target: (comparison, bound)."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def settings(quick: bool) -> dict[str, Any]:
+    """The sizes of one benchmark run: full (`make bench`) or quick (tests)."""
+    if quick:
+        return {
+            "fixture": {"hidden_size": 64, "num_layers": 2, "num_heads": 4},
+            "n_prompts": 8,
+            "max_new_tokens": 4,
+            "batch_size": 8,
+            "repeats": 3,
+            "storage_shape": (32, 4, 64),
+            "storage_repeats": 2,
+            "dag_repeats": 1,
+            "end_to_end": False,
+        }
+    return {
+        "fixture": {"hidden_size": 256, "num_layers": 4, "num_heads": 4},
+        "n_prompts": 16,
+        "max_new_tokens": 16,
+        "batch_size": 8,
+        "repeats": 5,
+        "storage_shape": (512, 28, 512),
+        "storage_repeats": 5,
+        "dag_repeats": 3,
+        "end_to_end": True,
+    }
+
+
+# --------------------------------------------------------------------------- timing helpers
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved_times(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Run every variant `repeats` times, interleaved, alternating the order each repetition (ABBA...)."""
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(repeats):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            times[name].append(_seconds(variants[name]))
+    return times
+
+
+def median_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """The median of the per-repetition ratios numerator[i] / denominator[i]."""
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError("median_ratio needs two equally long, non-empty series")
+    return float(statistics.median(a / b for a, b in zip(numerator, denominator, strict=True)))
+
+
+# --------------------------------------------------------------------------- generation figures
+
+
+def _load_fixture_model(work: Path, fixture: dict[str, int]) -> Any:
+    from toolshift.fixtures import build_fixture
+    from toolshift.modeling import load_model
+
+    path = build_fixture("qwen2_5_vl", work / "model", seed=0, **fixture)
+    return load_model(path, "qwen2_5_vl", dtype="float32", device="cpu")
+
+
+def generation_figures(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Capture overhead, intervention overhead (add, alpha 0) and batching, on a tiny Qwen2.5-VL fixture."""
+    import torch
+
+    # one intra-op thread: on a shared machine, spinning thread pools make timings far noisier
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _generation_figures(work, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _generation_figures(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from toolshift.fixtures import synthetic_episodes
+    from toolshift.hooks import Intervention
+    from toolshift.inference import generate
+
+    loaded = _load_fixture_model(work, cfg["fixture"])
+    max_new = cfg["max_new_tokens"]
+    # every timed run generates exactly max_new tokens per prompt (generate copies this config)
+    loaded.model.generation_config.min_new_tokens = max_new
+    episodes = synthetic_episodes(work, cfg["n_prompts"], conditions=("direct",))
+    zero_add = Intervention(
+        kind="add",
+        layer=loaded.n_layers // 2,
+        vector=np.random.default_rng(0).standard_normal(loaded.hidden_size).astype(np.float32),
+        alpha=0.0,
+    )
+
+    def run(capture: bool, intervention: Any = None, batch_size: int = cfg["batch_size"]) -> Any:
+        return lambda: generate(
+            loaded,
+            episodes,
+            work,
+            batch_size=batch_size,
+            max_new_tokens=max_new,
+            capture=capture,
+            intervention=intervention,
+            progress=False,
+        )
+
+    # warm-up (allocator, kernels, image preprocessing caches); also checks the fixed token count
+    warm, _ = run(False)()
+    n_new = warm["n_new_tokens"].tolist()
+    generation_times = interleaved_times(
+        {
+            "plain": run(False),
+            "capture": run(True),
+            "add_alpha0": run(False, zero_add),
+        },
+        cfg["repeats"],
+    )
+    batch_times = interleaved_times(
+        {"batch_1": run(False, batch_size=1), "batch_8": run(False, batch_size=8)}, cfg["repeats"]
+    )
+    n = len(episodes)
+    return {
+        "capture_overhead": median_ratio(generation_times["capture"], generation_times["plain"]),
+        "intervention_overhead": median_ratio(generation_times["add_alpha0"], generation_times["plain"]),
+        "batch8_per_prompt_over_batch1": median_ratio(batch_times["batch_8"], batch_times["batch_1"]),
+        "generation": {
+            "model": "qwen2_5_vl fixture (random weights)",
+            **{k: int(v) for k, v in cfg["fixture"].items()},
+            "n_prompts": n,
+            "max_new_tokens": max_new,
+            "new_tokens_per_prompt": int(statistics.median(n_new)) if n_new else 0,
+            "batch_size": cfg["batch_size"],
+            "repeats": cfg["repeats"],
+            "torch_threads": torch.get_num_threads(),
+            "median_s": {
+                name: float(statistics.median(ts)) for name, ts in {**generation_times, **batch_times}.items()
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------- storage figures
+
+
+def storage_figures(work: Path, shape: tuple[int, int, int], repeats: int) -> dict[str, Any]:
+    """Bytes per stored value of `activations.nc` and its write time relative to a raw `numpy.save`."""
+    from toolshift.activations import to_dataset, write_activations
+
+    n_prompts, n_layers, hidden = shape
+    states = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ids = [f"p{i:05d}" for i in range(n_prompts)]
+    attrs = {"model": "bench", "revision": "bench", "condition": "direct"}
+    nc_path, npy_path = work / "activations.nc", work / "activations.npy"
+
+    def write_nc() -> None:
+        write_activations(to_dataset(states, ids, attrs), nc_path)
+
+    def write_npy() -> None:
+        with open(npy_path, "wb") as fh:
+            np.save(fh, states)
+            fh.flush()
+
+    write_nc()  # warm-up: imports, h5py/netCDF initialisation
+    times = interleaved_times({"netcdf": write_nc, "numpy_save": write_npy}, repeats)
+    values = n_prompts * n_layers * hidden
+    return {
+        "activation_bytes_per_value": nc_path.stat().st_size / values,
+        "activation_write_over_numpy_save": median_ratio(times["netcdf"], times["numpy_save"]),
+        "storage": {
+            "shape": list(shape),
+            "netcdf_bytes": nc_path.stat().st_size,
+            "numpy_bytes": npy_path.stat().st_size,
+            "repeats": repeats,
+            "median_s": {name: float(statistics.median(ts)) for name, ts in times.items()},
+        },
+    }
+
+
+# --------------------------------------------------------------------------- workflow figures
+
+
+def _snakemake() -> str:
+    found = Path(sys.executable).parent / "snakemake"
+    return str(found) if found.exists() else (shutil.which("snakemake") or "snakemake")
+
+
+def _run_snakemake(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    cmd = [_snakemake(), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(cwd), *args]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"{' '.join(cmd[:1] + args)} failed (exit {proc.returncode}): {tail[0]}")
+    return proc
+
+
+def dag_figures(work: Path, repeats: int, configfile: Path = PAPER_CONFIG) -> dict[str, Any]:
+    """Wall time of `snakemake -n` (dry run, job summary only) for `configfile`, and its job count."""
+    times: list[float] = []
+    n_jobs, rule_counts = None, {}
+    for rep in range(repeats):
+        directory = work / f"dag{rep}"
+        directory.mkdir()
+        args = ["--configfile", str(configfile), "--dry-run", "--quiet", "rules"]
+        start = time.perf_counter()
+        proc = _run_snakemake(args, directory, timeout=900)
+        times.append(time.perf_counter() - start)
+        rule_counts = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M)}
+        if "total" not in rule_counts:
+            raise RuntimeError("snakemake --dry-run printed no 'total' job count")
+        n_jobs = rule_counts.pop("total")
+    return {
+        "dag_build_s": float(statistics.median(times)),
+        "dag_jobs": n_jobs,
+        "dag_rule_counts": rule_counts,
+        "dag": {"configfile": str(configfile.relative_to(REPO_ROOT)), "repeats": repeats, "times_s": times},
+    }
+
+
+def end_to_end_figures(work: Path, cores: int | None = None) -> dict[str, Any]:
+    """Wall time of the embedded default (config/config.yaml) from scratch in an empty directory."""
+    directory = work / "e2e"
+    directory.mkdir()
+    cores = cores or os.cpu_count() or 1
+    args = ["--configfile", str(DEFAULT_CONFIG), "--cores", str(cores)]
+    start = time.perf_counter()
+    _run_snakemake(args, directory, timeout=7200)
+    return {"end_to_end_s": time.perf_counter() - start, "end_to_end": {"cores": cores}}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def verdict(name: str, value: float | None) -> str:
+    """`pass` / `miss` against the figure's target, `-` where it has none or was not measured."""
+    if name not in TARGETS or value is None:
+        return "-"
+    op, bound = TARGETS[name]
+    ok = value <= bound if op == "<=" else value >= bound
+    return "pass" if ok else "miss"
+
+
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("capture_overhead", "capture overhead (with / without)", "{:.3f}x"),
+    ("intervention_overhead", "intervention overhead (add, alpha 0 / without)", "{:.3f}x"),
+    ("batch8_per_prompt_over_batch1", "per-prompt time, batch 8 / batch 1", "{:.3f}x"),
+    ("activation_bytes_per_value", "activations.nc bytes per prompt*layer*hidden", "{:.3f} B"),
+    ("activation_write_over_numpy_save", "activations.nc write / numpy.save", "{:.2f}x"),
+    ("dag_build_s", "snakemake -n, config/paper.yaml", "{:.1f} s"),
+    ("dag_jobs", "jobs in the paper DAG", "{:d}"),
+    ("end_to_end_s", "embedded default, end to end", "{:.0f} s"),
+)
+
+
+def table(result: dict[str, Any]) -> str:
+    """A plain-text table of every figure, its target and pass/miss."""
+    lines = [f"{'figure':<48} {'value':>12} {'target':>9} {'':>4}", "-" * 76]
+    for key, label, fmt in ROWS:
+        value = result.get(key)
+        failed = key == "end_to_end_s" and "error" in result.get("end_to_end", {})
+        shown = ("failed" if failed else "skipped") if value is None else fmt.format(value)
+        target = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
+        lines.append(f"{label:<48} {shown:>12} {target:>9} {verdict(key, value):>4}")
+    return "\n".join(lines)
+
+
+def _progress(stage: str) -> None:
+    print(f"bench: {stage} ...", file=sys.stderr, flush=True)
+
+
+def run_bench(out: str | os.PathLike[str] = DEFAULT_OUT, *, quick: bool = False) -> dict[str, Any]:
+    """Measure every figure, write them to `out` as JSON (atomically) and return them."""
+    import torch
+
+    cfg = settings(quick)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="toolshift-bench-") as tmp:
+        work = Path(tmp)
+        result: dict[str, Any] = {"quick": quick}
+        _progress("generation: capture, intervention, batching")
+        result.update(generation_figures(work / "generation", cfg))
+        _progress("activation storage")
+        result.update(storage_figures(work, cfg["storage_shape"], cfg["storage_repeats"]))
+        _progress("snakemake -n on config/paper.yaml")
+        result.update(dag_figures(work, cfg["dag_repeats"]))
+        if cfg["end_to_end"]:
+            _progress("end to end: the embedded default")
+            try:
+                result.update(end_to_end_figures(work))
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                # keep the other figures: the JSON records the failure and main() exits 1
+                result.update({"end_to_end_s": None, "end_to_end": {"error": str(exc)}})
+        else:
+            result.update({"end_to_end_s": None, "end_to_end": {"skipped": "quick mode"}})
+    result["targets"] = {k: {"op": op, "bound": b} for k, (op, b) in TARGETS.items()}
+    result["verdicts"] = {k: verdict(k, result.get(k)) for k in TARGETS}
+    result["machine"] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    result["bench_wall_s"] = time.perf_counter() - started
+    with atomic_path(out) as tmp_path:
+        tmp_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run the benchmark, write the JSON, print the table."""
+    parser = argparse.ArgumentParser(prog="python -m toolshift.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON output path (default {DEFAULT_OUT})")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no end-to-end run (for tests)")
+    args = parser.parse_args(argv)
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a directory; expected a JSON file path")
+    result = run_bench(args.out, quick=args.quick)
+    print(table(result))
+    print(f"\nwritten: {args.out}")
+    if "error" in result.get("end_to_end", {}):
+        print(f"bench: end-to-end run failed: {result['end_to_end']['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
