@@ -115,7 +115,8 @@ def _check_asr(asr: pd.DataFrame) -> None:
         raise ContractError("asr table: no rows (expected rows of tables/asr.csv)")
 
 
-def _pick_judge(asr: pd.DataFrame, judge: str | None) -> str:
+def pick_judge(asr: pd.DataFrame, judge: str | None) -> str:
+    """`judge` if the ASR table has rows for it (else a one-line error); by default `keyword` if present."""
     judges = [str(j) for j in pd.unique(asr["judge"])]
     if judge is not None:
         if judge not in judges:
@@ -379,7 +380,7 @@ def plot_dose_response(asr: pd.DataFrame, out_png: str | Path, judge: str | None
     `judge` defaults to `keyword` if present, else the first judge in sorted order. Returns the caption.
     """
     _check_asr(asr)
-    judge = _pick_judge(asr, judge)
+    judge = pick_judge(asr, judge)
     rows = asr[asr["judge"] == judge].copy()
     parsed = rows["intervention"].map(parse_dose_id)
     rows["kind"] = parsed.map(lambda p: p[0] if p else None)

@@ -29,6 +29,8 @@ import yaml
 import toolshift
 from toolshift.contracts import ASR_COLUMNS, JUDGED_COLUMNS, read_table
 from toolshift.errors import ContractError, ToolshiftError
+from toolshift.plots import pick_judge
+from toolshift.tables import OVER_REFUSAL_COLUMNS
 
 GENERATED = "_generated"
 """Folder, inside the book, that holds every generated fragment and the copied figures."""
@@ -56,18 +58,7 @@ GENERATED_FILES: tuple[str, ...] = (
 ) + tuple(f"fig_{name}.md" for name in FIGURE_NAMES)
 """Every fragment `write_book_sources` writes (the static pages include these)."""
 
-OVER_REFUSAL_NEEDED: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "condition",
-    "intervention",
-    "judge",
-    "n",
-    "n_refused",
-    "refusal_rate",
-    "refusal_ci_low",
-    "refusal_ci_high",
-)
+OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if c != "split")
 """Columns of `tables/over_refusal.csv` the book shows (refusal rate on harmless prompts)."""
 
 _VERSION_PACKAGES = (
@@ -124,17 +115,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def _pick_judge(asr: pd.DataFrame, judge: str | None) -> str:
-    judges = [str(j) for j in pd.unique(asr["judge"])]
-    if judge is not None:
-        if judge not in judges:
-            raise ContractError(
-                f"asr table: no rows for judge {judge!r}; judges present: {', '.join(judges)}"
-            )
-        return judge
-    return "keyword" if "keyword" in judges else sorted(judges)[0]
 
 
 # --------------------------------------------------------------------------- fragments
@@ -521,7 +501,7 @@ def write_book_sources(
     asr = read_table(asr_csv, ASR_COLUMNS)
     if asr.empty:
         raise ContractError(f"{asr_csv}: no rows")
-    judge = _pick_judge(asr, judge)
+    judge = pick_judge(asr, judge)
     captions = dict(captions or {})
     over_refusal = None if over_refusal_csv is None else read_table(over_refusal_csv, OVER_REFUSAL_NEEDED)
 
