@@ -48,7 +48,7 @@ def test_paper_dag_builds_offline_with_the_expected_job_counts(paper, tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     n_models, n_datasets = len(paper["models"]), len(paper["datasets"])
     n_conditions, n_shards = len(paper["conditions"]), paper["generation"]["shards"]
-    n_interventions = len(expand_interventions(paper["interventions"]))
+    n_intervention_runs = sum(len(expand_interventions(paper["interventions"], d)) for d in paper["datasets"])
     runs = n_models * n_datasets * n_conditions
     assert int(counts["model"]) == n_models
     assert int(counts["prompts"]) == n_datasets
@@ -56,8 +56,8 @@ def test_paper_dag_builds_offline_with_the_expected_job_counts(paper, tmp_path):
     assert int(counts["merge_run"]) == runs
     assert int(counts["validate_run"]) == runs
     assert int(counts["vectors"]) == n_models * n_datasets
-    assert int(counts["intervene_shard"]) == n_models * n_datasets * n_interventions * n_shards
-    assert int(counts["judge"]) == n_models * n_datasets
+    assert int(counts["intervene_shard"]) == n_models * n_intervention_runs * n_shards
+    assert int(counts["judge"]) == n_models * n_datasets * len(paper["judges"])
     assert int(counts["book"]) == 1
 
 
