@@ -138,3 +138,23 @@ class FixtureParts:
 
 VISION_TOWER: dict[str, int] = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2}
 """The toy vision tower every fixture family uses (its own config class, these sizes)."""
+
+
+def chatml_qwen2_text_config(tokenizer: Any, hidden_size: int, num_layers: int, num_heads: int) -> Any:
+    """The tiny Qwen2 text decoder of the fixtures whose language model is Qwen2 with ChatML tokens
+    (LLaVA-OneVision, InternVL3): `<|endoftext|>` as bos/pad, `<|im_end|>` as eos."""
+    from transformers import Qwen2Config
+
+    ids = tokenizer.convert_tokens_to_ids
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
+        max_position_embeddings=4096,
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|im_end|>"),
+        pad_token_id=ids("<|endoftext|>"),
+    )

@@ -8,7 +8,12 @@ appears (the processor expands it to `<img>` + tokens + `</img>`), no default sy
 
 from __future__ import annotations
 
-from toolshift.fixture_models.common import VISION_TOWER, FixtureParts, fast_tokenizer
+from toolshift.fixture_models.common import (
+    VISION_TOWER,
+    FixtureParts,
+    chatml_qwen2_text_config,
+    fast_tokenizer,
+)
 
 INTERNVL_TEMPLATE = (
     "{% for message in messages %}"
@@ -35,7 +40,6 @@ def build_internvl(
         InternVLForConditionalGeneration,
         InternVLProcessor,
         InternVLVisionConfig,
-        Qwen2Config,
     )
     from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
@@ -76,18 +80,7 @@ def build_internvl(
         image_size=[image_size, image_size],
         patch_size=[patch, patch],
     )
-    text_config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=4096,
-        bos_token_id=ids("<|endoftext|>"),
-        eos_token_id=ids("<|im_end|>"),
-        pad_token_id=ids("<|endoftext|>"),
-    )
+    text_config = chatml_qwen2_text_config(tokenizer, hidden_size, num_layers, num_heads)
     tokens_per_tile = (image_size // patch) ** 2 // 4  # pixel shuffle with downsample ratio 0.5
     config = InternVLConfig(
         vision_config=vision_config,

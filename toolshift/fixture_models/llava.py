@@ -9,7 +9,12 @@ Chat templates written for this project in the form of the public ones:
 
 from __future__ import annotations
 
-from toolshift.fixture_models.common import VISION_TOWER, FixtureParts, fast_tokenizer
+from toolshift.fixture_models.common import (
+    VISION_TOWER,
+    FixtureParts,
+    chatml_qwen2_text_config,
+    fast_tokenizer,
+)
 
 LLAVA_TEMPLATE = (
     "{% macro render(parts) %}"
@@ -138,7 +143,6 @@ def build_llava_onevision(
         LlavaOnevisionForConditionalGeneration,
         LlavaOnevisionImageProcessor,
         LlavaOnevisionProcessor,
-        Qwen2Config,
         SiglipVisionConfig,
     )
     from transformers.models.llava_onevision.video_processing_llava_onevision import (
@@ -164,18 +168,7 @@ def build_llava_onevision(
         patch_size=patch,
         vision_use_head=False,
     )
-    text_config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=4096,
-        bos_token_id=ids("<|endoftext|>"),
-        eos_token_id=ids("<|im_end|>"),
-        pad_token_id=ids("<|endoftext|>"),
-    )
+    text_config = chatml_qwen2_text_config(tokenizer, hidden_size, num_layers, num_heads)
     side = image_size
     pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
     config = LlavaOnevisionConfig(
