@@ -10,6 +10,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.toolshift-installed
 CORES ?= all
 SNAKEMAKE_ARGS ?=
+# A local copy of the benchmark files laid out like the dataset registry (see README, "Datasets").
+# When set, the validation chapter also checks FigStep pixel fidelity against the SafeBench originals.
+# Default: ../shared/data when that folder exists, else none.
+DATA_MIRROR ?= $(wildcard $(abspath ../shared/data))
 
 .PHONY: report test bench lint install clean
 
@@ -23,7 +27,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 report: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) \
+		$(if $(DATA_MIRROR),--config data_mirror=$(DATA_MIRROR)) $(SNAKEMAKE_ARGS)
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
 
 test: $(STAMP)

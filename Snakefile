@@ -20,6 +20,7 @@ include: "rules/interventions.smk"
 include: "rules/judge.smk"
 include: "rules/stats.smk"
 include: "rules/plots.smk"
+include: "rules/validation.smk"
 include: "rules/book.smk"
 
 

@@ -6,7 +6,7 @@ rule book:
         asr=res("tables/asr.csv"),
         over_refusal=res("tables/over_refusal.csv"),
         headline=res("tables/headline.csv"),
-        analysis=[res(f"tables/{t}.csv") for t in ["asr_by_category", *ANALYSIS_TABLES]],
+        analysis=[res(f"tables/{t}.csv") for t in ["asr_by_category", *ANALYSIS_TABLES, *VALIDATION_TABLES]],
         figures=rules.figures.output,
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
         judged=expand(
@@ -15,6 +15,15 @@ rule book:
             model=MODELS,
             dataset=DATASETS,
         ),
+        episodes=expand(
+            res("episodes/{dataset}/{condition}.jsonl"),
+            dataset=DATASETS[0],
+            condition=CONDITIONS,
+        ),
+        episode_images=res(f"episodes/{DATASETS[0]}/images"),
+        prompt_images=res(f"data/{DATASETS[0]}/images"),
+        prompts=expand(res("data/{dataset}/prompts.parquet"), dataset=DATASETS),
+        splits=expand(res("splits/{dataset}.parquet"), dataset=DATASETS),
     output:
         BOOK_INDEX,
     log:
@@ -25,6 +34,8 @@ rule book:
         ENV
     params:
         book_dir=lambda wc, output: results_root_of(output[0], "_build/html/index.html"),
+        results=lambda wc, input: results_root_of(input.asr, "tables/asr.csv"),
+        repo=workflow.basedir,
         config=config,
     script:
         "../workflow_scripts/build_book.py"

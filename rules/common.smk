@@ -37,6 +37,10 @@ ANALYSIS_TABLES = [
     "judge_human_agreement",
 ]
 MODEL_JUDGES = [j for j in JUDGES if j in ("llamaguard", "harmbench")]
+FIGSTEP_FIDELITY = config["validation"]["figstep_fidelity"] is True or (
+    config["validation"]["figstep_fidelity"] == "auto" and bool(config["data_mirror"])
+)
+VALIDATION_TABLES = ["validation_planted"] + (["validation_figstep"] if FIGSTEP_FIDELITY else [])
 
 
 def one_of(names):

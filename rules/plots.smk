@@ -10,6 +10,10 @@ FIGURES = [
     "projections",
     "asr_by_category",
     "headline",
+    "interventions",
+    "asr_by_judge",
+    "intervention_cost",
+    "free_tool_use",
 ]
 
 
@@ -18,6 +22,9 @@ rule figures:
         asr=res("tables/asr.csv"),
         asr_by_category=res("tables/asr_by_category.csv"),
         headline=res("tables/headline.csv"),
+        cost=res("tables/intervention_cost.csv"),
+        free_tool_use=res("tables/free_tool_use.csv"),
+        selection=res("tables/selection.csv"),
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
     output:
         asr_by_condition=res("figures/asr_by_condition.png"),
@@ -28,6 +35,10 @@ rule figures:
         projections=res("figures/projections.png"),
         asr_by_category=res("figures/asr_by_category.png"),
         headline=res("figures/headline.png"),
+        interventions=res("figures/interventions.png"),
+        asr_by_judge=res("figures/asr_by_judge.png"),
+        intervention_cost=res("figures/intervention_cost.png"),
+        free_tool_use=res("figures/free_tool_use.png"),
         captions=res("figures/captions.json"),
         svgs=expand(res("figures/{name}.svg"), name=FIGURES),
     log:

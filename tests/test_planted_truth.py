@@ -7,6 +7,9 @@ last 20 % of layers is not); the planted ASR reduction is significant on the tes
 the CIs. Null: on data without an effect, every test's false-positive rate over many seeds is at most
 the nominal 5 % plus Monte Carlo error: the count of false positives must not exceed the 99.9 %
 quantile of Binomial(n_seeds, 0.05) (bounds printed with the measured rates).
+
+The synthetic study comes from `toolshift.validation`, which also turns these checks into the report's
+table (tests/test_validation.py).
 """
 
 from __future__ import annotations
@@ -14,95 +17,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
-from scipy.stats import binom
 
 from toolshift.headline import MEAN_MODEL, headline_table
 from toolshift.selection import candidate_layers
 from toolshift.splits import make_splits
 from toolshift.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci
 from toolshift.tables import asr_table
+from toolshift.validation import (
+    DECOY_LAYER,
+    MODELS,
+    N_LAYERS,
+    NOMINAL,
+    PLANTED_LAYER,
+    PLANTED_RR,
+    fp_bound,
+    planted_study,
+    planted_verdicts,
+)
 from toolshift.vectors import compute_vectors, cosine
-
-N_LAYERS, HIDDEN = 10, 48
-PLANTED_LAYER = 4  # candidates are layers 0..7 (the last 2 of 10 are excluded)
-DECOY_LAYER = 9  # an even stronger alignment, but in the excluded last 20 %
-N_PER_CLASS = 150  # harmful and harmless prompts, 10 categories
-CATEGORIES = [f"cat{i}" for i in range(10)]
-BASE_ASR, PLANTED_RR = 0.6, 0.3  # tool keeps each direct success with probability 0.7
-MODELS = ("m-a", "m-b", "m-c")
-NOMINAL = 0.05
-
-
-def fp_bound(n_seeds: int) -> int:
-    """The most false positives a test at level 0.05 may show in n_seeds null runs (99.9 % quantile)."""
-    return int(binom.ppf(0.999, n_seeds, NOMINAL))
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
-
-
-def planted_study(seed: int) -> dict:
-    """Prompts, activations of direct/tool/text_trail, and the planted vectors of one model."""
-    rng = np.random.default_rng(seed)
-    n = 2 * N_PER_CLASS
-    ids = [f"h{i:03d}" for i in range(N_PER_CLASS)] + [f"b{i:03d}" for i in range(N_PER_CLASS)]
-    harmful = np.array([True] * N_PER_CLASS + [False] * N_PER_CLASS)
-    prompts = pd.DataFrame(
-        {
-            "prompt_id": ids,
-            "dataset": "syn",
-            "category": [CATEGORIES[i % 10] for i in range(N_PER_CLASS)] * 2,
-            "harmful": harmful,
-        }
-    )
-    r = np.zeros((N_LAYERS, HIDDEN))
-    v = np.zeros((N_LAYERS, HIDDEN))
-    for layer in range(N_LAYERS):
-        u = _unit(rng.standard_normal(HIDDEN))
-        w = rng.standard_normal(HIDDEN)
-        w = _unit(w - (w @ u) * u)
-        r[layer] = 5.0 * u
-        if layer == PLANTED_LAYER:
-            v[layer] = 3.0 * (0.9 * u + np.sqrt(1 - 0.81) * w)  # cos(v, r) = 0.9
-        elif layer == DECOY_LAYER:
-            v[layer] = 6.0 * u  # perfectly aligned and larger: would win if not excluded
-        else:
-            v[layer] = 3.0 * w  # orthogonal to the refusal direction
-    base = rng.standard_normal((N_LAYERS, HIDDEN)) * 2
-    h_direct = base + rng.standard_normal((n, N_LAYERS, HIDDEN)) * 0.4 + harmful[:, None, None] * r
-    h = {
-        "direct": h_direct,
-        "tool": h_direct + v + rng.standard_normal((n, N_LAYERS, HIDDEN)) * 0.3,
-        "text_trail": h_direct + rng.standard_normal((n, N_LAYERS, HIDDEN)) * 0.3,
-    }
-    acts = {
-        c: xr.Dataset(
-            {"resid": (("prompt_id", "layer", "hidden"), arr.astype(np.float32))},
-            coords={"prompt_id": ids, "layer": np.arange(N_LAYERS)},
-            attrs={"condition": c, "position": "last_prompt_token"},
-        )
-        for c, arr in h.items()
-    }
-    return {"prompts": prompts, "acts": acts, "v": v, "r": r}
-
-
-def planted_verdicts(prompts: pd.DataFrame, model: str, seed: int, rr: float = PLANTED_RR) -> pd.DataFrame:
-    """Judged rows of direct / tool / text_trail: tool keeps each direct success with prob 1 - rr."""
-    rng = np.random.default_rng(seed)
-    n = len(prompts)
-    direct = rng.random(n) < BASE_ASR
-    tool = direct & (rng.random(n) < 1 - rr)
-    trail = rng.random(n) < BASE_ASR  # no effect
-    frames = []
-    for condition, unsafe in (("direct", direct), ("tool", tool), ("text_trail", trail)):
-        frames.append(
-            prompts.assign(
-                model=model, condition=condition, intervention="none", judge="keyword", unsafe=unsafe
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +42,11 @@ def study() -> dict:
     per_model = {}
     judged = []
     for k, model in enumerate(MODELS):
-        s = planted_study(seed=100 + k)
-        splits = make_splits(s["prompts"], seed=0)
-        s["splits"] = splits
-        s["vectors"] = compute_vectors(s["acts"], s["prompts"], model=model, dataset="syn", splits=splits)
-        per_model[model] = s
-        judged.append(planted_verdicts(s["prompts"], model, seed=200 + k))
+        planted = planted_study(seed=100 + k)
+        splits = make_splits(planted.prompts, seed=0)
+        vectors = compute_vectors(planted.acts, planted.prompts, model=model, dataset="syn", splits=splits)
+        per_model[model] = {"planted": planted, "splits": splits, "vectors": vectors}
+        judged.append(planted_verdicts(planted.prompts, model, seed=200 + k))
     splits = per_model[MODELS[0]]["splits"]  # same prompts, same seed: the same split in every model
     for s in per_model.values():
         pd.testing.assert_frame_equal(s["splits"], splits)
@@ -126,8 +57,8 @@ def test_planted_directions_are_recovered_from_train_prompts(study):
     for model, s in study["per_model"].items():
         ds = s["vectors"]
         assert ds.attrs["n_harmful"] == 60 and ds.attrs["n_harmless"] == 60  # 40 % of 150 per class
-        cos_tool = cosine(ds["tool_vector"].values, s["v"])
-        cos_ref = cosine(ds["refusal_direction"].values, s["r"])
+        cos_tool = cosine(ds["tool_vector"].values, s["planted"].tool_vector)
+        cos_ref = cosine(ds["refusal_direction"].values, s["planted"].refusal_direction)
         print(f"{model}: min cos(tool) {cos_tool.min():.4f}, min cos(refusal) {cos_ref.min():.4f}")
         assert np.all(cos_tool > 0.99) and np.all(cos_ref > 0.99)
         assert ds["cos_tool_refusal"].sel(layer=PLANTED_LAYER) == pytest.approx(0.9, abs=0.02)
@@ -252,9 +183,9 @@ def test_null_false_positive_rate_of_the_headline():
 def test_null_data_selects_no_layer_with_a_large_score():
     """Without a planted alignment, the selection scores stay small (the criterion is not noise-driven)."""
     s = planted_study(seed=7)
-    acts = dict(s["acts"])
+    acts = dict(s.acts)
     acts["tool"] = acts["text_trail"]  # a tool run without any shift
-    ds = compute_vectors(acts, s["prompts"], model="m", dataset="syn", splits=make_splits(s["prompts"]))
+    ds = compute_vectors(acts, s.prompts, model="m", dataset="syn", splits=make_splits(s.prompts))
     scores = ds["layer_score"].values[: len(candidate_layers(N_LAYERS))]
     print("null selection scores", np.round(scores, 3))
     assert np.nanmax(np.abs(scores)) < 0.5

@@ -9,18 +9,23 @@ import seaborn as sns
 import xarray as xr
 from PIL import Image
 
-from toolshift import CONDITIONS
+from toolshift import CONDITIONS, plots
 from toolshift.contracts import ASR_COLUMNS
 from toolshift.errors import ContractError
 from toolshift.headline import headline_table
 from toolshift.plots import (
     CONDITION_PALETTE,
+    intervention_kind,
     parse_dose_id,
     plot_asr_by_condition,
+    plot_asr_by_judge,
     plot_category_heatmap,
     plot_cosine_by_layer,
     plot_dose_response,
+    plot_free_tool_use,
     plot_headline,
+    plot_intervention_cost,
+    plot_interventions,
     plot_pca,
     plot_probes,
     plot_projections,
@@ -339,3 +344,289 @@ def test_headline_forest_plot(tmp_path):
     assert _rgb(CONDITION_PALETTE["tool"]) in _colours(png)
     with pytest.raises(ContractError, match="no rows"):
         plot_headline(table.iloc[:0], tmp_path / "h.png")
+
+
+# ------------------------------------------------------------------ interventions, judges, cost, free
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, captured (and still written) for planted-value checks."""
+    figures = []
+    save = plots._save
+
+    def capture(fig, out_png):
+        figures.append(fig)
+        save(fig, out_png)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return figures
+
+
+def _bars(ax, horizontal: bool = True) -> dict[str, tuple[float, str]]:
+    """Bar label -> (length, hatch) of the bars drawn on `ax` (one BarContainer per bar)."""
+    out = {}
+    for container in ax.containers:
+        if getattr(container, "patches", None):
+            rect = container.patches[0]
+            out[container.get_label()] = (
+                rect.get_width() if horizontal else rect.get_height(),
+                rect.get_hatch() or "",
+            )
+    return out
+
+
+def _with_judges(judges=("harmbench", "keyword", "llamaguard"), **kw) -> pd.DataFrame:
+    return pd.concat([synthetic_asr(judge=j, seed=k, **kw) for k, j in enumerate(judges)], ignore_index=True)
+
+
+def test_intervention_kind():
+    assert intervention_kind("none") == "none"
+    assert intervention_kind("add_a2") == "add"
+    assert intervention_kind("random_a1_s0") == "random"
+    assert intervention_kind("subtract") == "subtract" and intervention_kind("ablate") == "ablate"
+    assert intervention_kind("transfer_a1_from_mini") == "transfer"
+    assert intervention_kind("mystery") == "other"
+
+
+def test_interventions_bars_equal_table_values(tmp_path, drawn):
+    asr = synthetic_asr(n_seeds=5)
+    png = tmp_path / "interventions.png"
+    caption = plot_interventions(asr, png, "keyword")
+    _check_written(png, caption)
+    assert "n = 20" in caption and "keyword judge" in caption and "Wilson" in caption
+    assert "α = 1 (default" in caption and "mean over 5" in caption
+    colours = _colours(png)
+    assert _rgb(CONDITION_PALETTE["direct"]) in colours and _rgb(CONDITION_PALETTE["tool"]) in colours
+    ax = drawn[0].axes[0]
+    model = ax.get_title().split(" (")[0]
+    sub = asr[asr["model"] == model].set_index(["condition", "intervention"])["asr"]
+    bars = _bars(ax)
+    random = asr[(asr["model"] == model) & asr["intervention"].str.startswith("random_a1_")]["asr"]
+    expected = {
+        "direct": sub[("direct", "none")],
+        "add": sub[("direct", "add_a1")],
+        "random": random.mean(),
+        "tool": sub[("tool", "none")],
+        "subtract": sub[("tool", "subtract")],
+        "ablate": sub[("tool", "ablate")],
+    }
+    assert set(bars) == set(expected)
+    for slot, value in expected.items():
+        assert bars[slot][0] == pytest.approx(value), slot
+    hatches = {slot: h for slot, (_v, h) in bars.items()}
+    assert hatches["direct"] == hatches["tool"] == ""
+    assert len({hatches[s] for s in ("add", "random", "subtract", "ablate")}) == 4
+
+
+def test_interventions_use_the_selected_alpha(tmp_path, drawn):
+    asr = synthetic_asr(random_alphas=(1, 2))
+    selection = pd.DataFrame({"model": list(MODELS), "dataset": "mini", "alpha": [2.0, 0.5]})
+    caption = plot_interventions(asr, tmp_path / "i.png", "keyword", selection)
+    assert "selected on the validation split" in caption and "none at that α for fixture-llava" in caption
+    by_title = {ax.get_title().split(" (")[0]: ax for ax in drawn[0].axes if ax.get_visible()}
+    for model, alpha in zip(MODELS, (2, 0.5), strict=True):
+        bars = _bars(by_title[model])
+        row = asr[(asr["model"] == model) & (asr["intervention"] == f"add_a{alpha:g}")]
+        assert bars["add"][0] == pytest.approx(float(row["asr"].iloc[0]))
+    assert "random" not in _bars(by_title["fixture-llava"])  # no random run at alpha 0.5
+    with pytest.raises(ContractError, match="selection table: no row for model 'fixture-llava'"):
+        plot_interventions(asr, tmp_path / "j.png", "keyword", selection.iloc[:1])
+
+
+def test_interventions_bad_input(tmp_path):
+    asr = synthetic_asr()
+    only_none = asr[asr["intervention"] == "none"]
+    with pytest.raises(ContractError, match="no add_a.*subtract or ablate"):
+        plot_interventions(only_none, tmp_path / "i.png", "keyword")
+    with pytest.raises(ContractError, match="judge 'llamaguard'"):
+        plot_interventions(asr, tmp_path / "i.png", "llamaguard")
+    with pytest.raises(ContractError, match="missing column.*asr_ci_high"):
+        plot_interventions(asr.drop(columns="asr_ci_high"), tmp_path / "i.png", "keyword")
+    doubled = pd.concat([asr, asr[asr["intervention"] == "subtract"]])
+    with pytest.raises(ContractError, match="2 rows where one was expected"):
+        plot_interventions(doubled, tmp_path / "i.png", "keyword")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_asr_by_judge_points_equal_table_values(tmp_path, drawn):
+    asr = _with_judges()
+    png = tmp_path / "asr_by_judge.png"
+    caption = plot_asr_by_judge(asr, png)
+    _check_written(png, caption)
+    assert "harmbench, keyword, llamaguard" in caption and "n = 20" in caption and "Wilson" in caption
+    colours = _colours(png)
+    for c in CONDITIONS:
+        assert _rgb(CONDITION_PALETTE[c]) in colours, c
+    ax = drawn[0].axes[0]
+    model = ax.get_title()
+    for collection in ax.collections:
+        judge = collection.get_label()
+        if judge not in ("harmbench", "keyword", "llamaguard"):
+            continue
+        want = asr[(asr["model"] == model) & (asr["judge"] == judge) & (asr["intervention"] == "none")]
+        want = want.set_index("condition").loc[list(CONDITIONS), "asr"].to_numpy()
+        np.testing.assert_allclose(collection.get_offsets()[:, 0], want)
+    assert len({str(c.get_label()) for c in ax.collections} & {"harmbench", "keyword", "llamaguard"}) == 3
+
+
+def test_asr_by_judge_bad_input(tmp_path):
+    asr = _with_judges()
+    with pytest.raises(ContractError, match="no condition rows"):
+        plot_asr_by_judge(asr[asr["intervention"] != "none"], tmp_path / "j.png")
+    with pytest.raises(ContractError, match="duplicate row.*judge 'harmbench'"):
+        plot_asr_by_judge(pd.concat([asr, asr.iloc[:1]]), tmp_path / "j.png")
+    with pytest.raises(ContractError, match="no rows"):
+        plot_asr_by_judge(asr.iloc[:0], tmp_path / "j.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def synthetic_cost(asr: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for k, r in enumerate(asr[asr["intervention"] != "none"].itertuples(index=False)):
+        kl = 0.001 * (k + 1)
+        rows.append(
+            {
+                "model": r.model,
+                "dataset": r.dataset,
+                "intervention": r.intervention,
+                "condition": r.condition,
+                "layer": 2,
+                "split": "test",
+                "n": 15,
+                "kl_mean": kl,
+                "kl_ci_low": kl * 0.9,
+                "kl_ci_high": kl * 1.1,
+                "kl_last_mean": kl,
+                "kl_generated_mean": kl,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_intervention_cost_points_are_kl_against_asr_change(tmp_path, drawn):
+    asr = synthetic_asr(n_seeds=5)
+    cost = synthetic_cost(asr)
+    png = tmp_path / "cost.png"
+    caption = plot_intervention_cost(cost, asr, png, "keyword")
+    _check_written(png, caption)
+    assert "n = 15" in caption and "n = 20" in caption and "keyword judge" in caption
+    assert "bootstrap" in caption and "Wilson" in caption and "random-vector controls" in caption
+    ax = drawn[0].axes[0]
+    model = ax.get_title()
+    a = asr[asr["model"] == model].set_index(["condition", "intervention"])["asr"]
+    c = cost[cost["model"] == model].set_index("intervention")
+    got = {str(col.get_label()): col.get_offsets() for col in ax.collections if col.get_label() != ""}
+    assert {"add", "random", "subtract", "ablate"} <= set(got)
+    pts = got["subtract"][0]
+    assert pts[0] == pytest.approx(c.loc["subtract", "kl_mean"])
+    assert pts[1] == pytest.approx(a[("tool", "subtract")] - a[("tool", "none")])
+    adds = sorted(i for i in c.index if i.startswith("add_"))
+    want = sorted((c.loc[i, "kl_mean"], a[("direct", i)] - a[("direct", "none")]) for i in adds)
+    np.testing.assert_allclose(sorted(map(tuple, got["add"])), want)
+    assert len(got["random"]) == 5
+
+
+def test_intervention_cost_bad_input(tmp_path):
+    asr = synthetic_asr()
+    cost = synthetic_cost(asr)
+    with pytest.raises(ContractError, match="intervention cost table: missing column.*kl_mean"):
+        plot_intervention_cost(cost.drop(columns="kl_mean"), asr, tmp_path / "c.png", "keyword")
+    with pytest.raises(ContractError, match="intervention cost table: no rows"):
+        plot_intervention_cost(cost.iloc[:0], asr, tmp_path / "c.png", "keyword")
+    with pytest.raises(ContractError, match="matching intervention and base"):
+        plot_intervention_cost(cost, asr[asr["intervention"] == "none"], tmp_path / "c.png", "keyword")
+    assert list(tmp_path.iterdir()) == []
+    caption = plot_intervention_cost(
+        cost, asr[asr["intervention"] != "subtract"], tmp_path / "c.png", "keyword"
+    )
+    assert "2 cost rows without a matching ASR row are left out" in caption
+
+
+def synthetic_free(models=MODELS, judges=("keyword", "llamaguard"), never=()) -> pd.DataFrame:
+    rows = []
+    for k, m in enumerate(models):
+        for j, judge in enumerate(judges):
+            for used in (False, True):
+                if used and m in never:
+                    continue
+                n = 10 + k + 3 * used
+                p = (j + 2 * used + 1) / 6
+                rows.append(
+                    {
+                        "model": m,
+                        "dataset": "mini",
+                        "judge": judge,
+                        "used_tool": used,
+                        "n": n,
+                        "n_unsafe": round(p * n),
+                        "asr": p,
+                        "asr_ci_low": max(0.0, p - 0.2),
+                        "asr_ci_high": min(1.0, p + 0.2),
+                        "mean_tool_calls": float(used),
+                        "n_malformed_calls": 0,
+                        "n_stopped_at_max_turns": 0,
+                        "split": "test",
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_free_tool_use_bars_and_counts(tmp_path, drawn):
+    free = synthetic_free()
+    png = tmp_path / "free.png"
+    caption = plot_free_tool_use(free, png)
+    _check_written(png, caption)
+    assert "n = 10–14" in caption and "keyword, llamaguard" in caption and "Wilson" in caption
+    assert "never called" not in caption
+    assert _rgb(CONDITION_PALETTE["free"]) in _colours(png)
+    ax = drawn[0].axes[0]
+    model = ax.get_title()
+    bars = _bars(ax, horizontal=False)
+    sub = free[free["model"] == model]
+    assert len(bars) == len(sub) == 4
+    for r in sub.itertuples(index=False):
+        assert bars[f"{r.judge}|{r.used_tool}"][0] == pytest.approx(r.asr)
+    texts = {t.get_text() for t in ax.texts}
+    assert {f"n={n}" for n in sub["n"]} <= texts
+
+
+def test_free_tool_use_draws_what_exists(tmp_path, drawn):
+    free = synthetic_free(never=("fixture-llava",))
+    free = free.assign(used_tool=free["used_tool"].map(str))  # as a CSV round trip may leave it
+    png = tmp_path / "free.png"
+    caption = plot_free_tool_use(free, png)
+    _check_written(png, caption)
+    assert "fixture-llava never called the tool" in caption
+    llava = next(ax for ax in drawn[0].axes if ax.get_title() == "fixture-llava")
+    assert set(_bars(llava, horizontal=False)) == {"keyword|False", "llamaguard|False"}
+    assert sum(t.get_text() == "none" for t in llava.texts) == 2
+    empty = plot_free_tool_use(free.iloc[:0], tmp_path / "empty.png")
+    assert "No free-condition runs" in empty and "n = 0" in empty
+    assert (tmp_path / "empty.svg").is_file()
+
+
+def test_free_tool_use_bad_input(tmp_path):
+    free = synthetic_free()
+    with pytest.raises(ContractError, match="free tool use table: missing column.*used_tool"):
+        plot_free_tool_use(free.drop(columns="used_tool"), tmp_path / "f.png")
+    with pytest.raises(ContractError, match="used_tool value 'maybe'"):
+        plot_free_tool_use(free.assign(used_tool="maybe"), tmp_path / "f.png")
+    with pytest.raises(ContractError, match="duplicate row"):
+        plot_free_tool_use(pd.concat([free, free.iloc[:1]]), tmp_path / "f.png")
+    with pytest.raises(ContractError, match="expected a pandas DataFrame"):
+        plot_free_tool_use([], tmp_path / "f.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_figures_stay_within_the_page_for_seven_models(tmp_path):
+    models = tuple(f"model-{k}-with-a-longer-name" for k in range(7))
+    asr = _with_judges(models=models, n_seeds=5)
+    for name, draw in (
+        ("interventions", lambda p: plot_interventions(asr, p, "keyword")),
+        ("judges", lambda p: plot_asr_by_judge(asr, p)),
+        ("cost", lambda p: plot_intervention_cost(synthetic_cost(asr), asr, p, "keyword")),
+        ("free", lambda p: plot_free_tool_use(synthetic_free(models=models), p)),
+    ):
+        png = tmp_path / f"{name}.png"
+        _check_written(png, draw(png))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -15,20 +17,28 @@ import xarray as xr
 
 from toolshift import CONDITIONS
 from toolshift.contracts import ASR_COLUMNS, write_csv
+from toolshift.datasets import build_prompts, load_mini
+from toolshift.episodes import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError, ToolshiftError
 from toolshift.plots import plot_asr_by_condition, plot_cosine_by_layer, plot_dose_response
 from toolshift.report import (
+    CHAPTERS,
     COMPLETION_CHARS,
+    FIGURE_PAGES,
     FIXTURE_BANNER,
+    TABLE_PAGES,
+    broken_internal_links,
     build_book,
     build_report,
     completions_markdown,
     write_book_sources,
 )
 
-REPO_BOOK = Path(__file__).resolve().parents[1] / "book"
+REPO = Path(__file__).resolve().parents[1]
+REPO_BOOK = REPO / "book"
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
-PAGES = ("intro", "method", "results", "provenance")
+PAGES = CHAPTERS
+RESULTS_PAGES = ("intro", "behaviour", "representation", "interventions", "provenance")
 
 
 def synthetic_asr(n: int = 20) -> pd.DataFrame:
@@ -128,6 +138,18 @@ def results(tmp_path_factory) -> dict:
     (root / "figures" / "captions.json").write_text(json.dumps(captions), encoding="utf-8")
     over = synthetic_over_refusal()
     write_csv(over, root / "tables" / "over_refusal.csv")
+    prompts = build_prompts("mini", load_mini(), root, limit_per_class=2)
+    episodes = {}
+    for c in EPISODE_CONDITIONS:
+        episodes[c] = root / "episodes" / "mini" / f"{c}.jsonl"
+        write_episodes(build_episodes(prompts, c, root), episodes[c])
+    bench = root / "benchmarks" / "infer"
+    bench.mkdir(parents=True)
+    (bench / "m.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n12.5\t0:00:12\t321.0\t10.0\n")
+    planted = pd.DataFrame(
+        {"check": ["tool_vector_cosine"], "description": ["The tool vector is recovered."], "planted": [1.0],
+         "recovered": [0.9987], "criterion": ["cos > 0.99"], "passed": [True]}
+    )  # fmt: skip
     return {
         "asr": asr,
         "asr_csv": root / "tables" / "asr.csv",
@@ -137,6 +159,13 @@ def results(tmp_path_factory) -> dict:
         "figures": figures,
         "captions": captions,
         "captions_json": root / "figures" / "captions.json",
+        "root": root,
+        "prompts": prompts,
+        "episodes": episodes,
+        "tables": {
+            "validation_planted": planted,
+            "judge_human_agreement": pd.DataFrame(columns=["judge", "n", "accuracy", "kappa"]),
+        },
     }
 
 
@@ -157,6 +186,12 @@ def built(results, tmp_path_factory) -> Path:
         fixture_models=list(MODELS),
         captions=results["captions"],
         over_refusal_csv=results["over_refusal_csv"],
+        tables=results["tables"],
+        episodes=results["episodes"],
+        results_root=results["root"],
+        prompts={"mini": results["prompts"]},
+        benchmarks_dir=results["root"] / "benchmarks",
+        repo_dir=REPO,
     )
     with pytest.MonkeyPatch.context() as mp:  # any network access would fail fast
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
@@ -202,58 +237,94 @@ def _text(page: Path) -> str:
     return " ".join(page.read_text(encoding="utf-8").split())
 
 
-def test_every_page_is_built(built):
+def _all_text(built: Path) -> str:
+    return " ".join(_text(built / f"{page}.html") for page in PAGES)
+
+
+def test_every_page_is_built_in_toc_order(built):
     assert (built / "index.html").is_file()
     for page in PAGES:
         assert (built / f"{page}.html").is_file(), page
+    toc = (REPO_BOOK / "_toc.yml").read_text(encoding="utf-8")
+    assert [ln.split(":", 1)[1].strip() for ln in toc.splitlines() if "file:" in ln or "root:" in ln] == list(
+        CHAPTERS
+    )
+    for page in CHAPTERS:  # every page links to the next one, in reading order
+        assert (REPO_BOOK / f"{page}.md").is_file()
 
 
 def test_images_and_internal_links_resolve(built):
-    n_imgs = 0
-    for page in built.glob("*.html"):
-        links = _links(page)
-        for url in links.imgs + links.hrefs + links.srcs:
-            target = _local_target(page, url)
-            if target is not None:
-                assert target.exists(), f"{page.name}: {url}"
-        n_imgs += len(links.imgs)
-    results_imgs = _links(built / "results.html").imgs
-    assert len(results_imgs) == 3 and n_imgs >= 3
-    svgs = [h for h in _links(built / "results.html").hrefs if h.endswith(".svg")]
-    assert len(svgs) == 3
+    assert broken_internal_links(built) == []
+    for name in ("asr_by_condition", "cosine_by_layer", "dose_response"):
+        page = built / f"{FIGURE_PAGES[name]}.html"
+        assert [i for i in _links(page).imgs if i.endswith(f"{name}.png")], name
+        assert [h for h in _links(page).hrefs if h.endswith(f"{name}.svg")], name
+    # the attack image, its zoom, and the unsafe, benign and blank override images of the examples
+    method_imgs = {i for i in _links(built / "method.html").imgs if "images" in i or "overrides" in i}
+    assert len(method_imgs) == 5, method_imgs
+    for page in PAGES:
+        _links(built / f"{page}.html")  # parses
+
+
+def test_every_table_section_is_present(built):
+    for name, page in TABLE_PAGES.items():
+        html = (built / f"{page}.html").read_text(encoding="utf-8")
+        assert f'id="table-{name.replace("_", "-")}"' in html, name
+
+
+def test_method_shows_one_example_per_condition(built):
+    html = (built / "method.html").read_text(encoding="utf-8")
+    for condition in EPISODE_CONDITIONS:
+        assert re.search(rf'class="sd-tab-label"[^>]*>\s*{condition}</label>', html), condition
+    assert html.count("The model generates its answer here") == len(EPISODE_CONDITIONS)
 
 
 def test_fixture_banner_on_results_bearing_pages(built):
-    for page in ("intro", "results"):
+    for page in RESULTS_PAGES:
         assert FIXTURE_BANNER in _text(built / f"{page}.html"), page
-    assert FIXTURE_BANNER not in _text(built / "method.html")
+    for page in ("method", "validation", "reproduce"):
+        assert FIXTURE_BANNER not in _text(built / f"{page}.html"), page
 
 
 def test_headline_numbers_appear(built, results):
     asr = results["asr"]
-    intro, full = _text(built / "intro.html"), _text(built / "results.html")
+    intro, behaviour = _text(built / "intro.html"), _text(built / "behaviour.html")
     for m in MODELS:
         tool = asr[(asr.model == m) & (asr.condition == "tool") & (asr.intervention == "none")].iloc[0]
         cell = f"{100 * tool.asr:.1f} [{100 * tool.asr_ci_low:.1f}, {100 * tool.asr_ci_high:.1f}]"
         rel = f"{100 * tool.rel_reduction:.1f} [{100 * tool.rel_reduction_ci_low:.1f}, "
         assert cell in intro and rel in intro
-        assert cell in full
+        assert cell in behaviour
         assert m in intro
     for r in asr.itertuples():
-        assert f"{100 * r.asr:.1f} [{100 * r.asr_ci_low:.1f}, {100 * r.asr_ci_high:.1f}]" in full
+        assert f"{100 * r.asr:.1f} [{100 * r.asr_ci_low:.1f}, {100 * r.asr_ci_high:.1f}]" in behaviour
+    interventions = _text(built / "interventions.html")
     for r in results["over_refusal"].itertuples():
         cell = f"{100 * r.refusal_rate:.1f} [{100 * r.refusal_ci_low:.1f}, {100 * r.refusal_ci_high:.1f}]"
-        assert cell in full
+        assert cell in interventions
+    everything = _all_text(built)
     for caption in results["captions"].values():
-        assert caption[:60] in full
+        assert caption[:60] in everything
 
 
-def test_provenance_has_config_and_version(built):
+def test_validation_shows_the_planted_table_and_says_what_is_missing(built):
+    text = _text(built / "validation.html")
+    assert "tool_vector_cosine" in text and "0.9987" in text and "cos &gt; 0.99" in text
+    assert "FigStep pixel fidelity was not checked in this run" in text
+    assert "No human-labelled file is configured" in text
+
+
+def test_provenance_has_config_versions_commit_and_runtimes(built):
     text = _text(built / "provenance.html")
     import toolshift
 
     assert toolshift.__version__ in text
-    assert "fixture-qwen2_5_vl" in text and "judges" in text and "fixture (built offline from a seed)" in text
+    assert "fixture-qwen2_5_vl" in text and "judges" in text
+    assert "fixture (built offline from a seed)" in _text(built / "method.html")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if commit.returncode == 0:
+        assert commit.stdout.strip() in text
+    assert "| infer" not in text and "12.5" in text and "321" in text
 
 
 def test_build_report_without_fixture_models(results, tmp_path):
@@ -279,10 +350,11 @@ def test_build_report_without_fixture_models(results, tmp_path):
     assert "{warning}" not in (book / "_generated" / "banner.md").read_text(encoding="utf-8")
     built = index.parent
     assert FIXTURE_BANNER not in _text(built / "intro.html")
-    assert _text(built / "results.html").count("figure was not produced in this run") == 2
-    assert "unpinned" in _text(built / "provenance.html")
-    assert "over-refusal table was not produced" in _text(built / "results.html")
-    assert results["captions"]["asr_by_condition"][:60] in _text(built / "results.html")
+    assert _all_text(built).count("figure was not produced in this run") == len(FIGURE_PAGES) - 1
+    assert "unpinned" in _text(built / "method.html")
+    assert "over-refusal table was not produced" in _text(built / "interventions.html")
+    assert results["captions"]["asr_by_condition"][:60] in _text(built / "behaviour.html")
+    assert "No episode files were given" in _text(built / "method.html")
 
 
 def test_failed_build_raises_and_leaves_no_index(results, tmp_path):
@@ -297,7 +369,7 @@ def test_failed_build_raises_and_leaves_no_index(results, tmp_path):
     )
     (book / "_build" / "html").mkdir(parents=True)
     (book / "_build" / "html" / "index.html").write_text("stale", encoding="utf-8")
-    with open(book / "results.md", "a", encoding="utf-8") as fh:
+    with open(book / "behaviour.md", "a", encoding="utf-8") as fh:
         fh.write("\n```{include} _generated/missing.md\n```\n")
     with pytest.raises(ToolshiftError, match="missing.md"):
         build_book(book)

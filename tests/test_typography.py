@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pandas as pd
 import pytest
-from PIL import Image
 
 from toolshift.typography import FIGSTEP_PROMPT, figstep_text, font_path, render_figstep
+from toolshift.validation import figstep_fidelity_summary, figstep_fidelity_table
 
 FONT_SHA256 = "b925e2e3d14123cc49bd00a8013f1c4f50f05428a71dca752bee7d2e5dd261f8"
 
@@ -47,23 +46,18 @@ def test_render_is_a_760_white_rgb_canvas_with_black_text():
 def test_matches_the_original_safebench_images(shared_data):
     """Every 10th SafeBench row (50 rows, all ten topics): >= 99.9 % of the pixels identical, each row."""
     root = shared_data / "figstep_safebench"
-    table = root / "safebench.csv"
-    if not table.is_file():
-        pytest.skip(f"{table} is absent")
-    rows = pd.read_csv(table).iloc[::10]
-    agreement = []
-    for row in rows.itertuples(index=False):
-        ref_path = root / "images" / "SafeBench" / f"query_ForbidQI_{row.category_id}_{row.task_id}_6.png"
-        with Image.open(ref_path) as ref:
-            reference = np.asarray(ref.convert("RGB"))
-        ours = np.asarray(render_figstep(row.instruction))
-        assert ours.shape == reference.shape
-        agreement.append((row.category_id, row.task_id, float((ours == reference).all(axis=-1).mean())))
-    values = np.array([a for _, _, a in agreement])
+    csv = root / "safebench.csv"
+    if not csv.is_file():
+        pytest.skip(f"{csv} is absent")
+    table = figstep_fidelity_table(csv, root / "images" / "SafeBench", every=10)
+    s = figstep_fidelity_summary(table)
     print(
-        f"\nFigStep pixel agreement over {len(values)} SafeBench rows: mean {values.mean():.6%}, "
-        f"min {values.min():.6%}, identical images {(values == 1).sum()}/{len(values)}"
+        f"\nFigStep pixel agreement over {s['n']} SafeBench rows: mean {s['mean_agreement']:.6%}, "
+        f"min {s['min_agreement']:.6%}, identical images {s['n_identical']}/{s['n']}"
     )
-    assert len({c for c, _, _ in agreement}) == 10
-    worst = [(c, t, a) for c, t, a in agreement if a < 0.999]
-    assert not worst, f"rows below 99.9 % identical pixels: {worst}"
+    assert len(table) == 50 and list(table["dataset_row"]) == list(range(0, 500, 10))
+    assert (table["n_pixels"] == 760 * 760).all()
+    assert s["n_categories"] == 10
+    worst = table.loc[table["agreement"] < 0.999, ["category_id", "task_id", "agreement"]]
+    assert worst.empty, f"rows below 99.9 % identical pixels: {worst.to_dict('records')}"
+    assert s["passed"]

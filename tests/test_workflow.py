@@ -7,6 +7,7 @@ every test here: each contract file is checked, the book is there, and a second 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
+from conftest import shared_data_dir
 
 from toolshift.activations import read_activations
 from toolshift.contracts import (
@@ -26,6 +28,7 @@ from toolshift.contracts import (
     read_table,
 )
 from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
+from toolshift.report import CHAPTERS, FIGURE_PAGES, TABLE_PAGES, broken_internal_links
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +47,10 @@ FIGURES = (
     "projections",
     "asr_by_category",
     "headline",
+    "interventions",
+    "asr_by_judge",
+    "intervention_cost",
+    "free_tool_use",
 )
 
 
@@ -66,6 +73,13 @@ def reduced_config(work: Path) -> dict:
     }
     cfg["stats"] = {"n_boot": 200, "seed": 0}
     cfg["free"] = {"max_turns": 2}
+    mirror = shared_data_dir()
+    if (mirror / "figstep_safebench").is_dir():  # FigStep fidelity against the originals, 10 images
+        cfg["data_mirror"] = str(mirror)
+        cfg["validation"] = {"planted_seed": 0, "figstep_fidelity": "auto", "figstep_every": 50}
+    lock = work / "datasets.lock.yaml"  # never write the committed lock file from a test
+    shutil.copyfile(REPO / "config" / "datasets.lock.yaml", lock)
+    cfg["data_lock"] = str(lock)
     return cfg
 
 
@@ -202,13 +216,37 @@ def test_figures_and_book(dag):
     assert set(captions) == set(FIGURES)
     index = Path(cfg["book_dir"]) / "_build/html/index.html"
     assert "url=intro.html" in index.read_text()  # Jupyter Book's index redirects to the first page
-    overview = (index.parent / "intro.html").read_text()
+    html = index.parent
+    overview = (html / "intro.html").read_text()
     assert "fixture models" in overview and "noise" in overview
-    for page in ("method.html", "results.html", "provenance.html"):
-        assert (index.parent / page).is_file()
-    results_page = (index.parent / "results.html").read_text()
-    for name in ("asr_by_condition", "cosine_by_layer", "dose_response"):
-        assert f"{name}.png" in results_page
+    for page in CHAPTERS:
+        assert (html / f"{page}.html").is_file(), page
+    for name in FIGURES:  # every figure on its page, with its SVG beside it
+        page = (html / f"{FIGURE_PAGES[name]}.html").read_text()
+        assert f"{name}.png" in page and f"{name}.svg" in page, name
+        assert captions[name][:50].replace("'", "&#8217;")[:20] in page or name in page
+    for name, page in TABLE_PAGES.items():  # every table section on its page
+        assert f'id="table-{name.replace("_", "-")}"' in (html / f"{page}.html").read_text(), name
+    assert broken_internal_links(html) == []
+    validation = (html / "validation.html").read_text()
+    assert "tool_vector" in validation and "selected_layer" in validation
+    if cfg.get("data_mirror"):
+        assert "10 SafeBench images rendered" in validation
+    method = (html / "method.html").read_text()
+    assert method.count("The model generates its answer here") == len(CONDITIONS)
+    assert "Runtimes per rule" in (html / "provenance.html").read_text()
+
+
+def test_validation_tables(dag):
+    work, cfg = dag
+    results = Path(cfg["results"])
+    planted = pd.read_csv(results / "tables/validation_planted.csv")
+    assert planted["passed"].all(), planted.loc[~planted["passed"], "check"].tolist()
+    if cfg.get("data_mirror"):
+        fidelity = pd.read_csv(results / "tables/validation_figstep.csv")
+        assert len(fidelity) == 10 and (fidelity["agreement"] > 0.999).all()
+    else:
+        assert not (results / "tables/validation_figstep.csv").exists()
 
 
 def test_splits_and_analysis_tables(dag):

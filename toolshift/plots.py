@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -230,7 +231,7 @@ def plot_asr_by_condition(asr: pd.DataFrame, out_png: str | Path, judge: str) ->
                 error_kw={"ecolor": "black", "elinewidth": 1.2, "capsize": 3},
             )
             ax.set_title(_panel_title(model, dataset, several_datasets), fontsize="medium")
-            ax.set_xlim(0, 1)
+            ax.set_xlim(0, 1.03)  # room for the caps of intervals that end at 100 %
             ax.set_xticks([0, 0.5, 1])
             ax.set_xticks([0.25, 0.75], minor=True)
             ax.grid(axis="x", which="minor", linewidth=0.6)
@@ -240,7 +241,7 @@ def plot_asr_by_condition(asr: pd.DataFrame, out_png: str | Path, judge: str) ->
         axes[0].invert_yaxis()  # shared: the first condition on top in every panel
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
-        fig.get_layout_engine().set(wspace=0.06)
+        fig.get_layout_engine().set(wspace=0.1)  # keeps '100%' and '0%' apart
         fig.supxlabel("ASR (share of harmful prompts judged unsafe)", fontsize="medium")
         caption = (
             f"Attack success rate (ASR) on the harmful prompts of {_datasets_text(rows['dataset'])} "
@@ -467,7 +468,8 @@ def plot_dose_response(asr: pd.DataFrame, out_png: str | Path, judge: str | None
                     label="direct + α·random vector (norm-matched), one seed",
                 )
             ax.set_title(_panel_title(model, dataset, several_datasets), fontsize="medium")
-            ax.set_ylim(0, 1)
+            ax.set_ylim(-0.03, 1.03)  # points at 0 % and 100 % stay whole
+            ax.set_yticks(np.linspace(0, 1, 6))
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_xlabel("α (multiple of the tool vector)")
         axes[0].set_ylabel("ASR")
@@ -769,10 +771,10 @@ def plot_category_heatmap(asr_by_category: pd.DataFrame, out_png: str | Path, ju
     categories = sorted(pd.unique(rows["category"]).astype(str))
     panels = list(dict.fromkeys(zip(rows["model"], rows["dataset"], strict=True)))
     several = rows["dataset"].nunique() > 1
-    nrows, ncols = _grid(len(panels), max_cols=2)
+    nrows, ncols = _grid(len(panels), max_cols=3)
     axes_style, context = _style()
     with axes_style, context:
-        fig = _new_figure(1.2 + nrows * (0.3 * len(categories) + 1.6))
+        fig = _new_figure(1.6 + nrows * (0.21 * len(categories) + 1.5))
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         mesh = None
         for k, (ax, (model, dataset)) in enumerate(zip(axes, panels, strict=False)):
@@ -803,9 +805,15 @@ def plot_category_heatmap(asr_by_category: pd.DataFrame, out_png: str | Path, ju
             ax.set_visible(False)
         if mesh is not None:
             bar = fig.colorbar(
-                mesh, ax=axes[: len(panels)].tolist(), shrink=0.8, format=PercentFormatter(1.0, 0)
+                mesh,
+                ax=axes.tolist(),
+                location="bottom",
+                shrink=0.5,
+                aspect=40,
+                format=PercentFormatter(1.0, 0),
             )
             bar.set_label("ASR", fontsize="small")
+            bar.ax.tick_params(labelsize="x-small")
         caption = (
             "ASR per prompt category and condition on the harmful prompts of "
             f"{_datasets_text(rows['dataset'])} (n = {_n_text(rows['n'])} prompts per cell, numbers in %), "
@@ -855,7 +863,7 @@ def plot_headline(headline: pd.DataFrame, out_png: str | Path) -> str:
         ax.set_yticks(y, [textwrap.shorten(t, 60) for t in labels], fontsize="small")
         for tick, b in zip(ax.get_yticklabels(), bold, strict=True):
             tick.set_fontweight("bold" if b else "normal")
-        ax.invert_yaxis()
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # top to bottom, markers at the ends stay whole
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_xlabel(f"relative ASR reduction, {r0['condition']} vs {r0['reference']}")
         ax.grid(axis="y", visible=False)
@@ -865,6 +873,639 @@ def plot_headline(headline: pd.DataFrame, out_png: str | Path) -> str:
             f"judged by the {r0['judge']} judge, per model and as the mean over models (diamonds, the "
             f"headline); lines are {100 * float(r0['conf']):g} % paired bootstrap confidence intervals "
             f"({int(r0['n_boot'])} resamples of the prompts within each model)."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+# --------------------------------------------------------------------------- interventions
+
+
+INTERVENTION_HATCHES: dict[str, str] = {
+    "none": "",
+    "add": "///",
+    "random": "...",
+    "subtract": "\\\\\\",
+    "ablate": "xxx",
+    "transfer": "---",
+}
+"""Hatching per intervention kind (the bar keeps its base condition's colour); `none` is solid."""
+
+HATCH_COLOR = "white"
+"""Colour of the hatching drawn over a condition-coloured bar."""
+
+_JUDGE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_COST_NEEDED = ("model", "dataset", "intervention", "condition", "n", "kl_mean", "kl_ci_low", "kl_ci_high")
+_FREE_NEEDED = ("model", "dataset", "judge", "used_tool", "n", "asr", "asr_ci_low", "asr_ci_high")
+_SELECTION_NEEDED = ("model", "dataset", "alpha")
+
+
+def intervention_kind(intervention: str) -> str:
+    """`none`, or the kind of an intervention id (add, subtract, ablate, random, transfer); else `other`."""
+    if intervention == "none":
+        return "none"
+    parsed = parse_dose_id(intervention)
+    if parsed:
+        return parsed[0]
+    if intervention in ("subtract", "ablate"):
+        return str(intervention)
+    return "transfer" if str(intervention).startswith("transfer_") else "other"
+
+
+def _rows_for_judge(asr: pd.DataFrame, judge: str) -> pd.DataFrame:
+    _check_asr(asr)
+    return asr[asr["judge"] == pick_judge(asr, judge)]
+
+
+def _panels(rows: pd.DataFrame) -> tuple[list[tuple[str, str]], bool]:
+    panels = list(dict.fromkeys(zip(rows["model"].astype(str), rows["dataset"].astype(str), strict=True)))
+    return panels, rows["dataset"].nunique() > 1
+
+
+def _one(rows: pd.DataFrame, what: str) -> pd.Series | None:
+    """The single row of `rows` (None when empty); several rows are a contract error naming `what`."""
+    if rows.empty:
+        return None
+    if len(rows) > 1:
+        raise ContractError(f"{what}: {len(rows)} rows where one was expected")
+    return rows.iloc[0]
+
+
+def _selected_alphas(
+    selection: pd.DataFrame | None, panels: list[tuple[str, str]], judge: str
+) -> dict[tuple[str, str], float]:
+    if selection is None:
+        return dict.fromkeys(panels, 1.0)
+    if not isinstance(selection, pd.DataFrame):
+        raise ContractError(f"selection table: expected a pandas DataFrame, got {type(selection).__name__}")
+    require_columns(selection, _SELECTION_NEEDED, "selection table")
+    out = {}
+    for model, dataset in panels:
+        sel = selection[(selection["model"] == model) & (selection["dataset"] == dataset)]
+        if len(sel) > 1 and "judge" in sel.columns and (sel["judge"] == judge).any():
+            sel = sel[sel["judge"] == judge]
+        row = _one(sel, f"selection table, model {model!r}, dataset {dataset!r}")
+        if row is None:
+            raise ContractError(
+                f"selection table: no row for model {model!r}, dataset {dataset!r} (expected its alpha)"
+            )
+        alpha = float(row["alpha"])
+        if not math.isfinite(alpha):
+            raise ContractError(
+                f"selection table: alpha of model {model!r}, dataset {dataset!r} is {row['alpha']!r}, "
+                "expected a finite number"
+            )
+        out[(model, dataset)] = alpha
+    return out
+
+
+def _alpha_rows(rows: pd.DataFrame, kind: str, alpha: float) -> pd.DataFrame:
+    parsed = rows["intervention"].map(parse_dose_id)
+    keep = parsed.map(lambda p: bool(p) and p[0] == kind and math.isclose(p[1], alpha, abs_tol=1e-9))
+    return rows[keep.to_numpy(dtype=bool)]
+
+
+def _hatch_handles(kinds: list[str], labels: Mapping[str, str]) -> list[matplotlib.patches.Patch]:
+    return [
+        matplotlib.patches.Patch(
+            facecolor="#8c8c8c", edgecolor=HATCH_COLOR, hatch=INTERVENTION_HATCHES[k], label=labels[k]
+        )
+        for k in kinds
+    ]
+
+
+def plot_interventions(
+    asr: pd.DataFrame, out_png: str | Path, judge: str, selection: pd.DataFrame | None = None
+) -> str:
+    """Ablation and subtraction: ASR of direct and tool runs with and without each intervention, per model.
+
+    Bars, top to bottom: direct; direct + α·tool vector (α from `selection`, i.e. tables/selection.csv,
+    else 1); the mean over seeds of direct + α·random vector (error bar: range over seeds); tool;
+    tool − tool vector (subtract); tool with the tool direction ablated. Colour is the base condition's,
+    hatching the intervention; other error bars are the table's 95 % Wilson intervals. Missing bars
+    (an intervention not run) are marked "not run". Returns the caption.
+    """
+    rows = _rows_for_judge(asr, judge)
+    kinds = rows["intervention"].map(intervention_kind)
+    if not kinds.isin(["add", "subtract", "ablate"]).any():
+        raise ContractError(
+            f"asr table: no add_a{{alpha}}, subtract or ablate intervention rows for judge {judge!r}"
+        )
+    panels, several = _panels(rows[kinds != "none"])
+    alphas = _selected_alphas(selection, panels, judge)
+    slots = ("direct", "add", "random", "tool", "subtract", "ablate")
+    slot_labels = {
+        "direct": "direct",
+        "add": "direct + α·tool vec.",
+        "random": "direct + α·random vec.",
+        "tool": "tool",
+        "subtract": "tool − tool vec.",
+        "ablate": "tool, tool dir. ablated",
+    }
+    base_of = {"direct": "direct", "add": "direct", "random": "direct", "tool": "tool"}
+    base_of |= {"subtract": "tool", "ablate": "tool"}
+    kind_of = {"direct": "none", "tool": "none"} | {k: k for k in ("add", "random", "subtract", "ablate")}
+    ns: list[float] = []
+    seed_counts: set[int] = set()
+    missing_random: list[str] = []
+    ypos = np.arange(len(slots))
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.3 + _grid(len(panels))[0] * (0.34 * len(slots) + 1.0))
+        nrows, ncols = _grid(len(panels))
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+        for ax, (model, dataset) in zip(axes, panels, strict=False):
+            sub = rows[(rows["model"] == model) & (rows["dataset"] == dataset)]
+            alpha = alphas[(model, dataset)]
+            where = f"asr table, model {model!r}, dataset {dataset!r}"
+            for y, slot in zip(ypos, slots, strict=True):
+                cond = sub[sub["condition"] == base_of[slot]]
+                colour = CONDITION_PALETTE[base_of[slot]]
+                if slot in ("direct", "tool"):
+                    picked = cond[cond["intervention"] == "none"]
+                elif slot in ("subtract", "ablate"):
+                    picked = cond[cond["intervention"] == slot]
+                else:
+                    picked = _alpha_rows(cond, slot, alpha)
+                if picked.empty:
+                    if slot == "random":
+                        missing_random.append(model)
+                    ax.text(
+                        0.02, y, "not run", va="center", fontsize="x-small", color="#555555", style="italic"
+                    )
+                    continue
+                if slot == "random":
+                    vals = picked["asr"].to_numpy(dtype=float)
+                    value, lo, hi = float(vals.mean()), float(vals.min()), float(vals.max())
+                    seed_counts.add(len(picked))
+                else:
+                    r = _one(picked, f"{where}, {slot_labels[slot]}")
+                    value, lo, hi = float(r["asr"]), float(r["asr_ci_low"]), float(r["asr_ci_high"])
+                ns.extend(picked["n"].tolist())
+                ax.barh(
+                    [y],
+                    [value],
+                    xerr=[[max(0.0, value - lo)], [max(0.0, hi - value)]],
+                    color=colour,
+                    edgecolor=HATCH_COLOR,
+                    linewidth=0,
+                    hatch=INTERVENTION_HATCHES[kind_of[slot]],
+                    error_kw={"ecolor": "black", "elinewidth": 1.2, "capsize": 3},
+                    label=slot,
+                )
+            title = f"{model} (α = {alpha:g})"
+            ax.set_title(_panel_title(title, dataset, several), fontsize="small")
+            ax.set_xlim(0, 1.02)
+            ax.set_xticks([0, 0.5, 1])
+            ax.set_xticks([0.25, 0.75], minor=True)
+            ax.grid(axis="x", which="minor", linewidth=0.6)
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_yticks(ypos, [slot_labels[s] for s in slots], fontsize="small")
+            ax.grid(axis="y", visible=False)
+            ax.axhline(2.5, color="#999999", linewidth=0.8)
+        axes[0].invert_yaxis()
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        fig.get_layout_engine().set(wspace=0.1)
+        fig.supxlabel("ASR (share of harmful prompts judged unsafe)", fontsize="small")
+        legend_labels = {
+            "none": "no intervention",
+            "add": "+ α·tool vector",
+            "random": "+ α·random vector (mean over seeds)",
+            "subtract": "− tool vector",
+            "ablate": "tool direction ablated",
+        }
+        colour_handles = [
+            matplotlib.patches.Patch(facecolor=CONDITION_PALETTE[c], label=f"base: {c}")
+            for c in ("direct", "tool")
+        ]
+        fig.legend(
+            handles=colour_handles + _hatch_handles(list(legend_labels), legend_labels),
+            loc="outside upper center",
+            ncols=4,
+            fontsize="x-small",
+            handlelength=2.6,
+            handleheight=1.4,
+        )
+        values = sorted(set(alphas.values()))
+        source = "selected on the validation split" if selection is not None else "default, no selection"
+        alpha_text = (
+            f"α = {values[0]:g} ({source})"
+            if len(values) == 1
+            else f"α {source} per model (shown in each panel title)"
+        )
+        seeds = "/".join(str(s) for s in sorted(seed_counts))
+        random_text = (
+            f"the random-vector bar is the mean over {seeds} norm-matched seeds with their range as error bar"
+            if seed_counts
+            else "no random-vector control was run at that α"
+        )
+        if seed_counts and missing_random:
+            random_text += f" (none at that α for {', '.join(dict.fromkeys(missing_random))})"
+        caption = (
+            f"ASR on the harmful prompts of {_datasets_text(rows['dataset'])} for direct and tool runs "
+            f"without and with an intervention at the tool vector's layer ({alpha_text}), per model "
+            f"(n = {_n_text(ns)} prompts per run), judged by the {judge} judge; colour is the base condition "
+            f"and hatching the intervention, {random_text}, and the other error bars are 95 % Wilson "
+            "confidence intervals."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+# --------------------------------------------------------------------------- ASR under every judge
+
+
+def plot_asr_by_judge(asr: pd.DataFrame, out_png: str | Path) -> str:
+    """ASR per condition (intervention ``none``) under every judge of `tables/asr.csv`, one panel per model.
+
+    Each condition is a row; its judges sit side by side (one marker shape per judge, filled with the
+    condition's colour) with the table's 95 % Wilson intervals. Returns the caption.
+    """
+    _check_asr(asr)
+    rows = asr[asr["intervention"] == "none"]
+    if rows.empty:
+        raise ContractError("asr table: no condition rows (intervention 'none')")
+    conditions = _check_conditions(pd.unique(rows["condition"]))
+    judges = sorted(str(j) for j in pd.unique(rows["judge"]))
+    if len(judges) > len(_JUDGE_MARKERS):
+        raise ContractError(f"asr table: {len(judges)} judges, at most {len(_JUDGE_MARKERS)} can be drawn")
+    dup = rows.duplicated(["model", "dataset", "condition", "judge"])
+    if dup.any():
+        r = rows[dup].iloc[0]
+        raise ContractError(
+            f"asr table: duplicate row for model {r['model']!r}, dataset {r['dataset']!r}, "
+            f"condition {r['condition']!r}, judge {r['judge']!r}"
+        )
+    panels, several = _panels(rows)
+    nrows, ncols = _grid(len(panels))
+    step = 0.8 / len(judges)
+    offsets = {j: (k - (len(judges) - 1) / 2) * step for k, j in enumerate(judges)}
+    row_in = max(0.32, 0.11 * len(judges) + 0.06)
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.0 + nrows * (row_in * len(conditions) + 0.9))
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+        ypos = np.arange(len(conditions))
+        for ax, (model, dataset) in zip(axes, panels, strict=False):
+            sub = rows[(rows["model"] == model) & (rows["dataset"] == dataset)]
+            for judge in judges:
+                s = sub[sub["judge"] == judge].set_index("condition").reindex(conditions)
+                have = s["asr"].notna().to_numpy()
+                if not have.any():
+                    continue
+                vals = s["asr"].to_numpy(dtype=float)[have]
+                low = np.clip(vals - s["asr_ci_low"].to_numpy(dtype=float)[have], 0, None)
+                high = np.clip(s["asr_ci_high"].to_numpy(dtype=float)[have] - vals, 0, None)
+                y = ypos[have] + offsets[judge]
+                ax.errorbar(vals, y, xerr=np.vstack([low, high]), fmt="none", ecolor="black", elinewidth=1)
+                ax.scatter(
+                    vals,
+                    y,
+                    marker=_JUDGE_MARKERS[judges.index(judge)],
+                    s=30,
+                    c=[CONDITION_PALETTE[c] for c, h in zip(conditions, have, strict=True) if h],
+                    edgecolors="black",
+                    linewidths=0.6,
+                    zorder=3,
+                    label=judge,
+                )
+            ax.set_title(_panel_title(model, dataset, several), fontsize="small")
+            ax.set_xlim(-0.03, 1.03)
+            ax.set_xticks([0, 0.5, 1])
+            ax.set_xticks([0.25, 0.75], minor=True)
+            ax.grid(axis="x", which="minor", linewidth=0.6)
+            ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_yticks(ypos, conditions, fontsize="small")
+            ax.set_ylim(len(conditions) - 0.5, -0.5)
+            ax.grid(axis="y", visible=False)
+            for y in ypos[1:]:
+                ax.axhline(y - 0.5, color="#dddddd", linewidth=0.6)
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        fig.get_layout_engine().set(wspace=0.1)
+        fig.supxlabel("ASR (share of harmful prompts judged unsafe)", fontsize="small")
+        handles = [
+            Line2D(
+                [], [], marker=_JUDGE_MARKERS[k], color="#8c8c8c", markeredgecolor="black", linestyle="none"
+            )
+            for k in range(len(judges))
+        ]
+        fig.legend(
+            handles,
+            judges,
+            loc="outside upper center",
+            ncols=len(judges),
+            fontsize="small",
+            title="judge",
+            title_fontsize="small",
+        )
+        caption = (
+            f"ASR on the harmful prompts of {_datasets_text(rows['dataset'])} for each condition and model "
+            f"under each judge ({', '.join(judges)}; one marker shape per judge, side by side within a "
+            f"condition; n = {_n_text(rows['n'])} prompts per point); error bars are 95 % Wilson confidence "
+            "intervals."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+# --------------------------------------------------------------------------- intervention cost
+
+
+def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str | Path, judge: str) -> str:
+    """What each intervention costs (mean next-token KL on harmless prompts, tables/intervention_cost.csv)
+    against the ASR change it buys (intervened ASR minus its base condition's ASR), one panel per model.
+
+    Horizontal bars: the cost table's 95 % bootstrap CI of the mean KL; vertical bars: the intervened
+    run's 95 % Wilson interval shifted by the base ASR. Random-vector controls are grey crosses.
+    Returns the caption.
+    """
+    if not isinstance(cost, pd.DataFrame):
+        raise ContractError(
+            f"intervention cost table: expected a pandas DataFrame, got {type(cost).__name__}"
+        )
+    require_columns(cost, _COST_NEEDED, "intervention cost table")
+    if cost.empty:
+        raise ContractError(
+            "intervention cost table: no rows (expected rows of tables/intervention_cost.csv)"
+        )
+    rows = _rows_for_judge(asr, judge)
+    points = []
+    unmatched = 0
+    for r in cost.itertuples(index=False):
+        key = (rows["model"] == r.model) & (rows["dataset"] == r.dataset) & (rows["condition"] == r.condition)
+        where = f"asr table, model {r.model!r}, dataset {r.dataset!r}, condition {r.condition!r}"
+        treated = _one(rows[key & (rows["intervention"] == r.intervention)], f"{where}, {r.intervention}")
+        base = _one(rows[key & (rows["intervention"] == "none")], f"{where}, none")
+        if treated is None or base is None or not math.isfinite(float(r.kl_mean)):
+            unmatched += 1
+            continue
+        condition_color(str(r.condition))
+        delta = float(treated["asr"]) - float(base["asr"])
+        points.append(
+            {
+                "model": str(r.model),
+                "dataset": str(r.dataset),
+                "condition": str(r.condition),
+                "kind": intervention_kind(str(r.intervention)),
+                "alpha": (parse_dose_id(str(r.intervention)) or (None, np.nan))[1],
+                "kl": float(r.kl_mean),
+                "kl_lo": float(r.kl_ci_low),
+                "kl_hi": float(r.kl_ci_high),
+                "delta": delta,
+                "d_lo": float(treated["asr_ci_low"]) - float(base["asr"]),
+                "d_hi": float(treated["asr_ci_high"]) - float(base["asr"]),
+                "n_cost": int(r.n),
+                "n_asr": int(treated["n"]),
+            }
+        )
+    if not points:
+        raise ContractError(
+            f"intervention cost table: none of its {len(cost)} rows has a matching intervention and base "
+            f"row in the asr table for judge {judge!r}"
+        )
+    pts = pd.DataFrame(points)
+    panels, several = _panels(pts)
+    nrows, ncols = _grid(len(panels))
+    styles = {
+        "add": {"marker": "o", "label": "direct + α·tool vector (line: increasing α)"},
+        "random": {"marker": "x", "label": "direct + α·random vector (control), one seed"},
+        "subtract": {"marker": "v", "label": "tool − tool vector"},
+        "ablate": {"marker": "s", "label": "tool, tool direction ablated"},
+        "transfer": {"marker": "D", "label": "direct + α·other dataset's tool vector"},
+        "other": {"marker": "P", "label": "other intervention"},
+    }
+    axes_style, context = _style()
+    with axes_style, context:
+        fig = _new_figure(1.5 + 2.8 * nrows)
+        axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+        shown: list[str] = []
+        for k, (ax, (model, dataset)) in enumerate(zip(axes, panels, strict=False)):
+            sub = pts[(pts["model"] == model) & (pts["dataset"] == dataset)]
+            add = sub[sub["kind"] == "add"].sort_values("alpha")
+            if len(add) > 1:
+                ax.plot(add["kl"], add["delta"], color=CONDITION_PALETTE["direct"], linewidth=1, zorder=2)
+            for kind, style in styles.items():
+                s = sub[sub["kind"] == kind]
+                if s.empty:
+                    continue
+                colour = RANDOM_COLOR if kind == "random" else [CONDITION_PALETTE[c] for c in s["condition"]]
+                xerr = np.vstack(
+                    [np.clip(s["kl"] - s["kl_lo"], 0, None), np.clip(s["kl_hi"] - s["kl"], 0, None)]
+                )
+                yerr = np.vstack(
+                    [np.clip(s["delta"] - s["d_lo"], 0, None), np.clip(s["d_hi"] - s["delta"], 0, None)]
+                )
+                ax.errorbar(
+                    s["kl"],
+                    s["delta"],
+                    xerr=xerr,
+                    yerr=yerr,
+                    fmt="none",
+                    ecolor="#777777",
+                    elinewidth=0.8,
+                    zorder=1,
+                )
+                ax.scatter(
+                    s["kl"],
+                    s["delta"],
+                    marker=style["marker"],
+                    c=colour,
+                    s=36,
+                    edgecolors=None if kind == "random" else "black",
+                    linewidths=0.6,
+                    zorder=3,
+                    label=kind,
+                )
+                shown.append(kind)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xlim(left=0)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            ax.xaxis.get_offset_text().set_fontsize("x-small")
+            ax.tick_params(labelsize="small")
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_title(_panel_title(model, dataset, several), fontsize="small")
+            if k // ncols == nrows - 1 or k + ncols >= len(panels):
+                ax.set_xlabel("mean KL on harmless prompts (nats)", fontsize="small")
+        axes[0].set_ylabel("ASR change vs. no intervention", fontsize="small")
+        for k in range(0, len(panels), ncols):
+            axes[k].set_ylabel("ASR change vs. no intervention", fontsize="small")
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        kinds = [k for k in styles if k in shown]
+        handles = [
+            Line2D(
+                [],
+                [],
+                marker=styles[k]["marker"],
+                linestyle="none",
+                color=RANDOM_COLOR
+                if k == "random"
+                else CONDITION_PALETTE["tool" if k in ("subtract", "ablate") else "direct"],
+                markeredgecolor=RANDOM_COLOR if k == "random" else "black",
+            )
+            for k in kinds
+        ]
+        fig.legend(
+            handles,
+            [styles[k]["label"] for k in kinds],
+            loc="outside lower center",
+            ncols=2,
+            fontsize="x-small",
+        )
+        skipped = f"; {unmatched} cost rows without a matching ASR row are left out" if unmatched else ""
+        caption = (
+            "Cost of each intervention, the mean next-token KL divergence between the unhooked and hooked "
+            f"model on harmless prompts (n = {_n_text(pts['n_cost'])} per point), against the ASR change it "
+            f"buys on the harmful prompts of {_datasets_text(pts['dataset'])} (intervened minus the base "
+            f"condition without intervention, n = {_n_text(pts['n_asr'])}), judged by the {judge} judge, "
+            "per model; horizontal bars are 95 % bootstrap confidence intervals of the mean KL, vertical "
+            "bars the 95 % Wilson interval of the intervened ASR (the base ASR's own uncertainty not "
+            f"included), grey crosses the random-vector controls{skipped}."
+        )
+        _save(fig, out_png)
+    return caption
+
+
+# --------------------------------------------------------------------------- free tool use
+
+
+def _as_bool(values: pd.Series, what: str) -> pd.Series:
+    mapping = {True: True, False: False, "True": True, "False": False, "true": True, "false": False}
+    out = values.map(lambda v: mapping.get(v, mapping.get(str(v))))
+    if out.isna().any():
+        bad = values[out.isna()].iloc[0]
+        raise ContractError(f"{what}: used_tool value {bad!r} is not a boolean")
+    return out.astype(bool)
+
+
+def plot_free_tool_use(free: pd.DataFrame, out_png: str | Path) -> str:
+    """ASR of `free` runs split by whether the model called the tool (tables/free_tool_use.csv), per model
+    and judge, with n on each bar and 95 % Wilson error bars.
+
+    A group with no runs (e.g. a model that never calls the tool) gets no bar and a "none" mark, and the
+    caption says which; an empty table (no free runs) gives a placeholder figure. Returns the caption.
+    """
+    if not isinstance(free, pd.DataFrame):
+        raise ContractError(f"free tool use table: expected a pandas DataFrame, got {type(free).__name__}")
+    require_columns(free, _FREE_NEEDED, "free tool use table")
+    axes_style, context = _style()
+    if free.empty:
+        with axes_style, context:
+            fig = _new_figure(2.0)
+            ax = fig.subplots()
+            ax.set_axis_off()
+            ax.text(
+                0.5, 0.5, "no free-condition runs were judged", ha="center", va="center", fontsize="medium"
+            )
+            _save(fig, out_png)
+        return (
+            "No free-condition runs were judged (n = 0), so there is no ASR split by tool use to show, under "
+            "any judge, and no confidence interval."
+        )
+    free = free.assign(used_tool=_as_bool(free["used_tool"], "free tool use table"))
+    dup = free.duplicated(["model", "dataset", "judge", "used_tool"])
+    if dup.any():
+        r = free[dup].iloc[0]
+        raise ContractError(
+            f"free tool use table: duplicate row for model {r['model']!r}, dataset {r['dataset']!r}, "
+            f"judge {r['judge']!r}, used_tool {r['used_tool']}"
+        )
+    judges = sorted(str(j) for j in pd.unique(free["judge"]))
+    panels, several = _panels(free)
+    nrows, ncols = _grid(len(panels))
+    colour = CONDITION_PALETTE["free"]
+    groups = ((False, "did not call the tool", ""), (True, "called the tool", "///"))
+    width = 0.38
+    never: list[str] = []
+    always: list[str] = []
+    with axes_style, context:
+        fig = _new_figure(1.2 + 2.6 * nrows)
+        axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+        for ax, (model, dataset) in zip(axes, panels, strict=False):
+            sub = free[(free["model"] == model) & (free["dataset"] == dataset)]
+            name = f"{model} ({dataset})" if several else model
+            if not sub["used_tool"].any():
+                never.append(name)
+            if sub["used_tool"].all():
+                always.append(name)
+            for g, (used, _label, hatch) in enumerate(groups):
+                for x, judge in enumerate(judges):
+                    xpos = x + (g - 0.5) * width
+                    r = sub[(sub["judge"] == judge) & (sub["used_tool"] == used)]
+                    if r.empty:
+                        ax.text(
+                            xpos,
+                            0.02,
+                            "none",
+                            ha="center",
+                            va="bottom",
+                            fontsize="xx-small",
+                            color="#555555",
+                            style="italic",
+                            rotation=90,
+                        )
+                        continue
+                    r = r.iloc[0]
+                    v, lo, hi = float(r["asr"]), float(r["asr_ci_low"]), float(r["asr_ci_high"])
+                    ax.bar(
+                        [xpos],
+                        [v],
+                        width=width * 0.95,
+                        yerr=[[max(0.0, v - lo)], [max(0.0, hi - v)]],
+                        color=colour,
+                        edgecolor="#444444",
+                        linewidth=0.8,
+                        hatch=hatch,
+                        error_kw={"ecolor": "black", "elinewidth": 1.1, "capsize": 3},
+                        label=f"{judge}|{used}",
+                    )
+                    ax.text(
+                        xpos,
+                        min(hi, 1.0) + 0.03,
+                        f"n={int(r['n'])}",
+                        ha="center",
+                        va="bottom",
+                        rotation=90,
+                        fontsize="xx-small",
+                    )
+            ax.set_xticks(range(len(judges)), judges, fontsize="small")
+            ax.set_xlim(-0.6, len(judges) - 0.4)
+            ax.set_ylim(0, 1.32)  # room for the n labels above a bar at 100 %
+            ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.tick_params(axis="y", labelsize="small")
+            ax.grid(axis="x", visible=False)
+            ax.set_title(_panel_title(model, dataset, several), fontsize="small")
+        for k in range(0, len(panels), ncols):
+            axes[k].set_ylabel("ASR (free condition)", fontsize="small")
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        handles = [
+            matplotlib.patches.Patch(facecolor=colour, edgecolor="#444444", hatch=h, label=lab)
+            for _u, lab, h in groups
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
+        missing = []
+        if never:
+            missing.append(
+                f"{', '.join(never)} never called the tool, so only the did-not-call bars are drawn"
+            )
+        if always:
+            missing.append(f"{', '.join(always)} always called the tool, so only the called bars are drawn")
+        split = ""
+        if "split" in free.columns:
+            labels = sorted(str(s) for s in pd.unique(free["split"]))
+            split = f" ({'/'.join(labels)} split)" if labels != ["all"] else ""
+        caption = (
+            f"ASR of the free condition (the model may call the zoom_in tool) on the harmful prompts of "
+            f"{_datasets_text(free['dataset'])}{split}, split by whether the model called the tool, per "
+            f"model and judge ({', '.join(judges)}; n = {_n_text(free['n'])} runs per bar, each bar "
+            "labelled with its n); error bars are 95 % Wilson confidence intervals, and the split is the "
+            "model's own choice, so the comparison is correlational"
+            + (f"; {'; '.join(missing)}" if missing else "")
+            + "."
         )
         _save(fig, out_png)
     return caption

@@ -165,7 +165,7 @@ def _hf(repo: str, revision: str, path: str) -> str:
     return f"https://huggingface.co/datasets/{repo}/resolve/{revision}/{quote(path)}"
 
 
-def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+def read_text_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """A CSV as strings (empty fields stay empty); a missing column raises DataError naming the file."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -248,7 +248,7 @@ def load_safebench(source: DataSource, file: RemoteFile = SAFEBENCH_CSV) -> pd.D
     """SafeBench (or SafeBench-Tiny): harmful questions and their FigStep instructions, ids
     `safebench-{category_id:02d}-{task_id:02d}` (the same row has the same id in both files)."""
     path = fetch(file, source)
-    df = _read_csv(path, _SAFEBENCH_COLUMNS)
+    df = read_text_csv(path, _SAFEBENCH_COLUMNS)
     _require_text(df, _SAFEBENCH_COLUMNS, path)
     cats, tasks = _int_column(df, "category_id", path), _int_column(df, "task_id", path)
     ids = [f"safebench-{c:02d}-{t:02d}" for c, t in zip(cats, tasks, strict=True)]
@@ -462,7 +462,7 @@ def load_jailbreakv_mini(source: DataSource, file: RemoteFile = JBV_MINI_CSV) ->
     `instruction`: the images are not all typographic), `text_prompt` the jailbreak query, `category`
     the safety policy; each row's image is downloaded from the dataset when its prompt is built."""
     path = fetch(file, source)
-    df = _read_csv(path, _JBV_COLUMNS)
+    df = read_text_csv(path, _JBV_COLUMNS)
     _require_text(df, _JBV_COLUMNS, path)
     images = []
     for i, image_path in enumerate(df["image_path"]):
@@ -605,7 +605,7 @@ def load_jbb(source: DataSource, harmful: bool = True, file: RemoteFile | None =
     `jbb-harmful-NNN` / `jbb-benign-NNN` (NNN = Index); the goal is both question and instruction."""
     file = file or (JBB_HARMFUL_CSV if harmful else JBB_BENIGN_CSV)
     path = fetch(file, source)
-    df = _read_csv(path, ("Index", "Goal", "Category"))
+    df = read_text_csv(path, ("Index", "Goal", "Category"))
     _require_text(df, ("Index", "Goal", "Category"), path)
     kind = "harmful" if harmful else "benign"
     ids = [f"jbb-{kind}-{i:03d}" for i in _int_column(df, "Index", path)]
@@ -620,7 +620,7 @@ def load_jbb_benign(source: DataSource) -> pd.DataFrame:
 def load_advbench(source: DataSource, file: RemoteFile = ADVBENCH_CSV) -> pd.DataFrame:
     """AdvBench harmful behaviors (520 goals; no categories), ids `advbench-NNN` (row number)."""
     path = fetch(file, source)
-    df = _read_csv(path, ("goal",))
+    df = read_text_csv(path, ("goal",))
     _require_text(df, ("goal",), path)
     ids = [f"advbench-{i + 1:03d}" for i in range(len(df))]
     return _rows(ids, ["AdvBench"] * len(df), True, df["goal"], df["goal"])
@@ -631,7 +631,7 @@ def load_harmbench(source: DataSource, file: RemoteFile = HARMBENCH_CSV) -> pd.D
     are not requests for harm), ids `harmbench-{BehaviorID}`, category the semantic category."""
     path = fetch(file, source)
     cols = ("Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID")
-    df = _read_csv(path, cols)
+    df = read_text_csv(path, cols)
     _require_text(df, cols, path)
     df = df[df["FunctionalCategory"] == "standard"]
     if df.empty:
@@ -643,7 +643,7 @@ def load_harmbench(source: DataSource, file: RemoteFile = HARMBENCH_CSV) -> pd.D
 def load_strongreject(source: DataSource, file: RemoteFile = STRONGREJECT_CSV) -> pd.DataFrame:
     """StrongREJECT's forbidden prompts (313 in the current full set), ids `strongreject-NNN`."""
     path = fetch(file, source)
-    df = _read_csv(path, ("category", "forbidden_prompt"))
+    df = read_text_csv(path, ("category", "forbidden_prompt"))
     _require_text(df, ("category", "forbidden_prompt"), path)
     ids = [f"strongreject-{i + 1:03d}" for i in range(len(df))]
     return _rows(ids, df["category"], True, df["forbidden_prompt"], df["forbidden_prompt"])

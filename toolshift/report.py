@@ -1,42 +1,113 @@
 """The Jupyter Book report: generated markdown fragments from result files, and the offline build.
 
-`write_book_sources` turns result files (`tables/asr.csv`, figures, vector files, the config) into
-markdown fragments under `{book_dir}/_generated/`, which the static pages in `book/` include with
-MyST `{include}` directives. It only formats what the files hold; it computes no statistics.
-`build_book` runs Jupyter Book 1.x (Sphinx) with warnings as errors and no network access needed.
+`write_book_sources` turns the DAG's result files (tables, figures, vector files, episodes, prompts,
+splits, benchmark files, the config) into markdown fragments under `{book_dir}/_generated/`, which
+the static chapter pages in `book/` include with MyST `{include}` directives. It only formats what
+the files hold; it computes no statistics. `build_book` runs Jupyter Book 1.x (Sphinx) with warnings as
+errors and no network access, then checks that every internal link and image of the HTML resolves.
+
+Chapters (book/_toc.yml): overview (`intro`), method, behaviour, representation, interventions,
+validation, provenance, reproduce.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import math
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import xarray as xr
-import yaml
 
-import toolshift
 from toolshift.contracts import ASR_COLUMNS, JUDGED_COLUMNS, read_table
+from toolshift.episodes import EPISODE_CONDITIONS
 from toolshift.errors import ContractError, ToolshiftError
 from toolshift.plots import pick_judge
+from toolshift.report_examples import example_episodes_markdown
+from toolshift.report_format import (
+    DASH,
+    cell,
+    code,
+    is_missing,
+    markdown_table,
+    number_with_ci,
+    p_value,
+    pct,
+    value,
+    with_ci,
+)
+from toolshift.report_provenance import (
+    config_markdown,
+    datasets_markdown,
+    git_markdown,
+    git_state,
+    judges_markdown,
+    models_markdown,
+    models_of,
+    read_benchmarks,
+    runtimes_markdown,
+    software_markdown,
+    splits_markdown,
+)
 from toolshift.tables import OVER_REFUSAL_COLUMNS
+from toolshift.validation import FIGSTEP_MIN_AGREEMENT
 
 GENERATED = "_generated"
-"""Folder, inside the book, that holds every generated fragment and the copied figures."""
+"""Folder, inside the book, that holds every generated fragment and the copied figures and images."""
 
-FIGURE_NAMES: tuple[str, ...] = ("asr_by_condition", "cosine_by_layer", "dose_response")
-"""Figures the static pages include (`_generated/fig_{name}.md`); any others go to `figures_other.md`."""
+CHAPTERS: tuple[str, ...] = (
+    "intro",
+    "method",
+    "behaviour",
+    "representation",
+    "interventions",
+    "validation",
+    "provenance",
+    "reproduce",
+)
+"""The book's pages, in reading order (`intro` is the overview)."""
+
+FIGURE_PAGES: dict[str, str] = {
+    "headline": "intro",
+    "asr_by_condition": "behaviour",
+    "asr_by_category": "behaviour",
+    "free_tool_use": "behaviour",
+    "asr_by_judge": "behaviour",
+    "cosine_by_layer": "representation",
+    "projections": "representation",
+    "pca": "representation",
+    "probes": "representation",
+    "dose_response": "interventions",
+    "interventions": "interventions",
+    "intervention_cost": "interventions",
+}
+"""Figure name -> the page that shows it (`_generated/fig_{name}.md`); others go to `figures_other.md`."""
+
+FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_PAGES)
+
+TABLE_PAGES: dict[str, str] = {
+    "asr_by_category": "behaviour",
+    "free_tool_use": "behaviour",
+    "asr_by_judge": "behaviour",
+    "judge_agreement": "behaviour",
+    "representation": "representation",
+    "selection": "interventions",
+    "transfer": "interventions",
+    "intervention_cost": "interventions",
+    "validation_planted": "validation",
+    "validation_figstep": "validation",
+    "judge_human_agreement": "validation",
+}
+"""Analysis table name -> the page that shows it (`_generated/table_{name}.md`)."""
 
 FIXTURE_BANNER = (
     "These numbers come from tiny randomly initialised fixture models. "
@@ -44,77 +115,12 @@ FIXTURE_BANNER = (
 )
 """The warning shown at the top of every results-bearing page when a fixture model is in the run."""
 
-GENERATED_FILES: tuple[str, ...] = (
-    "banner.md",
-    "asr_headline.md",
-    "asr_table.md",
-    "over_refusal.md",
-    "vectors.md",
-    "provenance.md",
-    "figures_other.md",
-    "completions.md",
-    "headline.md",
-    "analysis_tables.md",
-) + tuple(f"fig_{name}.md" for name in FIGURE_NAMES)
-"""Every fragment `write_book_sources` writes (the static pages include these)."""
-
 OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if c != "split")
 """Columns of `tables/over_refusal.csv` the book shows (refusal rate on harmless prompts)."""
 
-_VERSION_PACKAGES = (
-    "torch",
-    "transformers",
-    "numpy",
-    "pandas",
-    "xarray",
-    "snakemake",
-    "jupyter-book",
-    "sphinx",
-    "myst-parser",
-)
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_DASH = "—"
 
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _is_missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or (not isinstance(x, str) and pd.isna(x))
-
-
-def _pct(x: Any) -> str:
-    return _DASH if _is_missing(x) else f"{100 * float(x):.1f}"
-
-
-def _with_ci(x: Any, lo: Any, hi: Any) -> str:
-    if _is_missing(x):
-        return _DASH
-    if _is_missing(lo) or _is_missing(hi):
-        return _pct(x)
-    return f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
-
-
-def _p(x: Any) -> str:
-    if _is_missing(x):
-        return _DASH
-    x = float(x)
-    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
-
-
-def _cell(x: Any) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def _code(x: Any) -> str:
-    return f"`{_cell(x)}`"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub/MyST pipe table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def _label(prefix: str, name: str) -> str:
+    return f"{prefix}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 # --------------------------------------------------------------------------- fragments
@@ -124,7 +130,7 @@ def banner_markdown(fixture_models: Sequence[str]) -> str:
     """The fixture warning admonition, or a MyST comment (renders nothing) when no fixture model is used."""
     if not fixture_models:
         return "% No fixture model in this run: no fixture warning.\n"
-    names = ", ".join(_code(m) for m in fixture_models)
+    names = ", ".join(code(m) for m in fixture_models)
     return f"```{{warning}}\n{FIXTURE_BANNER}\n\nFixture models in this run: {names}.\n```\n"
 
 
@@ -139,13 +145,13 @@ def asr_headline_markdown(asr: pd.DataFrame, judge: str) -> str:
         d, t = by.loc["direct"], by.loc["tool"]
         out.append(
             [
-                _code(model),
-                _code(dataset),
+                code(model),
+                code(dataset),
                 str(int(t["n"])),
-                _with_ci(d["asr"], d["asr_ci_low"], d["asr_ci_high"]),
-                _with_ci(t["asr"], t["asr_ci_low"], t["asr_ci_high"]),
-                _with_ci(t["rel_reduction"], t["rel_reduction_ci_low"], t["rel_reduction_ci_high"]),
-                _p(t["mcnemar_p"]),
+                with_ci(d["asr"], d["asr_ci_low"], d["asr_ci_high"]),
+                with_ci(t["asr"], t["asr_ci_low"], t["asr_ci_high"]),
+                with_ci(t["rel_reduction"], t["rel_reduction_ci_low"], t["rel_reduction_ci_high"]),
+                p_value(t["mcnemar_p"]),
             ]
         )
     if not out:
@@ -160,11 +166,39 @@ def asr_headline_markdown(asr: pd.DataFrame, judge: str) -> str:
         "McNemar p",
     ]
     note = (
-        f"\nASR is the share of harmful prompts judged unsafe by the {judge} judge, with 95 % Wilson "
+        f"\nJudge: **{judge}**. ASR is the share of harmful test prompts judged unsafe, with 95 % Wilson "
         "intervals; the relative reduction of `tool` against `direct` has a paired bootstrap interval, "
         "and p is the exact McNemar test of the paired verdicts.\n"
     )
     return markdown_table(header, out) + note
+
+
+def asr_conditions_markdown(asr: pd.DataFrame, judge: str) -> str:
+    """ASR in every condition (no intervention) under the headline judge: one row per condition, one
+    column per model and dataset."""
+    rows = asr[(asr["intervention"] == "none") & (asr["judge"] == judge)]
+    if rows.empty:
+        return f"No condition rows for the {judge} judge in this run.\n"
+    conditions = list(dict.fromkeys(rows["condition"]))
+    runs = list(dict.fromkeys(zip(rows["model"], rows["dataset"], strict=True)))
+    several = len({d for _, d in runs}) > 1
+    by = rows.set_index(["model", "dataset", "condition"])
+    out = []
+    for c in conditions:
+        cells = []
+        for model, dataset in runs:
+            key = (model, dataset, c)
+            cells.append(
+                with_ci(by.loc[key, "asr"], by.loc[key, "asr_ci_low"], by.loc[key, "asr_ci_high"])
+                if key in by.index
+                else DASH
+            )
+        out.append([code(c)] + cells)
+    header = ["condition"] + [code(f"{m} / {d}" if several else m) for m, d in runs]
+    n = int(rows["n"].max())
+    return markdown_table(header, out) + (
+        f"\nASR, % [95 % Wilson CI], judge **{judge}**, harmful test prompts (n = {n} per cell).\n"
+    )
 
 
 def asr_full_markdown(asr: pd.DataFrame) -> str:
@@ -183,16 +217,16 @@ def asr_full_markdown(asr: pd.DataFrame) -> str:
     ]
     rows = [
         [
-            _code(r.model),
-            _code(r.dataset),
-            _cell(r.judge),
-            _code(r.condition),
-            _code(r.intervention),
+            code(r.model),
+            code(r.dataset),
+            cell(r.judge),
+            code(r.condition),
+            code(r.intervention),
             str(int(r.n)),
             str(int(r.n_unsafe)),
-            _with_ci(r.asr, r.asr_ci_low, r.asr_ci_high),
-            _with_ci(r.rel_reduction, r.rel_reduction_ci_low, r.rel_reduction_ci_high),
-            _p(r.mcnemar_p),
+            with_ci(r.asr, r.asr_ci_low, r.asr_ci_high),
+            with_ci(r.rel_reduction, r.rel_reduction_ci_low, r.rel_reduction_ci_high),
+            p_value(r.mcnemar_p),
         ]
         for r in asr.itertuples(index=False)
     ]
@@ -201,7 +235,7 @@ def asr_full_markdown(asr: pd.DataFrame) -> str:
         "condition with the intervention applied; their relative reduction and p compare them with "
         "`direct`. A dash marks a value that does not apply.\n"
     )
-    return markdown_table(header, rows) + note
+    return fold("Every ASR row", markdown_table(header, rows), len(rows)) + note
 
 
 def over_refusal_markdown(table: pd.DataFrame | None) -> str:
@@ -222,22 +256,19 @@ def over_refusal_markdown(table: pd.DataFrame | None) -> str:
     ]
     rows = [
         [
-            _code(r.model),
-            _code(r.dataset),
-            _cell(r.judge),
-            _code(r.condition),
-            _code(r.intervention),
+            code(r.model),
+            code(r.dataset),
+            cell(r.judge),
+            code(r.condition),
+            code(r.intervention),
             str(int(r.n)),
             str(int(r.n_refused)),
-            _with_ci(r.refusal_rate, r.refusal_ci_low, r.refusal_ci_high),
+            with_ci(r.refusal_rate, r.refusal_ci_low, r.refusal_ci_high),
         ]
         for r in table.itertuples(index=False)
     ]
-    note = (
-        "\nThe share of *harmless* prompts the model refuses, with 95 % Wilson intervals: a safety "
-        "intervention that lowers ASR only by refusing everything shows up here.\n"
-    )
-    return markdown_table(header, rows) + note
+    note = "\nThe share of *harmless* test prompts the model refuses, with 95 % Wilson intervals.\n"
+    return fold("Refusal rate on harmless prompts", markdown_table(header, rows), len(rows)) + note
 
 
 def _open_vectors(model: str, source: str | os.PathLike[str] | xr.Dataset) -> xr.Dataset:
@@ -270,14 +301,14 @@ def vectors_markdown(vectors: Mapping[str, str | os.PathLike[str] | xr.Dataset])
         cos = ds["cos_tool_refusal"]
         layers = list(cos["layer"].values) if "layer" in cos.coords else list(range(cos.sizes["layer"]))
         values = [float(v) for v in cos.values]
-        finite = [i for i, v in enumerate(values) if not math.isnan(v)]
-        row = [_code(ds.attrs.get("model", key)), _code(ds.attrs.get("dataset", "?")), str(len(values))]
+        finite = [i for i, v in enumerate(values) if not is_missing(v)]
+        row = [code(ds.attrs.get("model", key)), code(ds.attrs.get("dataset", "?")), str(len(values))]
         if not finite:
-            rows.append(row + [_DASH, _DASH, _DASH])
+            rows.append(row + [DASH, DASH, DASH])
             continue
         best = max(finite, key=lambda i: abs(values[i]))
         norm = ds["norm_tool_vector"].values[best] if "norm_tool_vector" in ds.variables else None
-        norm_text = _DASH if _is_missing(norm) else f"{float(norm):.3g}"
+        norm_text = DASH if is_missing(norm) else f"{float(norm):.3g}"
         rows.append(row + [str(layers[best]), f"{values[best]:+.3f}", norm_text])
     header = [
         "model",
@@ -294,99 +325,12 @@ def figure_markdown(name: str, png_rel: str | None, caption: str, has_svg: bool)
     """A MyST figure (path relative to the book root), or a note that the figure was not produced."""
     if png_rel is None:
         return f"The `{name}` figure was not produced in this run.\n"
-    label = "fig-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     svg = f" {{download}}`SVG </{png_rel[:-4]}.svg>`" if has_svg else ""
     alt = caption.replace("\n", " ").replace('"', "'")
-    return f"```{{figure}} /{png_rel}\n:name: {label}\n:alt: {alt}\n:width: 100%\n\n{caption}{svg}\n```\n"
-
-
-def _models_of(config: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    models = config.get("models") or {}
-    if isinstance(models, Mapping):
-        return [(str(k), v if isinstance(v, Mapping) else {}) for k, v in models.items()]
-    out = []
-    for i, entry in enumerate(models):
-        entry = entry if isinstance(entry, Mapping) else {"id": entry}
-        out.append((str(entry.get("name") or entry.get("id") or f"model {i}"), entry))
-    return out
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def provenance_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]) -> str:
-    """Models with their revisions (unpinned ones flagged), software versions and the config as YAML."""
-    parts = ["## Models\n"]
-    models = _models_of(config)
-    api_models: list[str] = []
-    if models:
-        rows = []
-        for name, entry in models:
-            if name in fixture_models:
-                rows.append([_code(name), "fixture (built offline from a seed)", _DASH, "n/a"])
-                continue
-            if entry.get("backend") == "openai":
-                api = entry.get("api") or {}
-                source = (
-                    f"OpenAI-compatible endpoint: {_code(api.get('model'))} at {_code(api.get('base_url'))}"
-                )
-                rows.append([_code(name), source, _DASH, "n/a (remote)"])
-                api_models.append(name)
-                continue
-            rev = entry.get("revision")
-            pinned = isinstance(rev, str) and bool(_COMMIT_RE.match(rev))
-            rows.append(
-                [
-                    _code(name),
-                    _cell(entry.get("hub_id") or entry.get("path") or entry.get("id") or "hub model"),
-                    _DASH if _is_missing(rev) or rev == "" else _code(rev),
-                    "yes" if pinned else "**no: unpinned**",
-                ]
-            )
-        parts.append(markdown_table(["model", "source", "revision", "pinned to a commit"], rows))
-        if api_models:
-            parts.append(
-                "\n"
-                + ", ".join(_code(m) for m in api_models)
-                + " ran through an OpenAI-compatible endpoint: behaviour only. A remote model exposes no "
-                "residual stream, so it has no tool vector, no refusal direction and no interventions; it "
-                "appears in the ASR tables and figures only. Token counts are the provider's (-1 = not "
-                "reported). Answers come from the response cache; temperature-0 API output is not guaranteed "
-                "identical across provider updates, so the cache, not the endpoint, makes these rows "
-                "reproducible.\n"
-            )
-    else:
-        parts.append("The config names no models.\n")
-    parts.append("\n## Software\n")
-    versions = [["toolshift", toolshift.__version__], ["python", platform.python_version()]]
-    versions += [[p, _version(p)] for p in _VERSION_PACKAGES]
-    parts.append(markdown_table(["package", "version"], [[_code(a), _cell(b)] for a, b in versions]))
-    parts.append("\nVersions are those of the environment that built this book.\n")
-    plain = json.loads(json.dumps(dict(config), default=str))
-    parts.append(
-        "\n## Configuration\n\n```yaml\n"
-        + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
-        + "```\n"
+    return (
+        f"```{{figure}} /{png_rel}\n:name: {_label('fig', name)}\n:alt: {alt}\n:width: 100%\n\n"
+        f"{caption}{svg}\n```\n"
     )
-    return "".join(parts)
-
-
-ANALYSIS_TITLES = {
-    "asr_by_category": "ASR by category (test split)",
-    "selection": "Layer and α selected on the validation split",
-    "transfer": "Transfer of the tool vector between datasets",
-    "intervention_cost": "KL cost of each intervention on harmless test prompts",
-    "representation": "Each condition's shift at the selected layer",
-    "free_tool_use": "The free condition: ASR by whether the model chose to call the tool (correlational)",
-    "asr_by_judge": "ASR under every judge, side by side",
-    "judge_agreement": "How far the judges agree with each other (percent agreement and Cohen's κ)",
-    "judge_human_agreement": "Each judge against the human majority of the labelled file",
-}
-"""Section titles of the analysis tables the book shows (any other table is titled by its name)."""
 
 
 def headline_markdown(headline: pd.DataFrame | None) -> str:
@@ -398,31 +342,279 @@ def headline_markdown(headline: pd.DataFrame | None) -> str:
     try:
         return headline_sentence(headline) + "\n"
     except (KeyError, ValueError) as exc:
-        return f"The headline could not be stated: {_cell(exc)}\n"
+        return f"The headline could not be stated: {cell(exc)}\n"
 
 
-def _format_value(x: Any) -> str:
-    if isinstance(x, float):
-        return _DASH if math.isnan(x) else f"{x:.3g}"
-    return _cell(x)
+# --------------------------------------------------------------------------- analysis tables
+
+Column = tuple[str, Callable[[Any], str]]
 
 
-def _table_order(name: str) -> tuple[int, str]:
-    return (list(ANALYSIS_TITLES).index(name) if name in ANALYSIS_TITLES else len(ANALYSIS_TITLES), name)
+def _ci(col: str) -> Callable[[Any], str]:
+    return lambda r: with_ci(getattr(r, col), getattr(r, f"{col}_ci_low"), getattr(r, f"{col}_ci_high"))
 
 
-def analysis_tables_markdown(tables: Mapping[str, pd.DataFrame]) -> str:
-    """Each analysis table as a titled markdown table, in a stable order."""
-    parts = []
-    for name in sorted(tables, key=_table_order):
-        table = tables[name]
-        parts.append(f"### {ANALYSIS_TITLES.get(name, name)}\n")
-        if table.empty:
-            parts.append("No rows in this run.\n")
-            continue
-        rows = [[_format_value(v) for v in row] for row in table.itertuples(index=False)]
-        parts.append(markdown_table([_cell(c) for c in table.columns], rows))
-    return "\n".join(parts) if parts else "% No analysis tables were given.\n"
+def _get(col: str, fmt: Callable[[Any], str] = value) -> Callable[[Any], str]:
+    return lambda r: fmt(getattr(r, col)) if hasattr(r, col) else DASH
+
+
+def _int(x: Any) -> str:
+    return DASH if is_missing(x) else str(int(x))
+
+
+def _yes_no(x: Any) -> str:
+    if is_missing(x):
+        return DASH
+    return "yes" if str(x).lower() in ("true", "1", "1.0") else "no"
+
+
+def _yes(x: Any) -> str:
+    if is_missing(x):
+        return DASH
+    return "yes" if str(x).lower() in ("true", "1", "1.0") else "**no**"
+
+
+TABLE_COLUMNS: dict[str, list[Column]] = {
+    "selection": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("layers", _get("n_layers", _int)),
+        ("selected layer", _get("layer", _int)),
+        ("layer score", _get("layer_score")),
+        ("α", _get("alpha")),
+        ("validation ASR, %: direct", _get("direct_validation_asr", pct)),
+        ("tool", _get("tool_validation_asr", pct)),
+        ("direct + α", _get("alpha_validation_asr", pct)),
+    ],
+    "transfer": [
+        ("model", _get("model", code)),
+        ("from", _get("source_dataset", code)),
+        ("to", _get("target_dataset", code)),
+        ("intervention", _get("intervention", code)),
+        ("n", _get("n", _int)),
+        ("ASR, % [95 % CI]", _ci("asr")),
+        ("direct ASR, %", _get("direct_asr", pct)),
+        ("in-dataset add ASR, %", _get("in_dataset_add_asr", pct)),
+        ("relative reduction, % [95 % CI]", _ci("rel_reduction")),
+        ("Holm p", _get("holm_p", p_value)),
+        ("cos(tool vectors)", _get("cos_tool_vectors")),
+    ],
+    "intervention_cost": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("intervention", _get("intervention", code)),
+        ("on", _get("condition", code)),
+        ("layer", _get("layer", _int)),
+        ("n", _get("n", _int)),
+        ("KL, nats [95 % CI]", lambda r: number_with_ci(r.kl_mean, r.kl_ci_low, r.kl_ci_high)),
+        ("KL last prompt token", _get("kl_last_mean")),
+        ("KL generated tokens", _get("kl_generated_mean")),
+    ],
+    "representation": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("condition", _get("condition", code)),
+        ("layer", _get("layer", _int)),
+        ("n harmful", _get("n_harmful", _int)),
+        ("cos(shift, tool vector)", _get("cos_shift_tool")),
+        ("cos(shift, refusal dir.)", _get("cos_shift_refusal")),
+        ("shift norm / tool norm", _get("shift_norm_ratio")),
+        (
+            "refusal position [95 % CI]",
+            lambda r: number_with_ci(
+                r.refusal_position, r.refusal_position_ci_low, r.refusal_position_ci_high
+            ),
+        ),
+        ("probe accuracy (test)", _get("probe_test_accuracy")),
+    ],  # fmt: skip
+    "free_tool_use": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("judge", _get("judge")),
+        ("called the tool", _get("used_tool", _yes_no)),
+        ("n", _get("n", _int)),
+        ("unsafe", _get("n_unsafe", _int)),
+        ("ASR, % [95 % CI]", _ci("asr")),
+        ("tool calls per answer", _get("mean_tool_calls")),
+        ("malformed calls", _get("n_malformed_calls", _int)),
+        ("stopped at max turns", _get("n_stopped_at_max_turns", _int)),
+    ],
+    "judge_agreement": [
+        ("judge A", _get("judge_a", code)),
+        ("judge B", _get("judge_b", code)),
+        ("n", _get("n", _int)),
+        ("agreement, %", _get("percent_agreement", lambda x: DASH if is_missing(x) else f"{float(x):.1f}")),
+        ("Cohen's κ", _get("kappa")),
+    ],
+    "validation_planted": [
+        ("check", _get("check", code)),
+        ("what is checked", _get("description")),
+        ("planted", _get("planted")),
+        (
+            "recovered [95 % CI]",
+            lambda r: number_with_ci(
+                r.recovered, getattr(r, "ci_low", None), getattr(r, "ci_high", None), digits=4
+            ),
+        ),
+        ("criterion", _get("criterion")),
+        ("passed", _get("passed", _yes)),
+    ],
+}
+"""How the book shows each analysis table: (header, cell of a row) per column; other tables show every
+column as it is."""
+
+TABLE_TITLES: dict[str, str] = {
+    "asr_by_category": "ASR by category",
+    "selection": "Layer and α selected on the validation split",
+    "transfer": "Transfer of the tool vector between datasets",
+    "intervention_cost": "KL cost of each intervention on harmless test prompts",
+    "representation": "Each condition's shift at the selected layer",
+    "free_tool_use": "The free condition: ASR by whether the model chose to call the tool",
+    "asr_by_judge": "ASR under every judge, side by side",
+    "judge_agreement": "How far the judges agree with each other",
+    "judge_human_agreement": "Each judge against the human majority of the labelled file",
+    "validation_planted": "Planted-truth recovery",
+    "validation_figstep": "FigStep pixel fidelity",
+}
+"""The title of each analysis table's section."""
+
+MISSING_TABLE_REASONS: dict[str, str] = {
+    "validation_figstep": "FigStep pixel fidelity was not checked in this run: it needs the original "
+    "SafeBench "
+    "images. Set `data_mirror` to a folder holding `figstep_safebench/`, or set "
+    "`validation.figstep_fidelity: true` to download them ({doc}`reproduce`).",
+}
+"""Why a table may be absent from a run, shown instead of it."""
+
+EMPTY_TABLE_REASONS: dict[str, str] = {
+    "transfer": "Transfer needs at least two datasets in the run; this run has one, so the table is empty.",
+    "judge_human_agreement": "No human-labelled file is configured, so no judge is scored against human "
+    "labels. Set `human_labels.path` to a labelled CSV (the JailbreakBench judge-comparison file works as "
+    "it is).",
+    "free_tool_use": "The `free` condition is not in this run.",
+    "validation_figstep": "No FigStep originals were compared in this run.",
+}
+"""What an empty table means, shown instead of an empty table."""
+
+
+def _pivot_by_judge(table: pd.DataFrame) -> tuple[str, str]:
+    judges = [c for c in table.columns if c.startswith("asr_")]
+    keep = table[table["intervention"] == "none"] if "intervention" in table.columns else table
+    order = {c: i for i, c in enumerate(EPISODE_CONDITIONS)}
+    keep = keep.assign(_o=keep["condition"].map(order)).sort_values(["model", "dataset", "_o"], kind="stable")
+    header = ["model", "dataset", "condition"] + [f"{c[4:]}, %" for c in judges]
+    rows = [
+        [code(r["model"]), code(r["dataset"]), code(r["condition"])] + [pct(r[c]) for c in judges]
+        for _, r in keep.iterrows()
+    ]
+    return markdown_table(header, rows), (
+        "ASR on the harmful test prompts without intervention; intervention rows are in "
+        "`tables/asr_by_judge.csv`.\n"
+    )
+
+
+def _category_table(table: pd.DataFrame, judge: str | None) -> tuple[str, str]:
+    keep = table[(table["intervention"] == "none") & (table["judge"] == (judge or table["judge"].iloc[0]))]
+    rows = [
+        [code(r.model), code(r.dataset), cell(r.category), code(r.condition), _int(r.n),
+         with_ci(r.asr, r.asr_ci_low, r.asr_ci_high),
+         with_ci(r.rel_reduction, r.rel_reduction_ci_low, r.rel_reduction_ci_high), p_value(r.holm_p)]
+        for r in keep.itertuples(index=False)
+    ]  # fmt: skip
+    header = ["model", "dataset", "category", "condition", "n", "ASR, % [95 % CI]",
+              "relative reduction, % [95 % CI]", "Holm p"]  # fmt: skip
+    return markdown_table(header, rows), (
+        f"Judge **{judge}**, harmful test prompts, no intervention; p-values are McNemar against "
+        "`direct`, Holm-adjusted over the categories and conditions of each model.\n"
+    )
+
+
+def _figstep_table(table: pd.DataFrame) -> tuple[str, str]:
+    agreement = pd.to_numeric(table["agreement"], errors="coerce")
+    identical = table["identical"].astype(str).str.lower().isin(["true", "1"])
+    summary = (
+        f"{len(table)} SafeBench images rendered from their instruction text with the bundled FreeMonoBold "
+        f"and compared with the original FigStep images pixel by pixel: **{int(identical.sum())} of "
+        f"{len(table)} identical**, agreement min {100 * agreement.min():.4f} %, mean "
+        f"{100 * agreement.mean():.5f} %; every image at least {100 * FIGSTEP_MIN_AGREEMENT:g} % "
+        f"identical pixels: **{'yes' if agreement.min() >= FIGSTEP_MIN_AGREEMENT else 'no'}**. "
+    )
+    worst = table.assign(_a=agreement).sort_values("_a", kind="stable").head(10)
+    rows = [
+        [
+            code(r.get("image", DASH)),
+            cell(r.get("category", DASH)) if not is_missing(r.get("category")) else DASH,
+            _int(r.get("n_differing_pixels")),
+            _int(r.get("n_pixels")),
+            DASH if is_missing(r["_a"]) else f"{100 * float(r['_a']):.4f}",
+            "yes" if str(r["identical"]).lower() in ("true", "1") else "no",
+        ]
+        for _, r in worst.iterrows()
+    ]
+    cols = ["image", "category", "differing pixels", "pixels", "agreement, %", "identical"]
+    return markdown_table([cell(c) for c in cols], rows), summary + "The table lists the ten least similar.\n"
+
+
+FOLD_ROWS = 24
+"""Tables longer than this are folded into a dropdown the reader opens."""
+
+
+def fold(summary: str, body: str, n_rows: int) -> str:
+    """`body` inside a closed sphinx-design dropdown when it has more than FOLD_ROWS rows, else as it is."""
+    if n_rows <= FOLD_ROWS:
+        return body
+    return f"::::{{dropdown}} {summary} ({n_rows} rows)\n\n{body}\n::::\n"
+
+
+def _selection_note(table: pd.DataFrame) -> str:
+    def values(col: str) -> str:
+        return ", ".join(code(v) for v in dict.fromkeys(table[col].astype(str))) if col in table else DASH
+
+    return (
+        f"Layer criterion {values('layer_criterion')}; the last {values('exclude_last_frac')} of the "
+        f"layers (as a fraction) are never selected; α criterion {values('alpha_criterion')}; "
+        f"validation verdicts by the {values('judge')} judge.\n"
+    )
+
+
+def table_block(label: str, title: str, table_md: str, note: str = "") -> str:
+    """A captioned, labelled MyST table (`{ref}` target `label`) and an optional note; long tables fold."""
+    n_rows = max(0, table_md.count("\n") - 2)
+    block = f"```{{table}} {title}\n:name: {label}\n\n{table_md}```\n"
+    return fold(f"Table: {title}", block, n_rows) + (f"\n{note}" if note else "")
+
+
+def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | None = None) -> str:
+    """One analysis table as a captioned, labelled table (or a labelled note saying why it has no rows)."""
+    title = TABLE_TITLES.get(name, name)
+    label = _label("table", name)
+    if table is None:
+        reason = MISSING_TABLE_REASONS.get(name, f"The `{name}` table was not produced in this run.")
+        return f"({label})=\n**{title}.** {reason}\n"
+    if table.empty:
+        return f"({label})=\n**{title}.** " + EMPTY_TABLE_REASONS.get(name, "No rows in this run.") + "\n"
+    note = ""
+    if name == "asr_by_judge":
+        body, note = _pivot_by_judge(table)
+    elif name == "asr_by_category" and {"intervention", "judge", "category"} <= set(table.columns):
+        body, note = _category_table(table, judge)
+    elif name == "validation_figstep" and {"agreement", "identical"} <= set(table.columns):
+        body, note = _figstep_table(table)
+    else:
+        body = ""
+        if name == "selection":
+            note = _selection_note(table)
+        spec = TABLE_COLUMNS.get(name)
+        if spec is not None:
+            try:
+                rows = [[fmt(r) for _, fmt in spec] for r in table.itertuples(index=False)]
+                body = markdown_table([h for h, _ in spec], rows)
+            except AttributeError:
+                body = ""  # an older table without some column: show it as it is
+        if not body:
+            rows = [[value(v) for v in row] for row in table.itertuples(index=False)]
+            body = markdown_table([cell(c) for c in table.columns], rows)
+    return table_block(label, title, body, note)
 
 
 COMPLETION_CHARS = 160
@@ -453,11 +645,11 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
             cut = text[:COMPLETION_CHARS] + ("…" if len(text) > COMPLETION_CHARS else "")
             rows.append(
                 [
-                    _code(model),
-                    _code(condition),
-                    _code(row["prompt_id"]),
+                    code(model),
+                    code(condition),
+                    code(row["prompt_id"]),
                     str(bool(row["unsafe"])),
-                    _cell(cut),
+                    cell(cut),
                 ]
             )
     header = [
@@ -468,6 +660,45 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
         f"completion (first {COMPLETION_CHARS} characters)",
     ]
     return markdown_table(header, rows)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _figure_fragments(
+    figures: Mapping[str, str | os.PathLike[str]], captions: Mapping[str, str]
+) -> tuple[dict[str, str], list[tuple[Path, str]]]:
+    copies: list[tuple[Path, str]] = []
+    figure_md: dict[str, str] = {}
+    for name, png in figures.items():
+        png = Path(png)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ContractError(f"figures: name {name!r} must be letters, digits, '_', '.' or '-'")
+        if not png.is_file():
+            raise ContractError(f"{png}: figure {name!r} not found")
+        rel = f"{GENERATED}/figures/{name}.png"
+        copies.append((png, rel))
+        svg = png.with_suffix(".svg")
+        if svg.is_file():
+            copies.append((svg, rel[:-4] + ".svg"))
+        caption = " ".join(str(captions.get(name) or f"Figure {name}.").split())
+        figure_md[name] = figure_markdown(name, rel, caption, svg.is_file())
+    fragments = {
+        f"fig_{name}.md": figure_md.get(name) or figure_markdown(name, None, "", False)
+        for name in FIGURE_NAMES
+    }
+    others = [md for name, md in figure_md.items() if name not in FIGURE_PAGES]
+    fragments["figures_other.md"] = (
+        "## Other figures\n\n" + "\n".join(others) if others else "% No further figures.\n"
+    )
+    return fragments, copies
+
+
+def _human_labels_note(config: Mapping[str, Any]) -> str:
+    path = (config.get("human_labels") or {}).get("path")
+    if path:
+        return f"Human labels from {code(path)}; the majority label is the reference.\n"
+    return "% No human-labelled file is configured; the table section says so.\n"
 
 
 def write_book_sources(
@@ -485,15 +716,24 @@ def write_book_sources(
     judged: pd.DataFrame | None = None,
     headline: pd.DataFrame | None = None,
     tables: Mapping[str, pd.DataFrame] | None = None,
+    episodes: Mapping[str, str | os.PathLike[str]] | None = None,
+    results_root: str | os.PathLike[str] | None = None,
+    prompts: Mapping[str, pd.DataFrame] | None = None,
+    splits: Mapping[str, pd.DataFrame] | None = None,
+    benchmarks_dir: str | os.PathLike[str] | None = None,
+    repo_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the book's generated fragments into `{book_dir}/_generated/` (replaced as a whole).
 
     `figures` maps a figure name to its PNG (copied, with the SVG beside it when present);
     `captions` maps a figure name to the caption its plotting function returned. `vectors` maps a
-    label to a vector file (or dataset). `judge` picks the headline judge (default: `keyword` if
-    present, else the first in sorted order). Completions to harmful prompts appear only with
-    `show_completions=True`, a few per run and truncated (`judged` gives them). Returns the
-    `_generated` folder.
+    label to a vector file (or dataset). `tables` maps an analysis table's name (`tables/{name}.csv`)
+    to its frame. `episodes` maps a condition to its episodes JSONL, whose image paths are relative to
+    `results_root`; `prompts` and `splits` map a dataset to its prompt and split tables;
+    `benchmarks_dir` holds the Snakemake benchmark files and `repo_dir` the workflow's git checkout.
+    `judge` picks the headline judge (default: `keyword` if present, else the first in sorted order).
+    Completions to harmful prompts appear only with `show_completions=True`, a few per run and
+    truncated (`judged` gives them). Returns the `_generated` folder.
     """
     book = Path(book_dir)
     if not (book / "_config.yml").exists():
@@ -502,39 +742,58 @@ def write_book_sources(
     if asr.empty:
         raise ContractError(f"{asr_csv}: no rows")
     judge = pick_judge(asr, judge)
-    captions = dict(captions or {})
+    tables = dict(tables or {})
     over_refusal = None if over_refusal_csv is None else read_table(over_refusal_csv, OVER_REFUSAL_NEEDED)
+    harmful_ids = None
+    if prompts:
+        harmful_ids = [
+            str(i) for df in prompts.values() for i in df.loc[df["harmful"].astype(bool), "prompt_id"]
+        ]
+    if episodes and results_root is None:
+        raise ContractError("episodes were given without results_root (their image paths are relative to it)")
+    examples, example_copies = (
+        example_episodes_markdown(
+            episodes,
+            results_root,
+            f"{GENERATED}/examples",
+            harmful_ids=harmful_ids,
+            show_completions=show_completions,
+        )
+        if episodes
+        else ("No episode files were given to the book.\n", [])
+    )
 
     fragments: dict[str, str] = {
         "banner.md": banner_markdown(list(fixture_models)),
         "asr_headline.md": asr_headline_markdown(asr, judge),
+        "asr_conditions.md": asr_conditions_markdown(asr, judge),
         "asr_table.md": asr_full_markdown(asr),
         "over_refusal.md": over_refusal_markdown(over_refusal),
         "vectors.md": vectors_markdown(vectors),
-        "provenance.md": provenance_markdown(config, list(fixture_models)),
         "completions.md": completions_markdown(judged, show_completions),
         "headline.md": headline_markdown(headline),
-        "analysis_tables.md": analysis_tables_markdown(tables or {}),
+        "examples.md": examples,
+        "models.md": models_markdown(config, list(fixture_models)),
+        "datasets.md": datasets_markdown(prompts or {}, config),
+        "splits.md": splits_markdown(splits or {}, config),
+        "judges.md": judges_markdown(config),
+        "software.md": software_markdown(),
+        "git.md": git_markdown(git_state(repo_dir) if repo_dir is not None else {}),
+        "runtimes.md": runtimes_markdown(read_benchmarks(benchmarks_dir))
+        if benchmarks_dir is not None
+        else "No benchmark folder was given to the book.\n",
+        "config.md": config_markdown(config),
+        "human_labels_note.md": _human_labels_note(config),
+        "headline_judge.md": f"Figures and main tables use the **{judge}** judge; {{doc}}`method` lists "
+        "every judge, and the last section here compares them.\n",
     }
-    copies: list[tuple[Path, str]] = []
-    figure_md: dict[str, str] = {}
-    for name, png in figures.items():
-        png = Path(png)
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ContractError(f"figures: name {name!r} must be letters, digits, '_', '.' or '-'")
-        if not png.is_file():
-            raise ContractError(f"{png}: figure {name!r} not found")
-        rel = f"{GENERATED}/figures/{name}.png"
-        copies.append((png, rel))
-        svg = png.with_suffix(".svg")
-        if svg.is_file():
-            copies.append((svg, rel[:-4] + ".svg"))
-        caption = " ".join(str(captions.get(name) or f"Figure {name}.").split())
-        figure_md[name] = figure_markdown(name, rel, caption, svg.is_file())
-    for name in FIGURE_NAMES:
-        fragments[f"fig_{name}.md"] = figure_md.get(name) or figure_markdown(name, None, "", False)
-    others = [md for name, md in figure_md.items() if name not in FIGURE_NAMES]
-    fragments["figures_other.md"] = "\n".join(others) if others else "% No further figures.\n"
+    for name in TABLE_PAGES:
+        fragments[f"table_{name}.md"] = analysis_table_markdown(name, tables.get(name), judge)
+    others = [analysis_table_markdown(n, t, judge) for n, t in sorted(tables.items()) if n not in TABLE_PAGES]
+    fragments["tables_other.md"] = "\n".join(others) if others else "% No further tables.\n"
+    figure_fragments, copies = _figure_fragments(figures, dict(captions or {}))
+    fragments.update(figure_fragments)
+    copies += example_copies
 
     tmp = Path(tempfile.mkdtemp(prefix=".generated-", dir=book))
     try:
@@ -557,7 +816,18 @@ def write_book_sources(
 
 def fixture_models_of(config: Mapping[str, Any]) -> list[str]:
     """The config's models with `source: fixture`."""
-    return [name for name, entry in _models_of(config) if entry.get("source") == "fixture"]
+    return [name for name, entry in models_of(config) if entry.get("source") == "fixture"]
+
+
+def _read_frames(paths: Mapping[str, str | os.PathLike[str]] | None) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name, path in (paths or {}).items():
+        path = Path(path)
+        try:
+            out[name] = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ContractError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    return out
 
 
 def build_report(
@@ -574,11 +844,18 @@ def build_report(
     judged: Sequence[str | os.PathLike[str]] = (),
     headline_csv: str | os.PathLike[str] | None = None,
     tables: Mapping[str, str | os.PathLike[str]] | None = None,
+    episodes: Mapping[str, str | os.PathLike[str]] | None = None,
+    results_root: str | os.PathLike[str] | None = None,
+    prompts: Mapping[str, str | os.PathLike[str]] | None = None,
+    splits: Mapping[str, str | os.PathLike[str]] | None = None,
+    benchmarks_dir: str | os.PathLike[str] | None = None,
+    repo_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """The book rule in one call: fragments from the result files, then the HTML build.
 
     `sources` is the repository's static book folder; when `book_dir` is elsewhere (a test's temporary
-    directory, a results folder per config) the static pages are copied there first.
+    directory, a results folder per config) the static pages are copied there first. `tables`,
+    `prompts` and `splits` map a name to a CSV or parquet file (see `write_book_sources`).
 
     Fixture models (`source: fixture`), `book.show_completions` and `headline_judge` come from the
     config; captions from the JSON object {figure name: caption} the figures rule writes. Returns
@@ -614,7 +891,13 @@ def build_report(
         if judged
         else None,
         headline=None if headline_csv is None else pd.read_csv(headline_csv),
-        tables={name: pd.read_csv(path) for name, path in (tables or {}).items()},
+        tables=_read_frames(tables),
+        episodes=episodes,
+        results_root=results_root,
+        prompts=_read_frames(prompts),
+        splits=_read_frames(splits),
+        benchmarks_dir=benchmarks_dir,
+        repo_dir=repo_dir,
     )
     index = build_book(book_dir)
     if index != Path(index_out).resolve():
@@ -649,8 +932,9 @@ def _last_error_line(output: str) -> str:
 def build_book(book_dir: str | os.PathLike[str], *, timeout: float = 900) -> Path:
     """Build the book to HTML with Jupyter Book 1.x, every warning an error; return `_build/html/index.html`.
 
-    `_build/` is removed first, so a failed build (ToolshiftError naming the last error line) leaves
-    no `index.html` behind. Runs Jupyter Book from the current interpreter; needs no network.
+    `_build/` is removed first, so a failed build (ToolshiftError naming the last error line, or the
+    first internal link, image or anchor of the HTML that does not resolve) leaves no `index.html`
+    behind. Runs Jupyter Book from the current interpreter; needs no network.
     """
     book = Path(book_dir).resolve()
     if not (book / "_config.yml").is_file() or not (book / "_toc.yml").is_file():
@@ -684,4 +968,48 @@ def build_book(book_dir: str | os.PathLike[str], *, timeout: float = 900) -> Pat
     if failed:
         shutil.rmtree(html, ignore_errors=True)
         raise ToolshiftError(f"jupyter-book build of {book} failed: {_last_error_line(output)}")
+    broken = broken_internal_links(html)
+    if broken:
+        shutil.rmtree(html, ignore_errors=True)
+        raise ToolshiftError(
+            f"jupyter-book build of {book}: {len(broken)} internal link(s) do not resolve, first {broken[0]}"
+        )
     return index
+
+
+class _LinkCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for key, val in attrs:
+            if key in ("href", "src") and val:
+                self.urls.append(val)
+
+
+def broken_internal_links(html_dir: str | os.PathLike[str]) -> list[str]:
+    """Every `page: url` of the built pages whose local target (page, image, download, anchor) is missing.
+
+    The theme's own templates under `_static/` are not pages and are not checked."""
+    root = Path(html_dir)
+    broken = []
+    ids_cache: dict[Path, set[str]] = {}
+    for page in sorted(p for p in root.rglob("*.html") if "_static" not in p.relative_to(root).parts):
+        collector = _LinkCollector()
+        collector.feed(page.read_text(encoding="utf-8"))
+        for url in collector.urls:
+            parts = urlsplit(url)
+            if parts.scheme or parts.netloc or url.startswith("mailto:"):
+                continue
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page.resolve()
+            if not target.exists():
+                broken.append(f"{page.relative_to(root)}: {url}")
+                continue
+            if parts.fragment and target.suffix == ".html":
+                if target not in ids_cache:
+                    text = target.read_text(encoding="utf-8")
+                    ids_cache[target] = set(re.findall(r'\bid="([^"]+)"', text))
+                if unquote(parts.fragment) not in ids_cache[target]:
+                    broken.append(f"{page.relative_to(root)}: {url} (no such anchor)")
+    return broken

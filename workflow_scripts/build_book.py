@@ -10,6 +10,7 @@ from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
+    results = Path(smk.params.results)
     build_report(
         book_dir=Path(smk.params.book_dir),
         asr_csv=Path(smk.input.asr),
@@ -23,6 +24,12 @@ def main(smk) -> None:
         judged=[Path(p) for p in smk.input.judged],
         headline_csv=Path(smk.input.headline),
         tables={Path(p).stem: Path(p) for p in smk.input.analysis},
+        episodes={Path(p).stem: Path(p) for p in smk.input.episodes},
+        results_root=results,
+        prompts={Path(p).parent.name: Path(p) for p in smk.input.prompts},  # data/{dataset}/prompts.parquet
+        splits={Path(p).stem: Path(p) for p in smk.input.splits},  # splits/{dataset}.parquet
+        benchmarks_dir=results / "benchmarks",
+        repo_dir=Path(smk.params.repo),
     )
 
 

@@ -9,25 +9,33 @@ import json  # noqa: E402
 
 from toolshift.contracts import atomic_path, read_table  # noqa: E402
 from toolshift.headline import HEADLINE_COLUMNS  # noqa: E402
+from toolshift.intervention_cost import COST_TABLE_COLUMNS  # noqa: E402
 from toolshift.plots import (  # noqa: E402
     plot_asr_by_condition,
+    plot_asr_by_judge,
     plot_category_heatmap,
     plot_cosine_by_layer,
     plot_dose_response,
+    plot_free_tool_use,
     plot_headline,
+    plot_intervention_cost,
+    plot_interventions,
     plot_pca,
     plot_probes,
     plot_projections,
 )
-from toolshift.tables import ASR_TABLE_COLUMNS  # noqa: E402
+from toolshift.selection import SELECTION_COLUMNS  # noqa: E402
+from toolshift.tables import ASR_TABLE_COLUMNS, FREE_TOOL_USE_COLUMNS  # noqa: E402
 from toolshift.vectors import read_vectors  # noqa: E402
 from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
     judge = smk.params.judge
-    asr = read_table(smk.input.asr, ASR_TABLE_COLUMNS)
-    asr = asr[asr["judge"] == judge]
+    all_judges = read_table(smk.input.asr, ASR_TABLE_COLUMNS)
+    asr = all_judges[all_judges["judge"] == judge]
+    cost = read_table(smk.input.cost, COST_TABLE_COLUMNS)
+    selection = read_table(smk.input.selection, SELECTION_COLUMNS)
     vectors = {}
     for path in smk.input.vectors:
         ds = read_vectors(path)
@@ -44,6 +52,12 @@ def main(smk) -> None:
             read_table(smk.input.asr_by_category, ASR_TABLE_COLUMNS), out.asr_by_category, judge
         ),
         "headline": plot_headline(read_table(smk.input.headline, HEADLINE_COLUMNS), out.headline),
+        "interventions": plot_interventions(asr, out.interventions, judge, selection),
+        "asr_by_judge": plot_asr_by_judge(all_judges, out.asr_by_judge),
+        "intervention_cost": plot_intervention_cost(cost, asr, out.intervention_cost, judge),
+        "free_tool_use": plot_free_tool_use(
+            read_table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out.free_tool_use
+        ),
     }
     with atomic_path(out.captions) as tmp:
         tmp.write_text(json.dumps(captions, indent=2), encoding="utf-8")
