@@ -59,6 +59,7 @@ EXPECTED_RULES = {
     "asr_table": 1,
     "analysis_tables": 1,
     "figures": 1,
+    "validate_planted": 1,
     "book": 1,
 }
 # What goes through SLURM at least: both GPU rules and the CPU rules between them (see slurm_run).
