@@ -208,8 +208,9 @@ def headline_sentence(table: pd.DataFrame, dataset: str | None = None) -> str:
     left_out = r["excluded"] if isinstance(r["excluded"], str) else ""
     excluded = f"; left out (direct ASR 0): {left_out.replace(';', ', ')}" if left_out else ""
     return (
-        f"Across {int(r['n_models'])} model(s) on {where} ({r['split']} prompts, {int(r['n'])} harmful "
-        f"prompt pairs, judge {r['judge']}), the mean relative reduction of ASR from {r['reference']} to "
+        f"Across {int(r['n_models'])} model(s) on {where} ({r['split']} prompts, {int(r['n'])} paired "
+        f"{r['reference']}/{r['condition']} verdicts on harmful prompts over all models, judge "
+        f"{r['judge']}), the mean relative reduction of ASR from {r['reference']} to "
         f"{r['condition']} is {_pct(r['rel_reduction'])} ({conf} bootstrap CI "
         f"{_pct(r['rel_reduction_ci_low'])} to {_pct(r['rel_reduction_ci_high'])}){excluded}."
     )
