@@ -7,7 +7,14 @@ rule book:
         over_refusal=res("tables/over_refusal.csv"),
         headline=res("tables/headline.csv"),
         analysis=[res(f"tables/{t}.csv") for t in ["asr_by_category", *ANALYSIS_TABLES, *VALIDATION_TABLES]],
-        figures=rules.figures.output,
+        figures=expand(
+            res("figures/{dataset}/{name}.{ext}"),
+            dataset=DATASETS,
+            name=DATASET_FIGURES,
+            ext=["png", "svg"],
+        ),
+        captions=expand(res("figures/{dataset}/captions.json"), dataset=DATASETS),
+        headline_figure=rules.headline_figure.output,
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
         judged=expand(
             res("judged/{judge}/{model}/{dataset}.parquet"),

@@ -1,7 +1,7 @@
-# Stage 9: seaborn figures (PNG for the book, SVG beside each).
+# Stage 9: seaborn figures (PNG for the book, SVG beside each): one set per dataset, and the headline.
 
 
-FIGURES = [
+DATASET_FIGURES = [
     "asr_by_condition",
     "cosine_by_layer",
     "dose_response",
@@ -9,7 +9,6 @@ FIGURES = [
     "probes",
     "projections",
     "asr_by_category",
-    "headline",
     "interventions",
     "asr_by_judge",
     "intervention_cost",
@@ -21,33 +20,38 @@ rule figures:
     input:
         asr=res("tables/asr.csv"),
         asr_by_category=res("tables/asr_by_category.csv"),
-        headline=res("tables/headline.csv"),
         cost=res("tables/intervention_cost.csv"),
         free_tool_use=res("tables/free_tool_use.csv"),
         selection=res("tables/selection.csv"),
-        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
+        vectors=expand(res("vectors/{model}/{{dataset}}.nc"), model=HF_MODELS),
     output:
-        asr_by_condition=res("figures/asr_by_condition.png"),
-        cosine_by_layer=res("figures/cosine_by_layer.png"),
-        dose_response=res("figures/dose_response.png"),
-        pca=res("figures/pca.png"),
-        probes=res("figures/probes.png"),
-        projections=res("figures/projections.png"),
-        asr_by_category=res("figures/asr_by_category.png"),
-        headline=res("figures/headline.png"),
-        interventions=res("figures/interventions.png"),
-        asr_by_judge=res("figures/asr_by_judge.png"),
-        intervention_cost=res("figures/intervention_cost.png"),
-        free_tool_use=res("figures/free_tool_use.png"),
-        captions=res("figures/captions.json"),
-        svgs=expand(res("figures/{name}.svg"), name=FIGURES),
+        pngs=expand(res("figures/{{dataset}}/{name}.png"), name=DATASET_FIGURES),
+        svgs=expand(res("figures/{{dataset}}/{name}.svg"), name=DATASET_FIGURES),
+        captions=res("figures/{dataset}/captions.json"),
     log:
-        res("logs/figures.log"),
+        res("logs/figures/{dataset}.log"),
     benchmark:
-        res("benchmarks/figures.tsv")
+        res("benchmarks/figures/{dataset}.tsv")
     conda:
         ENV
     params:
         judge=config["headline_judge"],
     script:
         "../workflow_scripts/figures.py"
+
+
+rule headline_figure:
+    input:
+        headline=res("tables/headline.csv"),
+    output:
+        png=res("figures/headline.png"),
+        svg=res("figures/headline.svg"),
+        captions=res("figures/captions.json"),
+    log:
+        res("logs/figures/headline.log"),
+    benchmark:
+        res("benchmarks/figures/headline.tsv")
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/headline_figure.py"

@@ -58,6 +58,9 @@ def test_paper_dag_builds_offline_with_the_expected_job_counts(paper, tmp_path):
     assert int(counts["vectors"]) == n_models * n_datasets
     assert int(counts["intervene_shard"]) == n_models * n_intervention_runs * n_shards
     assert int(counts["judge"]) == n_models * n_datasets * len(paper["judges"])
+    assert int(counts["figures"]) == n_datasets  # one set of figures per dataset
+    assert int(counts["headline_figure"]) == 1
+    assert int(counts["validate_figstep"]) == 1 and int(counts["validate_planted"]) == 1
     assert int(counts["book"]) == 1
 
 

@@ -30,6 +30,7 @@ from toolshift.report import (
     broken_internal_links,
     build_book,
     build_report,
+    collect_figures,
     completions_markdown,
     write_book_sources,
 )
@@ -355,6 +356,39 @@ def test_build_report_without_fixture_models(results, tmp_path):
     assert "over-refusal table was not produced" in _text(built / "interventions.html")
     assert results["captions"]["asr_by_condition"][:60] in _text(built / "behaviour.html")
     assert "No episode files were given" in _text(built / "method.html")
+
+
+def test_figures_per_dataset_are_collected_and_each_shown(results, tmp_path):
+    """figures/{dataset}/{name}.png (+ captions.json per folder) and figures/headline.png: one block each."""
+    src = results["figures"]["asr_by_condition"]
+    paths = []
+    for dataset in ("alpha", "beta"):
+        folder = tmp_path / "results" / "figures" / dataset
+        folder.mkdir(parents=True)
+        shutil.copyfile(src, folder / "asr_by_condition.png")
+        (folder / "captions.json").write_text(json.dumps({"asr_by_condition": f"ASR of dataset {dataset}."}))
+        paths += [folder / "asr_by_condition.png", folder / "captions.json"]
+    top = tmp_path / "results" / "figures"
+    shutil.copyfile(src, top / "headline.png")
+    (top / "captions.json").write_text(json.dumps({"headline": "The headline."}))
+    paths += [top / "headline.png", top / "captions.json"]
+    figures, captions = collect_figures(paths)
+    assert set(figures) == {"asr_by_condition", "headline"} and set(figures["asr_by_condition"]) == {
+        "alpha",
+        "beta",
+    }
+    assert captions["asr_by_condition"] == {"alpha": "ASR of dataset alpha.", "beta": "ASR of dataset beta."}
+    assert captions["headline"] == "The headline."
+    book = _copy_book(tmp_path / "book")
+    write_book_sources(
+        book, asr_csv=results["asr_csv"], figures=figures, captions=captions, vectors=results["vectors"],
+        config=CONFIG, fixture_models=list(MODELS),
+    )  # fmt: skip
+    md = (book / "_generated" / "fig_asr_by_condition.md").read_text(encoding="utf-8")
+    assert md.count("```{figure}") == 2 and ":name: fig-asr-by-condition-alpha" in md
+    assert "ASR of dataset beta." in md and "/_generated/figures/beta/asr_by_condition.png" in md
+    assert (book / "_generated" / "figures" / "alpha" / "asr_by_condition.png").is_file()
+    assert "The headline." in (book / "_generated" / "fig_headline.md").read_text(encoding="utf-8")
 
 
 def test_failed_build_raises_and_leaves_no_index(results, tmp_path):

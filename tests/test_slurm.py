@@ -59,6 +59,7 @@ EXPECTED_RULES = {
     "asr_table": 1,
     "analysis_tables": 1,
     "figures": 1,
+    "headline_figure": 1,
     "validate_planted": 1,
     "book": 1,
 }

@@ -665,24 +665,53 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
 # --------------------------------------------------------------------------- sources
 
 
+FigureSource = str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]
+"""A figure's PNG, or {dataset: PNG} for a figure drawn once per dataset."""
+CaptionSource = str | Mapping[str, str]
+"""A figure's caption, or {dataset: caption}."""
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _one_figure(
+    name: str, dataset: str | None, png: str | os.PathLike[str], caption: str | None, label: str
+) -> tuple[str, list[tuple[Path, str]]]:
+    png = Path(png)
+    for part in (name, dataset or ""):
+        if part and not _NAME_RE.fullmatch(part):
+            raise ContractError(f"figures: name {part!r} must be letters, digits, '_', '.' or '-'")
+    if not png.is_file():
+        raise ContractError(f"{png}: figure {name!r} not found")
+    rel = f"{GENERATED}/figures/{dataset}/{name}.png" if dataset else f"{GENERATED}/figures/{name}.png"
+    copies = [(png, rel)]
+    svg = png.with_suffix(".svg")
+    if svg.is_file():
+        copies.append((svg, rel[:-4] + ".svg"))
+    text = " ".join(str(caption or f"Figure {name}.").split())
+    return figure_markdown(label, rel, text, svg.is_file()), copies
+
+
 def _figure_fragments(
-    figures: Mapping[str, str | os.PathLike[str]], captions: Mapping[str, str]
+    figures: Mapping[str, FigureSource], captions: Mapping[str, CaptionSource]
 ) -> tuple[dict[str, str], list[tuple[Path, str]]]:
     copies: list[tuple[Path, str]] = []
     figure_md: dict[str, str] = {}
-    for name, png in figures.items():
-        png = Path(png)
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ContractError(f"figures: name {name!r} must be letters, digits, '_', '.' or '-'")
-        if not png.is_file():
-            raise ContractError(f"{png}: figure {name!r} not found")
-        rel = f"{GENERATED}/figures/{name}.png"
-        copies.append((png, rel))
-        svg = png.with_suffix(".svg")
-        if svg.is_file():
-            copies.append((svg, rel[:-4] + ".svg"))
-        caption = " ".join(str(captions.get(name) or f"Figure {name}.").split())
-        figure_md[name] = figure_markdown(name, rel, caption, svg.is_file())
+    for name, source in figures.items():
+        caption = captions.get(name)
+        if isinstance(source, Mapping):  # one figure per dataset, in the order given
+            blocks = []
+            for dataset, png in source.items():
+                text = caption.get(dataset) if isinstance(caption, Mapping) else caption
+                label = name if len(source) == 1 else f"{name}-{dataset}"
+                md, more = _one_figure(name, str(dataset), png, text, label)
+                blocks.append(md)
+                copies += more
+            figure_md[name] = "\n".join(blocks)
+        else:
+            text = caption if isinstance(caption, str) else None
+            md, more = _one_figure(name, None, source, text, name)
+            figure_md[name] = md
+            copies += more
     fragments = {
         f"fig_{name}.md": figure_md.get(name) or figure_markdown(name, None, "", False)
         for name in FIGURE_NAMES
@@ -692,6 +721,37 @@ def _figure_fragments(
         "## Other figures\n\n" + "\n".join(others) if others else "% No further figures.\n"
     )
     return fragments, copies
+
+
+def collect_figures(
+    paths: Sequence[str | os.PathLike[str]],
+) -> tuple[dict[str, FigureSource], dict[str, CaptionSource]]:
+    """The figures rules' files -> (figures, captions) for `write_book_sources`.
+
+    `figures/{name}.png` is a figure of the whole study; `figures/{dataset}/{name}.png` one drawn per
+    dataset. Each folder's `captions.json` maps its figure names to their captions."""
+    figures: dict[str, Any] = {}
+    captions: dict[str, Any] = {}
+    for path in map(Path, paths):
+        if path.suffix == ".json":
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ContractError(f"{path}: not a JSON object of captions ({exc})") from None
+            if not isinstance(loaded, dict):
+                raise ContractError(f"{path}: expected a JSON object {{figure name: caption}}")
+            dataset = None if path.parent.name == "figures" else path.parent.name
+            for name, text in loaded.items():
+                if dataset is None:
+                    captions[name] = text
+                else:
+                    captions.setdefault(name, {})[dataset] = text
+        elif path.suffix == ".png":
+            if path.parent.name == "figures":
+                figures[path.stem] = path
+            else:
+                figures.setdefault(path.stem, {})[path.parent.name] = path
+    return figures, captions
 
 
 def _human_labels_note(config: Mapping[str, Any]) -> str:
@@ -705,12 +765,12 @@ def write_book_sources(
     book_dir: str | os.PathLike[str],
     *,
     asr_csv: str | os.PathLike[str],
-    figures: Mapping[str, str | os.PathLike[str]],
+    figures: Mapping[str, FigureSource],
     vectors: Mapping[str, str | os.PathLike[str] | xr.Dataset],
     config: Mapping[str, Any],
     fixture_models: Sequence[str],
     show_completions: bool = False,
-    captions: Mapping[str, str] | None = None,
+    captions: Mapping[str, CaptionSource] | None = None,
     over_refusal_csv: str | os.PathLike[str] | None = None,
     judge: str | None = None,
     judged: pd.DataFrame | None = None,
@@ -725,8 +785,9 @@ def write_book_sources(
 ) -> Path:
     """Write the book's generated fragments into `{book_dir}/_generated/` (replaced as a whole).
 
-    `figures` maps a figure name to its PNG (copied, with the SVG beside it when present);
-    `captions` maps a figure name to the caption its plotting function returned. `vectors` maps a
+    `figures` maps a figure name to its PNG, or to {dataset: PNG} for a figure drawn per dataset
+    (copied, with the SVG beside it when present); `captions` maps a figure name to the caption its
+    plotting function returned (or {dataset: caption}). `vectors` maps a
     label to a vector file (or dataset). `tables` maps an analysis table's name (`tables/{name}.csv`)
     to its frame. `episodes` maps a condition to its episodes JSONL, whose image paths are relative to
     `results_root`; `prompts` and `splits` map a dataset to its prompt and split tables;
@@ -834,11 +895,12 @@ def build_report(
     *,
     book_dir: str | os.PathLike[str],
     asr_csv: str | os.PathLike[str],
-    figures: Mapping[str, str | os.PathLike[str]],
+    figures: Mapping[str, FigureSource],
     captions_json: str | os.PathLike[str] | None,
     vectors: Sequence[str | os.PathLike[str]],
     config: Mapping[str, Any],
     index_out: str | os.PathLike[str],
+    captions: Mapping[str, CaptionSource] | None = None,
     over_refusal_csv: str | os.PathLike[str] | None = None,
     sources: str | os.PathLike[str] | None = None,
     judged: Sequence[str | os.PathLike[str]] = (),
@@ -865,14 +927,15 @@ def build_report(
         shutil.copytree(
             sources, book_dir, ignore=shutil.ignore_patterns("_build", "_generated"), dirs_exist_ok=True
         )
-    captions: dict[str, str] = {}
+    captions = dict(captions or {})
     if captions_json is not None:
         try:
-            captions = json.loads(Path(captions_json).read_text(encoding="utf-8"))
+            loaded = json.loads(Path(captions_json).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ContractError(f"{captions_json}: not a JSON object of captions ({exc})") from None
-        if not isinstance(captions, dict):
+        if not isinstance(loaded, dict):
             raise ContractError(f"{captions_json}: expected a JSON object {{figure name: caption}}")
+        captions.update(loaded)
     labelled: dict[str, str | os.PathLike[str]] = {}
     for path in vectors:
         labelled[f"{Path(path).parent.name} / {Path(path).stem}"] = path  # vectors/{model}/{dataset}.nc

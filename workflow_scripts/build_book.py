@@ -5,18 +5,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
 
-from toolshift.report import build_report  # noqa: E402
+from toolshift.report import build_report, collect_figures  # noqa: E402
 from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
     results = Path(smk.params.results)
+    figures, captions = collect_figures([*smk.input.figures, *smk.input.captions, *smk.input.headline_figure])
     build_report(
         book_dir=Path(smk.params.book_dir),
         asr_csv=Path(smk.input.asr),
         over_refusal_csv=Path(smk.input.over_refusal),
-        figures={Path(p).stem: Path(p) for p in smk.input.figures if p.endswith(".png")},
-        captions_json=next(Path(p) for p in smk.input.figures if p.endswith(".json")),
+        figures=figures,
+        captions_json=None,
+        captions=captions,
         vectors=[Path(p) for p in smk.input.vectors],
         config=dict(smk.params.config),
         index_out=Path(smk.output[0]),

@@ -1,4 +1,4 @@
-"""Rule figures: tables and vectors -> the seaborn figures (PNG + SVG) and their captions."""
+"""Rule figures: tables and vectors -> one dataset's seaborn figures (PNG + SVG) and their captions."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 import json  # noqa: E402
 
 from toolshift.contracts import atomic_path, read_table  # noqa: E402
-from toolshift.headline import HEADLINE_COLUMNS  # noqa: E402
 from toolshift.intervention_cost import COST_TABLE_COLUMNS  # noqa: E402
 from toolshift.plots import (  # noqa: E402
     plot_asr_by_condition,
@@ -17,7 +16,6 @@ from toolshift.plots import (  # noqa: E402
     plot_cosine_by_layer,
     plot_dose_response,
     plot_free_tool_use,
-    plot_headline,
     plot_intervention_cost,
     plot_interventions,
     plot_pca,
@@ -31,35 +29,42 @@ from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
-    judge = smk.params.judge
-    all_judges = read_table(smk.input.asr, ASR_TABLE_COLUMNS)
+    judge, dataset = smk.params.judge, smk.wildcards.dataset
+
+    def table(path, columns):
+        df = read_table(path, columns)
+        return df[df["dataset"] == dataset]
+
+    all_judges = table(smk.input.asr, ASR_TABLE_COLUMNS)
     asr = all_judges[all_judges["judge"] == judge]
-    cost = read_table(smk.input.cost, COST_TABLE_COLUMNS)
-    selection = read_table(smk.input.selection, SELECTION_COLUMNS)
+    cost = table(smk.input.cost, COST_TABLE_COLUMNS)
+    selection = table(smk.input.selection, SELECTION_COLUMNS)
     vectors = {}
     for path in smk.input.vectors:
         ds = read_vectors(path)
         vectors[f"{ds.attrs['model']} / {ds.attrs['dataset']}"] = ds
-    out = smk.output
+    out = {Path(p).stem: p for p in smk.output.pngs}
     captions = {
-        "asr_by_condition": plot_asr_by_condition(asr, out.asr_by_condition, judge=judge),
-        "cosine_by_layer": plot_cosine_by_layer(vectors, out.cosine_by_layer),
-        "dose_response": plot_dose_response(asr, out.dose_response),
-        "pca": plot_pca(vectors, out.pca),
-        "probes": plot_probes(vectors, out.probes),
-        "projections": plot_projections(vectors, out.projections),
+        "asr_by_condition": plot_asr_by_condition(asr, out["asr_by_condition"], judge=judge),
+        "cosine_by_layer": plot_cosine_by_layer(vectors, out["cosine_by_layer"]),
+        "dose_response": plot_dose_response(asr, out["dose_response"]),
+        "pca": plot_pca(vectors, out["pca"]),
+        "probes": plot_probes(vectors, out["probes"]),
+        "projections": plot_projections(vectors, out["projections"]),
         "asr_by_category": plot_category_heatmap(
-            read_table(smk.input.asr_by_category, ASR_TABLE_COLUMNS), out.asr_by_category, judge
+            table(smk.input.asr_by_category, ASR_TABLE_COLUMNS), out["asr_by_category"], judge
         ),
-        "headline": plot_headline(read_table(smk.input.headline, HEADLINE_COLUMNS), out.headline),
-        "interventions": plot_interventions(asr, out.interventions, judge, selection),
-        "asr_by_judge": plot_asr_by_judge(all_judges, out.asr_by_judge),
-        "intervention_cost": plot_intervention_cost(cost, asr, out.intervention_cost, judge),
+        "interventions": plot_interventions(asr, out["interventions"], judge, selection),
+        "asr_by_judge": plot_asr_by_judge(all_judges, out["asr_by_judge"]),
+        "intervention_cost": plot_intervention_cost(cost, asr, out["intervention_cost"], judge),
         "free_tool_use": plot_free_tool_use(
-            read_table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out.free_tool_use
+            table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out["free_tool_use"]
         ),
     }
-    with atomic_path(out.captions) as tmp:
+    missing = set(out) - set(captions)
+    if missing:
+        raise RuntimeError(f"figures: no plotting call for {', '.join(sorted(missing))}")
+    with atomic_path(smk.output.captions) as tmp:
         tmp.write_text(json.dumps(captions, indent=2), encoding="utf-8")
 
 
