@@ -547,7 +547,7 @@ def _figstep_table(table: pd.DataFrame) -> tuple[str, str]:
             _int(r.get("n_differing_pixels")),
             _int(r.get("n_pixels")),
             DASH if is_missing(r["_a"]) else f"{100 * float(r['_a']):.4f}",
-            "yes" if str(r["identical"]).lower() in ("true", "1") else "no",
+            _yes_no(r["identical"]),
         ]
         for _, r in worst.iterrows()
     ]

@@ -121,10 +121,12 @@ def example_episodes_markdown(
     ordered = sorted(episode_files, key=lambda c: (order.get(c, len(order)), c))
     episodes = {c: read_episodes(episode_files[c]) for c in ordered}
     prompt_id = pick_example_prompt(episodes, harmful_ids)
+    examples = {
+        c: next(r for r in records if str(r["prompt_id"]) == prompt_id) for c, records in episodes.items()
+    }
     root = Path(results_root)
     copies: dict[str, tuple[Path, str]] = {}
-    for condition, records in episodes.items():
-        record = next(r for r in records if str(r["prompt_id"]) == prompt_id)
+    for condition, record in examples.items():
         for path in _images_of(record):
             if path in copies:
                 continue
@@ -139,8 +141,7 @@ def example_episodes_markdown(
     image_rel = {k: v[1] for k, v in copies.items()}
 
     rows = []
-    for condition, records in episodes.items():
-        record = next(r for r in records if str(r["prompt_id"]) == prompt_id)
+    for condition, record in examples.items():
         n_images = len(_images_of(record))
         turns = " → ".join(m["role"] for m in record["messages"])
         rows.append(
@@ -164,8 +165,7 @@ def example_episodes_markdown(
         + (" (a few, truncated, are in the interventions chapter)." if show_completions else ".")
         + "*\n"
     )
-    for condition, records in episodes.items():
-        record = next(r for r in records if str(r["prompt_id"]) == prompt_id)
+    for condition, record in examples.items():
         parts.append(f"\n:::{{tab-item}} {condition}\n")
         parts.append(f"**{condition}**: " + CONDITION_DESCRIPTIONS.get(condition, "") + ".\n")
         meta = record.get("meta") or {}
