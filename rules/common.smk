@@ -7,7 +7,13 @@ sys.path.insert(0, workflow.basedir)
 
 from toolshift.config import validate_config
 from toolshift.errors import ToolshiftError
-from toolshift.interventions import all_intervention_ids, expand_interventions, vectors_dataset
+from toolshift.interventions import (
+    expand_interventions,
+    transfer_alphas,
+    transfer_id,
+    transfer_sources,
+    vectors_dataset,
+)
 
 try:
     config.update(validate_config(config))
@@ -23,9 +29,12 @@ API_MODELS = [m for m in MODELS if config["models"][m].get("backend", "hf") == "
 CONDITIONS = list(config["conditions"])
 JUDGES = list(config["judges"])
 SHARDS = [f"{i:03d}" for i in range(config["generation"]["shards"])]
-INTERVENTIONS = all_intervention_ids(config["interventions"], DATASETS)
+# every dataset runs the same interventions; transfer runs belong to a (target, source) pair of datasets
+COMMON_INTERVENTIONS = [spec.id for spec in expand_interventions(config["interventions"])]
+TRANSFER_RUNS = [transfer_id(a, "{source}") for a in transfer_alphas(config["interventions"])]
 BOOK_INDEX = f"{config['book_dir']}/_build/html/index.html"
 ENV = "../environment.yml"
+VLLM_ENV = "../envs/vllm.yml"
 ANALYSIS_TABLES = [
     "free_tool_use",
     "selection",
@@ -41,6 +50,11 @@ FIGSTEP_FIDELITY = config["validation"]["figstep_fidelity"] is True or (
     config["validation"]["figstep_fidelity"] == "auto" and bool(config["data_mirror"])
 )
 VALIDATION_TABLES = ["validation_planted"] + (["validation_figstep"] if FIGSTEP_FIDELITY else [])
+# Scheduling priorities: the inference chain first (models, prompts, episodes, infer, vectors, intervene,
+# their merges), then the rest of the chain every result waits on (judge models, judges, tables, behaviour
+# figures, book); the validation checks and the representation figures (priority 0) fill idle cores.
+INFERENCE_FIRST = 20
+CRITICAL_PATH = 10
 
 
 def one_of(names):
@@ -52,7 +66,7 @@ wildcard_constraints:
     dataset=one_of(DATASETS),
     model=one_of(MODELS),
     condition=one_of(CONDITIONS),
-    intervention=one_of(INTERVENTIONS),
+    source=one_of(DATASETS),
     judge=one_of(JUDGES),
     shard=r"\d{3}",
 
@@ -62,29 +76,46 @@ def res(path):
     return f"{RESULTS}/{path}"
 
 
-def intervention_episodes(wildcards):
-    """The episodes an intervention runs on: its base condition (direct for add/random, tool otherwise)."""
+def engine_of(model):
+    """The inference engine of a model: its entry's `engine`, else generation.engine."""
+    return config["models"][model].get("engine") or config["generation"]["engine"]
+
+
+def engine_env(wildcards):
+    """The conda environment of an inference job: the vLLM one for models on the vllm engine."""
+    return VLLM_ENV if engine_of(wildcards.model) == "vllm" else ENV
+
+
+# a plain path unless some model runs on vLLM (a function is re-evaluated for every job of the DAG)
+INFERENCE_ENV = engine_env if any(engine_of(m) == "vllm" for m in HF_MODELS) else ENV
+
+
+def gpu_job_mem_mb(wildcards):
+    """Host memory a GPU job asks its scheduler for (generation.gpu_mem_mb, at least 2000 MB)."""
+    return max(config["generation"]["gpu_mem_mb"], 2000)
+
+
+def inference_job_params(wildcards, input):
+    """What an inference job needs besides its files: the model entry, generation settings, sharding."""
+    return {
+        "results": results_root_of(input.prompts, "data/*/prompts.parquet"),
+        "entry": config["models"][wildcards.model],
+        "generation": config["generation"],
+        "n_shards": len(SHARDS),
+    }
+
+
+def intervention_base_episodes(wildcards):
+    """The episodes the interventions run on: their base conditions (direct for add/random, tool otherwise)."""
     from toolshift.interventions import parse_intervention_id
 
-    base = parse_intervention_id(wildcards.intervention).base_condition
-    return res(f"episodes/{wildcards.dataset}/{base}.jsonl")
+    bases = dict.fromkeys(parse_intervention_id(i).base_condition for i in COMMON_INTERVENTIONS)
+    return [res(f"episodes/{wildcards.dataset}/{base}.jsonl") for base in bases]
 
 
 def interventions_of(dataset):
     """The intervention ids run on one dataset (transfer runs belong to their target dataset)."""
     return [spec.id for spec in expand_interventions(config["interventions"], dataset)]
-
-
-def intervention_vectors(wildcards):
-    """The vectors file an intervention reads: its own dataset's, or a transfer run's source dataset's."""
-    source = vectors_dataset(wildcards.intervention, wildcards.dataset)
-    return res(f"vectors/{wildcards.model}/{source}.nc")
-
-
-def cost_vector_datasets(dataset):
-    """The dataset itself, then the sources of its transfer runs (the vectors files its costs read)."""
-    ids = interventions_of(dataset)
-    return list(dict.fromkeys([dataset] + [vectors_dataset(i, dataset) for i in ids]))
 
 
 def results_root_of(path, pattern):
@@ -102,39 +133,58 @@ def run_outputs(model, dataset):
     return runs
 
 
-def validated_runs(model, dataset):
-    """The validation markers of every run of one model on one dataset (the judge waits for them)."""
-    return [res(f"validated/runs/{model}/{dataset}/{c}.ok") for c in CONDITIONS]
-
-
 def api_cache_dir(wildcards):
     """An API model's response cache: its api.cache_dir, else {results}/cache/api/{model}."""
     return config["models"][wildcards.model]["api"].get("cache_dir") or res(f"cache/api/{wildcards.model}")
 
 
 def run_files(wc):
-    """What validate_run reads: the run's files (activations.nc only for backends that write it)."""
-    run = res(f"runs/{wc.model}/{wc.dataset}/{wc.condition}")
+    """What validate_runs reads: every condition run of a model on a dataset (activations.nc only for
+    backends that write it), the prompts and the episodes."""
+    runs = [res(f"runs/{wc.model}/{wc.dataset}/{c}") for c in CONDITIONS]
     files = {
-        "responses": f"{run}/responses.parquet",
+        "responses": [f"{run}/responses.parquet" for run in runs],
         "prompts": res(f"data/{wc.dataset}/prompts.parquet"),
-        "episodes": res(f"episodes/{wc.dataset}/{wc.condition}.jsonl"),
+        "episodes": [res(f"episodes/{wc.dataset}/{c}.jsonl") for c in CONDITIONS],
     }
     if wc.model in HF_MODELS:
-        files["activations"] = f"{run}/activations.nc"
+        files["activations"] = [f"{run}/activations.nc" for run in runs]
     return files
 
 
+def intervention_jobs_done(model, dataset):
+    """One output of every job that writes interventions of a model on a dataset: a job's outputs appear
+    together, so these stand for all of them (merge_interventions, and transfer per source)."""
+    if model not in HF_MODELS:
+        return []
+    ids = interventions_of(dataset)
+    done = (
+        [res(f"interventions/{model}/{dataset}/{ids[0]}/responses.parquet")] if COMMON_INTERVENTIONS else []
+    )
+    for source in transfer_sources(config["interventions"], dataset):
+        first = TRANSFER_RUNS[0].format(source=source)
+        done.append(res(f"interventions/{model}/{dataset}/{first}/responses.parquet"))
+    return done
+
+
 def judge_inputs(wildcards):
-    """A judge job reads every run of the model on the dataset, the prompts, and its judge model if any."""
+    """A judge job waits for the validated condition runs and the interventions of every model on the
+    dataset (marker files and one output per job; the thousands of responses tables themselves are
+    params, judged_runs: as inputs they would slow every DAG build), and reads the prompts and its judge
+    model if any."""
     files = {
-        "runs": run_outputs(wildcards.model, wildcards.dataset),
-        "validated": validated_runs(wildcards.model, wildcards.dataset),
+        "validated": [res(f"validated/runs/{model}/{wildcards.dataset}.ok") for model in MODELS],
+        "interventions": [f for model in MODELS for f in intervention_jobs_done(model, wildcards.dataset)],
         "prompts": res(f"data/{wildcards.dataset}/prompts.parquet"),
     }
     if wildcards.judge in MODEL_JUDGES:
         files["judge_model"] = res(f"models/judges/{wildcards.judge}")
     return files
+
+
+def judged_runs(wildcards):
+    """The responses tables a judge job reads: every run of every model on the dataset (run_outputs)."""
+    return [run for model in MODELS for run in run_outputs(model, wildcards.dataset)]
 
 
 def judge_options_for(judge, results_root):

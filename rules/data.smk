@@ -9,6 +9,7 @@ rule prompts:
         res("logs/prompts/{dataset}.log"),
     benchmark:
         res("benchmarks/prompts/{dataset}.tsv")
+    priority: INFERENCE_FIRST
     conda:
         ENV
     params:
@@ -32,6 +33,7 @@ rule splits:
         res("logs/splits/{dataset}.log"),
     benchmark:
         res("benchmarks/splits/{dataset}.tsv")
+    priority: INFERENCE_FIRST
     conda:
         ENV
     params:

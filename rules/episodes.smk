@@ -12,6 +12,7 @@ rule episodes:
         res("logs/episodes/{dataset}.log"),
     benchmark:
         res("benchmarks/episodes/{dataset}.tsv")
+    priority: INFERENCE_FIRST
     conda:
         ENV
     params:

@@ -1,54 +1,57 @@
-# Stage 4: generation with residual-stream capture, sharded by prompts so a crash loses one shard.
+# Stage 4: generation with residual-stream capture. One job per (model, dataset, shard) loads the model
+# once and generates every condition of its prompts; a crash loses one shard.
 
 
-rule infer_shard:
+rule infer:
     input:
         model=res("models/{model}"),
-        episodes=res("episodes/{dataset}/{condition}.jsonl"),
+        episodes=expand(res("episodes/{{dataset}}/{condition}.jsonl"), condition=CONDITIONS),
         prompts=res("data/{dataset}/prompts.parquet"),
         images=res("episodes/{dataset}/images"),
         attack_images=res("data/{dataset}/images"),
     output:
-        responses=res("runs/{model}/{dataset}/{condition}/shards/{shard}.parquet"),
-        activations=res("runs/{model}/{dataset}/{condition}/shards/{shard}.nc"),
+        shard=directory(res("runs/{model}/{dataset}/shards/{shard}")),
     log:
-        res("logs/infer/{model}/{dataset}/{condition}/{shard}.log"),
+        res("logs/infer/{model}/{dataset}/{shard}.log"),
     benchmark:
-        res("benchmarks/infer/{model}/{dataset}/{condition}/{shard}.tsv")
+        res("benchmarks/infer/{model}/{dataset}/{shard}.tsv")
     wildcard_constraints:
         model=one_of(HF_MODELS),
+    priority: INFERENCE_FIRST
     conda:
-        ENV
+        INFERENCE_ENV
     resources:
         gpu=1,
-        mem_mb=lambda wc: max(config["generation"]["gpu_mem_mb"], 2000),
+        mem_mb=gpu_job_mem_mb,
     params:
-        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
-        entry=lambda wc: config["models"][wc.model],
-        generation=config["generation"],
-        n_shards=len(SHARDS),
+        job=inference_job_params,
+        runs=CONDITIONS,
         free=config["free"],
     script:
         "../workflow_scripts/infer.py"
 
 
-rule merge_run:
+rule merge_runs:
     input:
-        responses=expand(res("runs/{{model}}/{{dataset}}/{{condition}}/shards/{shard}.parquet"), shard=SHARDS),
-        activations=expand(res("runs/{{model}}/{{dataset}}/{{condition}}/shards/{shard}.nc"), shard=SHARDS),
+        shards=expand(res("runs/{{model}}/{{dataset}}/shards/{shard}"), shard=SHARDS),
     output:
-        responses=res("runs/{model}/{dataset}/{condition}/responses.parquet"),
-        activations=res("runs/{model}/{dataset}/{condition}/activations.nc"),
+        responses=expand(
+            res("runs/{{model}}/{{dataset}}/{condition}/responses.parquet"), condition=CONDITIONS
+        ),
+        activations=expand(res("runs/{{model}}/{{dataset}}/{condition}/activations.nc"), condition=CONDITIONS),
     log:
-        res("logs/merge/{model}/{dataset}/{condition}.log"),
+        res("logs/merge/{model}/{dataset}/runs.log"),
     benchmark:
-        res("benchmarks/merge/{model}/{dataset}/{condition}.tsv")
+        res("benchmarks/merge/{model}/{dataset}/runs.tsv")
     wildcard_constraints:
         model=one_of(HF_MODELS),
+    priority: INFERENCE_FIRST
     conda:
         ENV
+    params:
+        runs=CONDITIONS,
     script:
-        "../workflow_scripts/merge_shards.py"
+        "../workflow_scripts/merge_runs.py"
 
 
 # The OpenAI-compatible backend: the same responses.parquet, no activations.nc (see README, "Replace a rule").
@@ -79,16 +82,18 @@ rule infer_api:
         "../workflow_scripts/infer_api.py"
 
 
-rule validate_run:
+rule validate_runs:
     input:
         unpack(run_files),
     output:
-        res("validated/runs/{model}/{dataset}/{condition}.ok"),
+        res("validated/runs/{model}/{dataset}.ok"),
     log:
-        res("logs/validate/{model}/{dataset}/{condition}.log"),
+        res("logs/validate/{model}/{dataset}.log"),
+    priority: INFERENCE_FIRST
     conda:
         ENV
     params:
+        conditions=CONDITIONS,
         require_activations=lambda wc: wc.model in HF_MODELS,
     script:
-        "../workflow_scripts/validate_run.py"
+        "../workflow_scripts/validate_runs.py"

@@ -1,82 +1,108 @@
-# Stage 6: activation interventions (add, subtract, ablate, norm-matched random), sharded like inference.
+# Stage 6: activation interventions (add, subtract, ablate, norm-matched random), sharded like inference:
+# one job per (model, dataset, shard) loads the model once, runs every intervention on its prompts and
+# measures their KL cost on its harmless test prompts with the same load; transfer runs (another dataset's
+# tool vector) get one job per (model, dataset, source). merge_interventions writes the contract files.
 
 
-rule intervene_shard:
+if COMMON_INTERVENTIONS:  # none when the config turns every intervention off
+
+    rule intervene:
+        input:
+            model=res("models/{model}"),
+            episodes=intervention_base_episodes,
+            prompts=res("data/{dataset}/prompts.parquet"),
+            images=res("episodes/{dataset}/images"),
+            attack_images=res("data/{dataset}/images"),
+            vectors=res("vectors/{model}/{dataset}.nc"),
+            splits=res("splits/{dataset}.parquet"),
+        output:
+            shard=directory(res("interventions/{model}/{dataset}/shards/{shard}")),
+        log:
+            res("logs/intervene/{model}/{dataset}/{shard}.log"),
+        benchmark:
+            res("benchmarks/intervene/{model}/{dataset}/{shard}.tsv")
+        wildcard_constraints:
+            model=one_of(HF_MODELS),
+        priority: INFERENCE_FIRST
+        conda:
+            INFERENCE_ENV
+        resources:
+            gpu=1,
+            mem_mb=gpu_job_mem_mb,
+        params:
+            job=inference_job_params,
+            runs=COMMON_INTERVENTIONS,
+            layer=config["interventions"]["layer"],
+            splits=config["interventions"]["splits"],
+            cost=config["cost"],
+        script:
+            "../workflow_scripts/infer.py"
+
+
+rule merge_interventions:
     input:
-        model=res("models/{model}"),
-        episodes=intervention_episodes,
-        prompts=res("data/{dataset}/prompts.parquet"),
-        images=res("episodes/{dataset}/images"),
-        attack_images=res("data/{dataset}/images"),
-        vectors=intervention_vectors,
-    output:
-        responses=res("interventions/{model}/{dataset}/{intervention}/shards/{shard}.parquet"),
-    log:
-        res("logs/intervene/{model}/{dataset}/{intervention}/{shard}.log"),
-    benchmark:
-        res("benchmarks/intervene/{model}/{dataset}/{intervention}/{shard}.tsv")
-    conda:
-        ENV
-    resources:
-        gpu=1,
-        mem_mb=lambda wc: max(config["generation"]["gpu_mem_mb"], 2000),
-    params:
-        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
-        entry=lambda wc: config["models"][wc.model],
-        generation=config["generation"],
-        n_shards=len(SHARDS),
-        layer=config["interventions"]["layer"],
-    script:
-        "../workflow_scripts/infer.py"
-
-
-rule merge_intervention:
-    input:
-        responses=expand(
-            res("interventions/{{model}}/{{dataset}}/{{intervention}}/shards/{shard}.parquet"),
-            shard=SHARDS,
+        shards=expand(
+            res("interventions/{{model}}/{{dataset}}/shards/{shard}"),
+            shard=SHARDS if COMMON_INTERVENTIONS else [],
         ),
+        transfer_costs=lambda wc: [
+            res(f"costs/{wc.model}/{wc.dataset}/transfer/{source}.parquet")
+            for source in transfer_sources(config["interventions"], wc.dataset)
+        ],
     output:
-        responses=res("interventions/{model}/{dataset}/{intervention}/responses.parquet"),
+        responses=expand(
+            res("interventions/{{model}}/{{dataset}}/{intervention}/responses.parquet"),
+            intervention=COMMON_INTERVENTIONS,
+        ),
+        costs=res("costs/{model}/{dataset}.parquet"),
     log:
-        res("logs/merge/{model}/{dataset}/{intervention}.log"),
+        res("logs/merge/{model}/{dataset}/interventions.log"),
     benchmark:
-        res("benchmarks/merge/{model}/{dataset}/{intervention}.tsv")
+        res("benchmarks/merge/{model}/{dataset}/interventions.tsv")
+    wildcard_constraints:
+        model=one_of(HF_MODELS),
+    priority: INFERENCE_FIRST
     conda:
         ENV
-    script:
-        "../workflow_scripts/merge_shards.py"
-
-
-# The KL cost of every intervention on harmless test prompts (GPU).
-rule intervention_cost:
-    input:
-        model=res("models/{model}"),
-        direct=res("episodes/{dataset}/direct.jsonl"),
-        tool=res("episodes/{dataset}/tool.jsonl"),
-        prompts=res("data/{dataset}/prompts.parquet"),
-        splits=res("splits/{dataset}.parquet"),
-        images=res("episodes/{dataset}/images"),
-        attack_images=res("data/{dataset}/images"),
-        vectors=lambda wc: [res(f"vectors/{wc.model}/{d}.nc") for d in cost_vector_datasets(wc.dataset)],
-    output:
-        res("costs/{model}/{dataset}.parquet"),
-    log:
-        res("logs/costs/{model}/{dataset}.log"),
-    benchmark:
-        res("benchmarks/costs/{model}/{dataset}.tsv")
-    conda:
-        ENV
-    resources:
-        gpu=1,
-        mem_mb=lambda wc: max(config["generation"]["gpu_mem_mb"], 2000),
     params:
-        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
-        entry=lambda wc: config["models"][wc.model],
-        generation=config["generation"],
-        layer=config["interventions"]["layer"],
-        interventions=lambda wc: interventions_of(wc.dataset),
-        vector_datasets=lambda wc: cost_vector_datasets(wc.dataset),
-        cost=config["cost"],
+        runs=COMMON_INTERVENTIONS,
     script:
-        "../workflow_scripts/intervention_cost.py"
+        "../workflow_scripts/merge_runs.py"
+
+
+if TRANSFER_RUNS:  # transfer runs exist only with interventions.transfer.pairs
+
+    # One job per (model, target dataset, source dataset), unsharded: a few direct runs, no merge.
+    rule transfer:
+        input:
+            model=res("models/{model}"),
+            episodes=res("episodes/{dataset}/direct.jsonl"),
+            prompts=res("data/{dataset}/prompts.parquet"),
+            images=res("episodes/{dataset}/images"),
+            attack_images=res("data/{dataset}/images"),
+            vectors=res("vectors/{model}/{source}.nc"),
+            splits=res("splits/{dataset}.parquet"),
+        output:
+            responses=expand(
+                res("interventions/{{model}}/{{dataset}}/{run}/responses.parquet"), run=TRANSFER_RUNS
+            ),
+            costs=res("costs/{model}/{dataset}/transfer/{source}.parquet"),
+        log:
+            res("logs/transfer/{model}/{dataset}/{source}.log"),
+        benchmark:
+            res("benchmarks/transfer/{model}/{dataset}/{source}.tsv")
+        wildcard_constraints:
+            model=one_of(HF_MODELS),
+        conda:
+            INFERENCE_ENV
+        resources:
+            gpu=1,
+            mem_mb=gpu_job_mem_mb,
+        params:
+            job=lambda wc, input: {**inference_job_params(wc, input), "n_shards": 1},
+            runs=lambda wc: [run.format(source=wc.source) for run in TRANSFER_RUNS],
+            layer=config["interventions"]["layer"],
+            splits=config["interventions"]["splits"],
+            cost=config["cost"],
+        script:
+            "../workflow_scripts/infer.py"

@@ -1,5 +1,6 @@
-# Stage 7: judge every response of one model on one dataset (conditions and interventions), with every
-# configured judge; then how far the judges agree with each other and with human labels.
+# Stage 7: judge every response (conditions and interventions) of every model on a dataset with one judge:
+# a model judge is loaded once per (judge, dataset). Then how far the judges agree with each other and
+# with human labels.
 
 
 rule prepare_judge:
@@ -11,6 +12,7 @@ rule prepare_judge:
         res("benchmarks/models/judges/{judge}.tsv")
     wildcard_constraints:
         judge=one_of(MODEL_JUDGES),
+    priority: CRITICAL_PATH
     conda:
         ENV
     params:
@@ -23,17 +25,20 @@ rule judge:
     input:
         unpack(judge_inputs),
     output:
-        res("judged/{judge}/{model}/{dataset}.parquet"),
+        expand(res("judged/{{judge}}/{model}/{{dataset}}.parquet"), model=MODELS),
     log:
-        res("logs/judge/{judge}/{model}/{dataset}.log"),
+        res("logs/judge/{judge}/{dataset}.log"),
     benchmark:
-        res("benchmarks/judge/{judge}/{model}/{dataset}.tsv")
+        res("benchmarks/judge/{judge}/{dataset}.tsv")
+    priority: CRITICAL_PATH
     conda:
         ENV
     resources:
         gpu=lambda wc: int(wc.judge in MODEL_JUDGES),
     params:
         options=judge_options,
+        models=MODELS,
+        runs=judged_runs,
     script:
         "../workflow_scripts/judge.py"
 

@@ -9,6 +9,7 @@ rule model:
         res("logs/models/{model}.log"),
     benchmark:
         res("benchmarks/models/{model}.tsv")
+    priority: INFERENCE_FIRST
     conda:
         ENV
     params:

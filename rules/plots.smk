@@ -1,19 +1,38 @@
 # Stage 9: seaborn figures (PNG for the book, SVG beside each): one set per dataset, and the headline.
 
 
-DATASET_FIGURES = [
+# Figures drawn per dataset, in two groups: the representation figures read only the vectors, so they are
+# drawn while the judges still run; the behaviour figures wait for the tables.
+REPRESENTATION_FIGURES = ["cosine_by_layer", "pca", "probes", "projections"]
+BEHAVIOUR_FIGURES = [
     "asr_by_condition",
-    "cosine_by_layer",
     "dose_response",
-    "pca",
-    "probes",
-    "projections",
     "asr_by_category",
     "interventions",
     "asr_by_judge",
     "intervention_cost",
     "free_tool_use",
 ]
+DATASET_FIGURES = BEHAVIOUR_FIGURES + REPRESENTATION_FIGURES
+
+
+rule representation_figures:
+    input:
+        vectors=expand(res("vectors/{model}/{{dataset}}.nc"), model=HF_MODELS),
+    output:
+        pngs=expand(res("figures/{{dataset}}/{name}.png"), name=REPRESENTATION_FIGURES),
+        svgs=expand(res("figures/{{dataset}}/{name}.svg"), name=REPRESENTATION_FIGURES),
+        captions=res("figures/{dataset}/representation.captions.json"),
+    log:
+        res("logs/figures/{dataset}.representation.log"),
+    benchmark:
+        res("benchmarks/figures/{dataset}.representation.tsv")
+    conda:
+        ENV
+    params:
+        group="representation",
+    script:
+        "../workflow_scripts/figures.py"
 
 
 rule figures:
@@ -23,18 +42,19 @@ rule figures:
         cost=res("tables/intervention_cost.csv"),
         free_tool_use=res("tables/free_tool_use.csv"),
         selection=res("tables/selection.csv"),
-        vectors=expand(res("vectors/{model}/{{dataset}}.nc"), model=HF_MODELS),
     output:
-        pngs=expand(res("figures/{{dataset}}/{name}.png"), name=DATASET_FIGURES),
-        svgs=expand(res("figures/{{dataset}}/{name}.svg"), name=DATASET_FIGURES),
+        pngs=expand(res("figures/{{dataset}}/{name}.png"), name=BEHAVIOUR_FIGURES),
+        svgs=expand(res("figures/{{dataset}}/{name}.svg"), name=BEHAVIOUR_FIGURES),
         captions=res("figures/{dataset}/captions.json"),
     log:
         res("logs/figures/{dataset}.log"),
     benchmark:
         res("benchmarks/figures/{dataset}.tsv")
+    priority: CRITICAL_PATH
     conda:
         ENV
     params:
+        group="behaviour",
         judge=config["headline_judge"],
     script:
         "../workflow_scripts/figures.py"

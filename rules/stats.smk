@@ -19,6 +19,7 @@ rule asr_table:
         res("logs/stats/asr.log"),
     benchmark:
         res("benchmarks/stats/asr.tsv")
+    priority: CRITICAL_PATH
     conda:
         ENV
     params:
@@ -44,6 +45,7 @@ rule analysis_tables:
         res("logs/stats/analysis.log"),
     benchmark:
         res("benchmarks/stats/analysis.tsv")
+    priority: CRITICAL_PATH
     conda:
         ENV
     params:

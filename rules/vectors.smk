@@ -12,6 +12,7 @@ rule vectors:
         res("logs/vectors/{model}/{dataset}.log"),
     benchmark:
         res("benchmarks/vectors/{model}/{dataset}.tsv")
+    priority: INFERENCE_FIRST
     conda:
         ENV
     params:

@@ -58,10 +58,10 @@ def test_quick_bench_counts_the_paper_dag(quick):
     paper = load_config(REPO / "config" / "paper.yaml")
     counts = result["dag_rule_counts"]
     assert result["dag_jobs"] == sum(counts.values())
-    runs = len(paper["models"]) * len(paper["datasets"]) * len(paper["conditions"])
-    assert counts["infer_shard"] == runs * paper["generation"]["shards"]
-    assert counts["merge_run"] == runs
-    assert counts["intervene_shard"] > 0  # per-intervention counts: tests/test_paper_config.py
+    pairs = len(paper["models"]) * len(paper["datasets"])
+    assert counts["infer"] == pairs * paper["generation"]["shards"]
+    assert counts["merge_runs"] == pairs
+    assert counts["intervene"] == pairs * paper["generation"]["shards"]  # more: tests/test_paper_config.py
     assert counts["book"] == 1
     assert isinstance(result["dag_build_s"], float) and result["dag_build_s"] > 0
 
@@ -70,7 +70,9 @@ def test_quick_bench_skips_end_to_end_and_prints_every_figure(quick):
     result, stdout = quick
     assert result["end_to_end_s"] is None
     assert set(result["verdicts"]) == set(TARGETS)
-    assert all(result["verdicts"][k] in ("pass", "miss") for k in TARGETS)
+    skipped = [k for k in TARGETS if k == "end_to_end_s" or k.startswith("vllm_")]  # full mode only
+    assert skipped and all(result["verdicts"][k] == "-" for k in skipped)
+    assert all(result["verdicts"][k] in ("pass", "miss") for k in TARGETS if k not in skipped)
     labels = ("capture overhead", "intervention overhead", "batch 8 / batch 1", "snakemake -n", "skipped")
     for label in labels:
         assert label in stdout
@@ -87,7 +89,8 @@ def test_verdict_and_table_mark_pass_miss_and_unmeasured():
     assert verdict("capture_overhead", 1.01) == "pass"
     assert verdict("capture_overhead", 1.2) == "miss"
     assert verdict("dag_build_s", 16.0) == "miss"
-    assert verdict("dag_jobs", 10) == "-"
+    assert verdict("dag_jobs", 10) == "pass" and verdict("dag_jobs", 12308) == "miss"
+    assert verdict("batch8_per_prompt_over_batch1", 0.5) == "-"  # a figure without a target
     assert verdict("capture_overhead", None) == "-"
     text = table({"capture_overhead": 1.2, "dag_jobs": 7})
     assert "1.200x" in text and "miss" in text and "skipped" in text
@@ -117,11 +120,80 @@ def test_gpu_bench_runs_tiny_on_cpu_and_refuses_cuda_without_a_gpu(tmp_path):
 
     out = tmp_path / "gpu.json"
     args = ["--out", str(out), "--tiny", "--batch-size", "2", "--new-tokens", "3", "--repeats", "1"]
-    assert main([*args, "--device", "cpu", "--image-side", "56", "--text-tokens", "6"]) == 0
+    assert main([*args, "--device", "cpu", "--image-side", "56", "--text-tokens", "6", "--engines", ""]) == 0
     result = json.loads(out.read_text())
     assert result["new_tokens"] == 3 and result["batch_size"] == 2
     assert set(result["variants"]) == {"plain", "capture", "add_alpha0"}
     assert all(v["prompts_per_s"] > 0 for v in result["variants"].values())
+    assert "engines" not in result  # --engines '' below: the hooks figures alone
     if not torch.cuda.is_available():
         assert main(["--out", str(tmp_path / "none.json")]) == 2
         assert not (tmp_path / "none.json").exists()
+
+
+def test_gpu_bench_times_both_engines_and_projects_the_study(tmp_path):
+    """--tiny on CPU: the saved random model loads in both engines (vLLM where its environment exists) and
+    the projection turns the measured rates into GPU-hours for the config's DAG."""
+    from toolshift.bench_gpu import main
+    from toolshift.engines.environment import vllm_python
+    from toolshift.errors import ConfigError
+
+    try:
+        vllm_python()
+        engines = "hf,vllm"
+    except ConfigError:
+        engines = "hf"
+    out = tmp_path / "gpu.json"
+    args = ["--out", str(out), "--tiny", "--device", "cpu", "--batch-size", "2", "--new-tokens", "3",
+            "--repeats", "1", "--image-side", "56", "--text-tokens", "6", "--engine-n", "2",
+            "--engines", engines, "--config", "config/config.yaml"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    for engine in engines.split(","):
+        rate = result["engines"][engine]
+        assert isinstance(rate, dict), rate
+        assert rate["dtype"] == "bfloat16" and rate["load_s"] > 0
+        assert {v: r["new_tokens"] for v, r in rate["variants"].items()} == dict.fromkeys(
+            ("plain", "capture", "steer"), 2 * 3
+        )
+        assert all(r["tokens_per_s"] > 0 for r in rate["variants"].values())
+        assert result["projection"][engine]["total_gpu_h"] > 0
+    assert result["projection"]["dag_jobs"] > 0 and result["projection"]["model_loads"] > 0
+
+
+def test_gpu_hours_projection_is_tokens_over_measured_rates():
+    from toolshift.bench_gpu import project_gpu_hours
+
+    study = {"condition_new_tokens": 7200, "intervention_new_tokens": 3600, "model_loads": 10}
+    rate = {"load_s": 36.0, "variants": {"capture": {"tokens_per_s": 2.0}, "steer": {"tokens_per_s": 1.0}}}
+    hours = project_gpu_hours(study, rate)
+    assert hours["condition_gpu_h"] == pytest.approx(1.0)
+    assert hours["intervention_gpu_h"] == pytest.approx(1.0)
+    assert hours["load_gpu_h"] == pytest.approx(0.1)
+    assert hours["total_gpu_h"] == pytest.approx(2.1)
+
+
+def test_gpu_rows_come_only_from_a_cuda_report(tmp_path):
+    from toolshift.bench import gpu_figures
+
+    assert gpu_figures(tmp_path / "missing.json")["gpu"].startswith("not measured here")
+    report = {
+        "model": "Qwen2_5_VLForConditionalGeneration, Qwen2.5-VL-7B-Instruct config, random init",
+        "device": "NVIDIA H200",
+        "engines": {
+            "hf": {
+                "load_s": 30.0,
+                "variants": {"capture": {"tokens_per_s": 900.0}, "steer": {"tokens_per_s": 880.0}},
+            },
+            "vllm": "not measured here: no vLLM environment",
+        },
+        "projection": {"hf": {"total_gpu_h": 120.0}, "vllm": "not measured here: no vLLM environment"},
+    }  # fmt: skip
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(report))
+    rows = gpu_figures(path)
+    assert rows["gpu_hf_tokens_per_s_capture"] == 900.0 and rows["gpu_hf_paper_gpu_h"] == 120.0
+    assert "gpu_vllm_load_s" not in rows
+    assert "not measured here" in table(rows).split("GPU: vllm load")[1].splitlines()[0]
+    path.write_text(json.dumps({**report, "device": "cpu"}))
+    assert gpu_figures(path)["gpu"].startswith("not measured here")

@@ -400,23 +400,31 @@ def test_image_size_must_match_the_image(free_setup):
         run_free_episodes(lambda eps: ["x"], wrong, root, images_dir=IMAGES, adapter=Qwen3VLAdapter())
 
 
-def test_run_free_reads_calls_with_the_models_adapter(free_setup, monkeypatch):
-    """run_free hands the loaded model's adapter to the loop: a scripted Qwen3-VL 'model' (generation
-    replaced, rendering real) has its relative box converted."""
+def test_run_free_reads_calls_with_the_models_adapter(free_setup):
+    """run_free hands the engine's adapter to the loop: a scripted Qwen3-VL engine (generation scripted,
+    rendering real) has its relative box converted."""
     root, episodes = free_setup
-    import toolshift.free_loop as free_loop
+    from toolshift.engines.base import Engine, RunResult
 
-    loaded = type("Loaded", (), {"adapter": Qwen3VLAdapter(), "n_layers": 2, "hidden_size": 3})()
     rendered = []
 
-    def fake_generate(model, eps, results_root, **kwargs):
-        rendered.extend(model.adapter.render_messages(ep, results_root)[0] for ep in eps)
-        texts = [native(QWEN3_WRITTEN) if len(ep["messages"]) == 2 else "It is a list." for ep in eps]
-        df = pd.DataFrame({"response": texts, "n_prompt_tokens": 10, "n_new_tokens": 5})
-        states = np.zeros((len(eps), 2, 3), np.float32) if kwargs["capture"] else None
-        return df, states
+    class Scripted(Engine):
+        name = "scripted"
+        adapter = Qwen3VLAdapter()
+        n_layers, hidden_size = 2, 3
 
-    monkeypatch.setattr(free_loop, "generate", fake_generate)
+        def generate(self, requests, results_root, *, max_new_tokens, progress=False):
+            results = []
+            for request in requests:
+                eps = request.episodes
+                rendered.extend(self.adapter.render_messages(ep, results_root)[0] for ep in eps)
+                texts = [native(QWEN3_WRITTEN) if len(ep["messages"]) == 2 else "It is a list." for ep in eps]
+                df = pd.DataFrame({"response": texts, "n_prompt_tokens": 10, "n_new_tokens": 5})
+                states = np.zeros((len(eps), 2, 3), np.float32) if request.capture else None
+                results.append(RunResult(df, states, self.name))
+            return results
+
+    loaded = Scripted()
     df, states = run_free(loaded, episodes, root, images_dir="runs/fake/mini/free/images", max_turns=2)
     assert df["n_tool_calls"].tolist() == [1] * 4 and df["n_malformed_calls"].tolist() == [0] * 4
     assert df["response"].tolist() == ["It is a list."] * 4 and states.shape == (4, 2, 3)

@@ -171,3 +171,50 @@ def test_run_intervention_costs_and_table(llava, tmp_path):
     )
     assert s.loc["add_a1", "kl_mean"] > 0 and s.loc["add_a1", "n"] == 2
     assert s.loc["add_a1", "kl_ci_low"] <= s.loc["add_a1", "kl_mean"] <= s.loc["add_a1", "kl_ci_high"]
+
+
+def test_an_intervention_job_measures_the_same_costs_with_its_own_load(llava, tmp_path):
+    """The costs an `intervene` job writes beside its responses (two shards, merged) equal the standalone
+    `run_intervention_costs` rows on the same files, and a repeated (intervention, prompt) is refused."""
+    from toolshift.errors import ContractError
+    from toolshift.runner import InferenceJob, RunOutput, merge_costs, run_job, shard_costs, shard_outputs
+
+    _study_files(tmp_path, llava)
+    ids = ["add_a0", "add_a1", "ablate", "random_a1_s0"]
+    reference = run_intervention_costs(
+        model_name="llava", entry={"family": "llava"}, model_dir=llava.model_id, dataset="syn",
+        episodes_paths={"direct": tmp_path / "direct.jsonl", "tool": tmp_path / "tool.jsonl"},
+        prompts_path=tmp_path / "prompts.parquet", splits_path=tmp_path / "splits.parquet",
+        vectors_paths={"syn": tmp_path / "vectors.nc"}, results_root=tmp_path, interventions=ids,
+        layer="auto", generation={"device": "cpu", "batch_size": 4}, out=tmp_path / "reference.parquet",
+        n_generated=2,
+    )  # fmt: skip
+    base = {i: str(tmp_path / ("tool.jsonl" if i == "ablate" else "direct.jsonl")) for i in ids}
+    shards = []
+    for shard in range(2):
+        folder = tmp_path / "shards" / f"{shard:03d}"
+        outputs = shard_outputs(folder, ids)
+        job = InferenceJob(
+            model="llava", entry={"family": "llava"}, model_dir=str(llava.model_id), dataset="syn",
+            prompts=str(tmp_path / "prompts.parquet"), results_root=str(tmp_path),
+            generation={"device": "cpu", "batch_size": 4, "max_new_tokens": 2}, shard=shard, n_shards=2,
+            runs=[RunOutput(i, base[i], responses) for i, (responses, _) in zip(ids, outputs, strict=True)],
+            vectors={"syn": str(tmp_path / "vectors.nc")}, layer="auto",
+            splits=str(tmp_path / "splits.parquet"),
+            costs=str(shard_costs(folder)), cost={"n_generated": 2},
+        )  # fmt: skip
+        run_job(job)
+        shards.append(folder)
+    merge_costs(shards, [], tmp_path / "merged.parquet")
+    merged = read_costs(tmp_path / "merged.parquet")
+    key = ["intervention", "prompt_id"]
+    pd.testing.assert_frame_equal(
+        merged.sort_values(key).reset_index(drop=True),
+        reference.sort_values(key).reset_index(drop=True),
+        check_exact=False,
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    with pytest.raises(ContractError, match="appears twice"):
+        merge_costs(shards, [tmp_path / "merged.parquet"], tmp_path / "twice.parquet")
+    assert not (tmp_path / "twice.parquet").exists()

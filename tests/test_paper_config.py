@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from toolshift.config import load_config
-from toolshift.interventions import expand_interventions
+from toolshift.interventions import transfer_sources
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"
@@ -47,18 +47,25 @@ def test_paper_dag_builds_offline_with_the_expected_job_counts(paper, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     n_models, n_datasets = len(paper["models"]), len(paper["datasets"])
-    n_conditions, n_shards = len(paper["conditions"]), paper["generation"]["shards"]
-    n_intervention_runs = sum(len(expand_interventions(paper["interventions"], d)) for d in paper["datasets"])
-    runs = n_models * n_datasets * n_conditions
+    n_shards = paper["generation"]["shards"]
+    sources = {d: transfer_sources(paper["interventions"], d) for d in paper["datasets"]}
+    pairs = n_models * n_datasets
     assert int(counts["model"]) == n_models
     assert int(counts["prompts"]) == n_datasets
-    assert int(counts["infer_shard"]) == runs * n_shards
-    assert int(counts["merge_run"]) == runs
-    assert int(counts["validate_run"]) == runs
-    assert int(counts["vectors"]) == n_models * n_datasets
-    assert int(counts["intervene_shard"]) == n_models * n_intervention_runs * n_shards
-    assert int(counts["judge"]) == n_models * n_datasets * len(paper["judges"])
-    assert int(counts["figures"]) == n_datasets  # one set of figures per dataset
+    # one model load per (model, dataset, shard) for every condition, and one for every intervention
+    assert int(counts["infer"]) == pairs * n_shards
+    assert int(counts["merge_runs"]) == pairs
+    assert int(counts["validate_runs"]) == pairs
+    assert int(counts["vectors"]) == pairs
+    assert int(counts["intervene"]) == pairs * n_shards
+    assert int(counts["merge_interventions"]) == pairs
+    assert int(counts["transfer"]) == n_models * sum(len(s) for s in sources.values())
+    assert "intervention_cost" not in counts  # the KL cost shares the intervene load
+    assert int(counts["judge"]) == n_datasets * len(paper["judges"])  # a judge model loads once per dataset
+    total = int(counts.pop("total"))
+    assert sum(int(c) for c in counts.values()) == total and total <= 1000  # the issue-11 bound
+    assert int(counts["figures"]) == n_datasets  # one set of figures per dataset, in two groups
+    assert int(counts["representation_figures"]) == n_datasets
     assert int(counts["headline_figure"]) == 1
     assert int(counts["validate_figstep"]) == 1 and int(counts["validate_planted"]) == 1
     assert int(counts["book"]) == 1

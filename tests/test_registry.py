@@ -100,6 +100,7 @@ def unpinned(file: RemoteFile) -> RemoteFile:
 def test_every_entry_is_well_formed():
     for name, spec in DATASETS.items():
         assert spec.name == name and spec.license and spec.description
+        assert isinstance(spec.n_rows, int) and spec.n_rows > 0, name  # the published size
         if name == "mini":
             continue
         assert spec.files, name
@@ -139,7 +140,7 @@ def test_entry_builds_its_prompts_from_the_mirror(name, shared_data, mirror, tmp
         pytest.skip(f"{shared_data / marker} is absent")
     spec = DATASETS[name]
     rows = load_dataset(name, mirror)
-    assert len(rows) == total and rows["prompt_id"].is_unique
+    assert len(rows) == total == spec.n_rows and rows["prompt_id"].is_unique
     assert set(rows["harmful"]) == {spec.classes == "harmful"}
 
     results = tmp_path / "results"

@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import xarray as xr
 import yaml
@@ -39,7 +40,7 @@ MODEL = "fixture-llava"
 CONDITIONS = ("direct", "tool")
 PER_CLASS = 2
 INTERVENTION = "add_a4"
-GPU_RULES = ("infer_shard", "intervene_shard")
+GPU_RULES = ("infer", "intervene")
 # Every job of the DAG except `all` (what the dry runs list).
 EXPECTED_RULES = {
     "prompts": 1,
@@ -47,29 +48,29 @@ EXPECTED_RULES = {
     "splits": 1,
     "model": 1,
     "prepare_judge": 2,
-    "infer_shard": 2,
-    "merge_run": 2,
-    "validate_run": 2,
+    "infer": 1,
+    "merge_runs": 1,
+    "validate_runs": 1,
     "vectors": 1,
-    "intervene_shard": 1,
-    "intervention_cost": 1,
-    "merge_intervention": 1,
+    "intervene": 1,
+    "merge_interventions": 1,
     "judge": 3,
     "judge_agreement": 1,
     "asr_table": 1,
     "analysis_tables": 1,
     "figures": 1,
+    "representation_figures": 1,
     "headline_figure": 1,
     "validate_planted": 1,
     "book": 1,
 }
 # What goes through SLURM at least: both GPU rules and the CPU rules between them (see slurm_run).
 SLURM_RULES = {
-    "infer_shard": 2,
-    "merge_run": 2,
+    "infer": 1,
+    "merge_runs": 1,
     "vectors": 1,
-    "intervene_shard": 1,
-    "merge_intervention": 1,
+    "intervene": 1,
+    "merge_interventions": 1,
 }
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+)")
 
@@ -124,6 +125,7 @@ def cluster_profile(profile: dict) -> dict:
     test["set-resources"] = {
         rule: {**res, "cpus_per_task": 1, "mem_mb": 1000} for rule, res in profile["set-resources"].items()
     }
+    test["set-threads"] = {rule: 1 for rule in profile.get("set-threads", {})}
     return test
 
 
@@ -255,7 +257,9 @@ def test_contract_files_validate(slurm_run):
     intervened = read_table(
         results / f"interventions/{MODEL}/mini/{INTERVENTION}/responses.parquet", RESPONSE_COLUMNS
     )
-    assert set(intervened["intervention"]) == {INTERVENTION} and len(intervened) == 2 * PER_CLASS
+    splits = pd.read_parquet(results / "splits/mini.parquet")
+    steered = set(splits.loc[splits["split"] != "train", "prompt_id"])  # interventions skip train prompts
+    assert set(intervened["intervention"]) == {INTERVENTION} and set(intervened["prompt_id"]) == steered
     assert not (results / "judged").exists()  # nothing past the target ran
 
 
@@ -275,7 +279,7 @@ def test_slurm_profile_maps_gpu_rules_and_defaults():
         assert res["slurm_partition"] != defaults["slurm_partition"]
     rules_text = "\n".join(path.read_text() for path in sorted((REPO / "rules").glob("*.smk")))
     for rule in GPU_RULES:
-        block = re.search(rf"^rule {rule}:\n(.*?)(?=^rule |\Z)", rules_text, re.MULTILINE | re.DOTALL)
+        block = re.search(rf"^\s*rule {rule}:\n(.*?)(?=^\s*rule |\Z)", rules_text, re.MULTILINE | re.DOTALL)
         assert block and re.search(r"^\s+gpu=1,", block.group(1), re.MULTILINE), f"rule {rule} lacks gpu=1"
 
 

@@ -29,6 +29,7 @@ from toolshift.contracts import (
 )
 from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
 from toolshift.report import CHAPTERS, FIGURE_PAGES, TABLE_PAGES, broken_internal_links
+from toolshift.runner import LOADED_LINE
 
 pytestmark = pytest.mark.e2e
 
@@ -143,9 +144,31 @@ def test_free_runs_record_tool_use(dag):
 
 def test_shards_partition_the_prompts(dag):
     work, cfg = dag
-    shard_dir = Path(cfg["results"]) / "runs/fixture-llava/mini/tool/shards"
-    ids = [set(pd.read_parquet(p)["prompt_id"]) for p in sorted(shard_dir.glob("*.parquet"))]
+    shards = sorted((Path(cfg["results"]) / "runs/fixture-llava/mini/shards").iterdir())
+    ids = [set(pd.read_parquet(shard / "tool.parquet")["prompt_id"]) for shard in shards]
     assert len(ids) == 2 and ids[0] and ids[1] and not ids[0] & ids[1]
+    for shard in shards:  # one job per shard wrote every condition, with its states
+        assert sorted(p.stem for p in shard.glob("*.parquet")) == sorted(CONDITIONS)
+        assert sorted(p.stem for p in shard.glob("*.nc")) == sorted(CONDITIONS)
+
+
+def test_one_model_load_per_job_serves_every_run(dag):
+    """Each (model, dataset, shard) is one infer job and one intervene job, whatever the number of runs."""
+    work, cfg = dag
+    results = Path(cfg["results"])
+    for model in MODELS:
+        for rule in ("infer", "intervene"):
+            jobs = sorted(p.stem for p in (results / f"benchmarks/{rule}/{model}/mini").glob("*.tsv"))
+            assert jobs == ["000", "001"], (rule, jobs)
+            runs = len(CONDITIONS) if rule == "infer" else len(INTERVENTIONS)
+            for shard in jobs:
+                log = (results / f"logs/{rule}/{model}/mini/{shard}.log").read_text()
+                loaded = LOADED_LINE % (model, "hf", runs, "mini", int(shard))
+                assert log.count(" loaded once into the ") == 1 and loaded in log, log[-2000:]
+        engines = pd.concat(
+            [pd.read_parquet(p) for p in (results / f"runs/{model}/mini").glob("*/responses.parquet")]
+        )["engine"]
+        assert set(engines) == {"hf"}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -164,14 +187,17 @@ def test_vectors_file(dag, model):
 def test_interventions_and_judged_tables(dag, model):
     work, cfg = dag
     results = Path(cfg["results"])
+    splits = pd.read_parquet(results / "splits/mini.parquet")
+    steered = set(splits.loc[splits["split"].isin(["validation", "test"]), "prompt_id"])  # not train
+    assert 0 < len(steered) < 2 * PER_CLASS
     for intervention in INTERVENTIONS:
         responses = read_table(
             results / f"interventions/{model}/mini/{intervention}/responses.parquet", RESPONSE_COLUMNS
         )
         assert set(responses["intervention"]) == {intervention}
-        assert len(responses) == 2 * PER_CLASS
+        assert set(responses["prompt_id"]) == steered and len(responses) == len(steered)
     judged = read_table(results / f"judged/keyword/{model}/mini.parquet", JUDGED_COLUMNS)
-    assert len(judged) == 2 * PER_CLASS * (len(CONDITIONS) + len(INTERVENTIONS))
+    assert len(judged) == 2 * PER_CLASS * len(CONDITIONS) + len(steered) * len(INTERVENTIONS)
     assert judged["unsafe"].dtype == bool
 
 
@@ -213,7 +239,8 @@ def test_figures_and_book(dag):
         folder = results / ("figures" if name == "headline" else "figures/mini")
         assert (folder / f"{name}.png").stat().st_size > 5000
         assert (folder / f"{name}.svg").stat().st_size > 1000
-    captions = json.loads((results / "figures/mini/captions.json").read_text())
+    captions = json.loads((results / "figures/mini/captions.json").read_text())  # the behaviour group
+    captions.update(json.loads((results / "figures/mini/representation.captions.json").read_text()))
     captions.update(json.loads((results / "figures/captions.json").read_text()))
     assert set(captions) == set(FIGURES)
     index = Path(cfg["book_dir"]) / "_build/html/index.html"

@@ -293,18 +293,35 @@ def _image_size(meta: dict[str, Any], where: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+IMAGE_CACHE_BYTES = 256 * 2**20
+"""Decoded images kept in memory for later renders (a job renders the same attack image in every run)."""
+_image_cache: dict[tuple[str, int, int], Any] = {}
+_image_cache_bytes = 0
+
+
 def _load_image(root: Path, relpath: str, where: str) -> Any:
-    """Open an image (path relative to the results root) as an RGB PIL image."""
+    """Open an image (path relative to the results root) as an RGB PIL image (a copy of a decoded image
+    kept by path, size and mtime while IMAGE_CACHE_BYTES lasts)."""
+    global _image_cache_bytes
     from PIL import Image
 
     path = root / relpath
     try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key in _image_cache:
+            return _image_cache[key].copy()
         with Image.open(path) as im:
-            return im.convert("RGB")
+            image = im.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{where}: image {path} not found") from None
     except OSError as exc:
         raise DataError(f"{where}: image {path} cannot be read ({exc})") from None
+    size = image.width * image.height * 3
+    if _image_cache_bytes + size <= IMAGE_CACHE_BYTES:
+        _image_cache[key] = image.copy()
+        _image_cache_bytes += size
+    return image
 
 
 # --------------------------------------------------------------------------- Qwen families

@@ -6,13 +6,17 @@ a noisy or shared machine; absolute seconds are recorded beside them for context
 
 Figures (targets where the project sets one):
 
-- capture overhead: generation with residual capture / without (target <= 1.05);
-- intervention overhead: generation with an `add` hook at alpha = 0 / without (target <= 1.05);
+- capture overhead: generation with residual capture / without (target <= 1.02);
+- intervention overhead: generation with an `add` hook at alpha = 0 / without (target <= 1.02);
 - batching: per-prompt generation time at batch 8 / batch 1;
 - activation storage: bytes on disk per prompt x layer x hidden value of `activations.nc`, and its write
   time / a raw `numpy.save` of the same array;
-- DAG build: `snakemake -n` wall time for `config/paper.yaml` (target <= 15 s) and its job count;
-- end to end: wall time of the embedded default (`config/config.yaml`) from scratch (skipped by --quick).
+- DAG build: `snakemake -n` wall time for `config/paper.yaml` (target <= 5 s) and its job count (<= 1000);
+- what the paper study costs before it runs (toolshift.study_cost): model loads (<= 1 per (model,
+  dataset, shard) for the conditions, and one for the interventions), generations, maximum new tokens;
+- engines: new tokens/s of the `hf` and `vllm` engines on the same fixture, and how far they agree;
+- end to end: wall time of the embedded default (`config/config.yaml`) from scratch (target <= 180 s;
+  skipped by --quick).
 
 The model is a tiny random Qwen2.5-VL fixture (toolshift.fixtures), on the CPU, with a fixed number of new
 tokens per prompt (eos suppressed) so that every timed run does the same work.
@@ -47,9 +51,15 @@ PAPER_CONFIG = REPO_ROOT / "config" / "paper.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
 TARGETS: dict[str, tuple[str, float]] = {
-    "capture_overhead": ("<=", 1.05),
-    "intervention_overhead": ("<=", 1.05),
-    "dag_build_s": ("<=", 15.0),
+    "vllm_max_state_diff": ("<=", 1e-5),
+    "vllm_responses_equal_share": (">=", 1.0),
+    "capture_overhead": ("<=", 1.02),
+    "intervention_overhead": ("<=", 1.02),
+    "dag_build_s": ("<=", 5.0),
+    "dag_jobs": ("<=", 1000),
+    "infer_loads_per_model_dataset_shard": ("<=", 1.0),
+    "intervene_loads_per_model_dataset_shard": ("<=", 1.0),
+    "end_to_end_s": ("<=", 180.0),
 }
 """The figures with a target: (comparison, bound)."""
 
@@ -200,6 +210,56 @@ def _generation_figures(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- engine figures
+
+ENGINE_FIXTURE: dict[str, int] = {"hidden_size": 64, "num_layers": 4, "num_heads": 2}
+"""The fixture both engines are timed on (head size 32: vLLM's CPU attention serves no smaller one)."""
+
+
+def engine_figures(work: Path, n: int = 32, max_new_tokens: int = 32) -> dict[str, Any]:
+    """New tokens/s of the `hf` and `vllm` engines on the same Qwen2.5-VL fixture (plain, with capture, with
+    steering; toolshift.engines.throughput, one process and one load per engine) and their agreement on the
+    fixtures
+    (toolshift.engines.equivalence). Without a vLLM environment the vLLM figures say why they are missing."""
+    from toolshift.engines.environment import vllm_python
+    from toolshift.engines.throughput import measure_in_subprocess
+    from toolshift.fixtures import build_fixture
+
+    model = build_fixture("qwen2_5_vl", work / "engine_model", seed=0, **ENGINE_FIXTURE)
+    out: dict[str, Any] = {
+        "engines": {
+            "fixture": {"family": "qwen2_5_vl", **ENGINE_FIXTURE},
+            "n": n,
+            "max_new_tokens": max_new_tokens,
+        }
+    }
+    try:
+        vllm_python()
+        engines = ("hf", "vllm")
+    except ConfigError as exc:
+        engines = ("hf",)
+        out["engines"]["vllm"] = f"not measured: {exc}"
+    for engine in engines:
+        record = measure_in_subprocess(
+            engine, model, "qwen2_5_vl", n=n, max_new_tokens=max_new_tokens, timeout_s=1800
+        )
+        out["engines"][engine] = record
+        for variant, key in (("plain", ""), ("capture", "_capture"), ("steer", "_steer")):
+            out[f"{engine}_tokens_per_s{key}"] = record["variants"][variant]["tokens_per_s"]
+        out[f"{engine}_load_s"] = record["load_s"]
+    if "vllm" in engines:
+        from toolshift.engines.equivalence import FAMILIES, compare
+        from toolshift.engines.equivalence import figures as agreement
+
+        per_family = {f: agreement(*compare(f, work / f"equivalence-{f}")) for f in FAMILIES}
+        out["equivalence"] = per_family
+        out["vllm_responses_equal_hf"] = sum(v["responses_equal"] for v in per_family.values())
+        out["vllm_responses_compared"] = sum(v["responses"] for v in per_family.values())
+        out["vllm_max_state_diff"] = max(v["max_abs_state_diff"] for v in per_family.values())
+        out["vllm_responses_equal_share"] = out["vllm_responses_equal_hf"] / out["vllm_responses_compared"]
+    return out
+
+
 # --------------------------------------------------------------------------- storage figures
 
 
@@ -270,12 +330,28 @@ def dag_figures(work: Path, repeats: int, configfile: Path = PAPER_CONFIG) -> di
         if "total" not in rule_counts:
             raise RuntimeError("snakemake --dry-run printed no 'total' job count")
         n_jobs = rule_counts.pop("total")
+    from toolshift.config import load_config
+    from toolshift.study_cost import study_cost
+
+    study = study_cost(load_config(configfile), rule_counts)
     return {
         "dag_build_s": float(statistics.median(times)),
         "dag_jobs": n_jobs,
         "dag_rule_counts": rule_counts,
-        "dag": {"configfile": str(configfile.relative_to(REPO_ROOT)), "repeats": repeats, "times_s": times},
+        "dag": {"configfile": _shown(configfile), "repeats": repeats, "times_s": times},
+        "study_model_loads": study["model_loads"],
+        "infer_loads_per_model_dataset_shard": study["loads_per_model_dataset_shard"]["infer"],
+        "intervene_loads_per_model_dataset_shard": study["loads_per_model_dataset_shard"]["intervene"],
+        "study_generations": study["generations"],
+        "study_max_new_tokens": study["max_new_tokens"],
+        "study": study,
     }
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository where it lies inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
 
 
 def end_to_end_figures(work: Path, cores: int | None = None) -> dict[str, Any]:
@@ -309,19 +385,67 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("activation_write_over_numpy_save", "activations.nc write / numpy.save", "{:.2f}x"),
     ("dag_build_s", "snakemake -n, config/paper.yaml", "{:.1f} s"),
     ("dag_jobs", "jobs in the paper DAG", "{:d}"),
+    ("study_model_loads", "model loads per paper study", "{:d}"),
+    ("infer_loads_per_model_dataset_shard", "infer loads per (model, dataset, shard)", "{:.2f}"),
+    ("intervene_loads_per_model_dataset_shard", "intervene loads per (model, dataset, shard)", "{:.2f}"),
+    ("study_generations", "generations per paper study", "{:,d}"),
+    ("study_max_new_tokens", "max new tokens per paper study", "{:,d}"),
+    ("hf_tokens_per_s", "hf engine, new tokens/s (fixture, CPU)", "{:.0f}"),
+    ("hf_tokens_per_s_capture", "hf engine with capture, new tokens/s", "{:.0f}"),
+    ("hf_tokens_per_s_steer", "hf engine with steering, new tokens/s", "{:.0f}"),
+    ("vllm_tokens_per_s", "vllm engine, new tokens/s (same fixture)", "{:.0f}"),
+    ("vllm_tokens_per_s_capture", "vllm engine with capture, new tokens/s", "{:.0f}"),
+    ("vllm_tokens_per_s_steer", "vllm engine with steering, new tokens/s", "{:.0f}"),
+    ("vllm_responses_equal_share", "vllm responses equal to hf, share", "{:.3f}"),
+    ("vllm_max_state_diff", "vllm vs hf captured states, max |diff|", "{:.1e}"),
     ("end_to_end_s", "embedded default, end to end", "{:.0f} s"),
+    ("gpu_hf_load_s", "GPU, Qwen2.5-VL-7B bf16: hf load", "{:.0f} s"),
+    ("gpu_hf_tokens_per_s_capture", "GPU: hf with capture, new tokens/s", "{:.0f}"),
+    ("gpu_hf_tokens_per_s_steer", "GPU: hf with steering, new tokens/s", "{:.0f}"),
+    ("gpu_vllm_load_s", "GPU: vllm load", "{:.0f} s"),
+    ("gpu_vllm_tokens_per_s_capture", "GPU: vllm with capture, new tokens/s", "{:.0f}"),
+    ("gpu_vllm_tokens_per_s_steer", "GPU: vllm with steering, new tokens/s", "{:.0f}"),
+    ("gpu_hf_paper_gpu_h", "GPU: paper study projected, hf", "{:.0f} h"),
+    ("gpu_vllm_paper_gpu_h", "GPU: paper study projected, vllm", "{:.0f} h"),
 )
+GPU_REPORT = REPO_ROOT / "results" / "bench" / "bench_gpu.json"
+"""Where `python -m toolshift.bench_gpu` writes by default; `make bench` reads the GPU rows from it."""
+
+
+def gpu_figures(path: Path = GPU_REPORT) -> dict[str, Any]:
+    """The GPU rows from a `bench_gpu` report measured on CUDA (not `--tiny`); none without one, so the
+    table says "not measured here" instead of a figure."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"gpu": f"not measured here: no bench_gpu report at {path}"}
+    if "--tiny" in str(report.get("model", "")) or str(report.get("device") or "cpu") == "cpu":
+        return {"gpu": f"not measured here: {path} is a CPU / --tiny check, not a GPU measurement"}
+    out: dict[str, Any] = {"gpu": {"report": str(path), "device": report.get("device")}}
+    for engine, rate in (report.get("engines") or {}).items():
+        if not isinstance(rate, dict):
+            continue
+        out[f"gpu_{engine}_load_s"] = rate["load_s"]
+        for variant in ("capture", "steer"):
+            out[f"gpu_{engine}_tokens_per_s_{variant}"] = rate["variants"][variant]["tokens_per_s"]
+        projected = (report.get("projection") or {}).get(engine)
+        if isinstance(projected, dict):
+            out[f"gpu_{engine}_paper_gpu_h"] = projected["total_gpu_h"]
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
     """A plain-text table of every figure, its target and pass/miss."""
-    lines = [f"{'figure':<48} {'value':>12} {'target':>9} {'':>4}", "-" * 76]
+    lines = [f"{'figure':<48} {'value':>17} {'target':>9} {'':>4}", "-" * 81]
     for key, label, fmt in ROWS:
         value = result.get(key)
         failed = key == "end_to_end_s" and "error" in result.get("end_to_end", {})
-        shown = ("failed" if failed else "skipped") if value is None else fmt.format(value)
+        if value is None:
+            shown = "not measured here" if key.startswith("gpu_") else "failed" if failed else "skipped"
+        else:
+            shown = fmt.format(value)
         target = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
-        lines.append(f"{label:<48} {shown:>12} {target:>9} {verdict(key, value):>4}")
+        lines.append(f"{label:<48} {shown:>17} {target:>9} {verdict(key, value):>4}")
     return "\n".join(lines)
 
 
@@ -345,6 +469,8 @@ def run_bench(out: str | os.PathLike[str] = DEFAULT_OUT, *, quick: bool = False)
         _progress("snakemake -n on config/paper.yaml")
         result.update(dag_figures(work, cfg["dag_repeats"]))
         if cfg["end_to_end"]:
+            _progress("engines: hf and vllm tokens/s, vllm/hf equivalence")
+            result.update(engine_figures(work))
             _progress("end to end: the embedded default")
             try:
                 result.update(end_to_end_figures(work))
@@ -353,6 +479,7 @@ def run_bench(out: str | os.PathLike[str] = DEFAULT_OUT, *, quick: bool = False)
                 result.update({"end_to_end_s": None, "end_to_end": {"error": str(exc)}})
         else:
             result.update({"end_to_end_s": None, "end_to_end": {"skipped": "quick mode"}})
+    result.update(gpu_figures())
     result["targets"] = {k: {"op": op, "bound": b} for k, (op, b) in TARGETS.items()}
     result["verdicts"] = {k: verdict(k, result.get(k)) for k in TARGETS}
     result["machine"] = {

@@ -10,6 +10,14 @@ Usage (any CUDA machine, about 17 GB of GPU memory for the weights):
 
     python -m toolshift.bench_gpu --out results/bench/bench_gpu.json
 
+Then, for each engine of `--engines` (hf, vllm), it saves the same random model (bf16) with a Qwen2.5-VL
+processor at the published image-size limits into a temporary directory, loads it once per engine in a
+fresh process (`toolshift.engines.throughput`) and reports the load time and new tokens/s plain, with
+capture and with steering. Last, it projects the GPU-hours of `--config` (config/paper.yaml) from those
+measured rates and the study's counts (toolshift.study_cost over `snakemake -n`): condition tokens at the
+capture rate, intervention tokens at the steering rate, one load per loading job. The projection is an
+upper bound on decoding (every generation runs to max_new_tokens) and leaves out the judges.
+
 `--tiny` shrinks the model (2 layers, hidden 256) to check the script itself, on CPU with `--device cpu`.
 Without CUDA (and no `--device cpu`) it stops with one line and exit status 2.
 
@@ -25,7 +33,9 @@ import copy
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -240,6 +250,102 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- engines and projection
+
+QWEN2_5_VL_PIXELS: dict[str, int] = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}
+"""The Qwen2.5-VL-7B-Instruct processor's image-size limits (min_pixels, max_pixels of its preprocessor
+config): a 760x760 FigStep image becomes 756x756 pixels, 729 visual tokens."""
+
+
+def save_random_model(config: Any, out_dir: str | os.PathLike[str], device: str) -> str:
+    """Save a random `config` model (bf16) with the Qwen2.5-VL fixture's tokenizer and chat template and
+    the published image-size limits into `out_dir`, loadable by both engines like a hub snapshot."""
+    import torch
+    from transformers import AutoProcessor
+
+    from toolshift.fixtures import build_fixture
+
+    out = os.fspath(out_dir)
+    with tempfile.TemporaryDirectory(prefix="toolshift-bench-gpu-") as tmp:
+        fixture = build_fixture("qwen2_5_vl", tmp, hidden_size=64, num_layers=1, num_heads=2)
+        processor = AutoProcessor.from_pretrained(fixture)
+    ids = processor.tokenizer.convert_tokens_to_ids
+    config = copy.deepcopy(config)
+    for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                       ("vision_start_token_id", "<|vision_start|>"),
+                       ("vision_end_token_id", "<|vision_end|>")):  # fmt: skip
+        setattr(config, key, ids(token))
+    text = config.get_text_config()
+    text.eos_token_id, text.bos_token_id = ids("<|im_end|>"), ids("<|endoftext|>")
+    model = build_model(config, device, torch.bfloat16)
+    model.generation_config.eos_token_id = text.eos_token_id
+    model.generation_config.pad_token_id = ids("<|endoftext|>")
+    processor.image_processor.size = dict(QWEN2_5_VL_PIXELS)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return out
+
+
+def engine_rates(
+    model_dir: str, engines: Sequence[str], *, n: int, new_tokens: int, batch_size: int
+) -> dict[str, Any]:
+    """Load time and new tokens/s (plain, capture, steer) of each engine on `model_dir`, one fresh process
+    per engine; an engine that cannot run here says why instead of a figure."""
+    from toolshift.engines.throughput import measure_in_subprocess
+    from toolshift.errors import ToolshiftError
+
+    rates: dict[str, Any] = {}
+    for engine in engines:
+        try:
+            rates[engine] = measure_in_subprocess(
+                engine, model_dir, "qwen2_5_vl", n=n, max_new_tokens=new_tokens,
+                batch_size=batch_size, dtype="bfloat16",
+            )  # fmt: skip
+        except (ToolshiftError, subprocess.TimeoutExpired) as exc:
+            rates[engine] = f"not measured here: {exc}"
+    return rates
+
+
+def project_gpu_hours(study: dict[str, Any], rate: dict[str, Any]) -> dict[str, Any]:
+    """GPU-hours of a study (toolshift.study_cost with rule counts) at one engine's measured rates:
+    condition tokens / capture tokens/s + intervention tokens / steer tokens/s + loads x load_s."""
+    per_s = {v: rate["variants"][v]["tokens_per_s"] for v in ("capture", "steer")}
+    condition_s = study["condition_new_tokens"] / per_s["capture"]
+    intervention_s = study["intervention_new_tokens"] / per_s["steer"]
+    loads_s = (study["model_loads"] or 0) * rate["load_s"]
+    return {
+        "condition_gpu_h": condition_s / 3600,
+        "intervention_gpu_h": intervention_s / 3600,
+        "load_gpu_h": loads_s / 3600,
+        "total_gpu_h": (condition_s + intervention_s + loads_s) / 3600,
+        "basis": "measured tokens/s and load time on this GPU x the study's maximum new tokens and loads",
+    }
+
+
+def projection(configfile: str, rates: dict[str, Any]) -> dict[str, Any]:
+    """Each measured engine's GPU-hours for `configfile`, from `snakemake -n` rule counts and study_cost."""
+    from pathlib import Path
+
+    from toolshift.bench import dag_figures
+
+    with tempfile.TemporaryDirectory(prefix="toolshift-bench-gpu-dag-") as tmp:
+        dag = dag_figures(Path(tmp), 1, Path(configfile).resolve())
+    study = dag["study"]
+    out: dict[str, Any] = {
+        "config": configfile,
+        "dag_jobs": dag["dag_jobs"],
+        "generations": study["generations"],
+        "max_new_tokens": study["max_new_tokens"],
+        "model_loads": study["model_loads"],
+    }
+    for engine, rate in rates.items():
+        out[engine] = project_gpu_hours(study, rate) if isinstance(rate, dict) else rate
+    return out
+
+
 def table(result: dict[str, Any]) -> str:
     """The figures as a plain-text table."""
     lines = [
@@ -256,6 +362,38 @@ def table(result: dict[str, Any]) -> str:
     lines.append(
         f"intervention overhead (add, alpha 0) {result['intervention_overhead']:.3f}x (target <= 1.05)"
     )
+    engines = result.get("engines") or {}
+    if engines:
+        lines += [
+            "",
+            f"{'engine':<8} {'load s':>8} {'plain tok/s':>12} {'capture tok/s':>14} {'steer tok/s':>12}",
+        ]
+    for engine, rate in engines.items():
+        if not isinstance(rate, dict):
+            lines.append(f"{engine:<8} {rate}")
+            continue
+        v = rate["variants"]
+        lines.append(
+            f"{engine:<8} {rate['load_s']:>8.1f} {v['plain']['tokens_per_s']:>12.1f} "
+            f"{v['capture']['tokens_per_s']:>14.1f} {v['steer']['tokens_per_s']:>12.1f}"
+        )
+    proj = result.get("projection")
+    if proj:
+        lines += [
+            "",
+            f"{proj['config']}: {proj['dag_jobs']} jobs, {proj['generations']:,} generations, "
+            f"{proj['max_new_tokens']:,} max new tokens, {proj['model_loads']} model loads",
+        ]
+        for engine in engines:
+            p = proj.get(engine)
+            if isinstance(p, dict):
+                lines.append(
+                    f"  {engine}: {p['total_gpu_h']:.1f} GPU-h projected "
+                    f"(conditions {p['condition_gpu_h']:.1f}, interventions {p['intervention_gpu_h']:.1f}, "
+                    f"loads {p['load_gpu_h']:.2f}; judges excluded)"
+                )
+            else:
+                lines.append(f"  {engine}: {p}")
     return "\n".join(lines)
 
 
@@ -272,16 +410,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--text-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="toy-size model with the same architecture")
+    parser.add_argument(
+        "--engines", default="hf,vllm", help="engines to time on the saved model (comma-separated; '' = none)"
+    )
+    parser.add_argument("--engine-n", type=int, default=64, help="episodes per engine variant (default 64)")
+    parser.add_argument(
+        "--config", default=os.path.join("config", "paper.yaml"), help="the study to project ('' = none)"
+    )
     args = parser.parse_args(argv)
+    unknown = sorted(set(filter(None, args.engines.split(","))) - {"hf", "vllm"})
+    if unknown:
+        print(f"bench_gpu: --engines {args.engines!r}: unknown {unknown}; expected hf, vllm", file=sys.stderr)
+        return 2
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("bench_gpu: no CUDA device is available; run it on a GPU machine", file=sys.stderr)
         return 2
-    if min(args.batch_size, args.new_tokens, args.repeats, args.text_tokens) < 1 or args.image_side < 28:
+    if (
+        min(args.batch_size, args.new_tokens, args.repeats, args.text_tokens, args.engine_n) < 1
+        or args.image_side < 28
+    ):
         print("bench_gpu: sizes must be >= 1 (and --image-side >= 28)", file=sys.stderr)
         return 2
     result = run(args)
+    engines = [e for e in args.engines.split(",") if e]
+    if engines:
+        with tempfile.TemporaryDirectory(prefix="toolshift-bench-gpu-model-") as model_dir:
+            save_random_model(model_config(args.tiny), model_dir, args.device)
+            result["engines"] = engine_rates(
+                model_dir, engines, n=args.engine_n, new_tokens=args.new_tokens, batch_size=args.batch_size
+            )
+        if args.config:
+            result["projection"] = projection(args.config, result["engines"])
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(table(result))

@@ -42,8 +42,10 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "n_new_tokens",
     "max_new_tokens",
     "do_sample",
+    "engine",
 )
-"""`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id."""
+"""`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id; `engine`
+the inference engine that generated it (`hf`, `vllm`, `api`)."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""

@@ -108,6 +108,7 @@ def load_mini(source: DataSource | None = None) -> pd.DataFrame:
 DATASETS: dict[str, DatasetSpec] = {
     "mini": DatasetSpec(
         name="mini",
+        n_rows=100,
         loader=load_mini,
         license="same license as toolshift (written for this project)",
         description=(

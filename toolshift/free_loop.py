@@ -64,7 +64,7 @@ import pandas as pd
 from toolshift.adapters import FamilyAdapter
 from toolshift.errors import ConfigError, ContractError
 from toolshift.images import load_image, save_png, zoom
-from toolshift.inference import GENERATION_COLUMNS, generate
+from toolshift.inference import GENERATION_COLUMNS
 from toolshift.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 
 DEFAULT_MAX_TURNS: int = 4
@@ -302,8 +302,8 @@ def run_free_episodes(
 
 
 class ModelStep:
-    """A `StepFn` over a loaded model: batched greedy generation (`toolshift.inference.generate`) of one
-    assistant turn per episode.
+    """A `StepFn` over an inference engine (toolshift.engines; a loaded HF model is wrapped in the `hf`
+    engine): batched greedy generation of one assistant turn per episode.
 
     It keeps, per prompt_id, the token counts of the latest turn (`counts`) and, if `capture`, the
     residual stream at the last prompt token of the episode's first turn (`first_states`).
@@ -311,7 +311,7 @@ class ModelStep:
 
     def __init__(
         self,
-        loaded: Any,
+        model: Any,
         results_root: str | os.PathLike[str],
         max_new_tokens: int,
         *,
@@ -320,10 +320,11 @@ class ModelStep:
         intervention: Any = None,
         progress: bool = False,
     ) -> None:
-        self.loaded = loaded
+        from toolshift.engines.hf import as_engine
+
+        self.engine = as_engine(model, batch_size=batch_size)
         self.results_root = results_root
         self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
         self.capture = capture
         self.intervention = intervention
         self.progress = progress
@@ -331,16 +332,13 @@ class ModelStep:
         self.counts: dict[str, tuple[int, int]] = {}
 
     def _generate(self, episodes: list[dict[str, Any]], capture: bool) -> tuple[pd.DataFrame, Any]:
-        return generate(
-            self.loaded,
-            episodes,
-            self.results_root,
-            batch_size=self.batch_size,
-            max_new_tokens=self.max_new_tokens,
-            capture=capture,
-            intervention=self.intervention,
-            progress=self.progress,
+        from toolshift.engines.base import RunRequest
+
+        request = RunRequest("free", episodes, capture=capture, intervention=self.intervention)
+        (result,) = self.engine.generate(
+            [request], self.results_root, max_new_tokens=self.max_new_tokens, progress=self.progress
         )
+        return result.table, result.states
 
     def __call__(self, episodes: list[dict[str, Any]]) -> list[str]:
         ids = [str(ep["prompt_id"]) for ep in episodes]
@@ -361,7 +359,7 @@ class ModelStep:
     def states(self, prompt_ids: list[str]) -> np.ndarray:
         """The first-turn states of `prompt_ids`, stacked: (n, n_layers, hidden) float32."""
         if not prompt_ids:
-            return np.zeros((0, self.loaded.n_layers, self.loaded.hidden_size), np.float32)
+            return np.zeros((0, self.engine.n_layers, self.engine.hidden_size), np.float32)
         missing = [p for p in prompt_ids if p not in self.first_states]
         if missing:
             raise ContractError(f"free loop: no first-turn state captured for prompt_id {missing[0]!r}")
@@ -369,7 +367,7 @@ class ModelStep:
 
 
 def model_step_fn(
-    loaded: Any,
+    model: Any,
     results_root: str | os.PathLike[str],
     max_new_tokens: int,
     *,
@@ -378,9 +376,9 @@ def model_step_fn(
     intervention: Any = None,
     progress: bool = False,
 ) -> ModelStep:
-    """The step function of a loaded model (see ModelStep)."""
+    """The step function of an engine or a loaded model (see ModelStep)."""
     return ModelStep(
-        loaded,
+        model,
         results_root,
         max_new_tokens,
         batch_size=batch_size,
@@ -391,7 +389,7 @@ def model_step_fn(
 
 
 def run_free(
-    loaded: Any,
+    model: Any,
     episodes: list[dict[str, Any]],
     results_root: str | os.PathLike[str],
     *,
@@ -404,15 +402,15 @@ def run_free(
     intervention: Any = None,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """`generate`'s counterpart for `free` episodes: the tool loop on a loaded model, whose calls are
-    read in its family's tool format (`loaded.adapter`).
+    """`generate`'s counterpart for `free` episodes: the tool loop on an engine (or a loaded HF model),
+    whose calls are read in its family's tool format (`model.adapter`).
 
     Returns GENERATION_COLUMNS + FREE_COLUMNS (`response` is the final turn's text; `n_prompt_tokens` and
     `n_new_tokens` are those of the final turn) and, if `capture`, the first-turn states
     (n_episodes, n_layers, hidden) float32 in episode order.
     """
     step = model_step_fn(
-        loaded,
+        model,
         results_root,
         max_new_tokens,
         batch_size=batch_size,
@@ -427,7 +425,7 @@ def run_free(
         images_dir=images_dir,
         max_turns=max_turns,
         max_calls_per_turn=max_calls_per_turn,
-        adapter=loaded.adapter,
+        adapter=step.engine.adapter,
     )
     ids = loop["prompt_id"].tolist()
     loop["n_prompt_tokens"] = [step.counts[p][0] for p in ids]

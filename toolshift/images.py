@@ -45,6 +45,18 @@ def load_image(path: str | os.PathLike[str], mode: str = "RGB") -> Image.Image:
         raise DataError(f"{p}: cannot be decoded as an image ({type(exc).__name__}: {exc})") from None
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header (nothing is decoded)."""
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            return img.size
+    except FileNotFoundError:
+        raise DataError(f"{p}: image file not found") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{p}: cannot be read as an image ({type(exc).__name__}: {exc})") from None
+
+
 def png_bytes(img: Image.Image) -> bytes:
     """The PNG encoding of an image (deterministic for a given Pillow version)."""
     buf = io.BytesIO()
@@ -136,8 +148,9 @@ def policy_bbox(img: Image.Image, policy: str = "content_padded", pad_frac: floa
     raise ConfigError(f"unknown bbox_policy {policy!r}; known: {', '.join(BBOX_POLICIES)}")
 
 
-def zoom(img: Image.Image, bbox: Sequence[float], out_size: tuple[int, int] | None = None,
-         *, resize: bool = True) -> Image.Image:
+def zoom(
+    img: Image.Image, bbox: Sequence[float], out_size: tuple[int, int] | None = None, *, resize: bool = True
+) -> Image.Image:
     """The zoom-in tool: crop `img` to `bbox` (clamped first) and enlarge the crop.
 
     Default (`out_size=None`, `resize=True`): resize the crop, keeping its aspect ratio, so that its
@@ -189,8 +202,10 @@ def _benign_scene(size: tuple[int, int], seed: int) -> Image.Image:
         phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(1.0, 3.0)
         xs = np.linspace(0, width, 64)
         ys = base - amp * (1 + np.sin(phase + freq * 2 * np.pi * xs / width)) / 2
-        draw.polygon([(0, height)] + [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
-                     + [(width, height)], fill=colour)
+        draw.polygon(
+            [(0, height)] + [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)] + [(width, height)],
+            fill=colour,
+        )
     lx = int(width * rng.uniform(0.2, 0.6))
     lw, ly = int(width * rng.uniform(0.2, 0.35)), int(horizon + (height - horizon) * 0.6)
     draw.ellipse([lx, ly, lx + lw, ly + int(0.12 * (height - horizon)) + 8], fill=(80, 150, 210))
@@ -199,8 +214,9 @@ def _benign_scene(size: tuple[int, int], seed: int) -> Image.Image:
         ty = int(horizon + rng.uniform(0.1, 0.5) * (height - horizon))
         th = int(rng.uniform(0.08, 0.14) * height)
         draw.rectangle([tx - th // 14, ty - th // 3, tx + th // 14, ty], fill=(110, 75, 40))
-        draw.polygon([(tx, ty - th), (tx - th // 3, ty - th // 4), (tx + th // 3, ty - th // 4)],
-                     fill=(34, 100, 40))
+        draw.polygon(
+            [(tx, ty - th), (tx - th // 3, ty - th // 4), (tx + th // 3, ty - th // 4)], fill=(34, 100, 40)
+        )
     return img
 
 

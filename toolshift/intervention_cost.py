@@ -81,6 +81,17 @@ def _kl(logp: Any, logq: Any) -> Any:
     return (logp.exp() * (logp - logq)).sum(dim=-1).clamp_min(0.0)
 
 
+KL_COLUMNS: tuple[str, ...] = (
+    "prompt_id",
+    "n_prompt_positions",
+    "n_generated_positions",
+    "kl_prompt",
+    "kl_last",
+    "kl_generated",
+)
+"""The columns `next_token_kl` returns."""
+
+
 def next_token_kl(
     loaded: Any,
     episodes: Sequence[dict[str, Any]],
@@ -93,8 +104,32 @@ def next_token_kl(
 ) -> pd.DataFrame:
     """Per-episode KL of the next-token distributions without vs with `intervention` (module docstring).
 
-    Columns: prompt_id, n_prompt_positions, n_generated_positions, kl_prompt, kl_last, kl_generated.
+    Columns: KL_COLUMNS.
     """
+    kl = next_token_kls(
+        loaded,
+        episodes,
+        results_root,
+        {"only": intervention},
+        batch_size=batch_size,
+        prompt_positions=prompt_positions,
+        n_generated=n_generated,
+    )
+    return kl["only"]
+
+
+def next_token_kls(
+    loaded: Any,
+    episodes: Sequence[dict[str, Any]],
+    results_root: str | os.PathLike[str],
+    interventions: Mapping[str, Intervention | None],
+    *,
+    batch_size: int = 8,
+    prompt_positions: int = DEFAULT_PROMPT_POSITIONS,
+    n_generated: int = DEFAULT_N_GENERATED,
+) -> dict[str, pd.DataFrame]:
+    """`next_token_kl` for several interventions on the same episodes: per batch, the unhooked
+    continuation and distributions are computed once and compared with each hooked pass."""
     import torch
 
     if prompt_positions < 1 or n_generated < 0 or batch_size < 1:
@@ -102,7 +137,7 @@ def next_token_kl(
             f"next_token_kl: prompt_positions ({prompt_positions}) and batch_size ({batch_size}) must be "
             f">= 1 and n_generated ({n_generated}) >= 0"
         )
-    rows = []
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in interventions}
     config = _generation_config(loaded, max(1, n_generated))
     stop = _stop_ids(config)
     with torch.inference_mode():
@@ -112,6 +147,7 @@ def next_token_kl(
             prompt_len = inputs["input_ids"].shape[1]
             prompt_mask = inputs["attention_mask"].bool()
             n_gen = 0
+            live = None
             if n_generated > 0:
                 out = loaded.model.generate(**inputs, generation_config=config)
                 gen = out[:, prompt_len:]
@@ -129,42 +165,40 @@ def next_token_kl(
                 inputs["attention_mask"] = torch.cat([inputs["attention_mask"], live.long()], dim=1)
             keep = prompt_positions + n_gen
             plain = loaded.model(**inputs, logits_to_keep=keep).logits.double().log_softmax(-1)
-            with apply_intervention(loaded, intervention):
-                hooked = loaded.model(**inputs, logits_to_keep=keep).logits.double().log_softmax(-1)
-            kl = _kl(plain, hooked)  # (batch, width): the last `width` positions of the sequence
-            n_prompt_cols = (
-                kl.shape[1] - n_gen
-            )  # prompt positions prompt_len - n_prompt_cols .. prompt_len - 1
-            mask_prompt = prompt_mask[:, prompt_len - n_prompt_cols :]
-            for i, episode in enumerate(batch):
-                vals = kl[i, :n_prompt_cols][mask_prompt[i]]
-                row = {
-                    "prompt_id": episode["prompt_id"],
-                    "n_prompt_positions": int(mask_prompt[i].sum()),
-                    "n_generated_positions": 0,
-                    "kl_prompt": float(vals.mean()) if vals.numel() else math.nan,
-                    "kl_last": float(kl[i, n_prompt_cols - 1]),
-                    "kl_generated": math.nan,
-                }
-                if n_gen > 1:
-                    # position prompt_len + j predicts generated token j + 1: scored while that token is live
-                    gen_kl = kl[i, n_prompt_cols : n_prompt_cols + n_gen - 1]
-                    valid = live[i, 1:]
-                    if valid.any():
-                        row["kl_generated"] = float(gen_kl[valid].mean())
-                        row["n_generated_positions"] = int(valid.sum())
-                rows.append(row)
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "prompt_id",
-            "n_prompt_positions",
-            "n_generated_positions",
-            "kl_prompt",
-            "kl_last",
-            "kl_generated",
-        ],
-    )
+            for name, intervention in interventions.items():
+                with apply_intervention(loaded, intervention):
+                    hooked = loaded.model(**inputs, logits_to_keep=keep).logits.double().log_softmax(-1)
+                kl = _kl(plain, hooked)  # (batch, width): the last `width` positions of the sequence
+                rows[name] += _kl_rows(batch, kl, prompt_mask, prompt_len, n_gen, live)
+    return {name: pd.DataFrame(r, columns=list(KL_COLUMNS)) for name, r in rows.items()}
+
+
+def _kl_rows(
+    batch: Sequence[dict[str, Any]], kl: Any, prompt_mask: Any, prompt_len: int, n_gen: int, live: Any
+) -> list[dict[str, Any]]:
+    """KL_COLUMNS rows of one batch from its per-position KL (the last prompt and generated positions)."""
+    n_prompt_cols = kl.shape[1] - n_gen  # prompt positions prompt_len - n_prompt_cols .. prompt_len - 1
+    mask_prompt = prompt_mask[:, prompt_len - n_prompt_cols :]
+    rows = []
+    for i, episode in enumerate(batch):
+        vals = kl[i, :n_prompt_cols][mask_prompt[i]]
+        row = {
+            "prompt_id": episode["prompt_id"],
+            "n_prompt_positions": int(mask_prompt[i].sum()),
+            "n_generated_positions": 0,
+            "kl_prompt": float(vals.mean()) if vals.numel() else math.nan,
+            "kl_last": float(kl[i, n_prompt_cols - 1]),
+            "kl_generated": math.nan,
+        }
+        if n_gen > 1:
+            # position prompt_len + j predicts generated token j + 1: scored while that token is live
+            gen_kl = kl[i, n_prompt_cols : n_prompt_cols + n_gen - 1]
+            valid = live[i, 1:]
+            if valid.any():
+                row["kl_generated"] = float(gen_kl[valid].mean())
+                row["n_generated_positions"] = int(valid.sum())
+        rows.append(row)
+    return rows
 
 
 def run_intervention_costs(
@@ -208,8 +242,8 @@ def run_intervention_costs(
         trust_remote_code=entry.get("trust_remote_code", False),
     )
     vectors_cache: dict[str, Any] = {}
-    episodes_cache: dict[str, list[dict[str, Any]]] = {}
-    frames = []
+    hooks: dict[str, dict[str, Intervention]] = {}  # base condition -> intervention id -> hook
+    layers: dict[str, int] = {}
     for iid in interventions:
         spec = parse_intervention_id(iid)
         source = vectors_dataset(iid, dataset)
@@ -218,47 +252,97 @@ def run_intervention_costs(
         if source not in vectors_cache:
             vectors_cache[source] = read_vectors(vectors_paths[source])
         vectors = vectors_cache[source]
-        base = spec.base_condition
-        if base not in episodes_cache:
-            if base not in episodes_paths:
-                raise ContractError(f"intervention {iid!r}: no episodes file for condition {base!r}")
-            eps = [e for e in read_episodes(episodes_paths[base]) if str(e["prompt_id"]) in harmless]
-            labels = split_of(splits, [str(e["prompt_id"]) for e in eps], dataset)
-            episodes_cache[base] = [
-                e for e, s in zip(eps, labels, strict=True) if splits is None or s == split
-            ]
-        episodes = episodes_cache[base]
+        if spec.base_condition not in episodes_paths:
+            raise ContractError(
+                f"intervention {iid!r}: no episodes file for condition {spec.base_condition!r}"
+            )
         at_layer = resolve_layer(layer, loaded.n_layers, vectors)
-        hook = Intervention(**hook_intervention(spec, vectors, at_layer))
+        hooks.setdefault(spec.base_condition, {})[iid] = Intervention(
+            **hook_intervention(spec, vectors, at_layer)
+        )
+        layers[iid] = at_layer if spec.kind != "ablate" else -1
+    episodes = {base: read_episodes(episodes_paths[base]) for base in hooks}
+    table = cost_rows(
+        loaded,
+        model_name=model_name,
+        dataset=dataset,
+        hooks={
+            iid: (base, hook, layers[iid]) for base, by_id in hooks.items() for iid, hook in by_id.items()
+        },
+        episodes=episodes,
+        harmless=harmless,
+        splits=splits,
+        results_root=results_root,
+        batch_size=int(generation.get("batch_size", 8)),
+        prompt_positions=prompt_positions,
+        n_generated=n_generated,
+        split=split,
+        order=interventions,
+    )
+    write_parquet(table, out)
+    return table
+
+
+def cost_rows(
+    loaded: Any,
+    *,
+    model_name: str,
+    dataset: str,
+    hooks: Mapping[str, tuple[str, Intervention, int]],
+    episodes: Mapping[str, Sequence[dict[str, Any]]],
+    harmless: set[str],
+    splits: pd.DataFrame | None,
+    results_root: str | os.PathLike[str],
+    batch_size: int = 8,
+    prompt_positions: int = DEFAULT_PROMPT_POSITIONS,
+    n_generated: int = DEFAULT_N_GENERATED,
+    split: str = "test",
+    order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """COST_COLUMNS rows of the interventions `hooks` (id -> base condition, hook, layer recorded) on a
+    loaded model: each base condition's `episodes` of `harmless` prompts in `split` (all without a split
+    table). Rows follow `order` (default: the order of `hooks`); no rows where no prompt qualifies."""
+    by_base: dict[str, dict[str, Intervention]] = {}
+    for iid, (base, hook, _) in hooks.items():
+        if base not in episodes:
+            raise ContractError(f"intervention {iid!r}: no episodes for condition {base!r}")
+        by_base.setdefault(base, {})[iid] = hook
+    frames: dict[str, pd.DataFrame] = {}
+    for base, base_hooks in by_base.items():
+        eps = [e for e in episodes[base] if str(e["prompt_id"]) in harmless]
+        labels = split_of(splits, [str(e["prompt_id"]) for e in eps], dataset)
+        chosen = [e for e, s in zip(eps, labels, strict=True) if splits is None or s == split]
         log.info(
-            "%s/%s: KL cost of %s at layer %d on %d prompts",
+            "%s/%s: KL cost of %d intervention(s) on %s, %d prompts",
             model_name,
             dataset,
-            iid,
-            at_layer,
-            len(episodes),
+            len(base_hooks),
+            base,
+            len(chosen),
         )
-        df = next_token_kl(
+        if not chosen:
+            continue
+        kls = next_token_kls(
             loaded,
-            episodes,
+            chosen,
             results_root,
-            hook,
-            batch_size=int(generation.get("batch_size", 8)),
+            base_hooks,
+            batch_size=batch_size,
             prompt_positions=prompt_positions,
             n_generated=n_generated,
         )
-        ids = [str(p) for p in df["prompt_id"]]
-        df.insert(0, "split", split_of(splits, ids, dataset) if splits is not None else "all")
-        df.insert(0, "layer", at_layer if spec.kind != "ablate" else -1)
-        df.insert(0, "condition", base)
-        df.insert(0, "intervention", iid)
-        df.insert(0, "dataset", dataset)
-        df.insert(0, "model", model_name)
-        frames.append(df)
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COST_COLUMNS))
-    table = table[list(COST_COLUMNS)]
-    write_parquet(table, out)
-    return table
+        for iid, df in kls.items():
+            ids = [str(p) for p in df["prompt_id"]]
+            df.insert(0, "split", split_of(splits, ids, dataset) if splits is not None else "all")
+            df.insert(0, "layer", hooks[iid][2])
+            df.insert(0, "condition", base)
+            df.insert(0, "intervention", iid)
+            df.insert(0, "dataset", dataset)
+            df.insert(0, "model", model_name)
+            frames[iid] = df
+    ordered = [frames[iid] for iid in (order or list(hooks)) if iid in frames]
+    table = pd.concat(ordered, ignore_index=True) if ordered else pd.DataFrame(columns=list(COST_COLUMNS))
+    return table[list(COST_COLUMNS)]
 
 
 def read_costs(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -27,12 +27,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from toolshift.errors import ConfigError, ContractError
+
+if TYPE_CHECKING:  # xarray is slow to import, and the Snakefile imports this module for every DAG build
+    import xarray as xr
 
 KINDS: tuple[str, ...] = ("add", "subtract", "ablate", "random", "transfer")
 BASE_CONDITION: dict[str, str] = {
@@ -59,6 +61,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "ablate",
     "random",
     "transfer",
+    "splits",
 )
 """The keys of the ``interventions`` config section."""
 NO_INTERVENTION = "none"
@@ -135,10 +138,29 @@ class InterventionSpec:
         if self.kind == "add":
             return f"add_a{_fmt(self.alpha)}"
         if self.kind == "transfer":
-            return f"transfer_a{_fmt(self.alpha)}_from_{self.source}"
+            return transfer_id(self.alpha, self.source)
         if self.kind == "random":
             return f"random_a{_fmt(self.alpha)}_s{self.seed}"
         return self.kind
+
+
+def transfer_id(alpha: float, source: str) -> str:
+    """The id of a transfer run: ``transfer_a{alpha}_from_{source}`` (`source` may be a wildcard pattern)."""
+    return f"transfer_a{_fmt(alpha)}_from_{source}"
+
+
+def transfer_alphas(cfg: dict[str, Any] | None) -> list[float]:
+    """The alphas of the transfer runs of an ``interventions`` config section ([] without transfer pairs)."""
+    if not transfer_pairs(cfg):
+        return []
+    return [
+        float(a) for a in _number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
+    ]
+
+
+def transfer_sources(cfg: dict[str, Any] | None, dataset: str) -> list[str]:
+    """The source datasets of the transfer runs whose target is `dataset`."""
+    return [source for source, target in transfer_pairs(cfg) if target == dataset]
 
 
 def parse_intervention_id(intervention_id: str) -> InterventionSpec:

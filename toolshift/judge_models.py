@@ -319,6 +319,10 @@ def generate_verdicts(
     if max_new_tokens is None:
         max_new_tokens = 1 if judge.variant == "harmbench" else 10
     tokenizer = judge.tokenizer
+    # batches of prompts of similar length (less padding); outputs go back to prompt order
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    prompts = [prompts[i] for i in order]
+    images = None if images is None else [images[i] for i in order]
     outputs: list[str] = []
     for start in range(0, len(prompts), batch_size):
         texts = list(prompts[start : start + batch_size])
@@ -344,7 +348,10 @@ def generate_verdicts(
             )
         new = generated[:, inputs["input_ids"].shape[1] :]
         outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
-    return outputs
+    restored = [""] * len(outputs)
+    for position, index in enumerate(order):
+        restored[index] = outputs[position]
+    return restored
 
 
 def _load_images(paths: Sequence[str], results_root: str | os.PathLike[str] | None) -> list[Any]:

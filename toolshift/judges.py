@@ -163,9 +163,11 @@ def judge_frame(
     if judge not in JUDGES:
         raise ConfigError(f"judge {judge!r} is unknown; known: {', '.join(sorted(JUDGES))}")
     require_columns(df, ("response",), "responses table")
-    verdicts = JUDGES[judge](df, prompts, **options)
-    if len(verdicts) != len(df):
-        raise ContractError(f"judge {judge!r} returned {len(verdicts)} verdicts for {len(df)} responses")
+    unique, back = distinct_requests(df)
+    verdicts = JUDGES[judge](unique, prompts, **options)
+    if len(verdicts) != len(unique):
+        raise ContractError(f"judge {judge!r} returned {len(verdicts)} verdicts for {len(unique)} responses")
+    verdicts = [verdicts[i] for i in back]
     out = df.copy()
     out["judge"] = judge
     out["unsafe"] = pd.Series([bool(u) for u, _ in verdicts], index=df.index, dtype=bool)
@@ -173,6 +175,24 @@ def judge_frame(
     if all(c in out.columns for c in JUDGED_COLUMNS):
         out = out[list(JUDGED_COLUMNS) + [c for c in out.columns if c not in JUDGED_COLUMNS]]
     return out
+
+
+DEDUP_KEYS: tuple[str, ...] = ("dataset", "prompt_id", "response")
+"""A verdict depends only on these: the same response to the same prompt is judged once (judges are
+deterministic: greedy model judges, the keyword lists, the API judge at temperature 0 with its cache)."""
+
+
+def distinct_requests(df: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """The rows of `df` with distinct (dataset, prompt_id, response), and for every row of `df` the
+    position of its representative among them. Without those columns, every row is its own."""
+    keys = [c for c in DEDUP_KEYS if c in df.columns]
+    if "response" not in keys or "prompt_id" not in keys:
+        return df, list(range(len(df)))
+    frame = df[keys].astype(object).where(df[keys].notna(), None)
+    codes = pd.Series(list(map(tuple, frame.itertuples(index=False, name=None))), index=df.index)
+    first = ~codes.duplicated()
+    position = {key: i for i, key in enumerate(codes[first])}
+    return df.loc[first], [position[key] for key in codes]
 
 
 def request_texts(

@@ -174,6 +174,7 @@ def _save(fig: Figure, out_png: str | Path) -> None:
         atomic_path(svg) as tmp_svg,
     ):
         fig.savefig(tmp_png, format="png", dpi=DPI, metadata={"Software": None})
+        fig.set_layout_engine("none")  # the SVG keeps the PNG's layout: computed once, both files agree
         fig.savefig(tmp_svg, format="svg", metadata={"Date": None})
 
 

@@ -84,6 +84,9 @@ class DatasetSpec:
     attack: str = "figstep"
     classes: str = "both"
     text_prompt: str = FIGSTEP_PROMPT
+    n_rows: int | None = None
+    """The published number of rows (tests/test_registry.py checks it against the files where it can);
+    `make bench` sizes a study from it before anything is downloaded."""
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -687,12 +690,14 @@ def _mmsb_spec(name: str, variant: str, tiny: bool) -> DatasetSpec:
         attack="mmsb_typo" if variant == "TYPO" else "image",
         classes="harmful",
         text_prompt=MMSB_DEFAULT_PROMPT,
+        n_rows=168 if tiny else 1680,
     )
 
 
 BENCHMARKS: dict[str, DatasetSpec] = {
     "safebench": DatasetSpec(
         name="safebench",
+        n_rows=500,
         loader=load_safebench,
         license="MIT (FigStep repository)",
         description="FigStep SafeBench (Gong et al., AAAI 2025): 500 harmful questions, 50 per topic, as "
@@ -703,6 +708,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "safebench_tiny": DatasetSpec(
         name="safebench_tiny",
+        n_rows=50,
         loader=load_safebench_tiny,
         license="MIT (FigStep repository)",
         description="FigStep SafeBench-Tiny: 50 SafeBench questions (5 per topic), FigStep images and "
@@ -713,6 +719,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "figstep_benign": DatasetSpec(
         name="figstep_benign",
+        n_rows=50,
         loader=load_figstep_benign,
         license="MIT (FigStep repository)",
         description="FigStep's 50 benign sentences (SafeBench first lines with the harmful phrase replaced "
@@ -727,6 +734,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     "mmsb_sd_typo": _mmsb_spec("mmsb_sd_typo", "SD_TYPO", tiny=False),
     "jailbreakv_mini": DatasetSpec(
         name="jailbreakv_mini",
+        n_rows=280,
         loader=load_jailbreakv_mini,
         license="MIT (JailbreakV-28K dataset card)",
         description="JailbreakV-28K (Luo et al., COLM 2024), mini split: 280 jailbreak queries with their "
@@ -738,6 +746,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "hades": DatasetSpec(
         name="hades",
+        n_rows=750,
         loader=load_hades,
         license="MIT (HADES dataset card)",
         description="HADES (Li et al., ECCV 2024): 750 harmful instructions over 5 scenarios, each with its "
@@ -749,6 +758,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "jbb_harmful": DatasetSpec(
         name="jbb_harmful",
+        n_rows=100,
         loader=load_jbb,
         license="MIT (JailbreakBench; some behaviors from AdvBench and TDC/HarmBench)",
         description="JBB-Behaviors: 100 harmful behaviors (10 categories), drawn in the FigStep layout.",
@@ -758,6 +768,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "jbb_benign": DatasetSpec(
         name="jbb_benign",
+        n_rows=100,
         loader=load_jbb_benign,
         license="MIT (JailbreakBench)",
         description="JBB-Behaviors: 100 benign behaviors topic-matched to the harmful ones, a harmless "
@@ -768,6 +779,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "advbench": DatasetSpec(
         name="advbench",
+        n_rows=520,
         loader=load_advbench,
         license="MIT (llm-attacks)",
         description="AdvBench harmful behaviors (Zou et al. 2023): 520 goals, drawn in the FigStep layout.",
@@ -777,6 +789,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "harmbench": DatasetSpec(
         name="harmbench",
+        n_rows=200,
         loader=load_harmbench,
         license="MIT (HarmBench)",
         description="HarmBench (Mazeika et al. 2024): the 200 standard text behaviors, drawn in the FigStep "
@@ -787,6 +800,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "strongreject": DatasetSpec(
         name="strongreject",
+        n_rows=313,
         loader=load_strongreject,
         license="MIT (custom prompts); prompts sourced from prior work keep their licenses",
         description="StrongREJECT forbidden prompts (Souly et al., NeurIPS 2024), drawn in the FigStep "

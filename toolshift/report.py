@@ -48,6 +48,7 @@ from toolshift.report_format import (
 from toolshift.report_provenance import (
     config_markdown,
     datasets_markdown,
+    engines_markdown,
     git_markdown,
     git_state,
     judges_markdown,
@@ -835,6 +836,7 @@ def write_book_sources(
         "headline.md": headline_markdown(headline),
         "examples.md": examples,
         "models.md": models_markdown(config, list(fixture_models)),
+        "engines.md": engines_markdown(judged),
         "datasets.md": datasets_markdown(prompts or {}, config),
         "splits.md": splits_markdown(splits or {}, config),
         "judges.md": judges_markdown(config),

@@ -23,11 +23,11 @@ Two layer criteria are provided.
     validation ASR among those whose KL cost on harmless prompts is at most `max_kl` (ties: the
     earliest). `validation_asr_by_layer` computes its input from a judged table.
 
-Alpha (`select_alpha`, used by the DAG: the intervention runs generate on every prompt, so the
-validation rows are there at no cost): among the ``add_a{alpha}`` runs with alpha > 0, the one with
-the lowest validation ASR whose over-refusal on validation harmless prompts exceeds that of ``direct``
-by at most `max_over_refusal_increase` (and whose mean KL is at most `max_kl`, when a cost table is
-given); ties go to the smallest alpha.
+Alpha (`select_alpha`, used by the DAG: the intervention runs generate on the validation and test
+prompts, so the validation rows are there at no cost): among the ``add_a{alpha}`` runs with alpha > 0,
+the one with the lowest validation ASR whose over-refusal on validation harmless prompts exceeds that of
+``direct`` by at most `max_over_refusal_increase` (and whose mean KL is at most `max_kl`, when a cost
+table is given); ties go to the smallest alpha.
 """
 
 from __future__ import annotations

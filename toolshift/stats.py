@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import binom, norm
 
 
+@lru_cache(maxsize=64)
 def _z(conf: float) -> float:
     if not 0 < conf < 1:
         raise ValueError(f"conf must be in (0, 1), got {conf!r}")

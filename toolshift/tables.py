@@ -151,28 +151,31 @@ def asr_table(
     keys = list(GROUP_KEYS) + ["category"]
     rows: list[dict[str, Any]] = []
     unpaired: dict[str, int] = {}
-    refs: dict[tuple[str, str, str, str], pd.Series] = {}
-    for (model, dataset, condition, intervention, judge, category), g in harmful.groupby(keys, sort=False):
+    # plain arrays and dicts: a pandas index per group costs seconds on a few thousand groups
+    harmful = harmful.reset_index(drop=True)
+    prompt_ids = harmful["prompt_id"].astype(str).to_numpy()
+    unsafe = harmful["unsafe"].to_numpy(dtype=bool)
+    groups = harmful.groupby(keys, sort=False).indices
+    refs: dict[tuple[str, str, str, str], dict[str, bool]] = {}
+    for (model, dataset, condition, intervention, judge, category), idx in groups.items():
         if (condition, intervention) == REFERENCE:
-            refs[(model, dataset, judge, category)] = g.set_index("prompt_id")["unsafe"]
+            refs[(model, dataset, judge, category)] = dict(zip(prompt_ids[idx], unsafe[idx], strict=True))
 
-    for key, g in harmful.groupby(keys, sort=False):
+    for key, idx in groups.items():
         model, dataset, condition, intervention, judge, category = key
-        treat = g.set_index("prompt_id")["unsafe"]
+        treat = dict(zip(prompt_ids[idx], unsafe[idx], strict=True))
         ref = refs.get((model, dataset, judge, category))
         is_ref = (condition, intervention) == REFERENCE
         row: dict[str, Any] = dict(zip(keys, key, strict=True))
         if ref is not None and not is_ref:
-            common = treat.index.intersection(
-                ref.index
-            ).sort_values()  # by prompt_id: row order is irrelevant
+            common = sorted(treat.keys() & ref.keys())  # by prompt_id: row order is irrelevant
             dropped = len(treat) - len(common)
             if dropped:
                 unpaired["/".join(map(str, key[:5] if category == ALL else key))] = dropped
-            treat_v = treat.loc[common].to_numpy(dtype=bool)
-            ref_v = ref.loc[common].to_numpy(dtype=bool)
+            treat_v = np.array([treat[p] for p in common], dtype=bool)
+            ref_v = np.array([ref[p] for p in common], dtype=bool)
         else:
-            treat_v = treat.sort_index().to_numpy(dtype=bool)
+            treat_v = np.array([treat[p] for p in sorted(treat)], dtype=bool)
             ref_v = treat_v
         n, k = int(treat_v.size), int(treat_v.sum())
         lo, hi = wilson_ci(k, n)

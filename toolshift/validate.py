@@ -42,6 +42,7 @@ STRING_COLUMNS: tuple[str, ...] = (
     "condition",
     "intervention",
     "response",
+    "engine",
 )
 BOOL_COLUMNS: tuple[str, ...] = ("harmful", "do_sample")
 INT_COLUMNS: tuple[str, ...] = ("n_prompt_tokens", "n_new_tokens", "max_new_tokens")

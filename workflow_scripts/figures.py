@@ -1,4 +1,5 @@
-"""Rule figures: tables and vectors -> one dataset's seaborn figures (PNG + SVG) and their captions."""
+"""Rules figures and representation_figures: one dataset's seaborn figures (PNG + SVG) and their captions:
+the behaviour group from the tables, the representation group from the vectors."""
 
 import sys
 from pathlib import Path
@@ -28,7 +29,22 @@ from toolshift.vectors import read_vectors  # noqa: E402
 from toolshift.workflow import run_step  # noqa: E402
 
 
-def main(smk) -> None:
+def representation(smk, out: dict[str, str]) -> dict[str, str]:
+    """The figures of the vectors: cosines by layer, PCA, probes, projections."""
+    vectors = {}
+    for path in smk.input.vectors:
+        ds = read_vectors(path)
+        vectors[f"{ds.attrs['model']} / {ds.attrs['dataset']}"] = ds
+    return {
+        "cosine_by_layer": plot_cosine_by_layer(vectors, out["cosine_by_layer"]),
+        "pca": plot_pca(vectors, out["pca"]),
+        "probes": plot_probes(vectors, out["probes"]),
+        "projections": plot_projections(vectors, out["projections"]),
+    }
+
+
+def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
+    """The figures of the tables: ASR by condition, judge and category, interventions, costs, free use."""
     judge, dataset = smk.params.judge, smk.wildcards.dataset
 
     def table(path, columns):
@@ -39,18 +55,9 @@ def main(smk) -> None:
     asr = all_judges[all_judges["judge"] == judge]
     cost = table(smk.input.cost, COST_TABLE_COLUMNS)
     selection = table(smk.input.selection, SELECTION_COLUMNS)
-    vectors = {}
-    for path in smk.input.vectors:
-        ds = read_vectors(path)
-        vectors[f"{ds.attrs['model']} / {ds.attrs['dataset']}"] = ds
-    out = {Path(p).stem: p for p in smk.output.pngs}
-    captions = {
+    return {
         "asr_by_condition": plot_asr_by_condition(asr, out["asr_by_condition"], judge=judge),
-        "cosine_by_layer": plot_cosine_by_layer(vectors, out["cosine_by_layer"]),
         "dose_response": plot_dose_response(asr, out["dose_response"]),
-        "pca": plot_pca(vectors, out["pca"]),
-        "probes": plot_probes(vectors, out["probes"]),
-        "projections": plot_projections(vectors, out["projections"]),
         "asr_by_category": plot_category_heatmap(
             table(smk.input.asr_by_category, ASR_TABLE_COLUMNS), out["asr_by_category"], judge
         ),
@@ -61,6 +68,14 @@ def main(smk) -> None:
             table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out["free_tool_use"]
         ),
     }
+
+
+GROUPS = {"representation": representation, "behaviour": behaviour}
+
+
+def main(smk) -> None:
+    out = {Path(p).stem: p for p in smk.output.pngs}
+    captions = GROUPS[smk.params.group](smk, out)
     missing = set(out) - set(captions)
     if missing:
         raise RuntimeError(f"figures: no plotting call for {', '.join(sorted(missing))}")

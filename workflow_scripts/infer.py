@@ -1,32 +1,59 @@
-"""Rules infer_shard and intervene_shard: one shard of generations (+ residual capture, or a hook)."""
+"""Rules infer, intervene and transfer: one (model, dataset, shard) job, one model load, many runs."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
 
-from toolshift.runner import run_shard  # noqa: E402
+from toolshift.runner import (  # noqa: E402
+    InferenceJob,
+    RunOutput,
+    is_condition,
+    run_episodes,
+    run_job,
+    shard_costs,
+    shard_outputs,
+)
 from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
-    run_shard(
-        model_name=smk.wildcards.model,
-        entry=dict(smk.params.entry),
-        model_dir=Path(smk.input.model),
-        episodes_path=Path(smk.input.episodes),
-        prompts_path=Path(smk.input.prompts),
-        results_root=Path(smk.params.results),
-        generation=dict(smk.params.generation),
-        shard=int(smk.wildcards.shard),
-        n_shards=smk.params.n_shards,
-        responses_out=Path(smk.output.responses),
-        activations_out=Path(smk.output.activations) if "activations" in smk.output.keys() else None,
-        intervention=smk.wildcards.get("intervention"),
-        vectors_path=Path(smk.input.vectors) if "vectors" in smk.input.keys() else None,
+    params = smk.params.job
+    runs = list(smk.params.runs)
+    episodes = [smk.input.episodes] if isinstance(smk.input.episodes, str) else list(smk.input.episodes)
+    intervenes = not all(is_condition(run) for run in runs)  # interventions also measure their KL cost
+    if "shard" in smk.output.keys():  # a shard directory: one responses file (+ states) per run
+        outputs = shard_outputs(smk.output.shard, runs)
+        costs = str(shard_costs(smk.output.shard)) if intervenes else None
+    else:  # an unsharded job writes each run's responses.parquet (and the costs) itself
+        outputs = [(responses, None) for responses in smk.output.responses]
+        costs = smk.output.costs if intervenes else None
+    vectors = {}
+    if "vectors" in smk.input.keys():
+        vectors[smk.wildcards.get("source", smk.wildcards.dataset)] = smk.input.vectors
+    job = InferenceJob(
+        model=smk.wildcards.model,
+        entry=dict(params["entry"]),
+        model_dir=smk.input.model,
+        dataset=smk.wildcards.dataset,
+        prompts=smk.input.prompts,
+        results_root=params["results"],
+        generation=dict(params["generation"]),
+        shard=int(smk.wildcards.get("shard", 0)),
+        n_shards=int(params["n_shards"]),
+        runs=[
+            RunOutput(name=run, episodes=run_episodes(run, episodes), responses=responses, activations=states)
+            for run, (responses, states) in zip(runs, outputs, strict=True)
+        ],
+        vectors=vectors,
         layer=smk.params.get("layer"),
-        free=smk.params.get("free"),
+        free=dict(smk.params.free) if smk.params.get("free") else None,
+        splits=smk.input.get("splits"),
+        intervention_splits=list(smk.params.get("splits") or ["validation", "test"]),
+        costs=costs,
+        cost=dict(smk.params.get("cost") or {}),
     )
+    run_job(job)
 
 
 run_step(snakemake, main)

@@ -69,7 +69,35 @@ def corpus(n_lines: int = 400) -> list[str]:
         lines.append(" ".join(w.capitalize() if k % 4 == 0 else w for k, w in enumerate(sentence.split())))
     lines.append(_MARKUP)
     lines.extend(REFUSAL_TOKENS)
+    # the texts every prompt repeats (tool prompts, FigStep's request, the judges' templates), a few times
+    # over: a real tokenizer encodes such English in few tokens, and so does the fixtures' after this
+    lines.extend(domain_texts() * 3)
     return lines
+
+
+def domain_texts() -> list[str]:
+    """The fixed texts the pipeline puts in every prompt: the tool prompts of the families, FigStep's text
+    prompt and the neutral prior exchanges, and the judge models' prompt templates."""
+    from toolshift.adapters import (
+        DEEPEYES_SYSTEM_PROMPT,
+        DEEPEYES_USER_PROMPT,
+        FamilyAdapter,
+        Qwen3VLAdapter,
+    )
+    from toolshift.episodes import NEUTRAL_EXCHANGES, ZOOM_TOOL
+    from toolshift.judge_models import PROMPT_BUILDERS
+    from toolshift.typography import FIGSTEP_PROMPT
+
+    texts = [
+        FamilyAdapter().tool_prompt([ZOOM_TOOL]),
+        Qwen3VLAdapter().tool_prompt([ZOOM_TOOL]),
+        DEEPEYES_SYSTEM_PROMPT,
+        DEEPEYES_USER_PROMPT,
+        FIGSTEP_PROMPT,
+        *(text for exchange in NEUTRAL_EXCHANGES for text in exchange),
+    ]
+    texts += [build("", "") for _, build in sorted(PROMPT_BUILDERS.items())]
+    return texts
 
 
 def train_tokenizer(vocab_size: int, special_tokens: list[str], plain_tokens: list[str]) -> Any:

@@ -230,10 +230,14 @@ def build_judge_fixture(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
-    vocab_size: int = 1024,
+    vocab_size: int = 4096,
     image_size: int = 56,
 ) -> Path:
-    """Build a tiny random judge model of `variant` (JUDGE_FIXTURE_VARIANTS) into `out_dir`; returns it."""
+    """Build a tiny random judge model of `variant` (JUDGE_FIXTURE_VARIANTS) into `out_dir`; returns it.
+
+    The vocabulary is large enough for the judges' prompt templates (in the tokenizer's training corpus) to
+    take about as many tokens as under the real Llama tokenizers.
+    """
     import torch
     from transformers import GenerationConfig
 

@@ -1,0 +1,33 @@
+"""Rule validate_runs: every condition run of a model on a dataset, written by any backend, meets the file
+contracts (else one line naming the file and the problem)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
+
+from toolshift.contracts import atomic_path  # noqa: E402
+from toolshift.validate import validate_run  # noqa: E402
+from toolshift.workflow import run_step  # noqa: E402
+
+
+def main(smk) -> None:
+    checked = []
+    for condition, responses, episodes in zip(
+        smk.params.conditions, smk.input.responses, smk.input.episodes, strict=True
+    ):
+        run_dir = Path(responses).parent
+        validate_run(
+            run_dir,
+            smk.input.prompts,
+            condition=condition,
+            model=smk.wildcards.model,
+            require_activations=bool(smk.params.require_activations),
+            episodes_path=episodes,
+        )
+        checked.append(f"OK {run_dir}\n")
+    with atomic_path(smk.output[0]) as tmp:
+        tmp.write_text("".join(checked), encoding="utf-8")
+
+
+run_step(snakemake, main)
