@@ -182,8 +182,8 @@ def run_job_here(job: InferenceJob) -> None:
     log.info(LOADED_LINE, job.model, engine.name, len(job.runs), job.dataset, job.shard)
     fallback: Engine | None = None
     try:
-        vectors: dict[str, Any] = {}
-        plans = [_plan(job, run, engine, vectors) for run in job.runs]
+        files: dict[str, Any] = {}
+        plans = [_plan(job, run, engine, files) for run in job.runs]
         free = [p for p in plans if p.free]
         single = [p for p in plans if not p.free]
         native = [p for p in single if engine.supports(p.request.intervention)]
@@ -208,9 +208,8 @@ def run_job_here(job: InferenceJob) -> None:
             if engine.name != "hf" and fallback is None:
                 engine.close()  # free the accelerator for the hf load the logits need
                 fallback = open_engine("hf", job.model_dir, job.entry, job.generation, device=device)
-            _write_costs(
-                job, [p for p in plans if not p.free], prompts, engine if engine.name == "hf" else fallback
-            )
+            hf = engine if engine.name == "hf" else fallback
+            _write_costs(job, [p for p in plans if not p.free], prompts, hf, files)
     finally:
         engine.close()
         if fallback is not None:
@@ -229,10 +228,17 @@ class _Plan:
     """The layer a cost row records: the hook's, -1 for `ablate` (every layer)."""
 
 
-def _plan(job: InferenceJob, run: RunOutput, engine: Engine, vectors_cache: dict[str, Any]) -> _Plan:
+def _read_once(files: dict[str, Any], path: str, read: Any) -> Any:
+    """`read(path)`, read once per job: the runs of a job share episodes, splits and vectors files."""
+    if path not in files:
+        files[path] = read(path)
+    return files[path]
+
+
+def _plan(job: InferenceJob, run: RunOutput, engine: Engine, files: dict[str, Any]) -> _Plan:
     """The engine request of one run: its shard of episodes, capture for conditions, the hook otherwise.
-    `vectors_cache` keeps each vectors file read once per job."""
-    episodes = shard_of(read_episodes(run.episodes), job.n_shards, job.shard)
+    `files` holds the job's files already read (`_read_once`)."""
+    episodes = shard_of(_read_once(files, run.episodes, read_episodes), job.n_shards, job.shard)
     shard_episodes = episodes
     capture = is_condition(run.name)
     if capture and run.activations is None:
@@ -245,17 +251,16 @@ def _plan(job: InferenceJob, run: RunOutput, engine: Engine, vectors_cache: dict
         if job.splits is not None:
             from toolshift.splits import read_splits, split_of
 
-            labels = split_of(read_splits(job.splits), [str(e["prompt_id"]) for e in episodes], job.dataset)
+            splits = _read_once(files, job.splits, read_splits)
+            labels = split_of(splits, [str(e["prompt_id"]) for e in episodes], job.dataset)
             episodes = [e for e, s in zip(episodes, labels, strict=True) if s in job.intervention_splits]
         spec = parse_intervention_id(run.name)
         source = vectors_dataset(run.name, job.dataset)
         if source not in job.vectors:
             raise ContractError(f"intervention {run.name!r} needs the vectors file of dataset {source!r}")
-        if source not in vectors_cache:
-            from toolshift.vectors import read_vectors
+        from toolshift.vectors import read_vectors
 
-            vectors_cache[source] = read_vectors(job.vectors[source])
-        vectors = vectors_cache[source]
+        vectors = _read_once(files, job.vectors[source], read_vectors)
         at_layer = resolve_layer(job.layer if job.layer is not None else "auto", engine.n_layers, vectors)
         hook = Intervention(**hook_intervention(spec, vectors, at_layer))
         intervention_id = run.name
@@ -281,7 +286,9 @@ def _plan(job: InferenceJob, run: RunOutput, engine: Engine, vectors_cache: dict
     )
 
 
-def _write_costs(job: InferenceJob, plans: Sequence[_Plan], prompts: pd.DataFrame, engine: Engine) -> None:
+def _write_costs(
+    job: InferenceJob, plans: Sequence[_Plan], prompts: pd.DataFrame, engine: Engine, files: dict[str, Any]
+) -> None:
     """The KL cost of the job's interventions on its harmless test prompts (toolshift.intervention_cost),
     on the job's loaded hf model, into `job.costs`."""
     from toolshift.intervention_cost import cost_rows
@@ -305,7 +312,7 @@ def _write_costs(job: InferenceJob, plans: Sequence[_Plan], prompts: pd.DataFram
         },
         episodes=episodes,
         harmless=set(prompts.loc[~prompts["harmful"].astype(bool), "prompt_id"].astype(str)),
-        splits=read_splits(job.splits) if job.splits is not None else None,
+        splits=_read_once(files, job.splits, read_splits) if job.splits is not None else None,
         results_root=job.results_root,
         batch_size=int(job.generation.get("batch_size", 8)),
         **{k: int(v) for k, v in job.cost.items() if k in ("prompt_positions", "n_generated")},
