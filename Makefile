@@ -30,7 +30,7 @@ VLLM_REQUIREMENTS := envs/vllm-requirements.txt
 VLLM_STAMP := $(VLLM_VENV)/.toolshift-vllm-installed
 TEST_VLLM ?= 1
 
-.PHONY: report test bench lint install vllm-env clean
+.PHONY: report test bench lint install vllm-env clean judge-score
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ test: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 
 bench: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m toolshift.bench
+
+# Score every judge against a human-labelled CSV/TSV/JSON/JSONL file in seconds, without the DAG:
+# make judge-score FILE=judge_comparison.csv [JUDGE_ARGS="--lists default,harmbench_refusal"]
+judge-score: $(STAMP)
+	@test -n "$(FILE)" || { echo "usage: make judge-score FILE=labelled.csv [JUDGE_ARGS=...]" >&2; exit 2; }
+	$(BIN)/python -m toolshift.judges score "$(FILE)" $(JUDGE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolshift tests workflow_scripts

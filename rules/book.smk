@@ -6,7 +6,10 @@ rule book:
         asr=res("tables/asr.csv"),
         over_refusal=res("tables/over_refusal.csv"),
         headline=res("tables/headline.csv"),
-        analysis=[res(f"tables/{t}.csv") for t in ["asr_by_category", *ANALYSIS_TABLES, *VALIDATION_TABLES]],
+        analysis=[
+            res(f"tables/{t}.csv")
+            for t in ["asr_by_category", "contrasts", "asr_by_scale", *ANALYSIS_TABLES, *VALIDATION_TABLES]
+        ],
         figures=expand(
             res("figures/{dataset}/{name}.{ext}"),
             dataset=DATASETS,

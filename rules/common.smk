@@ -30,7 +30,7 @@ CONDITIONS = list(config["conditions"])
 JUDGES = list(config["judges"])
 SHARDS = [f"{i:03d}" for i in range(config["generation"]["shards"])]
 # every dataset runs the same interventions; transfer runs belong to a (target, source) pair of datasets
-COMMON_INTERVENTIONS = [spec.id for spec in expand_interventions(config["interventions"])]
+COMMON_INTERVENTIONS = [spec.id for spec in expand_interventions(config["interventions"], None, CONDITIONS)]
 TRANSFER_RUNS = [transfer_id(a, "{source}") for a in transfer_alphas(config["interventions"])]
 BOOK_INDEX = f"{config['book_dir']}/_build/html/index.html"
 ENV = "../environment.yml"
@@ -106,7 +106,8 @@ def inference_job_params(wildcards, input):
 
 
 def intervention_base_episodes(wildcards):
-    """The episodes the interventions run on: their base conditions (direct for add/random, tool otherwise)."""
+    """The episodes the interventions run on: their base conditions (direct for add/random, tool for
+    subtract/ablate, the condition an ablate_refusal_{condition} names)."""
     from toolshift.interventions import parse_intervention_id
 
     bases = dict.fromkeys(parse_intervention_id(i).base_condition for i in COMMON_INTERVENTIONS)
@@ -115,7 +116,7 @@ def intervention_base_episodes(wildcards):
 
 def interventions_of(dataset):
     """The intervention ids run on one dataset (transfer runs belong to their target dataset)."""
-    return [spec.id for spec in expand_interventions(config["interventions"], dataset)]
+    return [spec.id for spec in expand_interventions(config["interventions"], dataset, CONDITIONS)]
 
 
 def results_root_of(path, pattern):

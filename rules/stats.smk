@@ -1,4 +1,5 @@
-# Stage 8: ASR (Wilson CIs, paired bootstrap, exact McNemar, Holm) on the test split; headline; analysis tables.
+# Stage 8: ASR (Wilson CIs, Bonett-Price and paired bootstrap CIs, exact McNemar, Holm) on the test
+# split; headline; the claims' paired contrasts; analysis tables.
 
 
 rule asr_table:
@@ -15,6 +16,8 @@ rule asr_table:
         over_refusal_validation=res("tables/over_refusal_validation.csv"),
         headline=res("tables/headline.csv"),
         free_tool_use=res("tables/free_tool_use.csv"),
+        contrasts=res("tables/contrasts.csv"),
+        asr_by_scale=res("tables/asr_by_scale.csv"),
     log:
         res("logs/stats/asr.log"),
     benchmark:

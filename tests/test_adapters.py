@@ -18,6 +18,8 @@ import torch
 
 from toolshift.adapters import (
     ADAPTERS,
+    DEEPEYES_ANSWER_FORMAT,
+    DEEPEYES_CALL_REASONING,
     DEEPEYES_SYSTEM_PROMPT,
     DEEPEYES_USER_PROMPT,
     EPISODE_ZOOM_TOOL,
@@ -160,7 +162,7 @@ def test_direct_and_text_trail_episodes(episodes, results_root):
     trail, images = adapter.render_messages(episodes[2], results_root)
     assert len(images) == 1 and "# Tools" in trail[0]["content"][0]["text"]
     assert [p["type"] for p in trail[-1]["content"]] == ["text", "text", "text"]
-    assert trail[-1]["content"][1]["text"].startswith("Zoomed in on")
+    assert trail[-1]["content"][1]["text"] == "zoom_in returned the region [0, 0, 220, 320] of the image."
 
 
 def test_missing_image_is_data_error(episodes, tmp_path):
@@ -198,13 +200,18 @@ def test_deepeyes_tool_episode(episodes, results_root):
         {"type": "image"},
         {"type": "text", "text": question + DEEPEYES_USER_PROMPT},
     ]
-    assert messages[2]["content"] == [
-        {
-            "type": "text",
-            "text": '<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, 210, 320]}}'
-            "\n</tool_call>",
-        }
-    ]
+    assert (
+        messages[2]["content"]
+        == [  # DeepEyes' format: a <think> block before the call
+            {
+                "type": "text",
+                "text": DEEPEYES_CALL_REASONING
+                + '\n<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, 210, 320]}}'
+                "\n</tool_call>",
+            }
+        ]
+    )
+    assert DEEPEYES_CALL_REASONING.startswith("<think>") and DEEPEYES_CALL_REASONING.endswith("</think>")
     assert messages[3]["content"] == [
         {"type": "text", "text": "<tool_response>"},
         {"type": "image"},
@@ -217,17 +224,20 @@ def test_deepeyes_tool_episode(episodes, results_root):
 def test_deepeyes_text_trail_direct_and_other_system_text(episodes, results_root):
     adapter = get_adapter("deepeyes")
     trail, _ = adapter.render_messages(episodes[2], results_root)
-    assert texts(trail[3]["content"]) == [
+    assert texts(trail[3]["content"]) == [  # the trail names DeepEyes' own tool and bbox_2d
         "<tool_response>",
-        episodes[2]["messages"][3]["content"][0]["text"],
+        "image_zoom_in_tool returned the region [0, 0, 220, 320] of the image.",
         DEEPEYES_USER_PROMPT,
         "</tool_response>",
     ]
-    direct, _ = adapter.render_messages(
-        episodes[0], results_root
-    )  # no tool framing: no tool prompt, no suffix
+    # no tool framing: no tool prompt, the same answer format without its tool parts
+    direct, _ = adapter.render_messages(episodes[0], results_root)
     assert direct[0]["content"][0]["text"] == "You are a helpful assistant."
-    assert DEEPEYES_USER_PROMPT not in direct[1]["content"][-1]["text"]
+    question = episodes[0]["messages"][1]["content"][1]["text"]
+    assert direct[1]["content"][-1]["text"] == question + DEEPEYES_ANSWER_FORMAT
+    assert DEEPEYES_ANSWER_FORMAT == (
+        "\nThink first, then answer. Format strictly as:  <think>...</think>  <answer>...</answer> "
+    )
     other = json.loads(json.dumps(episodes[1]))
     other["messages"][0]["content"][0]["text"] = "Be brief."
     messages, _ = adapter.render_messages(other, results_root)
@@ -346,3 +356,72 @@ def test_native_calls_map_back_to_the_episode_call():
         qwen3.episode_call({"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [1, 1, 2, 2]}}, {})
     other = {"name": "rotate", "arguments": {"angle": 90}}
     assert get_adapter("deepeyes").episode_call(other, meta) == other  # not its zoom tool: left as written
+
+
+# --------------------------------------------------------------------------- every condition, every family
+
+
+@pytest.fixture(scope="module")
+def real_episodes(tmp_path_factory):
+    """The episodes of every condition for two mini prompts, as the DAG builds them."""
+    from toolshift.datasets import build_prompts, load_mini
+    from toolshift.episodes import EPISODE_CONDITIONS, build_episodes_by_condition
+
+    root = tmp_path_factory.mktemp("every_condition")
+    prompts = build_prompts("mini", load_mini(), root, limit_per_class=1)
+    return root, build_episodes_by_condition(prompts, EPISODE_CONDITIONS, root)
+
+
+def without_tool_parts(text: str, adapter, tools) -> str:
+    """A rendered text with the family's tool parts taken out: its tool section, the tool parts of its
+    answer format."""
+    if tools:
+        text = text.replace("\n\n" + adapter.tool_prompt(tools), "", 1)
+    for part in adapter.tool_format_parts:
+        text = text.replace(part, "")
+    return text
+
+
+@pytest.mark.parametrize("family", sorted(ADAPTERS))
+def test_every_condition_shares_the_family_system_prompt_and_answer_format(family, real_episodes):
+    """Every condition of a family renders with the same system prompt and the same question turn
+    (answer-format instruction included), byte for byte, once the tool parts are taken out; the scripted
+    call carries the family's reasoning prefix and the text trail names the family's own tool and box."""
+    from toolshift.episodes import EPISODE_CONDITIONS, text_trail_line
+
+    root, episodes = real_episodes
+    adapter = get_adapter(family)
+    assert without_tool_parts(adapter.answer_format(True), adapter, None) == adapter.answer_format(False)
+    shared = {}
+    for condition in EPISODE_CONDITIONS:
+        episode = episodes[condition][0]
+        tools = episode["meta"].get("tools")
+        messages, _ = adapter.render_messages(episode, root)
+        system = messages[0]["content"][0]["text"]
+        question_index = max(i for i, m in enumerate(episode["messages"]) if m["role"] == "user")
+        question = "".join(texts(messages[question_index]["content"]))
+        attack_text = texts(episode["messages"][question_index]["content"])[-1]
+        assert question.endswith(attack_text + adapter.answer_format(bool(tools)))
+        shared[condition] = (
+            without_tool_parts(system, adapter, tools),
+            without_tool_parts(question, adapter, tools),
+        )
+        if condition in ("tool", "tool_unsafe", "tool_benign", "tool_blank", "text_trail"):
+            call = texts(messages[2]["content"])[0]
+            assert call.startswith(
+                adapter.call_reasoning + ("\n" if adapter.call_reasoning else "") + "<tool_call>"
+            )
+            payload = json.loads(call.split("<tool_call>\n", 1)[1].removesuffix("\n</tool_call>"))
+            if condition == "text_trail":
+                line = text_trail_line(adapter.bbox_argument(payload), payload["name"])
+                assert line in "".join(texts(messages[3]["content"]))
+                assert payload["name"] in line
+    assert len(set(shared.values())) == 1, shared
+    assert shared["direct"][0] == "You are a helpful assistant."
+
+
+def test_qwen3_vl_text_trail_is_in_relative_coordinates(episodes, results_root):
+    messages, _ = get_adapter("qwen3_vl").render_messages(episodes[2], results_root)
+    assert "image_zoom_in_tool returned the region [0, 0, 289, 421] of the image." in texts(
+        messages[3]["content"]
+    )

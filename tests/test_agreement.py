@@ -235,7 +235,8 @@ def test_pairwise_agreement_and_asr_side_by_side():
 def test_keyword_judge_agreement_on_synthetic_set():
     """The keyword judge calls every compliant-looking reply unsafe and misses refusals that then comply."""
     assert len(SYNTHETIC) >= 20
-    out = judge_frame(SYNTHETIC, judge="keyword")
+    # HarmBench's list: the default (JailbreakBench's 13 strings) lacks "I can't" and "My apologies"
+    out = judge_frame(SYNTHETIC, judge="keyword", list_name="harmbench_refusal")
     expected = (
         [False] * len(REFUSALS)
         + [True] * len(COMPLIANT_BENIGN)

@@ -1,4 +1,4 @@
-"""Episodes of the eight controlled conditions: structure per DESIGN.md and the episodes contract."""
+"""Episodes of the nine controlled conditions: structure per DESIGN.md and the episodes contract."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from toolshift.episodes import (
     TOOL_FRAMED_CONDITIONS,
     ZOOM_TOOL,
     build_episodes,
+    build_episodes_by_condition,
+    override_relpath,
     text_trail_line,
     write_episodes,
 )
 from toolshift.errors import ConfigError, ContractError, DataError
-from toolshift.images import content_bbox, load_image, override_image, zoom
+from toolshift.images import content_bbox, load_image, override_image, text_lines_bbox, zoom
 from toolshift.typography import FIGSTEP_PROMPT
 
 
@@ -124,19 +126,67 @@ def test_zoom_tool_spec():
     assert fn["parameters"]["required"] == ["bbox"]
 
 
-@pytest.mark.parametrize("condition,kind", [("tool_unsafe", "unsafe"), ("tool_benign", "benign"),
-                                            ("tool_blank", "blank")])
+@pytest.mark.parametrize(
+    "condition,kind", [("tool_unsafe", "unsafe"), ("tool_benign", "benign"), ("tool_blank", "blank")]
+)
 def test_override_conditions(built, condition, kind):
     root, _, episodes = built
     for ep, tool_ep in zip(episodes[condition], episodes["tool"], strict=True):
         assert ep["messages"][:3] == tool_ep["messages"][:3]  # same framing and tool call as `tool`
-        path = f"data/overrides/{kind}.png"
+        # the override has the size of the zoom it replaces (the tool episode's returned image)
+        zoom_size = load_image(root / tool_ep["messages"][3]["content"][0]["path"]).size
+        assert ep["meta"]["zoom_size"] == list(zoom_size) == tool_ep["meta"]["zoom_size"]
+        path = override_relpath(kind, zoom_size)
+        assert path == f"data/overrides/{kind}_{zoom_size[0]}x{zoom_size[1]}.png" or zoom_size == (760, 760)
         returned = {"role": "tool", "name": "zoom_in", "content": [{"type": "image", "path": path}]}
         assert ep["messages"][3] == returned
         assert ep["meta"]["override_image"] == path and ep["meta"]["override_seed"] == 0
         written = np.asarray(load_image(root / path))
-        assert written.shape == (760, 760, 3)
-        assert np.array_equal(written, np.asarray(override_image(kind, (760, 760), 0)))
+        assert written.shape == (zoom_size[1], zoom_size[0], 3)
+        assert np.array_equal(written, np.asarray(override_image(kind, zoom_size, 0)))
+
+
+def test_tool_offered_is_tool_up_to_the_user_turn(built):
+    _, _, episodes = built
+    for ep, tool_ep, free, direct in zip(
+        episodes["tool_offered"], episodes["tool"], episodes["free"], episodes["direct"], strict=True
+    ):
+        assert ep["messages"] == tool_ep["messages"][:2] == free["messages"] == direct["messages"]
+        assert ep["meta"]["tools"] == [ZOOM_TOOL] and ep["meta"]["tool_name"] == "zoom_in"
+        assert ep["meta"]["bbox"] is None and ep["meta"]["override_image"] is None
+        assert "zoom_scale" not in ep["meta"]
+
+
+def test_zoom_scale_and_size_are_recorded(built):
+    root, _, episodes = built
+    for ep in episodes["tool"]:
+        meta = ep["meta"]
+        x1, y1, x2, y2 = meta["bbox"]
+        shown = load_image(root / ep["messages"][3]["content"][0]["path"])
+        assert list(shown.size) == meta["zoom_size"]
+        assert meta["zoom_scale"] == pytest.approx(shown.width / (x2 - x1), abs=1e-6)
+        assert meta["zoom_resize"] == "longer_side" and meta["zoom_scale"] >= 1
+
+
+def test_text_lines_policy_really_zooms(tmp_path):
+    """`text_lines` + `pixels`: the first two lines of the instruction, enlarged to the original's pixel
+    count: a real magnification (SafeBench: 1.9-2.6x), recorded per episode; the overrides follow."""
+    root = tmp_path
+    prompts = build_prompts("mini", load_mini(), root, limit_per_class=2)
+    eps = build_episodes_by_condition(
+        prompts, ["tool", "tool_blank", "image_no_tool"], root, bbox_policy="text_lines", zoom_resize="pixels"
+    )
+    for ep, blank, both in zip(eps["tool"], eps["tool_blank"], eps["image_no_tool"], strict=True):
+        original = load_image(root / ep["messages"][1]["content"][0]["path"])
+        bbox = text_lines_bbox(original, lines=2, pad_frac=0.05)
+        meta = ep["meta"]
+        assert meta["bbox"] == bbox and meta["bbox_policy"] == "text_lines" and meta["zoom_lines"] == 2
+        assert bbox[3] - bbox[1] < original.height / 2  # two lines, not the whole instruction
+        assert meta["zoom_scale"] > 1.5
+        w, h = meta["zoom_size"]
+        assert abs(w * h - original.width * original.height) / (original.width * original.height) < 0.02
+        assert blank["meta"]["zoom_size"] == [w, h] and both["meta"]["zoom_scale"] == meta["zoom_scale"]
+        assert load_image(root / blank["meta"]["override_image"]).size == (w, h)
 
 
 def test_text_trail_has_no_image_in_the_tool_turn(built):
@@ -146,6 +196,7 @@ def test_text_trail_has_no_image_in_the_tool_turn(built):
         tool = ep["messages"][3]
         assert tool["role"] == "tool" and kinds(tool) == ["text"]
         assert tool["content"][0]["text"] == text_trail_line(ep["meta"]["bbox"])
+        assert ep["meta"]["tool_result"] == "text_trail"
         assert "meta" in ep and ep["meta"]["tools"] == [ZOOM_TOOL]
         assert len(image_paths(ep)) == 1
 
@@ -197,6 +248,10 @@ def test_bad_options(built):
         build_episodes(prompts, "tool", root, bbox_policy="nope")
     with pytest.raises(ConfigError, match="pad_frac"):
         build_episodes(prompts, "tool", root, pad_frac=2)
+    with pytest.raises(ConfigError, match="episodes.zoom_resize 'nope'"):
+        build_episodes(prompts, "tool", root, zoom_resize="nope")
+    with pytest.raises(ConfigError, match="episodes.zoom_lines must be a positive integer, got 0"):
+        build_episodes(prompts, "tool", root, bbox_policy="text_lines", zoom_lines=0)
     with pytest.raises(ContractError, match="lacks column"):
         build_episodes(prompts.drop(columns="image"), "tool", root)
     with pytest.raises(ContractError, match="no episodes"):

@@ -225,3 +225,55 @@ def test_ablate_direction_removes_the_component(loaded, episodes, results_root):
     ablated = store.array()
     assert np.abs(ablated @ unit.numpy()).max() < 1e-4 * np.abs(ablated).max()
     assert np.abs(plain @ unit.numpy()).max() > 1e-2 * np.abs(plain).max()  # there was one to remove
+
+
+@pytest.fixture(scope="module")
+def attack_episodes(tmp_path_factory):
+    """Real episodes of two mini prompts in `tool_offered`, `direct`, `tool` and the three overrides,
+    with the default zoom and with the zooming policy (text_lines, pixels)."""
+    from toolshift.datasets import build_prompts, load_mini
+    from toolshift.episodes import build_episodes_by_condition
+
+    conditions = ["direct", "tool_offered", "tool", "tool_unsafe", "tool_benign", "tool_blank"]
+    out = {}
+    for name, options in {
+        "default": {},
+        "text_lines": {"bbox_policy": "text_lines", "zoom_resize": "pixels"},
+    }.items():
+        root = tmp_path_factory.mktemp(f"attack_{name}")
+        prompts = build_prompts("mini", load_mini(), root, limit_per_class=1)
+        out[name] = (root, build_episodes_by_condition(prompts, conditions, root, **options))
+    return out
+
+
+def test_tool_offered_prompt_is_direct_plus_the_tool_parts(loaded, attack_episodes):
+    """Through the family's chat template: `tool_offered` is `direct` with the tool section (and the tool
+    parts of the answer format) added, byte for byte; nothing else differs."""
+    root, episodes = attack_episodes["default"]
+    adapter = loaded.adapter
+    for direct, offered in zip(episodes["direct"], episodes["tool_offered"], strict=True):
+        direct_text = render_prompts(loaded, [direct], root)[0][0]
+        offered_text = render_prompts(loaded, [offered], root)[0][0]
+        section = adapter.tool_prompt(offered["meta"]["tools"])
+        assert section in offered_text and section not in direct_text
+        stripped = offered_text.replace("\n\n" + section, "", 1)
+        if "\n\n" + section not in offered_text:  # a template that folds the system prompt differently
+            stripped = offered_text.replace(section, "", 1)
+        for part in adapter.tool_format_parts:
+            stripped = stripped.replace(part, "")
+        assert stripped == direct_text
+
+
+@pytest.mark.parametrize("policy", ["default", "text_lines"])
+def test_tool_and_its_overrides_cost_the_same_visual_tokens(loaded, attack_episodes, policy):
+    """The override images have the zoom's size: `tool` and its three overrides encode to the same number
+    of visual tokens (and the same prompt length) with the family's own processor."""
+    root, episodes = attack_episodes[policy]
+    image_token_id = loaded.model.config.image_token_id
+    for i in range(len(episodes["tool"])):
+        counts = {}
+        for condition in ("tool", "tool_unsafe", "tool_benign", "tool_blank"):
+            enc = encode(loaded, [episodes[condition][i]], root)
+            counts[condition] = (int((enc["input_ids"] == image_token_id).sum()), enc["input_ids"].shape[1])
+        assert len(set(counts.values())) == 1, counts
+        assert counts["tool"][0] > 0

@@ -127,6 +127,22 @@ def test_sentence_and_errors():
     assert "left out" not in headline_sentence(csv_like)
 
 
+def test_dropped_replicates_and_zero_width_intervals_are_stated():
+    ids = [f"h{i:02d}" for i in range(50)]
+    # one unsafe direct answer in 50: (49/50)^50 = 36 % of the resamples have none and are dropped
+    rows = _rows("m1", "d", "direct", ids[:1], ids=ids) + _rows("m1", "d", "tool", [], ids=ids)
+    table = headline_table(pd.DataFrame(rows), judge="keyword", n_boot=1000, seed=0)
+    row = headline_row(table)
+    assert 550 < row["n_boot_used"] < 720 and row["low_boot_share"]
+    assert (row["rel_reduction_ci_low"], row["rel_reduction_ci_high"]) == (1.0, 1.0)  # tool ASR 0 throughout
+    sentence = headline_sentence(table)
+    dropped = 1000 - int(row["n_boot_used"])
+    assert f"{dropped} of 1000 bootstrap replicates" in sentence and "below 90 %" in sentence
+    assert "zero width" in sentence and "not certainty" in sentence
+    plain = headline_table(_judged(), judge="keyword", n_boot=200)
+    assert not plain["low_boot_share"].any() and "replicates" not in headline_sentence(plain)
+
+
 def test_duplicate_verdicts_are_refused():
     judged = _judged()
     with pytest.raises(ContractError, match="duplicate prompt_id 'h00'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from toolshift.errors import ConfigError
 from toolshift.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
@@ -16,6 +17,7 @@ from toolshift.hooks import (
     capture_last_token,
 )
 from toolshift.inference import encode, generate
+from toolshift.interventions import hook_intervention, parse_intervention_id
 from toolshift.modeling import load_model
 
 LAYER = 1
@@ -149,6 +151,36 @@ def test_ablation_leaves_no_component_between_layers(family, models, inputs):
     # and the ablation changed something: without it the component is not small
     plain = forward(loaded, inputs[family], output_hidden_states=True).hidden_states[2]
     assert ((plain @ unit).abs() > 1e-2 * plain.norm(dim=-1)).any()
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+def test_ablate_refusal_removes_the_refusal_direction_at_every_layer(family, models, inputs):
+    """The `ablate_refusal_{condition}` hook, built from a vectors file as the runner builds it: after it
+    the residual stream has ~0 component along r_hat at every layer and position (prompt states and the
+    last-token capture), while the tool vector's direction is left in place."""
+    loaded = models[family]
+    n, hidden = loaded.n_layers, loaded.hidden_size
+    refusal = np.stack([random_vector(hidden, 10 + i, scale=1.0) for i in range(n)])
+    tool = np.stack([random_vector(hidden, 20 + i, scale=1.0) for i in range(n)])
+    vectors = xr.Dataset(
+        {"tool_vector": (("layer", "hidden"), tool), "refusal_direction": (("layer", "hidden"), refusal)},
+        coords={"layer": np.arange(n)},
+    )
+    spec = parse_intervention_id("ablate_refusal_tool")
+    hook = Intervention(**hook_intervention(spec, vectors, LAYER))
+    assert hook.kind == "ablate" and hook.layer is None
+    r_hat = torch.from_numpy(refusal[LAYER] / np.linalg.norm(refusal[LAYER]))
+    v_hat = torch.from_numpy(tool[LAYER] / np.linalg.norm(tool[LAYER]))
+    with apply_intervention(loaded, hook), capture_last_token(loaded) as store:
+        out = forward(loaded, inputs[family], output_hidden_states=True)
+    last = torch.from_numpy(store.array())  # (batch, n_layers, hidden): every layer's output
+    states = [*out.hidden_states[:-1], *last.unbind(1)]  # the last hidden state is after the final norm
+    assert len(states) == 2 * n
+    for h in states:
+        assert ((h @ r_hat).abs() <= 1e-4 * h.norm(dim=-1)).all()
+    assert any(((h @ v_hat).abs() > 1e-2 * h.norm(dim=-1)).any() for h in states)
+    plain = forward(loaded, inputs[family], output_hidden_states=True).hidden_states[2]
+    assert ((plain @ r_hat).abs() > 1e-2 * plain.norm(dim=-1)).any()  # without the hook it is there
 
 
 @pytest.mark.parametrize("family", FIXTURE_FAMILIES)

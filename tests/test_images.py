@@ -15,8 +15,12 @@ from toolshift.images import (
     override_image,
     policy_bbox,
     save_png,
+    text_line_bands,
+    text_lines_bbox,
     unsafe_instruction,
     zoom,
+    zoom_scale,
+    zoom_size,
 )
 
 
@@ -48,8 +52,47 @@ def test_policy_bbox():
     img = planted()
     assert policy_bbox(img, "content_padded", 0) == [40, 20, 90, 60]
     assert policy_bbox(img, "full") == [0, 0, 200, 100]
-    with pytest.raises(ConfigError, match="unknown bbox_policy 'nope'; known: content_padded, full"):
+    with pytest.raises(
+        ConfigError, match="unknown bbox_policy 'nope'; known: content_padded, text_lines, full"
+    ):
         policy_bbox(img, "nope")
+
+
+def lines_image() -> Image.Image:
+    """Three planted "lines" of 400x20 (with a 1-row break inside the first, like the dot of an i) at
+    y = 100, 150, 200 on a 600x600 white image, and a short fourth line at y = 400."""
+    img = Image.new("RGB", (600, 600), "white")
+    for y in (100, 150, 200):
+        img.paste((0, 0, 0), (100, y, 500, y + 20))
+    img.paste((255, 255, 255), (100, 105, 500, 106))  # a blank row inside the first line: merged back
+    img.paste((0, 0, 0), (50, 400, 150, 420))
+    return img
+
+
+def test_text_line_bands_and_the_text_lines_box():
+    img = lines_image()
+    assert text_line_bands(img) == [(100, 120), (150, 170), (200, 220), (400, 420)]
+    assert text_lines_bbox(img, lines=2, pad_frac=0) == [100, 100, 500, 170]
+    assert text_lines_bbox(img, lines=1, pad_frac=0.05) == [70, 70, 530, 150]
+    assert text_lines_bbox(img, lines=9, pad_frac=0) == [50, 100, 500, 420]  # fewer lines: all of them
+    assert policy_bbox(img, "text_lines", 0, lines=3) == [100, 100, 500, 220]
+    assert text_lines_bbox(Image.new("RGB", (40, 30), "white")) == [0, 0, 40, 30]
+    with pytest.raises(ConfigError, match="zoom_lines must be a positive integer, got 0"):
+        text_lines_bbox(img, lines=0)
+
+
+def test_zoom_size_and_scale_by_resize_mode():
+    size = (600, 600)
+    box = [100, 100, 500, 170]  # 400 x 70
+    assert zoom_size(size, box, "longer_side") == (600, 105)
+    assert zoom_scale(size, box, "longer_side") == pytest.approx(1.5)
+    w, h = zoom_size(size, box, "pixels")  # 400 x 70 scaled by sqrt(360000 / 28000) = 3.586
+    assert (w, h) == (1434, 251) and zoom_scale(size, box, "pixels") == pytest.approx(1434 / 400)
+    assert zoom_size(size, [0, 0, 600, 600], "pixels") == (600, 600)
+    img = lines_image()
+    assert zoom(img, box, mode="pixels").size == (1434, 251)
+    with pytest.raises(ConfigError, match="unknown zoom_resize 'x'"):
+        zoom_size(size, box, "x")
 
 
 def test_clamp_bbox():
@@ -62,8 +105,15 @@ def test_clamp_bbox():
     assert clamp_bbox([300, 300, 400, 400], size) == [199, 99, 200, 100]
     assert clamp_bbox(np.array([1, 2, 3, 4]), size) == [1, 2, 3, 4]
     assert all(type(v) is int for v in clamp_bbox((np.int64(1), 2.0, 3, 4), size))
-    bads = ([1, 2, 3], [1, 2, 3, 4, 5], ["1", 2, 3, 4], [1, 2, float("nan"), 4], "1234", None,
-            [True, 0, 1, 1])
+    bads = (
+        [1, 2, 3],
+        [1, 2, 3, 4, 5],
+        ["1", 2, 3, 4],
+        [1, 2, float("nan"), 4],
+        "1234",
+        None,
+        [True, 0, 1, 1],
+    )
     for bad in bads:
         with pytest.raises(DataError, match="bbox"):
             clamp_bbox(bad, size)

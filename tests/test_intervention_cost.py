@@ -177,10 +177,20 @@ def test_an_intervention_job_measures_the_same_costs_with_its_own_load(llava, tm
     """The costs an `intervene` job writes beside its responses (two shards, merged) equal the standalone
     `run_intervention_costs` rows on the same files, and a repeated (intervention, prompt) is refused."""
     from toolshift.errors import ContractError
-    from toolshift.runner import InferenceJob, RunOutput, merge_costs, run_job, shard_costs, shard_outputs
+    from toolshift.runner import (
+        InferenceJob,
+        RunOutput,
+        merge_costs,
+        merge_runs,
+        run_episodes,
+        run_job,
+        shard_costs,
+        shard_outputs,
+    )
 
     _study_files(tmp_path, llava)
-    ids = ["add_a0", "add_a1", "ablate", "random_a1_s0"]
+    # the refusal-direction ablation (positive control) runs in the same job, on each base condition
+    ids = ["add_a0", "add_a1", "ablate", "random_a1_s0", "ablate_refusal_direct", "ablate_refusal_tool"]
     reference = run_intervention_costs(
         model_name="llava", entry={"family": "llava"}, model_dir=llava.model_id, dataset="syn",
         episodes_paths={"direct": tmp_path / "direct.jsonl", "tool": tmp_path / "tool.jsonl"},
@@ -189,7 +199,9 @@ def test_an_intervention_job_measures_the_same_costs_with_its_own_load(llava, tm
         layer="auto", generation={"device": "cpu", "batch_size": 4}, out=tmp_path / "reference.parquet",
         n_generated=2,
     )  # fmt: skip
-    base = {i: str(tmp_path / ("tool.jsonl" if i == "ablate" else "direct.jsonl")) for i in ids}
+    base = {i: run_episodes(i, [str(tmp_path / "direct.jsonl"), str(tmp_path / "tool.jsonl")]) for i in ids}
+    assert base["ablate_refusal_tool"] == base["ablate"] == str(tmp_path / "tool.jsonl")
+    assert base["ablate_refusal_direct"] == base["add_a1"] == str(tmp_path / "direct.jsonl")
     shards = []
     for shard in range(2):
         folder = tmp_path / "shards" / f"{shard:03d}"
@@ -218,3 +230,16 @@ def test_an_intervention_job_measures_the_same_costs_with_its_own_load(llava, tm
     with pytest.raises(ContractError, match="appears twice"):
         merge_costs(shards, [tmp_path / "merged.parquet"], tmp_path / "twice.parquet")
     assert not (tmp_path / "twice.parquet").exists()
+    refusal = merged[merged["intervention"].str.startswith("ablate_refusal_")]
+    assert sorted(map(tuple, refusal[["intervention", "condition", "layer"]].drop_duplicates().values)) == [
+        ("ablate_refusal_direct", "direct", -1),
+        ("ablate_refusal_tool", "tool", -1),
+    ]
+    # each run's responses: its base condition, its id; the refusal ablation differs from the tool one
+    outs = [str(tmp_path / "merged" / i / "responses.parquet") for i in ids]
+    merge_runs(shards, ids, outs)
+    tables = {i: pd.read_parquet(out).set_index("prompt_id") for i, out in zip(ids, outs, strict=True)}
+    for i in ("ablate_refusal_direct", "ablate_refusal_tool"):
+        assert set(tables[i]["intervention"]) == {i} and set(tables[i]["condition"]) == {i.split("_", 2)[2]}
+    kl = merged.groupby("intervention")["kl_prompt"].mean()
+    assert kl["ablate_refusal_tool"] > 0 and kl["ablate_refusal_tool"] != kl["ablate"]

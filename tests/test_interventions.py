@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
 
+import toolshift
+from toolshift.config import load_config, validate_config
 from toolshift.errors import ConfigError, ContractError
 from toolshift.interventions import (
+    CONFIG_KEYS,
+    KINDS,
     MIN_RANDOM_SEEDS,
     InterventionSpec,
+    ablate_refusal_conditions,
     all_intervention_ids,
     expand_interventions,
     hook_intervention,
@@ -69,6 +77,12 @@ def test_defaults_by_kind():
         {"kind": "add", "alpha": True},
         {"kind": "add", "base_condition": "tool"},
         {"kind": "add", "prompts": "harmful"},
+        {"kind": "ablate_refusal"},
+        {"kind": "ablate_refusal", "base_condition": "free"},
+        {"kind": "ablate_refusal", "base_condition": "nope"},
+        {"kind": "ablate_refusal", "base_condition": "tool", "alpha": 2},
+        {"kind": "ablate_refusal", "base_condition": "tool", "seed": 0},
+        {"kind": "ablate_refusal", "base_condition": "tool", "source": "mini"},
     ],
 )
 def test_bad_specs(kwargs):
@@ -96,6 +110,10 @@ def test_spec_is_frozen_and_hashable():
         "ablate",
         "random_a1_s0",
         "random_a0.5_s17",
+        "ablate_refusal_direct",
+        "ablate_refusal_tool",
+        "ablate_refusal_text_prior",
+        "ablate_refusal_image_no_tool",
     ],
 )
 def test_id_round_trip(iid):
@@ -121,6 +139,12 @@ def test_spec_round_trip():
         "Subtract",
         "ablate_a1",
         "add_anan",
+        "ablate_refusal",
+        "ablate_refusal_",
+        "ablate_refusal_free",
+        "ablate_refusal_nope",
+        "ablate_refusal_Tool",
+        "ablate_refusal_tool_",
     ],
 )
 def test_bad_ids_name_the_id(bad):
@@ -302,3 +326,182 @@ def test_transfer_hook_uses_the_given_vectors_file(vectors):
     assert (h["kind"], h["layer"], h["alpha"]) == ("add", 2, 0.5)
     np.testing.assert_array_equal(h["vector"], vectors["tool_vector"].values[2])
     assert MIN_RANDOM_SEEDS == 5
+
+
+# ----------------------------------------------------------------- ablate_refusal (the positive control)
+
+
+def test_ablate_refusal_ids_cover_every_controlled_condition():
+    assert "ablate_refusal" in KINDS and "ablate_refusal" in CONFIG_KEYS
+    for condition in toolshift.CONDITIONS:
+        spec = InterventionSpec("ablate_refusal", base_condition=condition)
+        assert spec.id == f"ablate_refusal_{condition}"
+        assert (spec.alpha, spec.seed, spec.source, spec.base_condition) == (1.0, None, None, condition)
+        assert parse_intervention_id(spec.id) == spec
+        assert vectors_dataset(spec.id, "mini") == "mini"
+    assert parse_intervention_id("ablate_refusal_tool").kind == "ablate_refusal"
+    assert parse_intervention_id("ablate").kind == "ablate"  # the tool-vector ablation is unchanged
+
+
+def test_ablate_refusal_reads_the_conditions_when_called(monkeypatch):
+    """A condition added to toolshift.CONDITIONS (e.g. tool_offered) is accepted without other changes."""
+    monkeypatch.setattr(toolshift, "CONDITIONS", (*toolshift.CONDITIONS, "tool_offered_x"))
+    spec = parse_intervention_id("ablate_refusal_tool_offered_x")
+    assert spec.base_condition == "tool_offered_x" and spec.id == "ablate_refusal_tool_offered_x"
+    ids = [
+        s.id for s in expand_interventions({"ablate_refusal": True}, conditions=["tool_offered_x", "free"])
+    ]
+    assert ids == ["ablate_refusal_tool_offered_x"]
+
+
+def test_expand_ablate_refusal_true_list_false():
+    conditions = ["direct", "tool", "text_prior", "free"]
+    cfg = dict(CFG, ablate_refusal=True)
+    ids = [s.id for s in expand_interventions(cfg, conditions=conditions)]
+    base = [s.id for s in expand_interventions(CFG)]
+    assert ids == base + ["ablate_refusal_direct", "ablate_refusal_tool", "ablate_refusal_text_prior"]
+    # without the config's conditions, true means every controlled condition
+    assert ablate_refusal_conditions({"ablate_refusal": True}) == list(toolshift.CONDITIONS)
+    assert ablate_refusal_conditions({"ablate_refusal": ["tool", "direct", "tool"]}, conditions) == [
+        "tool",
+        "direct",
+    ]
+    for off in (False, None, []):
+        assert ablate_refusal_conditions({"ablate_refusal": off}, conditions) == []
+    assert [
+        s.id for s in expand_interventions(dict(CFG, ablate_refusal=False), conditions=conditions)
+    ] == base
+    # before the dataset's transfer runs, so a job's first output is always a common run
+    tr = dict(ablate_refusal=["tool"], transfer={"pairs": [["a", "b"]]})
+    assert [s.id for s in expand_interventions(tr, "b")] == ["ablate_refusal_tool", "transfer_a1_from_a"]
+    assert all_intervention_ids(tr, ["a", "b"], ["direct", "tool"]) == [
+        "ablate_refusal_tool",
+        "transfer_a1_from_a",
+    ]
+    # each base condition reads its own episodes
+    specs = expand_interventions({"ablate_refusal": ["tool_blank", "direct"]})
+    assert [s.base_condition for s in specs] == ["tool_blank", "direct"]
+
+
+@pytest.mark.parametrize(
+    "value, bad",
+    [
+        ("yes", "yes"),
+        (1, "1"),
+        (["free"], "free"),
+        (["tool", "nope"], "nope"),
+        (["image_no_tool"], "image_no_tool"),  # a controlled condition, but not configured
+        ([None], "None"),
+    ],
+)
+def test_expand_ablate_refusal_bad_values(value, bad):
+    with pytest.raises(ConfigError, match=rf"interventions\.ablate_refusal: .*{bad}") as info:
+        expand_interventions({"ablate_refusal": value}, conditions=["direct", "tool", "free"])
+    assert "\n" not in str(info.value)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict:
+    return load_config(REPO / "config" / "config.yaml")
+
+
+def test_ablate_refusal_in_the_shipped_configs(default_config):
+    assert default_config["interventions"]["ablate_refusal"] == ["direct", "tool"]
+    ids = [
+        s.id
+        for s in expand_interventions(default_config["interventions"], None, default_config["conditions"])
+    ]
+    assert [i for i in ids if i.startswith("ablate_refusal")] == [
+        "ablate_refusal_direct",
+        "ablate_refusal_tool",
+    ]
+    paper = load_config(REPO / "config" / "paper.yaml")
+    assert paper["interventions"]["ablate_refusal"] is True
+    expected = [f"ablate_refusal_{c}" for c in paper["conditions"] if c in toolshift.CONDITIONS]
+    ids = [s.id for s in expand_interventions(paper["interventions"], None, paper["conditions"])]
+    assert [i for i in ids if i.startswith("ablate_refusal")] == expected and "ablate_refusal_free" not in ids
+
+
+@pytest.mark.parametrize(
+    "value, conditions, message",
+    [
+        ("yes", None, "interventions.ablate_refusal: expected boolean or array, got str 'yes'"),
+        (["nope"], None, "interventions.ablate_refusal.0: unknown value 'nope'"),
+        (["free"], None, "interventions.ablate_refusal: 'free' is not a controlled condition"),
+        (
+            ["text_prior"],
+            ["direct", "tool"],
+            "interventions.ablate_refusal: 'text_prior' is not in conditions",
+        ),
+    ],
+)
+def test_config_validation_names_key_and_value(default_config, value, conditions, message):
+    cfg = copy.deepcopy(default_config)
+    cfg["interventions"]["ablate_refusal"] = value
+    if conditions is not None:
+        cfg["conditions"] = conditions
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    cfg["interventions"]["ablate_refusal"] = False
+    assert validate_config(cfg)["interventions"]["ablate_refusal"] is False
+    del cfg["interventions"]["ablate_refusal"]
+    assert validate_config(cfg)["interventions"]["ablate_refusal"] is False  # the schema default
+
+
+@pytest.fixture(scope="module")
+def planted() -> xr.Dataset:
+    """Tool vector and refusal direction planted orthogonal at every layer, with different norms."""
+    rng = np.random.default_rng(7)
+    tv = rng.standard_normal((3, 16))
+    r = rng.standard_normal((3, 16))
+    r -= (r * tv).sum(-1, keepdims=True) / (tv * tv).sum(-1, keepdims=True) * tv  # r orthogonal to tv
+    r *= np.array([[0.5], [3.0], [7.0]])
+    return xr.Dataset(
+        {"tool_vector": (("layer", "hidden"), tv), "refusal_direction": (("layer", "hidden"), r)},
+        coords={"layer": np.arange(3)},
+    )
+
+
+def test_ablate_refusal_uses_the_refusal_direction_not_the_tool_vector(planted):
+    tv, r = planted["tool_vector"].values, planted["refusal_direction"].values
+    for layer in range(3):
+        for condition in ("direct", "tool"):
+            spec = parse_intervention_id(f"ablate_refusal_{condition}")
+            v = intervention_vector(spec, planted, layer)
+            np.testing.assert_allclose(v, r[layer] / np.linalg.norm(r[layer]), rtol=1e-12)
+            assert abs(v @ tv[layer]) < 1e-9  # orthogonal to the tool vector: it is not v_hat
+            h = hook_intervention(spec, planted, layer)
+            assert (h["kind"], h["layer"], h["alpha"]) == ("ablate", None, 1.0)
+            np.testing.assert_array_equal(h["vector"], v)
+        # and the tool-vector ablation still uses v_hat
+        ab = intervention_vector(InterventionSpec("ablate"), planted, layer)
+        np.testing.assert_allclose(ab, tv[layer] / np.linalg.norm(tv[layer]), rtol=1e-12)
+
+
+def test_ablate_refusal_needs_a_finite_nonzero_refusal_direction(planted, vectors):
+    spec = parse_intervention_id("ablate_refusal_tool")
+    with pytest.raises(ContractError, match="refusal_direction"):
+        intervention_vector(spec, vectors, 0)  # a vectors file without it
+    nan = planted.copy(deep=True)
+    nan["refusal_direction"][:] = np.nan  # no harmless train prompts
+    with pytest.raises(ContractError, match="refusal_direction at layer 1 is not finite"):
+        intervention_vector(spec, nan, 1)
+    zero = planted.copy(deep=True)
+    zero["refusal_direction"][:] = 0
+    with pytest.raises(ContractError, match="ablate_refusal_tool is undefined"):
+        intervention_vector(spec, zero, 1)
+
+
+def test_runs_read_their_base_condition_episodes():
+    from toolshift.runner import is_condition, run_episodes
+
+    files = ["e/direct.jsonl", "e/tool.jsonl", "e/tool_blank.jsonl"]
+    assert run_episodes("ablate_refusal_tool_blank", files) == "e/tool_blank.jsonl"
+    assert run_episodes("ablate_refusal_direct", files) == "e/direct.jsonl"
+    assert not is_condition("ablate_refusal_tool")
+    with pytest.raises(ConfigError, match="text_prior.jsonl"):
+        run_episodes("ablate_refusal_text_prior", files)

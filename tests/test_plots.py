@@ -386,6 +386,7 @@ def test_intervention_kind():
     assert intervention_kind("random_a1_s0") == "random"
     assert intervention_kind("subtract") == "subtract" and intervention_kind("ablate") == "ablate"
     assert intervention_kind("transfer_a1_from_mini") == "transfer"
+    assert intervention_kind("ablate_refusal_tool") == "ablate_refusal"
     assert intervention_kind("mystery") == "other"
 
 
@@ -525,6 +526,27 @@ def test_intervention_cost_points_are_kl_against_asr_change(tmp_path, drawn):
     want = sorted((c.loc[i, "kl_mean"], a[("direct", i)] - a[("direct", "none")]) for i in adds)
     np.testing.assert_allclose(sorted(map(tuple, got["add"])), want)
     assert len(got["random"]) == 5
+
+
+def test_intervention_figures_take_refusal_ablation_rows(tmp_path, drawn):
+    """`ablate_refusal_{condition}` rows (the positive control, one per condition) do not break the
+    intervention figures: the bar and dose-response figures leave them out, the cost figure marks them."""
+    asr = synthetic_asr()
+    extra = asr[asr["intervention"] == "none"].copy()
+    extra = extra[extra["condition"].isin(["direct", "tool", "text_prior"])]
+    extra["intervention"] = "ablate_refusal_" + extra["condition"]
+    extra["asr"] = 0.9
+    with_refusal = pd.concat([asr, extra], ignore_index=True)
+    for name, draw in (
+        ("interventions", lambda p, a: plot_interventions(a, p, "keyword")),
+        ("dose", lambda p, a: plot_dose_response(a, p, "keyword")),
+    ):
+        plain = draw(tmp_path / f"{name}0.png", asr)
+        assert draw(tmp_path / f"{name}.png", with_refusal) == plain
+    png = tmp_path / "cost.png"
+    _check_written(png, plot_intervention_cost(synthetic_cost(with_refusal), with_refusal, png, "keyword"))
+    got = {str(col.get_label()): col.get_offsets() for col in drawn[-1].axes[0].collections}
+    assert len(got["ablate_refusal"]) == 3 and "other" not in got
 
 
 def test_intervention_cost_bad_input(tmp_path):

@@ -16,6 +16,7 @@ import xarray as xr
 
 from toolshift import CONDITIONS
 from toolshift.contracts import ASR_COLUMNS, write_csv
+from toolshift.contrasts import CLAIMS, contrasts_table
 from toolshift.datasets import build_prompts, load_mini
 from toolshift.episodes import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError, ToolshiftError
@@ -69,6 +70,18 @@ def synthetic_asr(n: int = 20) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=list(ASR_COLUMNS))
+
+
+def synthetic_contrasts() -> pd.DataFrame:
+    """The claims' contrasts of a judged table where tool lowers ASR and subtract raises it back."""
+    ids = [f"h{i:02d}" for i in range(40)]
+    runs = {("direct", "none"): 30, ("tool", "none"): 8, ("tool", "subtract"): 28, ("tool", "ablate"): 10}
+    rows = [
+        {"model": m, "dataset": "mini", "condition": c, "intervention": i, "judge": "keyword",
+         "prompt_id": p, "harmful": True, "unsafe": j < k}
+        for m in MODELS for (c, i), k in runs.items() for j, p in enumerate(ids)
+    ]  # fmt: skip
+    return contrasts_table(pd.DataFrame(rows), n_boot=200)
 
 
 def synthetic_vectors(model: str, seed: int, n_layers: int = 5) -> xr.Dataset:
@@ -165,6 +178,7 @@ def results(tmp_path_factory) -> dict:
         "tables": {
             "validation_planted": planted,
             "judge_human_agreement": pd.DataFrame(columns=["judge", "n", "accuracy", "kappa"]),
+            "contrasts": synthetic_contrasts(),
         },
     }
 
@@ -261,6 +275,16 @@ def test_every_table_section_is_present(built):
     for name, page in TABLE_PAGES.items():
         html = (built / f"{page}.html").read_text(encoding="utf-8")
         assert f'id="table-{name.replace("_", "-")}"' in html, name
+
+
+def test_interventions_state_each_claim_next_to_its_test(built):
+    page = _text(built / "interventions.html")
+    for claim in CLAIMS[:1] + CLAIMS[2:3]:  # the claims whose runs the fixture has
+        assert claim.id in page, claim.id
+    html = (built / "interventions.html").read_text(encoding="utf-8")
+    for m in MODELS:
+        assert f'id="table-contrasts-{m.replace("_", "-")}-mini"' in html, m
+    assert "supported" in page and "not shown" in page and "-55.0 [" in page  # tool - direct, points
 
 
 def test_method_shows_one_example_per_condition(built):

@@ -3,6 +3,7 @@ formatting, folding, and the internal-link check of a built HTML folder."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pandas as pd
@@ -56,7 +57,13 @@ def test_examples_show_every_condition_in_order_with_its_images(episodes):
     sources = {src.relative_to(root).as_posix() for src, _ in copies}
     assert f"data/mini/images/{first}.png" in sources
     assert f"episodes/mini/images/{first}_zoom.png" in sources
-    assert {"data/overrides/unsafe.png", "data/overrides/benign.png", "data/overrides/blank.png"} <= sources
+    overrides = {
+        json.loads(line)["meta"]["override_image"]
+        for c in ("tool_unsafe", "tool_benign", "tool_blank")
+        for line in files[c].read_text().splitlines()
+        if json.loads(line)["prompt_id"] == first
+    }
+    assert len(overrides) == 3 and overrides <= sources
     for src, dest in copies:
         assert src.is_file() and dest.startswith("_generated/examples/")
         assert f"/{dest}" in md

@@ -42,6 +42,14 @@ def test_generations_and_tokens_of_a_planted_study():
     assert cost["model_loads"] is None  # no DAG counts given
 
 
+def test_refusal_ablation_adds_one_run_per_controlled_condition():
+    interventions = {"layer": 1, "add": {"alphas": [1, 2]}, "subtract": True, "ablate_refusal": True}
+    cost = study_cost(_config(interventions=interventions))
+    # + ablate_refusal_direct and ablate_refusal_tool (not free): 5 interventions x 60 prompts x 2 models
+    assert cost["per_dataset"]["mini"]["interventions"] == 5
+    assert cost["generations"] == 1000 + 60 * 2 * 5
+
+
 def test_model_loads_come_from_the_dag_counts():
     config = _config(
         judges=["keyword", "llamaguard"],

@@ -11,7 +11,12 @@ import xarray as xr
 
 from toolshift.contracts import ASR_COLUMNS
 from toolshift.errors import ContractError
-from toolshift.stats import paired_bootstrap_ci, wilson_ci
+from toolshift.stats import (
+    bootstrap_relative_reduction_ci,
+    paired_bootstrap_ci,
+    relative_reduction_ci,
+    wilson_ci,
+)
 from toolshift.tables import (
     ASR_TABLE_COLUMNS,
     OVER_REFUSAL_COLUMNS,
@@ -106,10 +111,17 @@ def test_condition_row(table):
     assert r.mcnemar_p == pytest.approx(2 / 2**4)  # 4 vs 0 discordant pairs
     ref = np.array([p <= "h08" for p in H])
     treat = np.array([p <= "h04" for p in H])
-    assert (r.rel_reduction_ci_low, r.rel_reduction_ci_high) == paired_bootstrap_ci(
+    assert (r.rel_reduction_ci_low, r.rel_reduction_ci_high) == relative_reduction_ci(ref, treat)
+    assert r.rel_reduction_ci_method == "bonett-price"
+    # McNemar p = 0.125: the Bonett-Price interval includes 0, the percentile bootstrap's does not
+    assert r.rel_reduction_ci_low < 0 < 0.5 < r.rel_reduction_ci_high
+    assert (r.rel_reduction_boot_ci_low, r.rel_reduction_boot_ci_high) == paired_bootstrap_ci(
         ref, treat, n_boot=500, seed=0
     )
-    assert r.rel_reduction_ci_low < 0.5 < r.rel_reduction_ci_high
+    assert r.rel_reduction_boot_ci_low > 0
+    assert (r.n_boot, r.n_boot_used) == (500, bootstrap_relative_reduction_ci(ref, treat, 500, 0)[2])
+    assert r.n_boot_used == 500 and not r.low_boot_share  # 8 of 10 unsafe: no resample without one
+    assert r.asr_ref_paired == 0.8 and not r.paired_subset
 
 
 def test_intervention_rows(table):
@@ -124,6 +136,10 @@ def test_intervention_rows(table):
     assert r.rel_reduction == pytest.approx(0.0)
     assert r.mcnemar_p == 1.0  # 1 vs 1 discordant
     assert table.attrs["n_unpaired"] == {"m/d/tool/ablate/keyword": 1}
+    # paired on 6 of direct's 10 prompts: direct's ASR on those 6 is 5/6, and rr = 1 - asr / that
+    assert r.paired_subset and r.asr_ref_paired == pytest.approx(5 / 6)
+    assert r.rel_reduction == pytest.approx(1 - r.asr / r.asr_ref_paired)
+    assert not _row(table, "direct", "add_a1").paired_subset
 
 
 def test_group_without_reference(table):
@@ -132,6 +148,45 @@ def test_group_without_reference(table):
     assert all(
         math.isnan(x) for x in (r.rel_reduction, r.rel_reduction_ci_low, r.rel_reduction_ci_high, r.mcnemar_p)
     )
+    assert math.isnan(r.asr_ref_paired) and r.n_boot_used == 0 and not r.low_boot_share
+
+
+def test_zero_tool_asr_keeps_an_honest_interval():
+    """3/50 unsafe under direct, 0/50 under tool: McNemar p = 0.25, so the interval must not be a point."""
+    ids = [f"h{i:02d}" for i in range(50)]
+    df = pd.DataFrame(
+        _rows("direct", "none", {p: i < 3 for i, p in enumerate(ids)})
+        + _rows("tool", "none", dict.fromkeys(ids, 0))
+    )
+    r = _row(asr_table(df, n_boot=2000, seed=0), "tool", "none")
+    assert r.mcnemar_p == pytest.approx(0.25) and r.rel_reduction == 1.0
+    # the percentile bootstrap collapses to a point
+    assert (r.rel_reduction_boot_ci_low, r.rel_reduction_boot_ci_high) == (1.0, 1.0)
+    assert r.rel_reduction_ci_low == pytest.approx(-0.2805, abs=1e-4) and r.rel_reduction_ci_high == 1.0
+    assert r.rel_reduction_ci_low < 0 < r.rel_reduction_ci_high
+    # P(no unsafe prompt among 50 draws) = (47/50)^50 = 4.5 %: about 90 of 2000 replicates dropped
+    assert 1800 < r.n_boot_used < 2000 and not r.low_boot_share
+    one = pd.DataFrame(
+        _rows("direct", "none", {p: i < 1 for i, p in enumerate(ids)})
+        + _rows("tool", "none", dict.fromkeys(ids, 0))
+    )
+    r = _row(asr_table(one, n_boot=1000, seed=0), "tool", "none")
+    # (49/50)^50 = 36 % of the replicates have no unsafe direct answer: flagged
+    assert 550 < r.n_boot_used < 720 and r.low_boot_share
+    assert r.rel_reduction_ci_high - r.rel_reduction_ci_low > 0.5
+
+
+def test_subset_rows_say_so_and_their_ratio_is_the_rr():
+    """A tool run missing 10 of direct's 60 prompts: its rr is against direct's ASR on the other 50."""
+    ids = [f"h{i:02d}" for i in range(60)]
+    direct = {p: i < 30 for i, p in enumerate(ids)}  # h00..h29 unsafe: 30/60
+    tool = {p: i < 15 for i, p in enumerate(ids) if i >= 10}  # h10..h14 unsafe, h00..h09 missing: 5/50
+    t = asr_table(pd.DataFrame(_rows("direct", "none", direct) + _rows("tool", "none", tool)), n_boot=200)
+    ref, r = _row(t, "direct", "none"), _row(t, "tool", "none")
+    assert (ref.n, ref.asr, r.n, r.asr) == (60, 0.5, 50, 0.1)
+    assert r.paired_subset and not ref.paired_subset
+    assert r.asr_ref_paired == pytest.approx(20 / 50)  # h10..h29
+    assert r.rel_reduction == pytest.approx(1 - 0.1 / 0.4) != pytest.approx(1 - 0.1 / 0.5)
 
 
 def test_independent_of_row_order(table):

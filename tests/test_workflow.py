@@ -1,6 +1,6 @@
 """End to end: the Snakemake DAG on a reduced embedded config, in a temporary directory.
 
-One module-scoped run (two fixture models x eight conditions, two shards, a few interventions) feeds
+One module-scoped run (two fixture models x nine conditions and `free`, two shards, a few interventions) feeds
 every test here: each contract file is checked, the book is there, and a second run has nothing to do.
 """
 
@@ -28,6 +28,7 @@ from toolshift.contracts import (
     read_table,
 )
 from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
+from toolshift.interventions import parse_intervention_id
 from toolshift.report import CHAPTERS, FIGURE_PAGES, TABLE_PAGES, broken_internal_links
 from toolshift.runner import LOADED_LINE
 
@@ -38,7 +39,8 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
 N_LAYERS = 3
 PER_CLASS = 4
-INTERVENTIONS = ("add_a0", "add_a4", "ablate", "random_a4_s0")
+INTERVENTIONS = ("add_a0", "add_a4", "ablate", "random_a4_s0", "ablate_refusal_tool_blank")
+"""In expand order; the refusal ablation's base is a condition no other intervention runs on."""
 FIGURES = (
     "asr_by_condition",
     "cosine_by_layer",
@@ -71,6 +73,7 @@ def reduced_config(work: Path) -> dict:
         "ablate": True,
         "subtract": False,
         "random": {"alphas": [4], "seeds": [0]},
+        "ablate_refusal": ["tool_blank"],
     }
     cfg["stats"] = {"n_boot": 200, "seed": 0}
     cfg["free"] = {"max_turns": 2}
@@ -124,6 +127,13 @@ def test_runs_write_responses_and_activations(dag, model):
         assert set(responses["condition"]) == {condition}
         assert set(responses["intervention"]) == {"none"}
         assert (responses["n_new_tokens"] <= 6).all() and (responses["n_prompt_tokens"] > 0).all()
+        episodes = {e["prompt_id"]: e for e in read_episodes(results / f"episodes/mini/{condition}.jsonl")}
+        for pid, scale in zip(responses["prompt_id"], responses["zoom_scale"], strict=True):
+            recorded = episodes[pid]["meta"].get("zoom_scale")
+            assert (pd.isna(scale) and recorded is None) or scale == recorded, (condition, pid)
+        assert responses["zoom_scale"].notna().all() == (
+            condition in ("tool", "image_no_tool", "tool_blank", "tool_benign", "tool_unsafe", "text_trail")
+        )
         acts = read_activations(run / "activations.nc")
         assert acts["resid"].dims == ("prompt_id", "layer", "hidden")
         assert acts["resid"].shape == (2 * PER_CLASS, N_LAYERS, 32)
@@ -195,6 +205,7 @@ def test_interventions_and_judged_tables(dag, model):
             results / f"interventions/{model}/mini/{intervention}/responses.parquet", RESPONSE_COLUMNS
         )
         assert set(responses["intervention"]) == {intervention}
+        assert set(responses["condition"]) == {parse_intervention_id(intervention).base_condition}
         assert set(responses["prompt_id"]) == steered and len(responses) == len(steered)
     judged = read_table(results / f"judged/keyword/{model}/mini.parquet", JUDGED_COLUMNS)
     assert len(judged) == 2 * PER_CLASS * len(CONDITIONS) + len(steered) * len(INTERVENTIONS)
@@ -292,6 +303,20 @@ def test_splits_and_analysis_tables(dag):
         assert (results / f"tables/{name}.csv").is_file()
     costs = pd.read_csv(results / "tables/intervention_cost.csv")
     assert not costs.empty
+    n_test = int((splits["split"].eq("test") & splits["harmful"]).sum())
+    by_scale = pd.read_csv(results / "tables/asr_by_scale.csv")
+    assert set(by_scale["condition"]) == {"tool", "image_no_tool"} and (by_scale["scale_min"] > 1.5).all()
+    assert (by_scale.groupby(["model", "judge", "condition"])["n"].sum() == n_test).all()
+    contrasts = pd.read_csv(results / "tables/contrasts.csv")
+    pairs = set(zip(contrasts["claim"], contrasts["intervention_b"], strict=True))
+    assert pairs == {
+        ("tool_use_lowers_asr", "none"),
+        ("tool_offered_is_not_tool_use", "none"),
+        ("removing_shift_raises_asr", "ablate"),
+        ("adding_shift_beats_random", "random_a4_s0"),
+        ("refusal_ablation_raises_asr", "ablate_refusal_tool_blank"),
+    }
+    assert (contrasts["n"] == n_test).all() and contrasts["verdict"].notna().all()
     for model in MODELS:
         vectors = xr.open_dataset(results / f"vectors/{model}/mini.nc", engine="h5netcdf")
         assert 0 <= vectors.attrs["selected_layer"] < N_LAYERS
@@ -336,8 +361,8 @@ def test_bad_config_stops_with_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "tool_sparkly" in line]
     assert lines == [
-        "config: conditions.2: unknown value 'tool_sparkly' (known: direct, tool, tool_unsafe, tool_benign, "
-        "tool_blank, text_trail, text_prior, image_no_tool, free)"
+        "config: conditions.2: unknown value 'tool_sparkly' (known: direct, tool_offered, tool, tool_unsafe, "
+        "tool_benign, tool_blank, text_trail, text_prior, image_no_tool, free)"
     ]
     assert not (tmp_path / "results").exists()
 

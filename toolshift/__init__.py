@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 CONDITIONS: tuple[str, ...] = (
     "direct",
+    "tool_offered",
     "tool",
     "tool_unsafe",
     "tool_benign",
@@ -12,4 +13,4 @@ CONDITIONS: tuple[str, ...] = (
     "text_prior",
     "image_no_tool",
 )
-"""The eight controlled conditions, in the order the tables and figures show them."""
+"""The nine controlled conditions, in the order the tables and figures show them."""

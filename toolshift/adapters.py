@@ -123,9 +123,44 @@ class FamilyAdapter:
         `{"name", "arguments"}` object) as the episode's structured call. The default is the identity."""
         return {"name": call["name"], "arguments": dict(call["arguments"])}
 
+    call_reasoning: ClassVar[str] = ""
+    """Text the family's format requires before a tool call in an assistant turn (DeepEyes: a `<think>`
+    block); written before the scripted call of the tool conditions."""
+
+    tool_format_parts: ClassVar[tuple[str, ...]] = ()
+    """The parts of `answer_format(True)` about the tool: `answer_format(False)` is it without them."""
+
+    def answer_format(self, framed: bool) -> str:
+        """The answer-format instruction the family appends to the question (`framed`: the episode offers
+        tools). Every condition gets it, so that only the tool part differs between conditions; the
+        default family has none."""
+        return ""
+
     def user_content(self, content: list[dict[str, Any]], framed: bool) -> list[dict[str, Any]]:
-        """A user turn's content parts (`framed`: the episode has tools). The default leaves it as is."""
-        return content
+        """The question turn's content parts (the episode's last user turn): `answer_format(framed)`
+        appended to its last text part."""
+        suffix = self.answer_format(framed)
+        if not suffix:
+            return content
+        content = list(content)
+        for j in range(len(content) - 1, -1, -1):
+            if content[j]["type"] == "text":
+                content[j] = {"type": "text", "text": content[j]["text"] + suffix}
+                return content
+        return [*content, {"type": "text", "text": suffix}]
+
+    def bbox_argument(self, payload: dict[str, Any]) -> Any:
+        """The box argument of a rendered call payload (`bbox`, or a family's own such as `bbox_2d`)."""
+        arguments = payload.get("arguments") or {}
+        return arguments.get("bbox", arguments.get("bbox_2d"))
+
+    def text_trail_text(self, call: dict[str, Any], meta: dict[str, Any], where: str) -> str:
+        """The `text_trail` tool turn in this family's terms: its tool's name and the box as its call wrote
+        it (absolute pixels, or 0-1000 relative coordinates for Qwen3-VL)."""
+        from toolshift.episodes import text_trail_line
+
+        payload = self.call_payload(call, meta, where)
+        return text_trail_line(list(self.bbox_argument(payload)), payload["name"])
 
     def tool_turn(self, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The content of the user turn that carries a tool result (image or text parts)."""
@@ -165,6 +200,8 @@ class FamilyAdapter:
                     raise ContractError(f"{where}: content part of type {part.get('type')!r}")
             return out
 
+        question = max((i for i, m in enumerate(episode["messages"]) if m.get("role") == "user"), default=-1)
+        last_call: dict[str, Any] | None = None
         for i, msg in enumerate(episode["messages"]):
             role = msg.get("role")
             if role == "system":
@@ -173,18 +210,28 @@ class FamilyAdapter:
                     content = self._with_tools(content, tools)
                 messages.append({"role": "system", "content": content})
             elif role == "user":
-                messages.append(
-                    {"role": "user", "content": self.user_content(parts(msg.get("content")), framed)}
-                )
+                content = parts(msg.get("content"))
+                if i == question:
+                    content = self.user_content(content, framed)
+                messages.append({"role": "user", "content": content})
             elif role == "assistant":
                 content = parts(msg.get("content"))
-                calls = [self.tool_call_text(c, meta, where) for c in msg.get("tool_calls") or []]
+                tool_calls = msg.get("tool_calls") or []
+                calls = [self.tool_call_text(c, meta, where) for c in tool_calls]
                 if calls:
-                    prefix = "\n" if content else ""
-                    content.append({"type": "text", "text": prefix + "\n".join(calls)})
+                    last_call = tool_calls[-1]
+                    text = "\n".join(calls)
+                    if content:
+                        text = "\n" + text
+                    elif self.call_reasoning:
+                        text = self.call_reasoning + "\n" + text
+                    content.append({"type": "text", "text": text})
                 messages.append({"role": "assistant", "content": content})
             elif role == "tool":
-                messages.append({"role": "user", "content": self.tool_turn(parts(msg.get("content")))})
+                content = parts(msg.get("content"))
+                if meta.get("tool_result") == "text_trail" and last_call is not None:
+                    content = [{"type": "text", "text": self.text_trail_text(last_call, meta, where)}]
+                messages.append({"role": "user", "content": self.tool_turn(content)})
             else:
                 raise ContractError(f"{where}: message {i} has role {role!r}")
         if framed and (not messages or messages[0]["role"] != "system"):
@@ -365,6 +412,19 @@ DEEPEYES_USER_PROMPT = (
     "<think>...</think>  <tool_call>...</tool_call> (if tools needed)  <answer>...</answer> "
 )
 DEEPEYES_TOOL_NAME = "image_zoom_in_tool"
+DEEPEYES_TOOL_PARTS: tuple[str, ...] = (
+    "call **image_zoom_in_tool** if needed, ",
+    "<tool_call>...</tool_call> (if tools needed)  ",
+)
+"""The parts of DEEPEYES_USER_PROMPT that are about the tool: conditions without tools get the prompt
+without them (the same answer format, `<think>` then `<answer>`, and nothing about a tool)."""
+DEEPEYES_ANSWER_FORMAT = DEEPEYES_USER_PROMPT
+for _part in DEEPEYES_TOOL_PARTS:
+    DEEPEYES_ANSWER_FORMAT = DEEPEYES_ANSWER_FORMAT.replace(_part, "")
+DEEPEYES_CALL_REASONING = (
+    "<think>The text in the image is what I need to read. I will zoom in on it to see it clearly.</think>"
+)
+"""The `<think>` block before DeepEyes' scripted zoom call: its format asks for reasoning before a call."""
 
 # Qwen3-VL's zoom tool as Qwen-Agent declares it (the tool the "think with images" cookbook,
 # github.com/QwenLM/Qwen3-VL cookbooks/think_with_images.ipynb, gives the model). Source:
@@ -428,13 +488,20 @@ class DeepEyesAdapter(Qwen25VLAdapter):
     """DeepEyes (Qwen2.5-VL weights): its own system prompt, zoom tool, user suffix and tool turn.
 
     As DeepEyes' eval does: the system prompt is DEEPEYES_SYSTEM_PROMPT (its tool section follows the
-    episode's system text), the call is `image_zoom_in_tool` with `bbox_2d` in absolute pixels, the user
-    question ends with DEEPEYES_USER_PROMPT, and the tool result is a user turn: text `<tool_response>`, the
-    result's parts, DEEPEYES_USER_PROMPT again, text `</tool_response>` (parts joined with nothing between).
-    The suffix is added only to tool-framed episodes: it asks for the tool.
+    episode's system text), the call is `image_zoom_in_tool` with `bbox_2d` in absolute pixels, preceded by
+    a `<think>` block (DEEPEYES_CALL_REASONING), the user question ends with DEEPEYES_USER_PROMPT, and the
+    tool result is a user turn: text `<tool_response>`, the result's parts, DEEPEYES_USER_PROMPT again, text
+    `</tool_response>` (parts joined with nothing between). Conditions without tools get the same system
+    text without the tool section and the same answer format without its tool parts
+    (DEEPEYES_ANSWER_FORMAT), so that direct-vs-tool does not also change the answer format.
     """
 
     family = "deepeyes"
+    call_reasoning = DEEPEYES_CALL_REASONING
+    tool_format_parts = DEEPEYES_TOOL_PARTS
+
+    def answer_format(self, framed: bool) -> str:
+        return DEEPEYES_USER_PROMPT if framed else DEEPEYES_ANSWER_FORMAT
 
     def tool_prompt(self, tools: list[dict[str, Any]]) -> str:
         _check_zoom_tools(tools, self.family)
@@ -452,16 +519,6 @@ class DeepEyesAdapter(Qwen25VLAdapter):
         arguments = dict(call["arguments"])
         arguments["bbox"] = arguments.pop("bbox_2d", arguments.get("bbox"))
         return {"name": EPISODE_ZOOM_TOOL, "arguments": arguments}
-
-    def user_content(self, content: list[dict[str, Any]], framed: bool) -> list[dict[str, Any]]:
-        if not framed:
-            return content
-        content = list(content)
-        for j in range(len(content) - 1, -1, -1):
-            if content[j]["type"] == "text":
-                content[j] = {"type": "text", "text": content[j]["text"] + DEEPEYES_USER_PROMPT}
-                return content
-        return [*content, {"type": "text", "text": DEEPEYES_USER_PROMPT}]
 
     def tool_turn(self, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [

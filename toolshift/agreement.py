@@ -4,8 +4,9 @@
   the human majority (positive class: unsafe / jailbroken): accuracy, precision, recall, F1 and Cohen's
   kappa, with the confusion counts. The JailbreakBench judge-comparison file (columns ``human1``,
   ``human2``, ``human3``, ``human_majority`` and judge columns such as ``harmbench_cf``, ``gpt4_cf``,
-  ``llamaguard2_cf``, ``llama3_cf``; labels 0/1) reads as it is; it may be Mac-Roman encoded, so a file that
-  is not valid UTF-8 is decoded as Mac-Roman. Column names are configurable for any other labelled file,
+  ``llamaguard2_cf``, ``llama3_cf``; labels 0/1) reads as it is; it may mix UTF-8 and Mac-Roman rows, so
+  each line is decoded by `toolshift.text_repair.read_text_mixed` (UTF-8, else Mac-Roman or cp1252, and
+  mojibake repaired). Column names are configurable for any other labelled file,
   and our own judges can be run on its responses (`judge_labelled`) to add their columns.
 - **Between judges.** On the study's own judged tables, every pair of judges gets the percent agreement
   and Cohen's kappa over the responses both judged.
@@ -27,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from toolshift.errors import ContractError, DataError
+from toolshift.text_repair import read_text_mixed
 
 JBB_HUMAN_COLUMNS: tuple[str, ...] = ("human1", "human2", "human3")
 JBB_MAJORITY_COLUMN = "human_majority"
@@ -115,12 +117,11 @@ def binary_metrics(truth: Sequence[bool], pred: Sequence[bool]) -> dict[str, Any
 
 
 def read_text_any(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """(text, encoding) of a file: UTF-8 (BOM allowed) if it decodes, else Mac-Roman."""
-    raw = Path(path).read_bytes()
-    try:
-        return raw.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        return raw.decode("mac_roman"), "mac_roman"
+    """(text, encoding) of a file decoded line by line by `toolshift.text_repair.read_text_mixed`: UTF-8
+    (BOM allowed), else Mac-Roman or cp1252 per line; `encoding` is e.g. ``utf-8``, ``mac_roman`` or
+    ``utf-8+mac_roman``."""
+    text, report = read_text_mixed(path)
+    return text, report.encoding
 
 
 def to_bool_labels(values: Iterable[Any], where: str) -> list[bool]:

@@ -180,4 +180,6 @@ def run_api_inference(
         client, episodes, results_root, max_new_tokens=max_new_tokens, progress=progress, adapter=adapter
     )
     log.info("%s: %d request(s) sent, %d answered from the cache", model_name, client.n_sent, client.n_cached)
-    write_parquet(attach_prompt_fields(table, prompts, model_name, NO_INTERVENTION, "api"), responses_out)
+    write_parquet(
+        attach_prompt_fields(table, prompts, model_name, NO_INTERVENTION, "api", episodes), responses_out
+    )

@@ -129,7 +129,7 @@ def _check_names(config: dict[str, Any]) -> None:
                 f"config: datasets: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})"
             )
         check_dataset_options(name, options)
-    from toolshift.interventions import transfer_pairs
+    from toolshift.interventions import ablate_refusal_conditions, transfer_pairs
     from toolshift.splits import validate_fractions
 
     validate_fractions(config["splits"]["fractions"])
@@ -138,6 +138,10 @@ def _check_names(config: dict[str, Any]) -> None:
         for name in (source, target):
             if name not in config["datasets"]:
                 raise ConfigError(f"config: interventions.transfer: dataset {name!r} is not under datasets")
+    try:
+        ablate_refusal_conditions(config["interventions"], config["conditions"])
+    except ConfigError as exc:
+        raise ConfigError(f"config: {exc}") from None
     for name, entry in config["models"].items():
         if entry.get("backend", "hf") == "openai":
             from toolshift.api_client import ApiSettings

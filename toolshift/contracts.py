@@ -43,9 +43,11 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "max_new_tokens",
     "do_sample",
     "engine",
+    "zoom_scale",
 )
 """`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id; `engine`
-the inference engine that generated it (`hf`, `vllm`, `api`)."""
+the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
+magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""

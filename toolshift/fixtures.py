@@ -222,13 +222,17 @@ def synthetic_episodes(
             both = [{"type": "image", "path": image}, {"type": "image", "path": zoom}]
             messages = [system, {"role": "user", "content": [*both, {"type": "text", "text": text}]}]
         elif condition in ("tool", "text_trail"):
+            from toolshift.episodes import TEXT_TRAIL, text_trail_line
+
             result = (
                 [{"type": "image", "path": zoom}]
                 if condition == "tool"
-                else [{"type": "text", "text": f"Zoomed in on {bbox}."}]
+                else [{"type": "text", "text": text_trail_line(bbox)}]
             )
             messages = [system, user, call, {"role": "tool", "name": "zoom_in", "content": result}]
             meta.update(tools=[ZOOM_TOOL], tool_name="zoom_in")
+            if condition == TEXT_TRAIL:
+                meta["tool_result"] = TEXT_TRAIL
         else:
             raise ConfigError(f"synthetic_episodes: condition {condition!r} is not supported")
         episodes.append({"prompt_id": pid, "condition": condition, "messages": messages, "meta": meta})

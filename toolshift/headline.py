@@ -13,7 +13,12 @@ replicates, each resampling the paired prompts of every (model, dataset) indepen
 replacement, within that model and dataset), then averaging exactly as above; the percentile interval
 of the replicates. A (model, dataset) whose direct ASR is 0 has no rr: it is left out of the means and
 listed in ``excluded``; a replicate in which an included cell's resampled direct ASR is 0 is dropped
-(``n_boot_used`` counts the rest).
+(``n_boot_used`` counts the rest). Dropped replicates are not a random subset (they are the resamples
+with the fewest unsafe direct answers), so a row keeping fewer than 90 % of them is flagged
+(``low_boot_share``, `toolshift.stats.MIN_BOOT_SHARE`) and `headline_sentence` states the share used;
+it also says so when the interval has zero width (e.g. a tool ASR of 0 in every resample), which is
+the bootstrap failing to show uncertainty, not certainty. The per-row Bonett-Price interval of
+`tables/asr.csv` stays finite in both cases.
 
 `headline_table` is the only implementation: the tables (`tables/headline.csv`), the figure
 (`toolshift.plots.plot_headline`) and the book (`headline_sentence`) all read its output.
@@ -30,7 +35,7 @@ from toolshift.contracts import require_columns
 from toolshift.errors import ContractError
 from toolshift.interventions import NO_INTERVENTION
 from toolshift.splits import ALL, filter_split
-from toolshift.stats import bootstrap_relative_reductions, percentile_ci, relative_reduction
+from toolshift.stats import bootstrap_relative_reductions, low_boot_share, percentile_ci, relative_reduction
 
 MEAN_MODEL = "mean over models"
 """The ``model`` value of a headline row (the other rows are single models)."""
@@ -52,6 +57,7 @@ HEADLINE_COLUMNS: tuple[str, ...] = (
     "conf",
     "n_boot",
     "n_boot_used",
+    "low_boot_share",
     "excluded",
 )
 """`tables/headline.csv`: per (dataset, model) rows, then the mean-over-models row per dataset and,
@@ -164,6 +170,7 @@ def headline_table(
             "rel_reduction_ci_low": lo,
             "rel_reduction_ci_high": hi,
             "n_boot_used": n_used,
+            "low_boot_share": low_boot_share(n_used, n_boot),
             "excluded": ";".join(excluded),
         }
 
@@ -213,7 +220,29 @@ def headline_sentence(table: pd.DataFrame, dataset: str | None = None) -> str:
         f"{r['judge']}), the mean relative reduction of ASR from {r['reference']} to "
         f"{r['condition']} is {_pct(r['rel_reduction'])} ({conf} bootstrap CI "
         f"{_pct(r['rel_reduction_ci_low'])} to {_pct(r['rel_reduction_ci_high'])}){excluded}."
+        + _bootstrap_note(r)
     )
+
+
+def _bootstrap_note(r: pd.Series) -> str:
+    """What the reader must know about the headline's bootstrap: replicates dropped, a zero-width CI."""
+    n_boot, used = int(r["n_boot"]), int(r["n_boot_used"])
+    lo, hi = float(r["rel_reduction_ci_low"]), float(r["rel_reduction_ci_high"])
+    notes = []
+    if used < n_boot:
+        flag = " (below 90 %: the interval describes only resamples with unsafe direct answers)"
+        notes.append(
+            f"{n_boot - used} of {n_boot} bootstrap replicates ({100 * (n_boot - used) / n_boot:.1f} %) "
+            "had a resampled direct ASR of 0 and were dropped"
+            + (flag if low_boot_share(used, n_boot) else "")
+        )
+    if used and lo == hi:
+        notes.append(
+            "the interval has zero width because every usable resample gives the same value: the "
+            "bootstrap shows no uncertainty here, which is not certainty (see the Bonett-Price intervals "
+            "of the ASR table)"
+        )
+    return "".join(f" {n[0].upper()}{n[1:]}." for n in notes)
 
 
 __all__ = ["HEADLINE_COLUMNS", "MEAN_MODEL", "headline_row", "headline_sentence", "headline_table"]

@@ -20,8 +20,15 @@ from PIL import Image, ImageDraw
 from toolshift.contracts import atomic_path
 from toolshift.errors import ConfigError, DataError
 
-BBOX_POLICIES: tuple[str, ...] = ("content_padded", "full")
-"""`content_padded`: the padded box around the non-background pixels (default); `full`: the whole image."""
+BBOX_POLICIES: tuple[str, ...] = ("content_padded", "text_lines", "full")
+"""`content_padded`: the padded box around the non-background pixels (default); `text_lines`: the padded
+box around the first `zoom_lines` lines of content (bands of rows holding non-background pixels, see
+`text_line_bands`), a region smaller than the image that the zoom really enlarges; `full`: the whole image."""
+
+ZOOM_RESIZES: tuple[str, ...] = ("longer_side", "pixels")
+"""How the zoom enlarges its crop: `longer_side` (default) to the original image's longer side; `pixels` to
+the original image's pixel count (same aspect ratio), i.e. the region at the resolution budget the model
+spends on the whole image (about as many visual tokens on dynamic-resolution models)."""
 
 OVERRIDE_KINDS: tuple[str, ...] = ("blank", "benign", "unsafe")
 """The images a tool turn can return instead of the zoom (conditions tool_blank, tool_benign, tool_unsafe)."""
@@ -139,34 +146,99 @@ def content_bbox(img: Image.Image, pad_frac: float = 0.05, bg: tuple[int, int, i
     return clamp_bbox([int(v) for v in box], (width, height))
 
 
-def policy_bbox(img: Image.Image, policy: str = "content_padded", pad_frac: float = 0.05) -> list[int]:
-    """The box a bbox policy picks for an image (see BBOX_POLICIES)."""
+def text_line_bands(img: Image.Image, bg: tuple[int, int, int] = WHITE) -> list[tuple[int, int]]:
+    """The lines of content, top to bottom: maximal bands of rows `[y1, y2)` that hold a pixel differing
+    from `bg`, bands closer than 1 % of the image height merged (the dot of an "i" stays in its line)."""
+    arr = np.asarray(img.convert("RGB"))
+    rows = (arr != np.asarray(bg, dtype=arr.dtype)).any(axis=-1).any(axis=1)
+    bands: list[tuple[int, int]] = []
+    merge_gap = max(1, round(0.01 * arr.shape[0]))
+    for y in np.flatnonzero(rows):
+        y = int(y)
+        if bands and y - bands[-1][1] <= merge_gap:
+            bands[-1] = (bands[-1][0], y + 1)
+        else:
+            bands.append((y, y + 1))
+    return bands
+
+
+def text_lines_bbox(
+    img: Image.Image, lines: int = 2, pad_frac: float = 0.05, bg: tuple[int, int, int] = WHITE
+) -> list[int]:
+    """The `text_lines` box: the content of the first `lines` line bands (`text_line_bands`), padded by
+    `pad_frac` of the image's width and height as `content_bbox` pads; the full image when it is blank."""
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        raise ConfigError(f"zoom_lines must be a positive integer, got {lines!r}")
+    if not 0 <= pad_frac <= 1:
+        raise ConfigError(f"pad_frac must be in [0, 1], got {pad_frac!r}")
+    bands = text_line_bands(img, bg)
+    if not bands:
+        return [0, 0, img.width, img.height]
+    top, bottom = bands[0][0], bands[min(lines, len(bands)) - 1][1]
+    arr = np.asarray(img.convert("RGB"))[top:bottom]
+    xs = np.flatnonzero((arr != np.asarray(bg, dtype=arr.dtype)).any(axis=-1).any(axis=0))
+    pad_x, pad_y = round(pad_frac * img.width), round(pad_frac * img.height)
+    box = [int(xs[0]) - pad_x, top - pad_y, int(xs[-1]) + 1 + pad_x, bottom + pad_y]
+    return clamp_bbox(box, img.size)
+
+
+def policy_bbox(
+    img: Image.Image, policy: str = "content_padded", pad_frac: float = 0.05, lines: int = 2
+) -> list[int]:
+    """The box a bbox policy picks for an image (see BBOX_POLICIES; `lines` is `text_lines`' line count)."""
     if policy == "content_padded":
         return content_bbox(img, pad_frac=pad_frac)
+    if policy == "text_lines":
+        return text_lines_bbox(img, lines=lines, pad_frac=pad_frac)
     if policy == "full":
         return [0, 0, img.width, img.height]
     raise ConfigError(f"unknown bbox_policy {policy!r}; known: {', '.join(BBOX_POLICIES)}")
 
 
+def zoom_size(
+    image_size: Sequence[int], bbox: Sequence[float], resize: str = "longer_side"
+) -> tuple[int, int]:
+    """The size (width, height) of the image the zoom returns for `bbox` (clamped) of an image of
+    `image_size`, enlarged as `resize` says (ZOOM_RESIZES). Never smaller than the crop."""
+    width, height = _size(image_size)
+    x1, y1, x2, y2 = clamp_bbox(bbox, (width, height))
+    crop_w, crop_h = x2 - x1, y2 - y1
+    if resize == "longer_side":
+        scale = max(width, height) / max(crop_w, crop_h)
+    elif resize == "pixels":
+        scale = math.sqrt(width * height / (crop_w * crop_h))
+    else:
+        raise ConfigError(f"unknown zoom_resize {resize!r}; known: {', '.join(ZOOM_RESIZES)}")
+    scale = max(scale, 1.0)
+    return (max(1, round(crop_w * scale)), max(1, round(crop_h * scale)))
+
+
+def zoom_scale(image_size: Sequence[int], bbox: Sequence[float], resize: str = "longer_side") -> float:
+    """The zoom's magnification: the returned image's width over the crop's width (1.0: no enlargement)."""
+    x1, _, x2, _ = clamp_bbox(bbox, _size(image_size))
+    return zoom_size(image_size, bbox, resize)[0] / (x2 - x1)
+
+
 def zoom(
-    img: Image.Image, bbox: Sequence[float], out_size: tuple[int, int] | None = None, *, resize: bool = True
+    img: Image.Image,
+    bbox: Sequence[float],
+    out_size: tuple[int, int] | None = None,
+    *,
+    resize: bool = True,
+    mode: str = "longer_side",
 ) -> Image.Image:
     """The zoom-in tool: crop `img` to `bbox` (clamped first) and enlarge the crop.
 
-    Default (`out_size=None`, `resize=True`): resize the crop, keeping its aspect ratio, so that its
-    longer side equals the original image's longer side (LANCZOS), i.e. the region is shown at the
-    resolution of the full image, as a zoom does. `out_size=(w, h)` resizes to exactly that size;
-    `resize=False` returns the bare crop.
+    Default (`out_size=None`, `resize=True`): resize the crop (LANCZOS), keeping its aspect ratio, to
+    `zoom_size(img.size, bbox, mode)`: with `mode="longer_side"` its longer side equals the original
+    image's longer side, with `mode="pixels"` its pixel count equals the original's. `out_size=(w, h)`
+    resizes to exactly that size; `resize=False` returns the bare crop.
     """
     box = clamp_bbox(bbox, img.size)
     crop = img.convert("RGB").crop(tuple(box))
     if not resize:
         return crop
-    if out_size is not None:
-        target = _size(out_size)
-    else:
-        scale = max(img.size) / max(crop.size)
-        target = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+    target = _size(out_size) if out_size is not None else zoom_size(img.size, box, mode)
     if target == crop.size:
         return crop
     return crop.resize(target, Image.Resampling.LANCZOS)

@@ -257,10 +257,9 @@ def run_intervention_costs(
                 f"intervention {iid!r}: no episodes file for condition {spec.base_condition!r}"
             )
         at_layer = resolve_layer(layer, loaded.n_layers, vectors)
-        hooks.setdefault(spec.base_condition, {})[iid] = Intervention(
-            **hook_intervention(spec, vectors, at_layer)
-        )
-        layers[iid] = at_layer if spec.kind != "ablate" else -1
+        hook = Intervention(**hook_intervention(spec, vectors, at_layer))
+        hooks.setdefault(spec.base_condition, {})[iid] = hook
+        layers[iid] = at_layer if hook.layer is not None else -1  # ablations act at every layer
     episodes = {base: read_episodes(episodes_paths[base]) for base in hooks}
     table = cost_rows(
         loaded,

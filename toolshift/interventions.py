@@ -1,4 +1,5 @@
-"""Activation interventions with the image-tool vector: what to run, and the vector each hook uses.
+"""Activation interventions with the image-tool vector (and the refusal direction, as a positive control):
+what to run, and the vector each hook uses.
 
 Kinds (base condition in brackets):
 
@@ -13,6 +14,14 @@ Kinds (base condition in brackets):
 - ``transfer`` [direct]: as ``add``, with the tool vector of another dataset (`source`) of the same
   model, at that dataset's selected layer. Id ``transfer_a{alpha}_from_{source}``; the run reads
   ``vectors/{model}/{source}.nc`` (`vectors_dataset`).
+- ``ablate_refusal`` [every controlled condition c, one run each]: as ``ablate``, with the unit refusal
+  direction r_hat = r / |r|, r = ``refusal_direction[l]`` (Arditi et al. 2024: ablating it should raise ASR in
+  every condition of a real model, the positive control of the interventions). Id ``ablate_refusal_{c}``;
+  its responses rows have ``condition`` = c. Config ``interventions.ablate_refusal``: ``false`` (off),
+  ``true`` (every configured condition but ``free``) or a list of configured conditions. Its runs share
+  the intervention jobs of the other kinds (one model load per (model, dataset, shard)), and their KL
+  cost on harmless prompts (toolshift.intervention_cost) is measured like every kind's, on the base
+  condition's episodes.
 
 The layer (``interventions.layer``): an integer, or ``auto`` = the layer selected on the validation
 split and recorded in the vectors file (`toolshift.selection`; the middle layer for a vectors file
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +46,10 @@ from toolshift.errors import ConfigError, ContractError
 if TYPE_CHECKING:  # xarray is slow to import, and the Snakefile imports this module for every DAG build
     import xarray as xr
 
-KINDS: tuple[str, ...] = ("add", "subtract", "ablate", "random", "transfer")
+KINDS: tuple[str, ...] = ("add", "subtract", "ablate", "random", "ablate_refusal", "transfer")
+PER_CONDITION_KINDS: tuple[str, ...] = ("ablate_refusal",)
+"""Kinds with one run per base condition (one of toolshift.CONDITIONS, named in the id); not in
+BASE_CONDITION."""
 BASE_CONDITION: dict[str, str] = {
     "add": "direct",
     "random": "direct",
@@ -49,6 +62,7 @@ DEFAULT_ALPHA: dict[str, float] = {
     "random": 1.0,
     "subtract": -1.0,
     "ablate": 1.0,
+    "ablate_refusal": 1.0,
     "transfer": 1.0,
 }
 MIN_RANDOM_SEEDS = 5
@@ -61,6 +75,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "ablate",
     "random",
     "transfer",
+    "ablate_refusal",
     "splits",
 )
 """The keys of the ``interventions`` config section."""
@@ -73,6 +88,7 @@ _ID_RE = {
     "random": re.compile(rf"random_a(?P<alpha>{_NUM})_s(?P<seed>\d+)"),
     "subtract": re.compile(r"subtract"),
     "ablate": re.compile(r"ablate"),
+    "ablate_refusal": re.compile(r"ablate_refusal_(?P<condition>[A-Za-z0-9_]+)"),
     "transfer": re.compile(rf"transfer_a(?P<alpha>{_NUM})_from_(?P<source>[A-Za-z0-9][A-Za-z0-9._-]*)"),
 }
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -82,11 +98,20 @@ def _fmt(alpha: float) -> str:
     return format(alpha, "g")
 
 
+def controlled_conditions() -> tuple[str, ...]:
+    """The conditions an ``ablate_refusal`` run may take as its base: toolshift.CONDITIONS (not ``free``),
+    read when called."""
+    import toolshift
+
+    return tuple(toolshift.CONDITIONS)
+
+
 @dataclass(frozen=True)
 class InterventionSpec:
     """One intervention run. `alpha` and `base_condition` default by kind (see the module docstring).
 
-    ``subtract`` always has alpha -1 and ``ablate`` alpha 1 (their ids carry no alpha); ``random`` needs a
+    ``subtract`` always has alpha -1 and ``ablate``/``ablate_refusal`` alpha 1 (their ids carry no alpha);
+    ``ablate_refusal`` needs a `base_condition` (a controlled condition); ``random`` needs a
     non-negative integer seed, the other kinds take none; ``transfer`` needs the `source` dataset name,
     the other kinds take none. `prompts` is the prompt selection ("all").
     """
@@ -105,7 +130,7 @@ class InterventionSpec:
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
             raise ConfigError(f"intervention {self.kind}: alpha {alpha!r} must be a finite number")
         alpha = float(alpha)
-        if self.kind in ("subtract", "ablate") and alpha != DEFAULT_ALPHA[self.kind]:
+        if self.kind in ("subtract", "ablate", "ablate_refusal") and alpha != DEFAULT_ALPHA[self.kind]:
             raise ConfigError(
                 f"intervention {self.kind}: alpha is fixed at {_fmt(DEFAULT_ALPHA[self.kind])}, "
                 f"got {_fmt(alpha)}"
@@ -116,12 +141,21 @@ class InterventionSpec:
             object.__setattr__(self, "seed", int(self.seed))
         elif self.seed is not None:
             raise ConfigError(f"intervention {self.kind}: takes no seed, got {self.seed!r}")
-        base = BASE_CONDITION[self.kind] if self.base_condition is None else self.base_condition
-        if base != BASE_CONDITION[self.kind]:
-            raise ConfigError(
-                f"intervention {self.kind}: base_condition must be {BASE_CONDITION[self.kind]!r}, "
-                f"got {base!r}"
-            )
+        if self.kind in PER_CONDITION_KINDS:
+            base = self.base_condition
+            allowed = controlled_conditions()
+            if base not in allowed:
+                raise ConfigError(
+                    f"intervention {self.kind}: base_condition {base!r} must be a controlled condition "
+                    f"({', '.join(allowed)})"
+                )
+        else:
+            base = BASE_CONDITION[self.kind] if self.base_condition is None else self.base_condition
+            if base != BASE_CONDITION[self.kind]:
+                raise ConfigError(
+                    f"intervention {self.kind}: base_condition must be {BASE_CONDITION[self.kind]!r}, "
+                    f"got {base!r}"
+                )
         if self.prompts != "all":
             raise ConfigError(f"intervention {self.kind}: prompts {self.prompts!r} must be 'all'")
         if self.kind == "transfer":
@@ -134,13 +168,16 @@ class InterventionSpec:
 
     @property
     def id(self) -> str:
-        """Canonical id: ``add_a0.5``, ``subtract``, ``ablate``, ``random_a1_s0``, ``transfer_a1_from_d``."""
+        """Canonical id: ``add_a0.5``, ``subtract``, ``ablate``, ``random_a1_s0``, ``transfer_a1_from_d``,
+        ``ablate_refusal_tool``."""
         if self.kind == "add":
             return f"add_a{_fmt(self.alpha)}"
         if self.kind == "transfer":
             return transfer_id(self.alpha, self.source)
         if self.kind == "random":
             return f"random_a{_fmt(self.alpha)}_s{self.seed}"
+        if self.kind in PER_CONDITION_KINDS:
+            return f"{self.kind}_{self.base_condition}"
         return self.kind
 
 
@@ -174,13 +211,22 @@ def parse_intervention_id(intervention_id: str) -> InterventionSpec:
         groups = m.groupdict()
         alpha = float(groups["alpha"]) if "alpha" in groups else None
         seed = int(groups["seed"]) if "seed" in groups else None
-        spec = InterventionSpec(kind, alpha=alpha, seed=seed, source=groups.get("source"))
+        try:
+            spec = InterventionSpec(
+                kind,
+                alpha=alpha,
+                seed=seed,
+                source=groups.get("source"),
+                base_condition=groups.get("condition"),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"intervention id {intervention_id!r}: {exc}") from None
         if spec.id != intervention_id:
             raise ConfigError(f"intervention id {intervention_id!r} is not canonical; write {spec.id!r}")
         return spec
     raise ConfigError(
         f"intervention id {intervention_id!r} is not one of add_a<alpha>, subtract, ablate, "
-        "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>"
+        "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>, ablate_refusal_<condition>"
     )
 
 
@@ -218,12 +264,53 @@ def transfer_pairs(cfg: dict[str, Any] | None) -> list[tuple[str, str]]:
     return out
 
 
-def expand_interventions(cfg: dict[str, Any] | None, dataset: str | None = None) -> list[InterventionSpec]:
+def ablate_refusal_conditions(
+    cfg: dict[str, Any] | None, conditions: Sequence[str] | None = None
+) -> list[str]:
+    """The base conditions of the ``ablate_refusal`` runs of an ``interventions`` config section.
+
+    ``interventions.ablate_refusal``: missing, null or false = none; true = every controlled condition
+    among `conditions` (the config's ``conditions``, in their order; None = all of toolshift.CONDITIONS);
+    a list = those conditions, each a controlled condition and in `conditions`. Anything else raises a
+    one-line ConfigError naming the key and the bad value.
+    """
+    value = (cfg or {}).get("ablate_refusal") if isinstance(cfg, dict) else None
+    controlled = controlled_conditions()
+    configured = list(controlled if conditions is None else conditions)
+    if value in (None, False):
+        return []
+    if value is True:
+        return [c for c in configured if c in controlled]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            f"interventions.ablate_refusal: expected true, false or a list of conditions, got {value!r}"
+        )
+    out: list[str] = []
+    for c in value:
+        if not isinstance(c, str) or c not in controlled:
+            raise ConfigError(
+                f"interventions.ablate_refusal: {c!r} is not a controlled condition "
+                f"(one of {', '.join(controlled)})"
+            )
+        if c not in configured:
+            raise ConfigError(
+                f"interventions.ablate_refusal: {c!r} is not in conditions ({', '.join(configured)})"
+            )
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def expand_interventions(
+    cfg: dict[str, Any] | None, dataset: str | None = None, conditions: Sequence[str] | None = None
+) -> list[InterventionSpec]:
     """All intervention runs of an ``interventions`` config section, in order add, subtract, ablate,
-    random, then (for `dataset`) transfer.
+    random, ablate_refusal (one per condition, `ablate_refusal_conditions`; `conditions` = the config's
+    ``conditions``, None = all of toolshift.CONDITIONS), then (for `dataset`) transfer.
 
     ``{"layer": "auto", "add": {"alphas": [0, 0.5, 1, 2]}, "subtract": true, "ablate": true,
-    "random": {"alphas": [1], "seeds": [0, 1, 2]}, "transfer": {"pairs": [["a", "b"]], "alphas": [1]}}``.
+    "random": {"alphas": [1], "seeds": [0, 1, 2]}, "ablate_refusal": ["direct", "tool"],
+    "transfer": {"pairs": [["a", "b"]], "alphas": [1]}}``.
     A missing, null or false section means none; ``random.alphas`` and ``transfer.alphas`` default to [1].
     Transfer runs belong to their target dataset: they are listed only when `dataset` is that target
     (`all_intervention_ids` lists every id of every dataset). Duplicates are dropped (first one kept).
@@ -260,6 +347,10 @@ def expand_interventions(cfg: dict[str, Any] | None, dataset: str | None = None)
         alphas = _number_list(rnd.get("alphas", [1]), "interventions.random.alphas")
         seeds = _number_list(rnd["seeds"], "interventions.random.seeds", integer=True)
         specs += [InterventionSpec("random", alpha=a, seed=s) for a in alphas for s in seeds]
+    specs += [
+        InterventionSpec("ablate_refusal", base_condition=c)
+        for c in ablate_refusal_conditions(cfg, conditions)
+    ]
     pairs = transfer_pairs(cfg)
     if pairs:
         alphas = _number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
@@ -273,11 +364,13 @@ def expand_interventions(cfg: dict[str, Any] | None, dataset: str | None = None)
     return list(out.values())
 
 
-def all_intervention_ids(cfg: dict[str, Any] | None, datasets: list[str]) -> list[str]:
+def all_intervention_ids(
+    cfg: dict[str, Any] | None, datasets: list[str], conditions: Sequence[str] | None = None
+) -> list[str]:
     """Every intervention id run on any of `datasets` (e.g. for Snakemake's wildcard constraints)."""
     ids: dict[str, None] = {}
     for dataset in datasets:
-        ids.update(dict.fromkeys(spec.id for spec in expand_interventions(cfg, dataset)))
+        ids.update(dict.fromkeys(spec.id for spec in expand_interventions(cfg, dataset, conditions)))
     return list(ids)
 
 
@@ -323,10 +416,10 @@ def resolve_layer(layer_cfg: int | str, n_layers: int, vectors: xr.Dataset | Non
     return resolved
 
 
-def _tool_vector_at(vectors: xr.Dataset, layer: int) -> np.ndarray:
-    if "tool_vector" not in vectors:
-        raise ContractError("vectors dataset: missing variable 'tool_vector'")
-    tv = vectors["tool_vector"]
+def _tool_vector_at(vectors: xr.Dataset, layer: int, name: str = "tool_vector") -> np.ndarray:
+    if name not in vectors:
+        raise ContractError(f"vectors dataset: missing variable {name!r}")
+    tv = vectors[name]
     if layer not in set(int(x) for x in tv["layer"].values):
         raise ConfigError(
             f"interventions.layer: layer {layer} is not in the vectors file "
@@ -334,7 +427,8 @@ def _tool_vector_at(vectors: xr.Dataset, layer: int) -> np.ndarray:
         )
     v = tv.sel(layer=layer).values.astype(np.float64)
     if not np.all(np.isfinite(v)):
-        raise ContractError(f"vectors dataset: tool_vector at layer {layer} is not finite")
+        why = " (NaN: no harmless train prompts)" if name == "refusal_direction" else ""
+        raise ContractError(f"vectors dataset: {name} at layer {layer} is not finite{why}")
     return v
 
 
@@ -349,17 +443,19 @@ def intervention_vector(spec: InterventionSpec, vectors: xr.Dataset, layer: int)
 
     ``add``/``subtract``/``transfer``: the raw ``tool_vector[layer]`` (of the source dataset's file,
     for transfer) (the hook scales it by ``spec.alpha``, -1 for
-    subtract); ``ablate``: its unit direction; ``random``: a random direction with the same norm as
+    subtract); ``ablate``: its unit direction; ``ablate_refusal``: the unit direction of
+    ``refusal_direction[layer]`` (not the tool vector); ``random``: a random direction with the same norm as
     ``tool_vector[layer]`` (seeded by ``spec.seed`` only, so the same seed gives the same direction at
     every layer and in every model of the same hidden size).
     """
-    v = _tool_vector_at(vectors, layer)
+    name = "refusal_direction" if spec.kind == "ablate_refusal" else "tool_vector"
+    v = _tool_vector_at(vectors, layer, name)
     norm = float(np.linalg.norm(v))
     if spec.kind in ("add", "subtract", "transfer"):
         return v
     if norm == 0:
-        raise ContractError(f"vectors dataset: tool_vector at layer {layer} is zero; {spec.id} is undefined")
-    if spec.kind == "ablate":
+        raise ContractError(f"vectors dataset: {name} at layer {layer} is zero; {spec.id} is undefined")
+    if spec.kind in ("ablate", "ablate_refusal"):
         return v / norm
     return random_direction(spec.seed, v.shape[0], norm)
 
@@ -369,9 +465,10 @@ def hook_intervention(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -
 
     For ``add``/``subtract``/``random``/``transfer`` the hook adds ``alpha * vector`` at `layer` (every
     position);
-    for ``ablate`` ``layer`` is None (every layer), ``vector`` is the unit direction and ``alpha`` 1.
+    for ``ablate`` and ``ablate_refusal`` ``layer`` is None (every layer), ``vector`` is the unit direction
+    (taken at `layer`) and ``alpha`` 1.
     """
     vector = intervention_vector(spec, vectors, layer)
-    if spec.kind == "ablate":
+    if spec.kind in ("ablate", "ablate_refusal"):
         return {"kind": "ablate", "layer": None, "vector": vector, "alpha": 1.0}
     return {"kind": "add", "layer": int(layer), "vector": vector, "alpha": float(spec.alpha)}

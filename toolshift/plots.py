@@ -41,6 +41,7 @@ PAGE_WIDTH_IN = 9.0
 
 CONDITION_PALETTE: dict[str, str] = {
     "direct": "#0173b2",
+    "tool_offered": "#ece133",
     "tool": "#de8f05",
     "tool_unsafe": "#d55e00",
     "tool_benign": "#029e73",
@@ -889,6 +890,7 @@ INTERVENTION_HATCHES: dict[str, str] = {
     "subtract": "\\\\\\",
     "ablate": "xxx",
     "transfer": "---",
+    "ablate_refusal": "ooo",
 }
 """Hatching per intervention kind (the bar keeps its base condition's colour); `none` is solid."""
 
@@ -902,7 +904,8 @@ _SELECTION_NEEDED = ("model", "dataset", "alpha")
 
 
 def intervention_kind(intervention: str) -> str:
-    """`none`, or the kind of an intervention id (add, subtract, ablate, random, transfer); else `other`."""
+    """`none`, or the kind of an intervention id (add, subtract, ablate, random, transfer, ablate_refusal);
+    else `other`."""
     if intervention == "none":
         return "none"
     parsed = parse_dose_id(intervention)
@@ -910,6 +913,8 @@ def intervention_kind(intervention: str) -> str:
         return parsed[0]
     if intervention in ("subtract", "ablate"):
         return str(intervention)
+    if str(intervention).startswith("ablate_refusal_"):
+        return "ablate_refusal"
     return "transfer" if str(intervention).startswith("transfer_") else "other"
 
 
@@ -1275,6 +1280,7 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
         "subtract": {"marker": "v", "label": "tool − tool vector"},
         "ablate": {"marker": "s", "label": "tool, tool direction ablated"},
         "transfer": {"marker": "D", "label": "direct + α·other dataset's tool vector"},
+        "ablate_refusal": {"marker": "*", "label": "refusal direction ablated (colour: its condition)"},
         "other": {"marker": "P", "label": "other intervention"},
     }
     axes_style, context = _style()
@@ -1343,6 +1349,8 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
                 linestyle="none",
                 color=RANDOM_COLOR
                 if k == "random"
+                else "#8c8c8c"
+                if k == "ablate_refusal"
                 else CONDITION_PALETTE["tool" if k in ("subtract", "ablate") else "direct"],
                 markeredgecolor=RANDOM_COLOR if k == "random" else "black",
             )

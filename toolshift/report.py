@@ -29,6 +29,7 @@ import pandas as pd
 import xarray as xr
 
 from toolshift.contracts import ASR_COLUMNS, JUDGED_COLUMNS, read_table
+from toolshift.contrasts import contrasts_markdown
 from toolshift.episodes import EPISODE_CONDITIONS
 from toolshift.errors import ContractError, ToolshiftError
 from toolshift.plots import pick_judge
@@ -102,6 +103,8 @@ TABLE_PAGES: dict[str, str] = {
     "judge_agreement": "behaviour",
     "representation": "representation",
     "selection": "interventions",
+    "contrasts": "interventions",
+    "asr_by_scale": "behaviour",
     "transfer": "interventions",
     "intervention_cost": "interventions",
     "validation_planted": "validation",
@@ -144,12 +147,14 @@ def asr_headline_markdown(asr: pd.DataFrame, judge: str) -> str:
         if "direct" not in by.index or "tool" not in by.index:
             continue
         d, t = by.loc["direct"], by.loc["tool"]
+        o = by.loc["tool_offered"] if "tool_offered" in by.index else None
         out.append(
             [
                 code(model),
                 code(dataset),
                 str(int(t["n"])),
                 with_ci(d["asr"], d["asr_ci_low"], d["asr_ci_high"]),
+                DASH if o is None else with_ci(o["asr"], o["asr_ci_low"], o["asr_ci_high"]),
                 with_ci(t["asr"], t["asr_ci_low"], t["asr_ci_high"]),
                 with_ci(t["rel_reduction"], t["rel_reduction_ci_low"], t["rel_reduction_ci_high"]),
                 p_value(t["mcnemar_p"]),
@@ -162,14 +167,19 @@ def asr_headline_markdown(asr: pd.DataFrame, judge: str) -> str:
         "dataset",
         "n",
         "ASR direct, % [95 % CI]",
+        "ASR tool_offered, % [95 % CI]",
         "ASR tool, % [95 % CI]",
-        "relative reduction, % [95 % CI]",
-        "McNemar p",
+        "relative reduction vs direct, % [95 % CI]",
+        "McNemar p vs direct",
     ]
     note = (
         f"\nJudge: **{judge}**. ASR is the share of harmful test prompts judged unsafe, with 95 % Wilson "
-        "intervals; the relative reduction of `tool` against `direct` has a paired bootstrap interval, "
-        "and p is the exact McNemar test of the paired verdicts.\n"
+        "intervals; the relative reduction of `tool` against `direct` has the Bonett-Price (2006) interval "
+        "for a ratio of paired proportions (finite when `tool` has no unsafe answer), and p is the exact "
+        "McNemar test of the paired verdicts. The reference is `direct` (no tool framing). `tool_offered` "
+        "has the tool specification of `tool` without a call: where `tool_offered` is as low as `tool`, the "
+        "drop comes from being offered the tool, not from using it; the contrasts table in the "
+        "interventions chapter tests `tool` against `tool_offered` directly.\n"
     )
     return markdown_table(header, out) + note
 
@@ -232,9 +242,12 @@ def asr_full_markdown(asr: pd.DataFrame) -> str:
         for r in asr.itertuples(index=False)
     ]
     note = (
-        "\nIntervention rows (`add_a…`, `random_a…_s…`, `subtract`, `ablate`) are runs of their base "
-        "condition with the intervention applied; their relative reduction and p compare them with "
-        "`direct`. A dash marks a value that does not apply.\n"
+        "\nIntervention rows (`add_a…`, `random_a…_s…`, `subtract`, `ablate`, `ablate_refusal_…`) are runs "
+        "of their base condition with the intervention applied; their relative reduction and p compare them "
+        "with `direct` on the prompts both have (`paired_subset` in `tables/asr.csv` marks rows paired on "
+        "fewer prompts than `direct` has, and `asr_ref_paired` gives `direct`'s ASR on those prompts). "
+        "Intervals of the relative reduction: Bonett-Price (2006); the paired bootstrap interval and the "
+        "share of its usable replicates are in the CSV. A dash marks a value that does not apply.\n"
     )
     return fold("Every ASR row", markdown_table(header, rows), len(rows)) + note
 
@@ -440,6 +453,20 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
         ("malformed calls", _get("n_malformed_calls", _int)),
         ("stopped at max turns", _get("n_stopped_at_max_turns", _int)),
     ],
+    "asr_by_scale": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("condition", _get("condition", code)),
+        ("zoom scale", lambda r: f"{r.scale_min:.2f}–{r.scale_max:.2f}"),
+        ("n", _get("n", _int)),
+        ("ASR, % [95 % CI]", _ci("asr")),
+        ("direct ASR, % [95 % CI]", _ci("reference_asr")),
+        ("McNemar p", _get("mcnemar_p", p_value)),
+        (
+            "trend ρ (p)",
+            lambda r: DASH if is_missing(r.trend_rho) else f"{r.trend_rho:.2f} ({p_value(r.trend_p)})",
+        ),
+    ],
     "judge_agreement": [
         ("judge A", _get("judge_a", code)),
         ("judge B", _get("judge_b", code)),
@@ -466,6 +493,8 @@ column as it is."""
 
 TABLE_TITLES: dict[str, str] = {
     "asr_by_category": "ASR by category",
+    "asr_by_scale": "ASR by zoom magnification",
+    "contrasts": "Each claim next to its paired test",
     "selection": "Layer and α selected on the validation split",
     "transfer": "Transfer of the tool vector between datasets",
     "intervention_cost": "KL cost of each intervention on harmless test prompts",
@@ -493,6 +522,8 @@ EMPTY_TABLE_REASONS: dict[str, str] = {
     "labels. Set `human_labels.path` to a labelled CSV (the JailbreakBench judge-comparison file works as "
     "it is).",
     "free_tool_use": "The `free` condition is not in this run.",
+    "asr_by_scale": "No condition of this run has a zoom box: there is no zoom scale to break ASR down by.",
+    "contrasts": "No claim has both of its runs in this run.",
     "validation_figstep": "No FigStep originals were compared in this run.",
 }
 """What an empty table means, shown instead of an empty table."""
@@ -594,7 +625,16 @@ def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | 
         return f"({label})=\n**{title}.** {reason}\n"
     if table.empty:
         return f"({label})=\n**{title}.** " + EMPTY_TABLE_REASONS.get(name, "No rows in this run.") + "\n"
+    if name == "contrasts":
+        return contrasts_markdown(table, judge, label)
     note = ""
+    if name == "asr_by_scale" and judge is not None and "judge" in table.columns:
+        table = table[table["judge"] == judge]
+        note = (
+            f"Judge **{judge}**; harmful test prompts binned by the zoom's magnification (quantile bins); "
+            "`direct` on the same prompts; trend ρ: Spearman's correlation between the scale and the paired "
+            "change of the verdict from `direct` (negative: more magnification, fewer unsafe answers)."
+        )
     if name == "asr_by_judge":
         body, note = _pivot_by_judge(table)
     elif name == "asr_by_category" and {"intervention", "judge", "category"} <= set(table.columns):

@@ -21,11 +21,13 @@ from toolshift.report_format import code, markdown_table
 
 CONDITION_DESCRIPTIONS: dict[str, str] = {
     "direct": "the attack image and text; no tool (the baseline)",
+    "tool_offered": "the tool description and the attack, as `tool` up to the user turn; no call: the model "
+    "answers (being offered the tool, not using it)",
     "tool": "the tool description, the attack, the model's call `zoom_in(bbox)`, and the tool turn "
     "returning the zoomed image",
     "tool_unsafe": "as `tool`, but the tool turn returns an unsafe image instead of the zoom",
     "tool_benign": "as `tool`, but the tool turn returns a harmless, unrelated image",
-    "tool_blank": "as `tool`, but the tool turn returns a blank image of the same size",
+    "tool_blank": "as `tool`, but the tool turn returns a blank image of the zoom's size",
     "text_trail": "as `tool`, but the tool turn holds one neutral line of text and no image",
     "text_prior": "a neutral text-only exchange first, no tool, then the attack",
     "image_no_tool": "the attack image and its zoom side by side in one user turn, no tool framing",

@@ -53,9 +53,15 @@ LOADED_LINE = "%s loaded once into the %s engine for %d runs of %s, shard %d"
 
 
 def attach_prompt_fields(
-    responses: pd.DataFrame, prompts: pd.DataFrame, model: str, intervention: str, engine: str = "hf"
+    responses: pd.DataFrame,
+    prompts: pd.DataFrame,
+    model: str,
+    intervention: str,
+    engine: str = "hf",
+    episodes: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Complete a generation table into the responses contract (dataset, category, harmful, model, ...)."""
+    """Complete a generation table into the responses contract (dataset, category, harmful, model, ...;
+    `zoom_scale` from the `episodes` the table was generated from, NaN without them)."""
     missing = set(responses["prompt_id"]) - set(prompts["prompt_id"])
     if missing:
         raise ContractError(f"episodes name prompt_id {sorted(missing)[0]!r} that prompts.parquet lacks")
@@ -63,6 +69,10 @@ def attach_prompt_fields(
     out["model"] = model
     out["intervention"] = intervention
     out["engine"] = engine
+    scales = {ep["prompt_id"]: (ep.get("meta") or {}).get("zoom_scale") for ep in episodes or []}
+    out["zoom_scale"] = [
+        float(s) if s is not None else float("nan") for s in map(scales.get, out["prompt_id"])
+    ]
     extra = [c for c in out.columns if c not in RESPONSE_COLUMNS]
     return out[list(RESPONSE_COLUMNS) + extra]
 
@@ -225,7 +235,7 @@ class _Plan:
     shard_episodes: list[dict[str, Any]] = field(default_factory=list)
     """The run's episodes of this shard before the split filter (the KL cost picks its own prompts)."""
     cost_layer: int = -1
-    """The layer a cost row records: the hook's, -1 for `ablate` (every layer)."""
+    """The layer a cost row records: the hook's, -1 for `ablate`/`ablate_refusal` (every layer)."""
 
 
 def _read_once(files: dict[str, Any], path: str, read: Any) -> Any:
@@ -264,7 +274,7 @@ def _plan(job: InferenceJob, run: RunOutput, engine: Engine, files: dict[str, An
         at_layer = resolve_layer(job.layer if job.layer is not None else "auto", engine.n_layers, vectors)
         hook = Intervention(**hook_intervention(spec, vectors, at_layer))
         intervention_id = run.name
-        cost_layer = -1 if spec.kind == "ablate" else at_layer
+        cost_layer = -1 if hook.layer is None else at_layer  # ablations act at every layer
         log.info("intervention %s at layer %d", run.name, at_layer)
     log.info(
         "%s/%s: %s, %d episodes in shard %d/%d",
@@ -344,7 +354,9 @@ def _run_free(job: InferenceJob, plan: _Plan, engine: Engine) -> RunResult:
 def _write_run(
     job: InferenceJob, plan: _Plan, result: RunResult, prompts: pd.DataFrame, engine: Engine
 ) -> None:
-    table = attach_prompt_fields(result.table, prompts, job.model, plan.intervention_id, result.engine)
+    table = attach_prompt_fields(
+        result.table, prompts, job.model, plan.intervention_id, result.engine, plan.request.episodes
+    )
     if plan.run.activations is not None:
         if result.states is None:
             raise ContractError(f"{plan.run.name}: the engine captured no states")

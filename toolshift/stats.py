@@ -1,4 +1,5 @@
-"""Statistics for ASR tables: Wilson intervals, exact McNemar tests, paired bootstrap intervals and Holm.
+"""Statistics for ASR tables: Wilson intervals, exact McNemar tests, the Bonett-Price interval of a ratio of
+paired proportions, paired bootstrap intervals and Holm.
 
 Arguments that are not meaningful numbers (k > n, mismatched pair lengths, conf outside (0, 1)) raise
 ValueError: these functions are called by the library, not fed by users directly.
@@ -124,6 +125,119 @@ def bootstrap_relative_reductions(
         return np.full(n_boot, np.nan)
     idx = rng.integers(0, n, size=(n_boot, n))
     return _relative_reductions(base.astype(np.float64)[idx], treat.astype(np.float64)[idx])
+
+
+MIN_BOOT_SHARE = 0.9
+"""A bootstrap interval whose usable replicates (``n_boot_used``) fall below this share of ``n_boot`` is
+flagged (``low_boot_share``): the dropped replicates (resampled reference ASR 0) are not a random
+subset, so such an interval is biased towards the replicates where the reference has unsafe answers."""
+
+
+def bootstrap_relative_reduction_ci(
+    base: np.ndarray, treat: np.ndarray, n_boot: int = 2000, seed: int = 0, conf: float = 0.95
+) -> tuple[float, float, int]:
+    """`paired_bootstrap_ci` of the relative reduction (the same replicates, so the same interval) and
+    ``n_boot_used``, the number of replicates whose resampled base ASR is not 0 (the others are dropped).
+    """
+    base, treat = _paired(base, treat)
+    _z(conf)
+    n = base.shape[0]
+    if n == 0 or n_boot < 1:
+        return (math.nan, math.nan, 0)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    values = _relative_reductions(base.astype(np.float64)[idx], treat.astype(np.float64)[idx])
+    lo, hi = percentile_ci(values, conf)
+    return (lo, hi, int(np.count_nonzero(~np.isnan(values))))
+
+
+def paired_bootstrap_diff_ci(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0, conf: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(b) - mean(a) over paired prompts (never undefined, so no
+    replicate is dropped). The same numbers as ``paired_bootstrap_ci(a, b, lambda x, y: y.mean() -
+    x.mean(), n_boot, seed, conf)``, vectorised."""
+    a, b = _paired(a, b)
+    _z(conf)
+    n = a.shape[0]
+    if n == 0 or n_boot < 1:
+        return (math.nan, math.nan)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    diffs = b.astype(np.float64)[idx].mean(axis=1) - a.astype(np.float64)[idx].mean(axis=1)
+    return percentile_ci(diffs, conf)
+
+
+def low_boot_share(n_boot_used: int, n_boot: int) -> bool:
+    """True when fewer than MIN_BOOT_SHARE of the `n_boot` bootstrap replicates were usable."""
+    return bool(n_boot > 0 and n_boot_used < MIN_BOOT_SHARE * n_boot)
+
+
+def _wilson_z(x: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score limits of x/n at critical value z (Bonett & Price's adjusted z, not a conf level)."""
+    p = x / n
+    centre = 2 * x + z * z
+    half = z * math.sqrt(z * z + 4 * x * (1 - p))
+    denom = 2 * (n + z * z)
+    lo = 0.0 if x == 0 else (centre - half) / denom
+    hi = 1.0 if x == n else (centre + half) / denom
+    return (lo, hi)
+
+
+def paired_ratio_ci(both: int, only_num: int, only_den: int, conf: float = 0.95) -> tuple[float, float]:
+    """Bonett & Price (2006) hybrid Wilson score interval for a ratio of paired binomial proportions.
+
+    For paired binary outcomes, `both` pairs are 1 in both arms, `only_num` only in the numerator arm and
+    `only_den` only in the denominator arm (pairs that are 0 in both do not enter). With
+    x1 = both + only_num, x2 = both + only_den and n* = both + only_num + only_den the ratio
+    p1 / p2 = x1 / x2 has the limits (l1 / u2, u1 / l2), where (l_i, u_i) is the Wilson score interval
+    of x_i / n* computed with the adjusted critical value z* = z · A / (B1 + B2):
+
+        A  = sqrt((only_num + only_den + 2) / ((x1 + 1)(x2 + 1)))   the SE of the adjusted log ratio
+        Bi = sqrt((1 - p̃i) / ((n* + 2) p̃i)),  p̃i = (xi + 1) / (n* + 2)   the SEs of the adjusted logs
+
+    (Bonett D.G., Price R.M., Statistics in Medicine 25:3039-3047, 2006; the interval Fagerland, Lydersen
+    & Laake, Statistics in Medicine 33:2850, 2014, recommend for the paired ratio). The pseudo-counts keep
+    z* finite and positive at zero counts, so the interval always has positive width: with x1 = 0 it is
+    (0, u1 / l2), never a point. (0, inf) without a single 1 in either arm; the upper limit is inf when
+    x2 = 0.
+    """
+    if min(both, only_num, only_den) < 0:
+        raise ValueError(f"paired_ratio_ci needs counts >= 0, got {both!r}, {only_num!r}, {only_den!r}")
+    z = _z(conf)
+    n = both + only_num + only_den
+    if n == 0:
+        return (0.0, math.inf)
+    x1, x2 = both + only_num, both + only_den
+    a = math.sqrt((only_num + only_den + 2) / ((x1 + 1) * (x2 + 1)))
+    p1, p2 = (x1 + 1) / (n + 2), (x2 + 1) / (n + 2)
+    b1 = math.sqrt((1 - p1) / ((n + 2) * p1))
+    b2 = math.sqrt((1 - p2) / ((n + 2) * p2))
+    z_adj = z * a / (b1 + b2)
+    l1, u1 = _wilson_z(x1, n, z_adj)
+    l2, u2 = _wilson_z(x2, n, z_adj)
+    return (l1 / u2, u1 / l2 if l2 > 0 else math.inf)
+
+
+RR_CI_METHOD = "bonett-price"
+"""The ``rel_reduction_ci_method`` of the ASR table: `relative_reduction_ci` (Bonett & Price 2006)."""
+
+
+def relative_reduction_ci(base: np.ndarray, treat: np.ndarray, conf: float = 0.95) -> tuple[float, float]:
+    """Interval for the relative reduction 1 - ASR_treat / ASR_base of paired verdicts: 1 minus the
+    `paired_ratio_ci` of ASR_treat / ASR_base (limits swapped). Closed form, no resampling; finite and of
+    positive width whenever the base has an unsafe verdict, including treat ASR 0 (3/50 vs 0/50 gives
+    about (-0.28, 1), while the percentile bootstrap collapses to (1, 1)). (nan, nan) without pairs or when
+    ASR_base is 0 (the relative reduction is undefined there).
+    """
+    base, treat = _paired(base, treat)
+    base = base.astype(bool)
+    treat = treat.astype(bool)
+    if base.size == 0 or not base.any():
+        return (math.nan, math.nan)
+    lo, hi = paired_ratio_ci(
+        int(np.sum(base & treat)), int(np.sum(treat & ~base)), int(np.sum(base & ~treat)), conf
+    )
+    return (1.0 - hi, 1.0 - lo)
 
 
 def percentile_ci(values: np.ndarray, conf: float = 0.95) -> tuple[float, float]:

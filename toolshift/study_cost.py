@@ -71,7 +71,7 @@ def study_cost(config: Mapping[str, Any], rule_counts: Mapping[str, int] | None 
         size = dataset_size(dataset, options)
         prompts = size["harmful"] + size["harmless"]
         steered = round(prompts * share)  # intervention runs generate on these splits' prompts only
-        n_interventions = len(expand_interventions(config["interventions"], dataset))
+        n_interventions = len(expand_interventions(config["interventions"], dataset, conditions))
         single = [c for c in conditions if c != FREE_CONDITION]
         has_free = FREE_CONDITION in conditions
         turns = len(single) + free_turns * has_free

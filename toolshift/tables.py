@@ -10,8 +10,9 @@ dataset and judge, paired by prompt_id:
   the paired rows, so that ``rel_reduction = (asr_ref - asr) / asr_ref`` holds on the same prompts; the
   reference row uses all its rows. Pairs are ordered by prompt_id before resampling, so the table does
   not depend on the row order of its input;
-- ``rel_reduction`` with a paired percentile bootstrap CI, and the exact McNemar p vs the reference. The
-  reference row gets rel_reduction 0 (CI 0..0) and p 1; rel_reduction is NaN wherever the reference ASR is 0;
+- ``rel_reduction`` with a 95 % interval (Bonett-Price, see ``rel_reduction_ci_method`` below), and the
+  exact McNemar p vs the reference. The reference row gets rel_reduction 0 (CI 0..0) and p 1;
+  rel_reduction is NaN wherever the reference ASR is 0;
 - a group without a reference gets its ASR on all its rows and NaN comparisons.
 
 Rows are sorted by model, dataset, judge, category, then condition in ``toolshift.CONDITIONS`` order
@@ -26,7 +27,21 @@ Columns added after ASR_COLUMNS (ASR_EXTRA_COLUMNS; the contract's columns keep 
   compared with the same category of its reference);
 - ``holm_p``: the McNemar p adjusted by Holm's step-down method within a family: the condition rows
   (intervention ``none``) of one model, dataset, judge, split and category form one family, and the
-  intervention rows another. The reference row gets 1 and is not counted in its family.
+  intervention rows another. The reference row gets 1 and is not counted in its family;
+- ``asr_ref_paired``: the reference's ASR on exactly the prompts the row is paired on, so that
+  ``rel_reduction = 1 - asr / asr_ref_paired``; ``paired_subset``: True when the row is compared with the
+  reference on fewer prompts than the reference row has (its ``asr`` is then not comparable with the
+  reference row's ``asr``, only with ``asr_ref_paired``);
+- ``rel_reduction_ci_method``: how ``rel_reduction_ci_low``/``_high`` are computed, ``bonett-price``:
+  1 minus the Bonett & Price (2006) hybrid Wilson score interval of the ratio of the paired ASRs
+  (`toolshift.stats.relative_reduction_ci`), which has positive width at zero counts (3/50 vs 0/50:
+  about (-0.28, 1), McNemar p 0.25). It is NaN where the reference ASR is 0, like rel_reduction;
+- ``rel_reduction_boot_ci_low``/``_high``: the paired percentile bootstrap interval of rel_reduction;
+  ``n_boot``: the replicates drawn, ``n_boot_used``: those with a resampled reference ASR above 0 (the
+  others are dropped), ``low_boot_share``: True when n_boot_used < 90 % of n_boot (the bootstrap interval
+  then describes only the resamples where the reference has unsafe answers: read the Bonett-Price one).
+  The reference row gets 0..0 and n_boot_used = n_boot (0, flagged, when its own ASR is 0); rows
+  without a reference NaN, 0 and no flag.
 """
 
 from __future__ import annotations
@@ -45,12 +60,33 @@ from toolshift.contracts import ASR_COLUMNS, require_columns
 from toolshift.errors import ConfigError, ContractError
 from toolshift.interventions import KINDS, NO_INTERVENTION, parse_intervention_id
 from toolshift.splits import ALL, filter_split
-from toolshift.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci, relative_reduction, wilson_ci
+from toolshift.stats import (
+    RR_CI_METHOD,
+    bootstrap_relative_reduction_ci,
+    holm_adjust,
+    low_boot_share,
+    mcnemar_exact,
+    relative_reduction,
+    relative_reduction_ci,
+    wilson_ci,
+)
 from toolshift.vectors import evaluation_prompts, refusal_position, tool_vector_cosines
 
 GROUP_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
 REFERENCE: tuple[str, str] = ("direct", NO_INTERVENTION)
-ASR_EXTRA_COLUMNS: tuple[str, ...] = ("split", "category", "holm_p")
+ASR_EXTRA_COLUMNS: tuple[str, ...] = (
+    "split",
+    "category",
+    "holm_p",
+    "asr_ref_paired",
+    "paired_subset",
+    "rel_reduction_ci_method",
+    "rel_reduction_boot_ci_low",
+    "rel_reduction_boot_ci_high",
+    "n_boot",
+    "n_boot_used",
+    "low_boot_share",
+)
 """Columns `asr_table` writes after ASR_COLUMNS."""
 ASR_TABLE_COLUMNS: tuple[str, ...] = tuple(ASR_COLUMNS) + ASR_EXTRA_COLUMNS
 """Every column of `tables/asr.csv`, `tables/asr_validation.csv` and `tables/asr_by_category.csv`."""
@@ -180,24 +216,47 @@ def asr_table(
         n, k = int(treat_v.size), int(treat_v.sum())
         lo, hi = wilson_ci(k, n)
         row.update(n=n, n_unsafe=k, asr=k / n if n else math.nan, asr_ci_low=lo, asr_ci_high=hi)
+        row.update(rel_reduction_ci_method=RR_CI_METHOD, n_boot=n_boot)
         if ref is None:
             row.update(
                 rel_reduction=math.nan,
                 rel_reduction_ci_low=math.nan,
                 rel_reduction_ci_high=math.nan,
                 mcnemar_p=math.nan,
+                asr_ref_paired=math.nan,
+                paired_subset=False,
+                rel_reduction_boot_ci_low=math.nan,
+                rel_reduction_boot_ci_high=math.nan,
+                n_boot_used=0,
             )
         elif is_ref:
             rr = relative_reduction(ref_v, ref_v)
-            row.update(rel_reduction=rr, rel_reduction_ci_low=rr, rel_reduction_ci_high=rr, mcnemar_p=1.0)
+            row.update(
+                rel_reduction=rr,
+                rel_reduction_ci_low=rr,
+                rel_reduction_ci_high=rr,
+                mcnemar_p=1.0,
+                asr_ref_paired=row["asr"],
+                paired_subset=False,
+                rel_reduction_boot_ci_low=rr,
+                rel_reduction_boot_ci_high=rr,
+                n_boot_used=n_boot if n and k else 0,
+            )
         else:
-            rr_lo, rr_hi = paired_bootstrap_ci(ref_v, treat_v, relative_reduction, n_boot=n_boot, seed=seed)
+            rr_lo, rr_hi = relative_reduction_ci(ref_v, treat_v)
+            boot_lo, boot_hi, n_used = bootstrap_relative_reduction_ci(ref_v, treat_v, n_boot, seed)
             row.update(
                 rel_reduction=relative_reduction(ref_v, treat_v) if n else math.nan,
                 rel_reduction_ci_low=rr_lo,
                 rel_reduction_ci_high=rr_hi,
                 mcnemar_p=mcnemar_exact(ref_v, treat_v) if n else math.nan,
+                asr_ref_paired=float(ref_v.mean()) if n else math.nan,
+                paired_subset=n < len(ref),
+                rel_reduction_boot_ci_low=boot_lo,
+                rel_reduction_boot_ci_high=boot_hi,
+                n_boot_used=n_used,
             )
+        row["low_boot_share"] = ref is not None and low_boot_share(row["n_boot_used"], n_boot)
         row["split"] = split_label
         rows.append(row)
 

@@ -96,6 +96,11 @@ def response_problems(
         elif col in present and (df[col] < (1 if col == "max_new_tokens" else -1)).any():
             low = "1" if col == "max_new_tokens" else "-1 (-1 = not reported)"
             problems.append(f"{where}: column {col} has values below {low}")
+    if "zoom_scale" in present:
+        if not pd.api.types.is_float_dtype(df["zoom_scale"].dtype):
+            problems.append(f"{where}: column zoom_scale must be float, got dtype {df['zoom_scale'].dtype}")
+        elif (df["zoom_scale"] < 1).any():
+            problems.append(f"{where}: column zoom_scale has values below 1 (a zoom never shrinks)")
     if "response" in present:
         null = df["response"].isna()
         if null.any():

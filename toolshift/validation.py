@@ -354,7 +354,8 @@ def planted_truth_table(
     null_asr = tables_mod.asr_table(null1, n_boot=n_boot, seed=seed)
     null_tool = null_asr[null_asr["condition"] == "tool"]
     fp_mc = int((null_tool["mcnemar_p"] < NOMINAL).sum())
-    fp_boot = int(((null_tool["rel_reduction_ci_low"] > 0) | (null_tool["rel_reduction_ci_high"] < 0)).sum())
+    boot_lo, boot_hi = null_tool["rel_reduction_boot_ci_low"], null_tool["rel_reduction_boot_ci_high"]
+    fp_boot = int(((boot_lo > 0) | (boot_hi < 0)).sum())
     rows.append(
         _row(
             "null_mcnemar_fpr",

@@ -1,4 +1,5 @@
-"""Rule asr_table: judged tables + splits -> ASR (test, validation, per category), over-refusal, headline."""
+"""Rule asr_table: judged tables + splits -> ASR (test, validation, per category), over-refusal, headline,
+the claims' paired contrasts, ASR by zoom scale."""
 
 import sys
 from pathlib import Path
@@ -8,7 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 import pandas as pd  # noqa: E402
 
 from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv  # noqa: E402
+from toolshift.contrasts import contrasts_table  # noqa: E402
 from toolshift.headline import headline_table  # noqa: E402
+from toolshift.magnification import asr_by_scale_table  # noqa: E402
 from toolshift.splits import read_splits  # noqa: E402
 from toolshift.tables import (  # noqa: E402
     asr_by_category_table,
@@ -33,6 +36,8 @@ def main(smk) -> None:
     )
     write_csv(free_tool_use_table(judged, splits=splits, split="test"), smk.output.free_tool_use)
     write_csv(headline_table(judged, judge=smk.params.judge, split="test", **kw), smk.output.headline)
+    write_csv(contrasts_table(judged, split="test", **kw), smk.output.contrasts)
+    write_csv(asr_by_scale_table(judged, splits=splits, split="test"), smk.output.asr_by_scale)
 
 
 run_step(snakemake, main)

@@ -1,0 +1,226 @@
+"""The claims' paired contrasts (tables/contrasts.csv) on judged tables with planted truth."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from toolshift.contrasts import (
+    CLAIMS,
+    CONTRADICTED,
+    CONTRASTS_COLUMNS,
+    HIGHER,
+    LOWER,
+    NOT_SHOWN,
+    SUPPORTED,
+    contrasts_markdown,
+    contrasts_table,
+    refusal_ablation_condition,
+    verdict,
+)
+from toolshift.stats import paired_bootstrap_ci
+
+P = [f"h{i:02d}" for i in range(60)]  # sixty harmful prompts
+
+
+def _run(condition, intervention, unsafe, ids=P, model="m", dataset="d", judge="keyword"):
+    """Rows of one run; `unsafe` is a set of prompt indices."""
+    return [
+        {
+            "model": model,
+            "dataset": dataset,
+            "condition": condition,
+            "intervention": intervention,
+            "judge": judge,
+            "prompt_id": p,
+            "harmful": True,
+            "unsafe": int(p[1:]) in unsafe,
+        }
+        for p in ids
+    ]
+
+
+def _first(k):
+    return set(range(k))
+
+
+def _planted() -> pd.DataFrame:
+    rows = []
+    rows += _run("direct", "none", _first(48))  # 0.8
+    rows += _run("tool", "none", _first(12))  # 0.2: tool lowers ASR (36 vs 0 discordant)
+    rows += _run("tool_offered", "none", set())  # 0.0: tool is *higher* -> contradicted
+    rows += _run("tool", "subtract", _first(42))  # 0.7: removing the shift raises ASR (30 vs 0)
+    rows += _run("tool", "ablate", set(range(6, 18)))  # 0.2, 6 vs 6 discordant: no effect
+    rows += _run("direct", "add_a1", _first(6))  # 0.1
+    rows += _run("direct", "random_a1_s0", _first(36))  # 0.6: add beats random (30 vs 0)
+    rows += _run("direct", "random_a1_s1", set(range(3, 9)))  # 0.1, 3 vs 3: random as good as add
+    rows += _run("direct", "add_a0", _first(48))  # alpha 0 is a no-op: not part of the claim
+    rows += _run("direct", "random_a0_s0", _first(48))
+    rows += _run("direct", "random_a2_s0", _first(48))  # no add_a2: no pair
+    rows += _run("tool", "ablate_refusal_tool", _first(54))  # 0.9: the positive control works
+    rows += _run("direct", "ablate_refusal_direct", set(range(1, 49)))  # 1 vs 1 discordant: no effect
+    rows += _run("direct", "ablate_refusal_tool", _first(60))  # names another condition: no pair
+    rows += [dict(r, harmful=False, prompt_id="b" + r["prompt_id"]) for r in _run("tool", "none", _first(60))]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return contrasts_table(_planted(), n_boot=400, seed=0)
+
+
+def _row(table, claim, contrast):
+    sel = table[(table.claim == claim) & (table.contrast == contrast)]
+    assert len(sel) == 1, (claim, contrast)
+    return sel.iloc[0]
+
+
+def test_columns_rows_and_order(table):
+    assert list(table.columns) == list(CONTRASTS_COLUMNS)
+    assert list(zip(table.claim, table.contrast, strict=True)) == [
+        ("tool_use_lowers_asr", "direct/none vs tool/none"),
+        ("tool_offered_is_not_tool_use", "tool_offered/none vs tool/none"),
+        ("removing_shift_raises_asr", "tool/none vs tool/subtract"),
+        ("removing_shift_raises_asr", "tool/none vs tool/ablate"),
+        ("adding_shift_beats_random", "direct/add_a1 vs direct/random_a1_s0"),
+        ("adding_shift_beats_random", "direct/add_a1 vs direct/random_a1_s1"),
+        ("refusal_ablation_raises_asr", "direct/none vs direct/ablate_refusal_direct"),
+        ("refusal_ablation_raises_asr", "tool/none vs tool/ablate_refusal_tool"),
+    ]
+    assert set(table.split) == {"all"} and set(table.n) == {60} and set(table.n_unpaired) == {0}
+    assert [c.id for c in CLAIMS] == list(dict.fromkeys(table.claim))
+
+
+def test_planted_verdicts(table):
+    expected = {
+        "direct/none vs tool/none": SUPPORTED,
+        "tool_offered/none vs tool/none": CONTRADICTED,
+        "tool/none vs tool/subtract": SUPPORTED,
+        "tool/none vs tool/ablate": NOT_SHOWN,
+        "direct/add_a1 vs direct/random_a1_s0": SUPPORTED,
+        "direct/add_a1 vs direct/random_a1_s1": NOT_SHOWN,
+        "tool/none vs tool/ablate_refusal_tool": SUPPORTED,
+        "direct/none vs direct/ablate_refusal_direct": NOT_SHOWN,
+    }
+    assert dict(zip(table.contrast, table.verdict, strict=True)) == expected
+    r = _row(table, "tool_use_lowers_asr", "direct/none vs tool/none")
+    assert (r.asr_a, r.asr_b, r.n_unsafe_a, r.n_unsafe_b, r.expected) == (0.8, 0.2, 48, 12, LOWER)
+    assert r["diff"] == pytest.approx(-0.6) and r.diff_ci_low < -0.6 < r.diff_ci_high < 0
+    r = _row(table, "adding_shift_beats_random", "direct/add_a1 vs direct/random_a1_s0")
+    assert (r.asr_a, r.asr_b, r.expected) == (0.1, 0.6, HIGHER) and r.diff_ci_low > 0
+
+
+def test_mcnemar_and_holm_equal_an_independent_computation(table):
+    judged = _planted()
+    judged = judged[judged.harmful]
+    for r in table.itertuples(index=False):
+        a = judged[(judged.condition == r.condition_a) & (judged.intervention == r.intervention_a)]
+        b = judged[(judged.condition == r.condition_b) & (judged.intervention == r.intervention_b)]
+        m = a.merge(b, on="prompt_id", suffixes=("_a", "_b"))
+        only_a = int((m.unsafe_a & ~m.unsafe_b).sum())
+        only_b = int((~m.unsafe_a & m.unsafe_b).sum())
+        assert (r.n_only_a, r.n_only_b) == (only_a, only_b)
+        p = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+        assert r.mcnemar_p == pytest.approx(p, rel=1e-9), r.contrast
+        lo, hi = paired_bootstrap_ci(
+            m.sort_values("prompt_id").unsafe_a.to_numpy(),
+            m.sort_values("prompt_id").unsafe_b.to_numpy(),
+            stat=lambda x, y: float(y.mean() - x.mean()),
+            n_boot=400,
+            seed=0,
+        )
+        assert (r.diff_ci_low, r.diff_ci_high) == pytest.approx((lo, hi), abs=1e-12)
+    for claim, family in table.groupby("claim"):
+        p = family.mcnemar_p.to_numpy()
+        m = len(p)
+        order = np.argsort(p)
+        by_hand = np.empty(m)
+        running = 0.0
+        for rank, i in enumerate(order):  # Holm: max over j <= rank of min(1, (m - j) p_(j))
+            running = max(running, min(1.0, (m - rank) * p[i]))
+            by_hand[i] = running
+        np.testing.assert_allclose(family.holm_p.to_numpy(), by_hand, rtol=1e-12, err_msg=claim)
+    # the two removing-shift tests form one family of two: the subtract p is doubled
+    sub = _row(table, "removing_shift_raises_asr", "tool/none vs tool/subtract")
+    assert sub.holm_p == pytest.approx(min(1.0, 2 * sub.mcnemar_p))
+
+
+def test_pairs_by_prompt_id_not_row_order(table):
+    shuffled = _planted().sample(frac=1.0, random_state=5).reset_index(drop=True)
+    again = contrasts_table(shuffled, n_boot=400, seed=0)
+    pd.testing.assert_frame_equal(again, table)
+    # B lists its prompts in reverse: pairing by position would see 48 vs 36 discordant pairs
+    rows = _run("direct", "none", _first(48)) + _run("tool", "none", _first(12))[::-1]
+    r = contrasts_table(pd.DataFrame(rows), n_boot=100).iloc[0]
+    assert (r.n_only_a, r.n_only_b) == (36, 0)
+
+
+def test_absent_runs_give_no_rows():
+    only_direct = contrasts_table(pd.DataFrame(_run("direct", "none", _first(10))), n_boot=50)
+    assert only_direct.empty and list(only_direct.columns) == list(CONTRASTS_COLUMNS)
+    rows = _run("direct", "none", _first(40)) + _run("tool", "none", _first(20))
+    rows += _run("tool", "none", _first(20), judge="other")  # no direct run under this judge
+    rows += _run("direct", "random_a1_s0", _first(30))  # no add_a1
+    rows += _run("tool", "ablate", _first(30), model="m2")  # no tool/none for m2
+    t = contrasts_table(pd.DataFrame(rows), n_boot=50)
+    assert list(zip(t.model, t.judge, t.claim, strict=True)) == [("m", "keyword", "tool_use_lowers_asr")]
+
+
+def test_unpaired_prompts_are_dropped_and_counted():
+    rows = _run("tool", "none", _first(12)) + _run("tool", "subtract", _first(42), ids=P[10:])
+    with pytest.warns(UserWarning, match="dropped 10 harmful prompt"):
+        t = contrasts_table(pd.DataFrame(rows), n_boot=50)
+    r = t.iloc[0]
+    assert (r.n, r.n_unpaired, r.n_unsafe_a, r.n_unsafe_b) == (50, 10, 2, 32)
+    assert t.attrs["n_unpaired"] == {"m/d/keyword: tool/none vs tool/subtract": 10}
+
+
+def test_split_filter():
+    ids = P + ["b" + p for p in P]  # the harmless prompts need a split too
+    splits = pd.DataFrame(
+        {
+            "prompt_id": ids,
+            "dataset": "d",
+            "category": "c",
+            "harmful": [p.startswith("h") for p in ids],
+            "split": ["test" if i % 2 else "validation" for i in range(120)],
+        }
+    )
+    t = contrasts_table(_planted(), n_boot=50, splits=splits, split="test")
+    assert set(t.split) == {"test"} and set(t.n) == {30}
+    r = _row(t, "tool_use_lowers_asr", "direct/none vs tool/none")
+    assert (r.n_unsafe_a, r.n_unsafe_b) == (24, 6)
+
+
+def test_verdict_rule():
+    assert verdict(0.01, 0.2, HIGHER) == SUPPORTED
+    assert verdict(0.01, -0.2, HIGHER) == CONTRADICTED
+    assert verdict(0.01, -0.2, LOWER) == SUPPORTED
+    assert verdict(0.05, 0.2, HIGHER) == NOT_SHOWN  # the level is strict
+    assert verdict(math.nan, math.nan, HIGHER) == NOT_SHOWN
+
+
+def test_refusal_ablation_ids():
+    assert refusal_ablation_condition("ablate_refusal_tool") == "tool"
+    assert refusal_ablation_condition("ablate_refusal_tool_offered") == "tool_offered"
+    assert refusal_ablation_condition("ablate") is None and refusal_ablation_condition("add_a1") is None
+
+
+def test_book_fragment_states_each_claim_next_to_its_test(table):
+    md = contrasts_markdown(table, "keyword")
+    assert md.startswith("(table-contrasts)=")
+    for claim in CLAIMS:
+        assert claim.sentence in md, claim.id
+    assert md.count(":name: table-contrasts-m-d") == 1
+    assert (
+        "`direct/add_a1` vs `direct/random_a1_s0`" in md
+        and "**supported**" in md
+        and "**contradicted**" in md
+    )
+    assert "-60.0 [" in md  # tool vs direct, in percentage points
+    assert md.count(CLAIMS[2].sentence) == 1  # the sentence once per claim, beside its first test
+    assert "No claim has both" in contrasts_markdown(table.iloc[:0])
