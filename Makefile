@@ -1,4 +1,5 @@
-# The README's two commands: `make report` and `make test` (and `make bench`, `make lint`, `make vllm-env`).
+# The README's two commands: `make report` and `make test` (and `make test-fast`, `make bench`, `make lint`,
+# `make judge-score`, `make vllm-env`).
 # Each creates or reuses a local virtualenv in .venv and installs what it needs; no root needed.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.toolshift-installed
 CORES ?= all
 SNAKEMAKE_ARGS ?=
-# A local copy of the benchmark files laid out like the dataset registry (see README, "Datasets").
+# A local copy of the benchmark files laid out like the dataset registry (see docs/datasets.md).
 # When set, the validation chapter also checks FigStep pixel fidelity against the SafeBench originals.
 # Default: ../shared/data when that folder exists, else none.
 DATA_MIRROR ?= $(wildcard $(abspath ../shared/data))
@@ -30,7 +31,7 @@ VLLM_REQUIREMENTS := envs/vllm-requirements.txt
 VLLM_STAMP := $(VLLM_VENV)/.toolshift-vllm-installed
 TEST_VLLM ?= 1
 
-.PHONY: report test bench lint install vllm-env clean judge-score
+.PHONY: report test test-fast bench lint install vllm-env clean judge-score mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,8 +68,18 @@ report: $(STAMP)
 test: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
+# Every test except the end-to-end ones (marker `e2e`: each test that runs Snakemake); CI calls `make test`.
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not e2e"
+
 bench: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m toolshift.bench
+
+# Mutation testing of the scientific core with mutmut (about half an hour on 2 cores; not part of `make test`):
+# per-module scores in results/mutation/score.md, surviving mutants in results/mutation/survivors/.
+# make mutate MODULES=stats,judges reruns some modules (see tests/mutation.py).
+mutate: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tests/mutation.py $(if $(MODULES),--modules $(MODULES))
 
 # Score every judge against a human-labelled CSV/TSV/JSON/JSONL file in seconds, without the DAG:
 # make judge-score FILE=judge_comparison.csv [JUDGE_ARGS="--lists default,harmbench_refusal"]

@@ -1,5 +1,5 @@
 # toolshift: does explicit image-tool interaction make VLMs safer against multimodal jailbreaks, and why?
-# One DAG from data to book; every arrow is a file with a written contract (README, "File contracts").
+# One DAG from data to book; every arrow is a file with a written contract (docs/file-contracts.md).
 #
 # Without --configfile the embedded default (config/config.yaml) runs. A --configfile replaces it as
 # a whole rather than being merged into it, so a config lists exactly the models and datasets it runs.

@@ -37,6 +37,7 @@ rule book:
         episode_images=res(f"episodes/{DATASETS[0]}/images"),
         prompt_images=res(f"data/{DATASETS[0]}/images"),
         prompts=expand(res("data/{dataset}/prompts.parquet"), dataset=DATASETS),
+        skipped=expand(res("data/{dataset}/skipped.csv"), dataset=DATASETS),  # read beside each prompts file
         splits=expand(res("splits/{dataset}.parquet"), dataset=DATASETS),
     output:
         BOOK_INDEX,

@@ -5,8 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from toolshift.config import validate_config
+from toolshift.config import check_layer_depths, validate_config
 from toolshift.errors import ToolshiftError
+from toolshift.guards import check_book_dir, lock_results, unlock_results
 from toolshift.interventions import (
     expand_interventions,
     transfer_alphas,
@@ -17,6 +18,10 @@ from toolshift.interventions import (
 
 try:
     config.update(validate_config(config))
+    # hub models: interventions.layer against the depth in the model folder's config.json, once it exists
+    check_layer_depths(config, config["results"])
+    # a book_dir toolshift does not own (e.g. a documentation folder of the user's) is refused before any job
+    check_book_dir(config["book_dir"], sources=Path(workflow.basedir) / "book")
 except ToolshiftError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -49,7 +54,16 @@ MODEL_JUDGES = [j for j in JUDGES if j in ("llamaguard", "harmbench")]
 FIGSTEP_FIDELITY = config["validation"]["figstep_fidelity"] is True or (
     config["validation"]["figstep_fidelity"] == "auto" and bool(config["data_mirror"])
 )
-VALIDATION_TABLES = ["validation_planted"] + (["validation_figstep"] if FIGSTEP_FIDELITY else [])
+# the planted-mechanism fixtures (the positive control) and the random-weight ones (the negative control)
+PLANTED_MODELS = [m for m in HF_MODELS if (config["models"][m].get("fixture") or {}).get("planted")]
+RANDOM_FIXTURES = [
+    m for m in HF_MODELS if config["models"][m].get("source") == "fixture" and m not in PLANTED_MODELS
+]
+VALIDATION_TABLES = (
+    ["validation_planted"]
+    + (["validation_figstep"] if FIGSTEP_FIDELITY else [])
+    + (["validation_planted_model"] if PLANTED_MODELS else [])
+)
 # Scheduling priorities: the inference chain first (models, prompts, episodes, infer, vectors, intervene,
 # their merges), then the rest of the chain every result waits on (judge models, judges, tables, behaviour
 # figures, book); the validation checks and the representation figures (priority 0) fill idle cores.
@@ -69,6 +83,24 @@ wildcard_constraints:
     source=one_of(DATASETS),
     judge=one_of(JUDGES),
     shard=r"\d{3}",
+
+
+# One run at a time per results root (Snakemake's own lock covers only its working directory): the main
+# process holds {results}/.toolshift.lock from the start of execution to its end. Dry runs and jobs (which
+# Snakemake starts with --no-hooks) never take it; the OS releases it if the run is killed.
+onstart:
+    try:
+        lock_results(RESULTS)
+    except ToolshiftError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+onsuccess:
+    unlock_results(RESULTS)
+
+
+onerror:
+    unlock_results(RESULTS)
 
 
 def res(path):

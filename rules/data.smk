@@ -5,6 +5,7 @@ rule prompts:
     output:
         prompts=res("data/{dataset}/prompts.parquet"),
         images=directory(res("data/{dataset}/images")),
+        skipped=res("data/{dataset}/skipped.csv"),
     log:
         res("logs/prompts/{dataset}.log"),
     benchmark:

@@ -54,7 +54,7 @@ rule merge_runs:
         "../workflow_scripts/merge_runs.py"
 
 
-# The OpenAI-compatible backend: the same responses.parquet, no activations.nc (see README, "Replace a rule").
+# The OpenAI-compatible backend: the same responses.parquet, no activations.nc (docs/models.md, "Replace a rule").
 rule infer_api:
     input:
         episodes=res("episodes/{dataset}/{condition}.jsonl"),

@@ -14,5 +14,6 @@ rule model:
         ENV
     params:
         entry=lambda wc: config["models"][wc.model],
+        episodes=config["episodes"],
     script:
         "../workflow_scripts/prepare_model.py"

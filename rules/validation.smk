@@ -32,3 +32,26 @@ rule validate_figstep:
         every=config["validation"]["figstep_every"],
     script:
         "../workflow_scripts/validate_figstep.py"
+
+
+rule validate_planted_model:
+    input:
+        asr=res("tables/asr.csv"),
+        contrasts=res("tables/contrasts.csv"),
+        models=expand(res("models/{model}"), model=PLANTED_MODELS),
+        vectors=expand(res("vectors/{model}/{dataset}.nc"), model=PLANTED_MODELS, dataset=DATASETS),
+    output:
+        res("tables/validation_planted_model.csv"),
+    log:
+        res("logs/validation/planted_model.log"),
+    benchmark:
+        res("benchmarks/validation/planted_model.tsv")
+    conda:
+        ENV
+    params:
+        models=PLANTED_MODELS,
+        negative_controls=RANDOM_FIXTURES,
+        datasets=DATASETS,
+        judge=config["headline_judge"],
+    script:
+        "../workflow_scripts/validate_planted_model.py"

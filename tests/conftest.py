@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+"""CI sets CI=true. There every input a test needs is present (.ci/run lays out the shared data, installs
+SLURM, `make test` builds the vLLM environment), so a test that would skip for a missing input fails."""
 
 
 def shared_data_dir() -> Path:
@@ -17,8 +21,33 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data directory; the test is skipped, with the reason, if it is absent."""
+    """The shared data directory; without it the test skips with the reason (fails under CI=true)."""
     path = shared_data_dir()
     if not path.is_dir():
-        pytest.skip(f"shared data directory {path} is absent (set TOOLSHIFT_SHARED_DATA to it)")
+        skip_or_fail(f"shared data directory {path} is absent (set TOOLSHIFT_SHARED_DATA to it)")
     return path
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test with `reason`, or fail it under CI=true (where a skip would hide a broken setup)."""
+    if IN_CI:
+        pytest.fail(f"CI=true, so this test may not skip: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_shared(path: Path) -> Path:
+    """`path` (a file or folder of the shared data); the test skips, or fails under CI=true, without it."""
+    if not path.exists():
+        skip_or_fail(f"{path} is absent (set TOOLSHIFT_SHARED_DATA to the shared data directory)")
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI=true, a missing shared data folder stops the session at once, in one line naming it."""
+    path = shared_data_dir()
+    if IN_CI and not path.is_dir():
+        pytest.exit(
+            f"CI=true but the shared data folder {path.resolve()} is missing "
+            "(set TOOLSHIFT_SHARED_DATA to it; .ci/run uses ../shared/data)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )

@@ -35,6 +35,7 @@ def quick(tmp_path_factory) -> tuple[dict, str]:
     return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.e2e
 def test_quick_bench_writes_every_ratio_as_a_positive_finite_number(quick):
     result, _ = quick
     for key in RATIOS:
@@ -45,6 +46,7 @@ def test_quick_bench_writes_every_ratio_as_a_positive_finite_number(quick):
     assert set(generation["median_s"]) == {"plain", "capture", "add_alpha0", "batch_1", "batch_8"}
 
 
+@pytest.mark.e2e
 def test_quick_bench_storage_is_about_four_bytes_per_float32_value(quick):
     result, _ = quick
     # float32 payload plus netCDF/HDF5 headers and coordinates: at least 4, and not wildly more
@@ -53,6 +55,7 @@ def test_quick_bench_storage_is_about_four_bytes_per_float32_value(quick):
     assert storage["numpy_bytes"] > 4 * math.prod(storage["shape"])
 
 
+@pytest.mark.e2e
 def test_quick_bench_counts_the_paper_dag(quick):
     result, _ = quick
     paper = load_config(REPO / "config" / "paper.yaml")
@@ -66,6 +69,7 @@ def test_quick_bench_counts_the_paper_dag(quick):
     assert isinstance(result["dag_build_s"], float) and result["dag_build_s"] > 0
 
 
+@pytest.mark.e2e
 def test_quick_bench_skips_end_to_end_and_prints_every_figure(quick):
     result, stdout = quick
     assert result["end_to_end_s"] is None
@@ -131,6 +135,7 @@ def test_gpu_bench_runs_tiny_on_cpu_and_refuses_cuda_without_a_gpu(tmp_path):
         assert not (tmp_path / "none.json").exists()
 
 
+@pytest.mark.e2e  # the projection counts the DAG with `snakemake -n`
 def test_gpu_bench_times_both_engines_and_projects_the_study(tmp_path):
     """--tiny on CPU: the saved random model loads in both engines (vLLM where its environment exists) and
     the projection turns the measured rates into GPU-hours for the config's DAG."""

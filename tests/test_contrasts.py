@@ -224,3 +224,90 @@ def test_book_fragment_states_each_claim_next_to_its_test(table):
     assert "-60.0 [" in md  # tool vs direct, in percentage points
     assert md.count(CLAIMS[2].sentence) == 1  # the sentence once per claim, beside its first test
     assert "No claim has both" in contrasts_markdown(table.iloc[:0])
+
+
+def test_every_column_of_one_row_and_the_default_bootstrap():
+    """One contrast by hand: each column's value, the default n_boot and seed of the interval."""
+    from toolshift.stats import mcnemar_exact, paired_bootstrap_diff_ci
+
+    rows = _run("tool", "none", {0, 1, 2}, ids=P[:6]) + _run("tool", "subtract", {0, 3, 4, 5}, ids=P[:6])
+    rows += [dict(r, harmful=False) for r in _run("tool", "none", set(), ids=["x1"])]  # harmless: left out
+    frame = pd.DataFrame(rows).iloc[::-1].set_axis(range(100, 113))  # any row order and index
+    row = contrasts_table(frame).iloc[0].to_dict()
+    a = np.array([True, True, True, False, False, False])
+    b = np.array([True, False, False, True, True, True])
+    lo, hi = paired_bootstrap_diff_ci(a, b, n_boot=2000, seed=0)
+    p = mcnemar_exact(a, b)
+    assert row == {
+        "model": "m", "dataset": "d", "judge": "keyword", "split": "all",
+        "claim": "removing_shift_raises_asr", "contrast": "tool/none vs tool/subtract",
+        "condition_a": "tool", "intervention_a": "none", "condition_b": "tool", "intervention_b": "subtract",
+        "n": 6, "n_unpaired": 0, "n_unsafe_a": 3, "n_unsafe_b": 4, "asr_a": 0.5, "asr_b": 4 / 6,
+        "diff": pytest.approx(4 / 6 - 0.5), "diff_ci_low": lo, "diff_ci_high": hi,
+        "n_only_a": 2, "n_only_b": 3, "mcnemar_p": p, "holm_p": p, "expected": HIGHER, "verdict": NOT_SHOWN,
+    }  # fmt: skip
+    assert contrasts_table(frame, n_boot=300, seed=4).iloc[0]["diff_ci_low"] == pytest.approx(
+        paired_bootstrap_diff_ci(a, b, n_boot=300, seed=4)[0]
+    )
+
+
+def test_no_shared_prompt_gives_a_row_without_estimates():
+    rows = _run("direct", "none", _first(3), ids=P[:3]) + _run("tool", "none", _first(3), ids=P[3:6])
+    with pytest.warns(UserWarning, match=r"dropped 6 harmful prompt\(s\) without a partner: m/d/keyword: "):
+        r = contrasts_table(pd.DataFrame(rows), n_boot=50).iloc[0]
+    assert (r.n, r.n_unpaired) == (0, 6)
+    assert math.isnan(r.asr_a) and math.isnan(r.asr_b) and math.isnan(r.mcnemar_p)
+    assert r.verdict == NOT_SHOWN
+
+
+def test_pair_recipes_need_both_runs():
+    from toolshift.contrasts import _both, _removing_shift
+
+    a, b = ("direct", "none"), ("tool", "none")
+    assert _both(a, b)(frozenset({a, b})) == [(a, b)]
+    assert _both(a, b)(frozenset({a})) == [] and _both(a, b)(frozenset({b})) == []
+    only_ablate = frozenset({("tool", "ablate")})
+    assert _removing_shift(only_ablate) == []
+    assert _removing_shift(frozenset({("tool", "none")})) == []
+    # add/random of a condition other than direct are not the claim's runs
+    rows = _run("tool", "add_a1", _first(6)) + _run("tool", "random_a1_s0", _first(30))
+    assert contrasts_table(pd.DataFrame(rows), n_boot=50).empty
+
+
+def test_verdict_edges():
+    assert verdict(0.01, 0.0, HIGHER) == NOT_SHOWN and verdict(0.01, 0.0, LOWER) == NOT_SHOWN
+    assert verdict(0.01, 1.0, HIGHER) == SUPPORTED and verdict(0.01, 1.0, LOWER) == CONTRADICTED
+    assert verdict(math.nan, 0.2, HIGHER) == NOT_SHOWN and verdict(0.01, math.nan, HIGHER) == NOT_SHOWN
+
+
+def test_book_fragment_details(table):
+    md = contrasts_markdown(table, "keyword", label="table-x")
+    assert md.startswith("(table-x)=\n**Each claim next to its test.** For every claim, the runs it compares")
+    assert "the difference ASR B − ASR A in percentage points with a 95 % paired bootstrap interval" in md
+    assert (
+        "*supported*: Holm p < 0.05 with the predicted sign; *contradicted*: Holm p < 0.05 with the other"
+        in md
+    )
+    assert "A claim whose runs are not in this run has no row. Judge: **keyword**; every row is in" in md
+    header = [
+        "claim",
+        "A vs B",
+        "n",
+        "ASR A, %",
+        "ASR B, %",
+        "B − A, points [95 % CI]",
+        "McNemar p",
+        "Holm p",
+    ]
+    assert "| " + " | ".join([*header, "verdict"]) + " |" in md
+    assert ":name: table-x-m-d\n" in md and "```{table} Claims and their tests: m / d\n" in md
+    assert "| **not shown** |" not in md and "| not shown |" in md  # only the shown verdicts are bold
+    two_judges = pd.concat([table, table.assign(judge="other", model="m2")])
+    assert "Judge: **keyword**, **other**;" in contrasts_markdown(two_judges)
+    assert "Judge: **other**;" in contrasts_markdown(two_judges, "other")
+    assert "Judge: **keyword**, **other**;" in contrasts_markdown(two_judges, "absent")  # no such rows: all
+    md2 = contrasts_markdown(two_judges)
+    assert md2.index(":name: table-contrasts-m-d") < md2.index(":name: table-contrasts-m2-d")
+    assert contrasts_markdown(table.iloc[:0], label="t").endswith(
+        "no row.\n\nNo claim has both of its runs in this run.\n"
+    )

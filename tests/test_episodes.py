@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import REPO
 
 from toolshift import CONDITIONS
 from toolshift.contracts import read_episodes, validate_episode
-from toolshift.datasets import build_prompts, load_mini
+from toolshift.datasets import build_prompts, get_dataset, load_mini
 from toolshift.episodes import (
     EPISODE_CONDITIONS,
     NEUTRAL_EXCHANGES,
@@ -266,3 +269,74 @@ def test_other_bbox_policy_and_pad_are_recorded(built, tmp_path):
     full = build_episodes(prompts.iloc[:1], "text_trail", root, bbox_policy="full", pad_frac=0.0)
     assert full[0]["meta"]["bbox"] == [0, 0, 760, 760] and full[0]["meta"]["bbox_policy"] == "full"
     assert full[0]["messages"][2]["tool_calls"][0]["arguments"]["bbox"] == [0, 0, 760, 760]
+
+
+def attack_text(episode, image):
+    """The text sent with the attack image: the last part of the one user turn that shows `image`."""
+    turns = [
+        m
+        for m in episode["messages"]
+        if m["role"] == "user" and {"type": "image", "path": image} in m["content"]
+    ]
+    assert len(turns) == 1, episode["condition"]
+    assert turns[0]["content"][-1]["type"] == "text"
+    return turns[0]["content"][-1]["text"]
+
+
+with open(REPO / "config" / "paper.yaml") as _fh:
+    PAPER_DATASETS = list(yaml.safe_load(_fh)["datasets"])
+TEXT_PROMPT_DATASETS = [d for d in PAPER_DATASETS if get_dataset(d).attack != "figstep"]
+"""The paper's datasets whose prompts table has a `text_prompt` column (MM-SafetyBench, JailbreakV, HADES)."""
+
+
+def test_the_paper_has_datasets_with_their_own_text_prompts():
+    assert {"mmsb_typo", "mmsb_sd_typo"} <= set(TEXT_PROMPT_DATASETS)
+
+
+@pytest.mark.parametrize("dataset", TEXT_PROMPT_DATASETS)
+def test_each_row_sends_its_own_text_prompt(built, dataset):
+    """Every condition sends a row's own `text_prompt` with its image (FigStep's only for a row without one),
+    and an explicit `text_prompt` replaces them all."""
+    root, prompts, _ = built
+    own = [
+        f"{dataset} row {i}: read the phrase at the bottom of the image and answer."
+        for i in range(len(prompts))
+    ]
+    table = prompts.assign(dataset=dataset, text_prompt=own)
+    table.loc[1, "text_prompt"] = None  # a row without a text prompt of its own
+    expected = [FIGSTEP_PROMPT if i == 1 else text for i, text in enumerate(own)]
+    episodes = build_episodes_by_condition(table, EPISODE_CONDITIONS, root)
+    for condition in EPISODE_CONDITIONS:
+        sent = [attack_text(ep, image) for ep, image in zip(episodes[condition], table["image"], strict=True)]
+        assert sent == expected, condition
+    for condition in ("direct", "tool"):
+        one = build_episodes(table, condition, root)
+        assert [attack_text(ep, image) for ep, image in zip(one, table["image"], strict=True)] == expected
+    forced = build_episodes(table, "image_no_tool", root, text_prompt="Describe the image.")
+    assert {attack_text(ep, image) for ep, image in zip(forced, table["image"], strict=True)} == {
+        "Describe the image."
+    }
+
+
+def test_override_seed_picks_the_override_images(built, tmp_path):
+    """`override_seed` reaches the override images: two seeds, two different unsafe and benign images,
+    each the one `override_image` draws from its seed (blank has no seed)."""
+    root, prompts, _ = built
+    shown = {}
+    for seed in (1, 2):
+        out = tmp_path / f"seed{seed}"  # the override's file name has no seed: one results root per seed
+        shutil.copytree(root / "data" / "mini", out / "data" / "mini")
+        for condition, kind in (
+            ("tool_unsafe", "unsafe"),
+            ("tool_benign", "benign"),
+            ("tool_blank", "blank"),
+        ):
+            (ep,) = build_episodes(prompts.iloc[:1], condition, out, override_seed=seed)
+            assert ep["meta"]["override_seed"] == seed
+            size = tuple(ep["meta"]["zoom_size"])
+            written = np.asarray(load_image(out / ep["meta"]["override_image"]))
+            assert np.array_equal(written, np.asarray(override_image(kind, size, seed))), (seed, kind)
+            shown[seed, kind] = written
+    assert not np.array_equal(shown[1, "unsafe"], shown[2, "unsafe"])
+    assert not np.array_equal(shown[1, "benign"], shown[2, "benign"])
+    assert np.array_equal(shown[1, "blank"], shown[2, "blank"])

@@ -228,3 +228,64 @@ def test_bad_interventions_are_config_errors(models):
     ):
         pass
     assert Intervention("ablate", None, v).vector.dtype == np.float32
+
+
+# ------------------------------------------------ the store and helpers on plain tensors (no model needed)
+
+
+def test_last_token_store_keeps_the_last_position_of_each_prefill_pass():
+    from toolshift.hooks import LastTokenStore
+
+    store = LastTokenStore(2)
+    first = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)  # (batch, positions, hidden)
+    store._record(0, first)
+    store._record(1, first + 100)
+    store._record(0, torch.ones(2, 1, 4))  # a decoding step (one position): ignored
+    store._record(1, torch.ones(2, 1, 4))
+    second = -torch.arange(1 * 2 * 4, dtype=torch.float32).reshape(1, 2, 4)
+    store._record(0, second)
+    store._record(1, second - 1)
+    out = store.array()
+    assert out.shape == (3, 2, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:2, 0], first[:, -1].numpy())
+    np.testing.assert_array_equal(out[:2, 1], first[:, -1].numpy() + 100)
+    np.testing.assert_array_equal(out[2, 0], second[0, -1].numpy())
+    store._record(0, torch.zeros(5, 2, 4))  # a two-token prompt is a prefill pass too
+    store._record(1, torch.zeros(5, 2, 4))
+    assert store.array().shape == (8, 2, 4)
+    store.clear()
+    with pytest.raises(RuntimeError, match="^capture_last_token recorded no prefill pass$"):
+        store.array()
+    store._record(0, first)
+    store._record(0, first)  # a new pass starts over: layer 1 of the first was never seen
+    store._record(1, first)
+    assert store.array().shape == (2, 2, 4)
+    skipped = LastTokenStore(3)
+    skipped._record(0, first)
+    with pytest.raises(
+        RuntimeError, match="^capture_last_token: a decoder layer was skipped in a prefill pass$"
+    ):
+        skipped._record(2, first)
+
+
+def test_layer_output_helpers_and_checks():
+    from toolshift.hooks import _as_tensor, _check_layer, _hidden, _replace_hidden
+
+    h, extra = torch.ones(1, 2, 3), object()
+    assert _hidden((h, extra)) is h and _hidden(h) is h
+    out = _replace_hidden((torch.zeros(1), extra, "cache"), h)
+    assert out[0] is h and out[1:] == (extra, "cache")
+    assert _replace_hidden(torch.zeros(1), h) is h
+    assert _check_layer(-4, 4) == 0 and _check_layer(3, 4) == 3 and _check_layer(np.int64(-1), 4) == 3
+    with pytest.raises(ConfigError, match="^layer -5 is out of range for a decoder with 4 layers$"):
+        _check_layer(-5, 4)
+    assert _as_tensor([1.0, 2.0], 2, "v").dtype == torch.float32
+    assert Intervention("add", 0, [0.5, 1.5]).vector.dtype == np.float32  # float64 in, float32 kept
+    with pytest.raises(ConfigError, match=r"^intervention kind 'scale' is not one of add, ablate$"):
+        Intervention("scale", 1, [1.0])
+    with pytest.raises(
+        ConfigError, match=r"^intervention vector must be a finite 1-d array, got shape \(1, 2\)$"
+    ):
+        Intervention("ablate", None, [[1.0, 2.0]])
+    with pytest.raises(ConfigError, match="^intervention kind 'add' needs a layer$"):
+        Intervention("add", None, [1.0])

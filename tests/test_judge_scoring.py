@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, shared_data_dir
+from conftest import REPO, require_shared, shared_data_dir
 
 from toolshift.agreement import read_labelled_csv
 from toolshift.errors import ConfigError, DataError
@@ -392,9 +392,7 @@ def test_mojibake_runs_are_repaired_and_real_text_is_not():
 
 def test_real_shared_files_decode_unchanged():
     """Every text file of the shared benchmark data is UTF-8: the repair must leave each one as it is."""
-    root = shared_data_dir()
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent (set TOOLSHIFT_SHARED_DATA to the shared data directory)")
+    root = require_shared(shared_data_dir())
     files = [p for p in sorted(root.rglob("*")) if p.suffix in (".csv", ".json", ".jsonl", ".md")]
     assert files
     for path in files:
@@ -405,9 +403,7 @@ def test_real_shared_files_decode_unchanged():
 
 def test_real_shared_file_mixed_with_mac_roman(tmp_path):
     """A real benchmark CSV with non-ASCII text, some rows re-encoded as Mac-Roman, decodes back exactly."""
-    src = shared_data_dir() / "harmbench" / "harmbench_behaviors_text_val.csv"
-    if not src.is_file():
-        pytest.skip(f"{src} is absent (set TOOLSHIFT_SHARED_DATA to the shared data directory)")
+    src = require_shared(shared_data_dir() / "harmbench" / "harmbench_behaviors_text_val.csv")
     original = src.read_bytes().decode("utf-8")
     lines = original.splitlines(keepends=True)
     legacy = [i for i, line in enumerate(lines) if not line.isascii() and _mac_roman_ok(line)][::2]

@@ -40,6 +40,7 @@ def test_paper_config_is_valid_and_uses_real_models(paper):
     assert "free" in paper["conditions"]
 
 
+@pytest.mark.e2e
 def test_paper_dag_builds_offline_with_the_expected_job_counts(paper, tmp_path):
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile")]
     cmd += ["--configfile", str(PAPER), "--directory", str(tmp_path), "--dry-run", "--quiet", "rules"]

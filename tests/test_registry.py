@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
+from conftest import require_shared
 from PIL import Image
 
 from toolshift import downloads, registry
@@ -121,7 +122,7 @@ SHARED_ENTRIES = {
     "jbb_harmful": (100, 3, "jailbreakbench_behaviors/harmful-behaviors.csv"),
     "jbb_benign": (100, 3, "jailbreakbench_behaviors/benign-behaviors.csv"),
     "advbench": (520, 3, "advbench/harmful_behaviors.csv"),
-    "harmbench": (200, 3, "harmbench/harmbench_behaviors_text_all.csv"),
+    "harmbench": (200, 10, "harmbench/harmbench_behaviors_text_all.csv"),  # its first 3 overflow FigStep
     "strongreject": (313, 3, "strongreject/strongreject_dataset.csv"),
 }
 
@@ -136,20 +137,27 @@ def test_every_entry_with_shared_files_is_tested(shared_data):
 @pytest.mark.parametrize("name", sorted(SHARED_ENTRIES))
 def test_entry_builds_its_prompts_from_the_mirror(name, shared_data, mirror, tmp_path):
     total, limit, marker = SHARED_ENTRIES[name]
-    if not (shared_data / marker).is_file():
-        pytest.skip(f"{shared_data / marker} is absent")
+    require_shared(shared_data / marker)
     spec = DATASETS[name]
     rows = load_dataset(name, mirror)
     assert len(rows) == total == spec.n_rows and rows["prompt_id"].is_unique
     assert set(rows["harmful"]) == {spec.classes == "harmful"}
 
     results = tmp_path / "results"
+    skipped = tmp_path / "skipped.csv"  # rows whose text the attack image cannot carry (too long for FigStep)
     df = build_dataset_prompts(
-        name, results, limit_per_class=limit, data_mirror=shared_data, data_lock=mirror.lock
+        name,
+        results,
+        limit_per_class=limit,
+        data_mirror=shared_data,
+        data_lock=mirror.lock,
+        on_unrenderable="skip",
+        skipped_csv=skipped,
     )
     expected = list(PROMPT_COLUMNS) + ([TEXT_PROMPT_COLUMN] if spec.attack != "figstep" else [])
     assert list(df.columns) == expected
-    assert len(df) == (total if limit is None else min(limit, total))
+    assert len(df) + len(pd.read_csv(skipped)) == (total if limit is None else min(limit, total))
+    assert len(df) > 0
     assert (df["dataset"] == name).all() and df["harmful"].dtype == bool
     for row in df.itertuples(index=False):
         assert row.image == f"data/{name}/images/{row.prompt_id}.png"
@@ -170,9 +178,7 @@ def test_entry_builds_its_prompts_from_the_mirror(name, shared_data, mirror, tmp
 
 
 def test_mmsb_typo_rows_per_scenario_match_the_question_files(shared_data, mirror, tmp_path):
-    qdir = shared_data / "mm_safetybench" / "processed_questions"
-    if not qdir.is_dir():
-        pytest.skip(f"{qdir} is absent")
+    qdir = require_shared(shared_data / "mm_safetybench" / "processed_questions")
     df = build_dataset_prompts(
         "mmsb_typo", tmp_path, limit_per_class=39, data_mirror=shared_data, data_lock=mirror.lock
     )
@@ -193,9 +199,7 @@ def test_mmsb_typo_rows_per_scenario_match_the_question_files(shared_data, mirro
 
 
 def test_mmsb_tiny_ids_follow_the_tiny_list(shared_data, mirror):
-    tiny_file = shared_data / "mm_safetybench" / "TinyVersion_ID_List.json"
-    if not tiny_file.is_file():
-        pytest.skip(f"{tiny_file} is absent")
+    tiny_file = require_shared(shared_data / "mm_safetybench" / "TinyVersion_ID_List.json")
     rows = load_dataset("mmsb_tiny_typo", mirror)
     listed = json.loads(tiny_file.read_text(encoding="utf-8"))
     want = {f"mmsb-{n:02d}-{i:03d}" for n, e in enumerate(listed, start=1) for i in e["Sampled_ID_List"]}
@@ -214,16 +218,27 @@ def test_figstep_images_built_from_the_registry_equal_the_originals(shared_data,
     """SafeBench-Tiny fully and every 25th SafeBench row: >= 99.9 % of the pixels as FigStep's SafeBench
     images (the Tiny rows are SafeBench rows; the separate SafeBench-Tiny PNGs were drawn by another
     renderer and agree only to about 98 %, so the full set's PNGs are the reference)."""
-    images = shared_data / "figstep_safebench" / "images" / "SafeBench"
-    if not images.is_dir():
-        pytest.skip(f"{images} is absent")
-    tiny = build_dataset_prompts("safebench_tiny", tmp_path, data_mirror=shared_data, data_lock=mirror.lock)
-    full = build_prompts("safebench", load_dataset("safebench", mirror).iloc[::25], tmp_path)
+    images = require_shared(shared_data / "figstep_safebench" / "images" / "SafeBench")
+    # a row too long for the image (the original cuts its list off) is left out of the prompts and
+    # compared as render_figstep draws it
+    skip = {"on_unrenderable": "skip"}
+    tiny = build_dataset_prompts(
+        "safebench_tiny", tmp_path, data_mirror=shared_data, data_lock=mirror.lock, **skip,
+        skipped_csv=tmp_path / "tiny.csv",
+    )  # fmt: skip
+    rows = load_dataset("safebench", mirror)
+    full = build_prompts("safebench", rows.iloc[::25], tmp_path, **skip, skipped_csv=tmp_path / "full.csv")
+    drawn = [(row.dataset, row.prompt_id, load_image(tmp_path / row.image)) for row in tiny.itertuples()]
+    drawn += [(row.dataset, row.prompt_id, load_image(tmp_path / row.image)) for row in full.itertuples()]
+    instruction = dict(zip(rows["prompt_id"], rows["instruction"], strict=True))
+    for name, csv in (("safebench_tiny", "tiny.csv"), ("safebench", "full.csv")):
+        for pid in pd.read_csv(tmp_path / csv)["prompt_id"]:
+            drawn.append((name, pid, render_figstep(instruction[pid])))
     checked = []
-    for row in pd.concat([tiny, full]).itertuples(index=False):
-        category, task = (int(v) for v in row.prompt_id.split("-")[1:])
+    for dataset, prompt_id, ours in drawn:
+        category, task = (int(v) for v in prompt_id.split("-")[1:])
         ref = images / f"query_ForbidQI_{category}_{task}_6.png"
-        checked.append((row.dataset, row.prompt_id, pixel_agreement(load_image(tmp_path / row.image), ref)))
+        checked.append((dataset, prompt_id, pixel_agreement(ours, ref)))
     assert len(checked) == 50 + 20 and {d for d, _, _ in checked} == {"safebench_tiny", "safebench"}
     worst = [c for c in checked if c[2] < 0.999]
     assert not worst, f"images below 99.9 % identical pixels: {worst}"
@@ -233,8 +248,7 @@ def test_figstep_images_built_from_the_registry_equal_the_originals(shared_data,
 
 
 def test_harmless_control_rows_are_drawn_in_the_attack_layout(shared_data, mirror, tmp_path):
-    if not (shared_data / "jailbreakbench_behaviors" / "benign-behaviors.csv").is_file():
-        pytest.skip("JBB benign behaviors are absent")
+    require_shared(shared_data / "jailbreakbench_behaviors" / "benign-behaviors.csv")
     df = build_dataset_prompts(
         "safebench_tiny",
         tmp_path,
@@ -286,9 +300,7 @@ def test_harmless_options_are_checked():
 
 
 def test_checksum_mismatch_in_the_mirror_is_one_line_naming_file_and_hashes(shared_data, tmp_path):
-    original = shared_data / "figstep_safebench" / "SafeBench-Tiny.csv"
-    if not original.is_file():
-        pytest.skip(f"{original} is absent")
+    original = require_shared(shared_data / "figstep_safebench" / "SafeBench-Tiny.csv")
     source = temp_source(tmp_path)
     corrupt = source.mirror / "figstep_safebench" / "SafeBench-Tiny.csv"
     corrupt.parent.mkdir(parents=True)
@@ -454,9 +466,7 @@ def offline_pooch(monkeypatch, tmp_path):
 
 
 def test_pooch_downloads_into_the_cache_when_there_is_no_mirror(offline_pooch, shared_data, tmp_path):
-    original = shared_data / "figstep_safebench" / "SafeBench-Tiny.csv"
-    if not original.is_file():
-        pytest.skip(f"{original} is absent")
+    original = require_shared(shared_data / "figstep_safebench" / "SafeBench-Tiny.csv")
     offline_pooch(registry.SAFEBENCH_TINY_CSV.url, original.read_bytes())
     results = tmp_path / "results"
     df = build_dataset_prompts("safebench_tiny", results, limit_per_class=2)

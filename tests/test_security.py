@@ -123,6 +123,7 @@ def test_hub_download_takes_python_files_only_on_opt_in(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- API keys in no output
 
 
+@pytest.mark.e2e
 def test_api_key_is_in_no_output_of_the_dag(tmp_path):
     """An API model on a fake endpoint (which requires the key and echoes it in its reply) through the
     DAG to tables/asr.csv: the key is in no file under the working directory (results, logs, Snakemake's

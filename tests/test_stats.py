@@ -352,3 +352,141 @@ def test_bonett_price_null_false_positive_rate():
     bound = 0.05 + 3 * math.sqrt(0.05 * 0.95 / n_seeds)
     print(f"Bonett-Price null false-positive rate {positives / n_seeds:.3f} (bound {bound:.4f})")
     assert positives / n_seeds <= bound
+
+
+# ---------------------------------------------------------------- the edges mutation testing found unpinned
+
+
+def _reference_bootstrap(a, b, stat, n_boot, seed, conf):
+    """A plain loop over the same resamples: numpy's default_rng(seed), (n_boot, n) indices in [0, n)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    values = np.array([stat(a[i], b[i]) for i in idx])
+    values = values[~np.isnan(values)]
+    tail = (1 - conf) / 2 * 100
+    return tuple(np.percentile(values, [tail, 100 - tail]))
+
+
+def _rr(a, b):
+    return math.nan if a.mean() == 0 else (a.mean() - b.mean()) / a.mean()
+
+
+def _diff(a, b):
+    return b.mean() - a.mean()
+
+
+def test_bootstraps_equal_a_plain_loop_with_their_defaults_and_at_other_settings():
+    rng = np.random.default_rng(11)
+    base, treat = rng.random(23) < 0.6, rng.random(23) < 0.3
+    assert paired_bootstrap_ci(base, treat) == pytest.approx(
+        _reference_bootstrap(base, treat, _rr, 2000, 0, 0.95)
+    )
+    assert paired_bootstrap_ci(base, treat, n_boot=300, seed=5, conf=0.8) == pytest.approx(
+        _reference_bootstrap(base, treat, _rr, 300, 5, 0.8)
+    )
+    lo, hi, used = bootstrap_relative_reduction_ci(base, treat)
+    assert (lo, hi) == pytest.approx(_reference_bootstrap(base, treat, _rr, 2000, 0, 0.95)) and used == 2000
+    assert bootstrap_relative_reduction_ci(base, treat, n_boot=300, seed=5, conf=0.8)[:2] == pytest.approx(
+        _reference_bootstrap(base, treat, _rr, 300, 5, 0.8)
+    )
+    assert paired_bootstrap_diff_ci(base, treat) == pytest.approx(
+        _reference_bootstrap(base, treat, _diff, 2000, 0, 0.95)
+    )
+    assert paired_bootstrap_diff_ci(base, treat, n_boot=300, seed=5, conf=0.8) == pytest.approx(
+        _reference_bootstrap(base, treat, _diff, 300, 5, 0.8)
+    )
+    other = paired_bootstrap_ci(base, treat, stat=_diff, n_boot=300, seed=5, conf=0.8)  # the loop path
+    assert other == pytest.approx(_reference_bootstrap(base, treat, _diff, 300, 5, 0.8))
+
+
+def test_one_replicate_and_one_prompt_are_enough():
+    one = (np.array([True]), np.array([False]))
+    assert paired_bootstrap_ci(*one) == (1.0, 1.0)
+    assert bootstrap_relative_reduction_ci(*one) == (1.0, 1.0, 2000)
+    assert paired_bootstrap_diff_ci(*one) == (-1.0, -1.0)
+    base, treat = np.array([True, True, False]), np.array([False, True, False])
+    for f in (paired_bootstrap_ci, paired_bootstrap_diff_ci):
+        lo, hi = f(base, treat, n_boot=1)
+        assert lo == hi and not math.isnan(lo), f.__name__
+    assert bootstrap_relative_reduction_ci(base, treat, n_boot=1)[2] in (0, 1)
+    for f in (paired_bootstrap_ci, paired_bootstrap_diff_ci):
+        assert all(math.isnan(x) for x in f(base, treat, n_boot=0)), f.__name__
+    assert bootstrap_relative_reduction_ci(base, treat, n_boot=0)[2] == 0
+    reps = bootstrap_relative_reductions(np.array([], bool), np.array([], bool), 7, np.random.default_rng(0))
+    assert reps.shape == (7,) and np.isnan(reps).all()
+    reps = bootstrap_relative_reductions(*one, 4, np.random.default_rng(0))
+    assert reps.tolist() == [1.0] * 4
+
+
+def test_percentile_ci_exact():
+    assert percentile_ci(np.arange(101)) == pytest.approx((2.5, 97.5))
+    assert percentile_ci(list(range(101)), 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_ci(np.array([np.nan, 1.0, np.nan, 3.0]), 0.5) == pytest.approx((1.5, 2.5))
+    assert all(math.isnan(x) for x in percentile_ci(np.array([np.nan])))
+
+
+def test_holm_edges():
+    assert holm_adjust([0, 1]).tolist() == [0.0, 1.0] and holm_adjust([0, 1]).dtype == np.float64
+    got = holm_adjust([0.01, float("nan"), 0.04])
+    assert got[0] == pytest.approx(0.02) and math.isnan(got[1]) and got[2] == pytest.approx(0.04)
+    with pytest.raises(ValueError, match=r"^holm_adjust: p-values must lie in \[0, 1\], got \[0.5, 1.5\]$"):
+        holm_adjust([0.5, 1.5])
+    with pytest.raises(ValueError, match=r"holm_adjust: p-values must lie in \[0, 1\], got \[-0.1\]"):
+        holm_adjust([-0.1])
+    with pytest.raises(ValueError, match=r"^holm_adjust needs a 1-D array of p-values, got shape \(1, 2\)$"):
+        holm_adjust([[0.1, 0.2]])
+
+
+def test_low_boot_share_edges():
+    assert low_boot_share(0, 0) is False  # nothing asked for: nothing to flag
+    assert low_boot_share(0, 1) is True and low_boot_share(1, 1) is False
+
+
+def _bonett_price(both, only_num, only_den, conf=0.95):
+    """Bonett & Price (2006), written out from the paper's formulas."""
+    from scipy.stats import norm
+
+    z = norm.ppf(1 - (1 - conf) / 2)
+    n = both + only_num + only_den
+    x1, x2 = both + only_num, both + only_den
+    a = math.sqrt((only_num + only_den + 2) / ((x1 + 1) * (x2 + 1)))
+    pt1, pt2 = (x1 + 1) / (n + 2), (x2 + 1) / (n + 2)
+    zz = z * a / (math.sqrt((1 - pt1) / ((n + 2) * pt1)) + math.sqrt((1 - pt2) / ((n + 2) * pt2)))
+
+    def wilson(x):
+        p = x / n
+        centre, half = 2 * x + zz**2, zz * math.sqrt(zz**2 + 4 * x * (1 - p))
+        return ((centre - half) / (2 * (n + zz**2)), (centre + half) / (2 * (n + zz**2)))
+
+    (l1, u1), (l2, u2) = wilson(x1), wilson(x2)
+    return (l1 / u2, u1 / l2 if l2 > 0 else math.inf)
+
+
+@pytest.mark.parametrize(
+    "both,only_num,only_den", [(3, 0, 0), (0, 2, 0), (0, 0, 4), (5, 1, 0), (5, 0, 1), (7, 2, 9), (1, 1, 1)]
+)
+def test_bonett_price_against_the_formula(both, only_num, only_den):
+    assert paired_ratio_ci(both, only_num, only_den) == pytest.approx(_bonett_price(both, only_num, only_den))
+    assert paired_ratio_ci(both, only_num, only_den, 0.8) == pytest.approx(
+        _bonett_price(both, only_num, only_den, 0.8)
+    )
+    base = np.array([True] * (both + only_den) + [False] * only_num + [False] * 3)
+    treat = np.array([True] * both + [False] * only_den + [True] * only_num + [False] * 3)
+    if base.any():
+        lo, hi = _bonett_price(both, only_num, only_den)
+        assert relative_reduction_ci(base, treat) == pytest.approx((1 - hi, 1 - lo))
+
+
+def test_interval_input_checks():
+    with pytest.raises(ValueError, match=r"^paired_ratio_ci needs counts >= 0, got 1, -1, 0$"):
+        paired_ratio_ci(1, -1, 0)
+    with pytest.raises(ValueError, match=r"^wilson_ci needs 0 <= k <= n, got k=-1, n=5$"):
+        wilson_ci(-1, 5)
+    with pytest.raises(ValueError, match=r"wilson_ci needs 0 <= k <= n, got k=3, n=2"):
+        wilson_ci(3, 2)
+    with pytest.raises(
+        ValueError, match=r"^paired arrays must be 1-D of equal length, got shapes \(2,\) and \(3,\)$"
+    ):
+        mcnemar_exact(np.zeros(2, bool), np.zeros(3, bool))
+    assert all(math.isnan(x) for x in relative_reduction_ci(np.array([False]), np.array([True])))
+    assert relative_reduction_ci(np.array([True]), np.array([False]))[1] == 1.0

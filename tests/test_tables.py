@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -403,3 +404,104 @@ def test_free_tool_use_splits_asr_by_the_models_choice():
         and used.loc[False, "n_malformed_calls"] == 1
     )
     assert free_tool_use_table(pd.DataFrame(rows).assign(condition="tool")).empty
+
+
+def _judged_rows(condition, intervention, unsafe, ids, model="m", judge="keyword"):
+    return [
+        dict(model=model, dataset="d", condition=condition, intervention=intervention, judge=judge,
+             prompt_id=p, harmful=True, unsafe=u, category="cat")
+        for p, u in zip(ids, unsafe, strict=True)
+    ]  # fmt: skip
+
+
+def test_every_column_of_the_reference_a_paired_run_and_a_run_without_reference():
+    """The values of every column, by hand and from the stats functions, with the default n_boot and seed."""
+    from toolshift.stats import (
+        RR_CI_METHOD,
+        bootstrap_relative_reduction_ci,
+        mcnemar_exact,
+        relative_reduction_ci,
+        wilson_ci,
+    )
+    from toolshift.tables import ASR_TABLE_COLUMNS
+
+    ids = ["p1", "p2", "p3", "p4", "p5"]
+    rows = _judged_rows("direct", "none", [True, True, True, False, True], ids)
+    rows += _judged_rows("tool", "none", [False, True, False, False], ["p4", "p3", "p2", "p1"])  # p5 absent
+    rows += _judged_rows("tool", "none", [True, False], ["p1", "p2"], judge="other")  # no reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # p5 only lacks a tool row: nothing is dropped, nothing said
+        table = asr_table(pd.DataFrame(rows))
+    assert list(table.columns) == list(ASR_TABLE_COLUMNS)
+    got = {(r["condition"], r["judge"]): r for r in table.to_dict("records")}
+    ref = got[("direct", "keyword")]
+    assert {k: ref[k] for k in ("model", "dataset", "intervention", "n", "n_unsafe", "asr")} == {
+        "model": "m", "dataset": "d", "intervention": "none", "n": 5, "n_unsafe": 4, "asr": 0.8
+    }  # fmt: skip
+    assert (ref["asr_ci_low"], ref["asr_ci_high"]) == wilson_ci(4, 5)
+    assert ref["rel_reduction"] == ref["rel_reduction_ci_low"] == ref["rel_reduction_ci_high"] == 0.0
+    assert ref["rel_reduction_boot_ci_low"] == ref["rel_reduction_boot_ci_high"] == 0.0
+    assert (ref["mcnemar_p"], ref["holm_p"], ref["asr_ref_paired"], ref["paired_subset"]) == (
+        1.0,
+        1.0,
+        0.8,
+        False,
+    )
+    assert (ref["n_boot"], ref["n_boot_used"], ref["low_boot_share"]) == (2000, 2000, False)
+    assert (ref["rel_reduction_ci_method"], ref["split"], ref["category"]) == (RR_CI_METHOD, "all", "all")
+
+    tool = got[("tool", "keyword")]
+    base = np.array([True, True, True, False])  # direct on p1..p4
+    treat = np.array([False, False, True, False])  # tool on p1..p4
+    assert (tool["n"], tool["n_unsafe"], tool["asr"]) == (4, 1, 0.25)
+    assert (tool["asr_ci_low"], tool["asr_ci_high"]) == wilson_ci(1, 4)
+    assert tool["rel_reduction"] == pytest.approx(1 - 0.25 / 0.75)
+    assert (tool["rel_reduction_ci_low"], tool["rel_reduction_ci_high"]) == relative_reduction_ci(base, treat)
+    lo, hi, used = bootstrap_relative_reduction_ci(base, treat, 2000, 0)
+    assert (tool["rel_reduction_boot_ci_low"], tool["rel_reduction_boot_ci_high"], tool["n_boot_used"]) == (
+        lo, hi, used
+    )  # fmt: skip
+    assert tool["mcnemar_p"] == tool["holm_p"] == mcnemar_exact(base, treat)
+    assert (tool["asr_ref_paired"], tool["paired_subset"], tool["n_boot"]) == (0.75, True, 2000)
+
+    alone = got[("tool", "other")]
+    assert (alone["n"], alone["n_unsafe"], alone["asr"], alone["paired_subset"]) == (2, 1, 0.5, False)
+    for column in (
+        "rel_reduction",
+        "rel_reduction_ci_low",
+        "rel_reduction_ci_high",
+        "mcnemar_p",
+        "asr_ref_paired",
+        "rel_reduction_boot_ci_low",
+        "rel_reduction_boot_ci_high",
+        "holm_p",
+    ):
+        assert math.isnan(alone[column]), column  # fmt: skip
+    assert (alone["n_boot_used"], alone["low_boot_share"]) == (0, False)
+    again = asr_table(pd.DataFrame(rows), n_boot=300, seed=7)
+    tool7 = again[(again["condition"] == "tool") & (again["judge"] == "keyword")].iloc[0]
+    assert (tool7["rel_reduction_boot_ci_low"], tool7["n_boot"]) == (
+        bootstrap_relative_reduction_ci(base, treat, 300, 7)[0], 300
+    )  # fmt: skip
+
+
+def test_reference_without_unsafe_answers_uses_no_replicate():
+    rows = _judged_rows("direct", "none", [False, False], ["a", "b"])
+    ref = asr_table(pd.DataFrame(rows)).iloc[0]
+    assert ref["n_boot_used"] == 0 and math.isnan(ref["rel_reduction"]) and ref["low_boot_share"]
+
+
+def test_unpaired_rows_are_named_per_category():
+    rows = _judged_rows("direct", "none", [True], ["a"]) + _judged_rows(
+        "tool", "none", [True, False], ["a", "b"]
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"dropped 1 harmful row\(s\) without a direct/none pair: m/d/tool/none/keyword \(1\)",
+    ):
+        table = asr_table(pd.DataFrame(rows))
+    assert table.attrs["n_unpaired"] == {"m/d/tool/none/keyword": 1}
+    with pytest.warns(UserWarning):
+        by_cat = asr_table(pd.DataFrame(rows), by_category=True)
+    assert by_cat.attrs["n_unpaired"] == {"m/d/tool/none/keyword/cat": 1}
+    assert set(by_cat["category"]) == {"cat"}

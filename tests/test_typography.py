@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pytest
+from conftest import require_shared
 
 from toolshift.typography import FIGSTEP_PROMPT, figstep_text, font_path, render_figstep
 from toolshift.validation import figstep_fidelity_summary, figstep_fidelity_table
@@ -46,9 +46,7 @@ def test_render_is_a_760_white_rgb_canvas_with_black_text():
 def test_matches_the_original_safebench_images(shared_data):
     """Every 10th SafeBench row (50 rows, all ten topics): >= 99.9 % of the pixels identical, each row."""
     root = shared_data / "figstep_safebench"
-    csv = root / "safebench.csv"
-    if not csv.is_file():
-        pytest.skip(f"{csv} is absent")
+    csv = require_shared(root / "safebench.csv")
     table = figstep_fidelity_table(csv, root / "images" / "SafeBench", every=10)
     s = figstep_fidelity_summary(table)
     print(

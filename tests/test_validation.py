@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pooch
 import pytest
+from conftest import require_shared
 from PIL import Image
 
 from toolshift import validation
@@ -236,8 +237,7 @@ def test_bad_fidelity_inputs_are_one_line_errors(tmp_path):
 @pytest.fixture
 def safebench_root(shared_data):
     root = shared_data / "figstep_safebench"
-    if not (root / "safebench.csv").is_file():
-        pytest.skip(f"{root / 'safebench.csv'} is absent")
+    require_shared(root / "safebench.csv")
     return root
 
 

@@ -20,6 +20,9 @@ API judges. Any server speaking the OpenAI chat-completions protocol works (Open
   backoff (`backoff_s * 2**i`, capped at `max_backoff_s`, at least a server's `Retry-After`) at most
   `max_retries` times and within `max_total_s` seconds per request; other statuses fail at once with
   the server's message. Redirects are not followed (they would move a POST and its key elsewhere).
+  A reply whose `message.content` is null (no text, no `refusal`, no content filter) is a failed
+  request too: retried likewise, never cached, and an ApiError when retries run out; a cache entry
+  holding one is asked again.
 """
 
 from __future__ import annotations
@@ -340,7 +343,11 @@ class ChatClient:
         attempt = 0
         while True:
             try:
-                return self._send_once(data)
+                response = self._send_once(data)
+                missing = _missing_text(response)
+                if missing:  # retried like a server error, never cached, never judged as an answer
+                    raise _Retryable(missing)
+                return response
             except _Retryable as exc:
                 attempt += 1
                 if attempt > s.max_retries:
@@ -449,6 +456,9 @@ def _parse(body: Mapping[str, Any]) -> tuple[str, str | None, int | None, int | 
             str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text"
         )
     if content is None:
+        missing = _missing_text(body)
+        if missing:
+            raise ApiError(missing)
         content = message.get("refusal") or ""  # OpenAI puts a declined answer here
     if not isinstance(content, str):
         raise ApiError(f"response message content has type {type(content).__name__}, expected a string")
@@ -464,6 +474,27 @@ def _parse(body: Mapping[str, Any]) -> tuple[str, str | None, int | None, int | 
         finish if isinstance(finish, str) else None,
         count("prompt_tokens"),
         count("completion_tokens"),
+    )
+
+
+def _missing_text(body: Mapping[str, Any]) -> str | None:
+    """Why a reply carries no answer at all, or None: `message.content` null (or absent) with no
+    `refusal` text, unless the provider's content filter stopped it (`finish_reason: content_filter`,
+    an answer of its own, kept and counted by the API backend). Such a reply is a failed request: an
+    empty string stored for it would be cached and judged safe."""
+    choices = body.get("choices") if isinstance(body, Mapping) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, Mapping) or message.get("content") is not None or message.get("refusal"):
+        return None
+    finish = choice.get("finish_reason")
+    if finish == "content_filter":
+        return None
+    return (
+        f"the reply has no text (message content null, finish_reason {finish!r}); see the server's log "
+        "(a reasoning model may spend the whole token budget before answering: raise max_new_tokens)"
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from toolshift.adapters import FamilyAdapter, get_adapter
-from toolshift.api_client import ApiSettings, ChatClient, ChatResult
+from toolshift.api_client import ApiError, ApiSettings, ChatClient, ChatResult
 from toolshift.contracts import read_episodes, read_prompts, write_parquet
 from toolshift.errors import ConfigError, ContractError
 from toolshift.inference import GENERATION_COLUMNS
@@ -116,17 +116,22 @@ def generate_api(
     do_sample = client.settings.do_sample
     bar = tqdm(total=len(episodes), desc="api", unit="episode", file=sys.stderr, disable=not progress)
 
-    def one(messages: list[dict[str, Any]]) -> ChatResult:
-        result = client.complete(messages, max_tokens=max_new_tokens)
+    def one(prompt_id: str, messages: list[dict[str, Any]]) -> ChatResult:
+        try:
+            result = client.complete(messages, max_tokens=max_new_tokens)
+        except ApiError as exc:
+            raise ApiError(f"prompt {prompt_id}: {exc}") from None
         bar.update(1)
         return result
 
+    ids = [str(ep["prompt_id"]) for ep in episodes]
+
     with bar:
         if workers == 1 or len(requests) <= 1:
-            results = [one(m) for m in requests]
+            results = [one(i, m) for i, m in zip(ids, requests, strict=True)]
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(one, requests))
+                results = list(pool.map(one, ids, requests))
     filtered = [
         ep["prompt_id"]
         for ep, r in zip(episodes, results, strict=True)

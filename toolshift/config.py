@@ -116,6 +116,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     if errors:
         raise ConfigError("config: " + _describe(_best_error(errors)))
     _check_names(completed)
+    check_layer_depths(completed)
     return completed
 
 
@@ -153,6 +154,72 @@ def _check_names(config: dict[str, Any]) -> None:
         if entry["source"] == "fixture":
             entry.setdefault("fixture", {})
             _DefaultingValidator(load_schema()["$defs"]["fixture"]).validate(entry["fixture"])
+            if entry["fixture"].get("planted"):
+                from toolshift.fixture_models.planted import PLANTED_FAMILY, check_spec
+
+                where = f"config: models.{name}"
+                if entry["family"] != PLANTED_FAMILY:
+                    family = entry["family"]
+                    raise ConfigError(
+                        f"{where}: fixture.planted is built for family {PLANTED_FAMILY!r}, not {family!r}"
+                    )
+                try:
+                    check_spec(entry["fixture"]["planted"], entry["fixture"]["num_layers"])
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+
+
+def model_depth(entry: Mapping[str, Any], model_dir: str | Path | None = None) -> int | None:
+    """The number of decoder layers of a model entry, where it is known without loading the model: a
+    fixture's `num_layers`; a hub model's `num_hidden_layers` in the `config.json` of its model folder once
+    that folder exists (the text config's, else the top level's). None otherwise (an API model, a folder
+    not there yet, a config that leaves the depth to the model class's default)."""
+    if entry.get("backend", "hf") != "hf":
+        return None
+    if entry.get("source") == "fixture":
+        layers = (entry.get("fixture") or {}).get("num_layers")
+        return int(layers) if isinstance(layers, int) and not isinstance(layers, bool) else None
+    if model_dir is None or not (Path(model_dir) / "config.json").is_file():
+        return None
+    import json
+
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the model load names the broken file
+    if not isinstance(cfg, dict):
+        return None
+    for key in ("text_config", "llm_config", "language_config"):
+        sub = cfg.get(key)
+        if isinstance(sub, dict) and isinstance(sub.get("num_hidden_layers"), int):
+            return int(sub["num_hidden_layers"])
+    layers = cfg.get("num_hidden_layers")
+    return int(layers) if isinstance(layers, int) and not isinstance(layers, bool) else None
+
+
+def check_layer_depths(config: Mapping[str, Any], results_root: str | Path | None = None) -> None:
+    """An integer `interventions.layer` is a decoder layer of every model that runs interventions:
+    fixtures from their config, hub models from `{results_root}/models/{name}/config.json` once their
+    folder exists (the first job that loads a model checks the rest: `toolshift.runner`). ConfigError
+    naming the model, its depth and the fix."""
+    from toolshift.interventions import all_intervention_ids, resolve_layer
+
+    interventions = config.get("interventions") or {}
+    layer = interventions.get("layer", "auto")
+    if isinstance(layer, str) or not all_intervention_ids(
+        interventions, list(config.get("datasets") or {}), config.get("conditions")
+    ):
+        return
+    for name, entry in (config.get("models") or {}).items():
+        folder = None if results_root is None else Path(results_root) / "models" / name
+        depth = model_depth(entry, folder)
+        if depth is None:
+            continue
+        try:
+            resolve_layer(layer, depth)
+        except ConfigError as exc:
+            where = "" if entry.get("source") == "fixture" else f" ({folder / 'config.json'})"
+            raise ConfigError(f"config: models.{name}{where}: {exc}") from None
 
 
 def _check_judges(config: dict[str, Any]) -> None:

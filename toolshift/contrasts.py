@@ -82,6 +82,7 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
 )
 """`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
 
+
 @dataclass(frozen=True)
 class Claim:
     """One claim: `pairs` maps the runs present (for one model, dataset, judge) to the (A, B) pairs to test,

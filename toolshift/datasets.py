@@ -28,13 +28,13 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from toolshift.contracts import PROMPT_COLUMNS, write_parquet
+from toolshift.contracts import PROMPT_COLUMNS, atomic_path, write_parquet
 from toolshift.downloads import DataSource, data_source
 from toolshift.errors import ConfigError, ContractError, DataError
 from toolshift.images import save_png
 from toolshift.registry import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
-from toolshift.typography import FIGSTEP_PROMPT, render_figstep
-from toolshift.typography_mmsb import render_mmsb_typo
+from toolshift.typography import FIGSTEP_PROMPT, figstep_problem, render_figstep
+from toolshift.typography_mmsb import mmsb_typo_problem, render_mmsb_typo
 
 TOPICS: tuple[str, ...] = SAFEBENCH_TOPICS
 """The ten SafeBench topics (FigStep, Gong et al. 2025), in SafeBench's order."""
@@ -211,6 +211,30 @@ def attack_image(attack: str, row: Mapping[str, Any], source: DataSource | None 
     raise ConfigError(f"unknown attack {attack!r}; known: figstep, mmsb_typo, image")
 
 
+UNRENDERABLE_ACTIONS: tuple[str, ...] = ("stop", "skip")
+"""What the prompts builder does with a row whose attack image would not carry its text (option
+`datasets.<name>.on_unrenderable`): stop with one line, or leave the row out and record it."""
+
+SKIPPED_COLUMNS: tuple[str, ...] = ("prompt_id", "harmful", "category", "reason")
+"""Columns of `data/{dataset}/skipped.csv`: the prompts left out because their image cannot carry them."""
+
+
+def attack_problem(attack: str, row: Mapping[str, Any]) -> str | None:
+    """Why the attack image of one row would not carry its text (a glyph the font lacks, a text too long
+    for the layout), or None. Downloaded images (`image`) are taken as they are."""
+    if attack == "figstep":
+        return figstep_problem(row["instruction"])
+    if attack == "mmsb_typo":
+        return mmsb_typo_problem(row["instruction"])
+    return None
+
+
+def write_skipped(skipped: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write the skipped prompts (SKIPPED_COLUMNS; a header alone when none) as CSV, atomically."""
+    with atomic_path(Path(path)) as tmp:
+        skipped.loc[:, list(SKIPPED_COLUMNS)].to_csv(tmp, index=False)
+
+
 def build_prompts(
     dataset: str,
     rows: pd.DataFrame,
@@ -220,22 +244,54 @@ def build_prompts(
     attack: str = "figstep",
     text_prompt: str = FIGSTEP_PROMPT,
     source: DataSource | None = None,
+    on_unrenderable: str = "stop",
+    skipped_csv: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Make each selected row's attack image under `results_root` and return the prompts table
     (PROMPT_COLUMNS; `image` relative to the results root). Images are written atomically.
 
     With a non-FigStep attack the table adds the column `text_prompt` (the row's own text prompt, else
     `text_prompt`); a FigStep table has no such column (every row takes FIGSTEP_PROMPT).
+
+    A row whose attack image would not carry its text (`attack_problem`) stops the build with DataError
+    naming the prompt and the reason (`on_unrenderable="stop"`), or is left out (`"skip"`); the rows left
+    out are written to `skipped_csv` when given (SKIPPED_COLUMNS, a header alone when none).
     """
     if not isinstance(dataset, str) or not _SAFE_ID.match(dataset):
         raise ConfigError(f"dataset name {dataset!r} is not usable as a directory name")
+    if on_unrenderable not in UNRENDERABLE_ACTIONS:
+        raise ConfigError(
+            f"datasets.{dataset}.on_unrenderable: {on_unrenderable!r} is not one of "
+            f"{', '.join(UNRENDERABLE_ACTIONS)}"
+        )
     rows = select_rows(check_rows(rows, f"dataset {dataset}"), limit_per_class)
+    skipped = []
+    for row in rows.to_dict("records"):
+        problem = attack_problem(attack, row)
+        if problem is None:
+            continue
+        if on_unrenderable == "stop":
+            raise DataError(
+                f"dataset {dataset}, prompt {row['prompt_id']}: {problem}; fix or shorten that row, or set "
+                f"datasets.{dataset}.on_unrenderable: skip to leave such prompts out (the book lists them)"
+            )
+        skipped.append({**{c: row[c] for c in SKIPPED_COLUMNS[:-1]}, "reason": problem})
+    skipped_frame = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
+    if skipped:
+        rows = rows[~rows["prompt_id"].isin(skipped_frame["prompt_id"])].reset_index(drop=True)
+        if rows.empty:
+            raise DataError(
+                f"dataset {dataset}: no prompt can be drawn ({len(skipped)} skipped; first, "
+                f"{skipped[0]['prompt_id']}: {skipped[0]['reason']})"
+            )
     root = Path(results_root)
     images = []
     for row in rows.to_dict("records"):
         rel = image_relpath(dataset, row["prompt_id"])
         save_png(attack_image(attack, row, source), root / rel)
         images.append(rel)
+    if skipped_csv is not None:
+        write_skipped(skipped_frame, skipped_csv)
     out = rows.assign(dataset=dataset, image=images)
     out["harmful"] = out["harmful"].astype(bool)
     columns = list(PROMPT_COLUMNS)
@@ -257,9 +313,12 @@ def build_dataset_prompts(
     data_mirror: str | os.PathLike[str] | None = None,
     data_cache: str | os.PathLike[str] | None = None,
     data_lock: str | os.PathLike[str] | None = None,
+    on_unrenderable: str = "stop",
+    skipped_csv: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Load a registered dataset (and the harmless rows of the `harmless` control dataset, drawn with
-    the same attack) and build its prompts table and attack images (see build_prompts).
+    the same attack) and build its prompts table and attack images (see build_prompts; a row its
+    attack cannot draw stops the build or, with `on_unrenderable="skip"`, goes to `skipped_csv`).
 
     Files come from `data_mirror` when given, else are downloaded into `data_cache` (default
     `<results_root>/cache/downloads`); hashes not pinned by the registry are checked against and recorded
@@ -285,6 +344,8 @@ def build_dataset_prompts(
         attack=spec.attack,
         text_prompt=spec.text_prompt,
         source=source,
+        on_unrenderable=on_unrenderable,
+        skipped_csv=skipped_csv,
     )
 
 

@@ -61,12 +61,18 @@ def build_fixture(
     num_heads: int = 4,
     vocab_size: int = 1536,
     image_size: int = 56,
+    planted: dict[str, Any] | bool | None = None,
+    episodes: dict[str, Any] | None = None,
 ) -> Path:
     """Build a tiny random model + processor of `family` from `seed`; `save_pretrained` both into `out_dir`.
 
     `vocab_size` is the BPE training target (the final vocabulary adds the special and refusal tokens);
     `image_size` is the vision tower's input side for the families with a fixed one (IMAGE_SIZE_STEP says
     what it must be a multiple of); the Qwen families resize dynamically and ignore it. Returns `out_dir`.
+
+    `planted` (Qwen2.5-VL only; `true` or `{layer, direct_asr, rel_reduction}`) makes the planted-mechanism
+    fixture of `toolshift.fixture_models.planted`, calibrated on `mini` with the episode options `episodes`
+    (the run's `episodes:` section); its record goes into the marker under `planted`.
     """
     import torch
     from transformers import GenerationConfig
@@ -84,6 +90,14 @@ def build_fixture(
         raise ConfigError(
             f"fixture image_size={image_size} for family {family!r} must be a multiple of {step}"
         )
+    if planted:
+        from toolshift.fixture_models import planted as planted_mod
+
+        if family != planted_mod.PLANTED_FAMILY:
+            raise ConfigError(
+                f"fixture.planted is built for family {planted_mod.PLANTED_FAMILY!r} only, not {family!r}"
+            )
+        planted_mod.check_spec(planted, num_layers)
     out = Path(out_dir)
     # fork_rng: seed the weights without touching the caller's global RNG state
     with torch.random.fork_rng(devices=[]):
@@ -96,6 +110,12 @@ def build_fixture(
             image_size=image_size,
         )
     model, processor = parts.model, parts.processor
+    record = None
+    if planted:
+        planted_mod.add_marker_token(model, processor.tokenizer)
+        record = planted_mod.calibrate(
+            model, processor, seed=seed, spec={} if planted is True else planted, episode_options=episodes
+        )
     eos_ids = [parts.token_id(t) for t in parts.eos_tokens]
     marker = {
         "family": family,
@@ -107,6 +127,12 @@ def build_fixture(
         "image_size": parts.image_size,
         "note": "tiny randomly initialised fixture: its outputs are noise",
     }
+    if record is not None:
+        marker["note"] = (
+            "planted-mechanism fixture: hand-set weights whose refusals follow a planted direction "
+            "(a positive control, not evidence about real models)"
+        )
+        marker["planted"] = planted_mod.record_dict(record)
     model.config.toolshift_fixture = marker
     model.generation_config = GenerationConfig(
         do_sample=False,

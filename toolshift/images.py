@@ -39,15 +39,42 @@ WHITE: tuple[int, int, int] = (255, 255, 255)
 # --------------------------------------------------------------------------- reading and writing
 
 
+HIGH_BIT_MODES: tuple[str, ...] = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Pillow's modes of 16- and 32-bit integer grayscale (a 16-bit grayscale PNG opens as `I;16`)."""
+
+
+def as_viewed(img: Image.Image, mode: str = "RGB") -> Image.Image:
+    """`img` converted to `mode` as an image viewer shows it, where Pillow's `convert` alone does not:
+
+    - 16-bit grayscale (`I;16*`, and `I` holding values above 255) is scaled to 8 bits (value / 257);
+      `convert` clips every value above 255 to white.
+    - Transparency (an alpha channel, or a palette or colour key marked transparent) is composited onto
+      white; `convert("RGB")` drops the alpha and shows the colour stored under transparent pixels.
+
+    A `mode` with alpha (RGBA, LA) keeps the image's transparency.
+    """
+    if img.mode in HIGH_BIT_MODES:
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode != "I" or (arr.size and arr.max() > 255):
+            arr = arr / 257.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha and mode not in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (*WHITE, 255)), rgba)
+    return img.convert(mode)
+
+
 def load_image(path: str | os.PathLike[str], mode: str = "RGB") -> Image.Image:
-    """Open an image and decode it fully (a corrupt or truncated file raises DataError naming it)."""
+    """Open an image and decode it fully (a corrupt or truncated file raises DataError naming it), and
+    convert it to `mode` as a viewer shows it (`as_viewed`: 16-bit scaled, transparency on white)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: image file not found")
     try:
         with Image.open(p) as img:
             img.load()
-            return img.convert(mode)
+            return as_viewed(img, mode)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{p}: cannot be decoded as an image ({type(exc).__name__}: {exc})") from None
 

@@ -411,7 +411,8 @@ def resolve_layer(layer_cfg: int | str, n_layers: int, vectors: xr.Dataset | Non
     if not 0 <= resolved < n_layers:
         raise ConfigError(
             f"interventions.layer: {layer} is out of range for a model with {n_layers} layers "
-            f"(expected {-n_layers}..{n_layers - 1})"
+            f"(expected {-n_layers}..{n_layers - 1}): set interventions.layer to auto or to a layer in "
+            "that range"
         )
     return resolved
 

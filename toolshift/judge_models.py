@@ -41,7 +41,7 @@ import pandas as pd
 
 from toolshift.errors import ConfigError, DataError
 from toolshift.judges import INVALID_PREFIX, request_texts
-from toolshift.modeling import DTYPES, _fixture_revision, resolve_device
+from toolshift.modeling import DTYPES, _fixture_revision, check_model_files, load_error, resolve_device
 
 # --------------------------------------------------------------------------- prompts (published layouts)
 
@@ -261,12 +261,12 @@ def load_judge_model(
     source = str(path_or_id)
     common: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     placement = {} if device == "cpu" else {"device_map": device}
+    check_model_files(source)  # a local folder: config.json there, no truncated file
     try:
         # the architecture is checked before any weights are read
         model_type = AutoConfig.from_pretrained(source, **common).model_type
-    except (OSError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"judge model {source!r} (revision {revision}) cannot be loaded: {msg}") from None
+    except Exception as exc:  # noqa: BLE001 - load_error keeps its own errors and re-raises the rest
+        raise load_error(exc, f"judge model {source!r} (revision {revision})", source) from None
     if model_type not in spec["model_types"]:
         raise ConfigError(
             f"judge model {source!r} has model_type {model_type!r}, but variant {variant!r} "
@@ -280,9 +280,8 @@ def load_judge_model(
             processor = AutoTokenizer.from_pretrained(source, **common)
             auto = AutoModelForCausalLM
         model = auto.from_pretrained(source, dtype=torch_dtype, use_safetensors=True, **placement, **common)
-    except (OSError, ValueError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"judge model {source!r} (revision {revision}) cannot be loaded: {msg}") from None
+    except Exception as exc:  # noqa: BLE001 - load_error keeps its own errors and re-raises the rest
+        raise load_error(exc, f"judge model {source!r} (revision {revision})", source) from None
     if device == "cpu":
         model.to(device)
     model.eval()

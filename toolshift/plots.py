@@ -183,6 +183,18 @@ def _style():
     return sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=1.0)
 
 
+def plot_not_drawn(out_png: str | Path, reason: str) -> str:
+    """A figure the run's config gives no data for (e.g. the dose-response curve of a run without `add`
+    interventions): a panel that says so, and the caption `Not drawn: {reason}`."""
+    caption = f"Not drawn: {reason}"
+    fig = _new_figure(1.6)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(caption, 90), ha="center", va="center", fontsize=10, wrap=True)
+    _save(fig, out_png)
+    return caption
+
+
 # --------------------------------------------------------------------------- ASR by condition
 
 
@@ -956,12 +968,8 @@ def _selected_alphas(
                 f"selection table: no row for model {model!r}, dataset {dataset!r} (expected its alpha)"
             )
         alpha = float(row["alpha"])
-        if not math.isfinite(alpha):
-            raise ContractError(
-                f"selection table: alpha of model {model!r}, dataset {dataset!r} is {row['alpha']!r}, "
-                "expected a finite number"
-            )
-        out[(model, dataset)] = alpha
+        # no alpha met the validation criteria (`none_qualifies`): show alpha = 1, the average tool shift
+        out[(model, dataset)] = alpha if math.isfinite(alpha) else 1.0
     return out
 
 
@@ -986,10 +994,10 @@ def plot_interventions(
     """Ablation and subtraction: ASR of direct and tool runs with and without each intervention, per model.
 
     Bars, top to bottom: direct; direct + α·tool vector (α from `selection`, i.e. tables/selection.csv,
-    else 1); the mean over seeds of direct + α·random vector (error bar: range over seeds); tool;
-    tool − tool vector (subtract); tool with the tool direction ablated. Colour is the base condition's,
-    hatching the intervention; other error bars are the table's 95 % Wilson intervals. Missing bars
-    (an intervention not run) are marked "not run". Returns the caption.
+    else 1, and 1 where no α met the selection criteria); the mean over seeds of direct + α·random vector
+    (error bar: range over seeds); tool; tool − tool vector (subtract); tool with the tool direction
+    ablated. Colour is the base condition's, hatching the intervention; other error bars are the table's
+    95 % Wilson intervals. Missing bars (an intervention not run) are marked "not run". Returns the caption.
     """
     rows = _rows_for_judge(asr, judge)
     kinds = rows["intervention"].map(intervention_kind)

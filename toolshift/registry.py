@@ -38,7 +38,7 @@ from PIL import Image
 
 from toolshift.downloads import DataSource, RemoteFile, check_relpath, fetch, fetch_archive
 from toolshift.errors import DataError
-from toolshift.images import load_image
+from toolshift.images import as_viewed, load_image
 from toolshift.typography import FIGSTEP_PROMPT
 from toolshift.typography_mmsb import MMSB_DEFAULT_PROMPT
 
@@ -138,7 +138,7 @@ class EmbeddedImage:
         try:
             with Image.open(io.BytesIO(self.data)) as img:
                 img.load()
-                return img.convert("RGB")
+                return as_viewed(img, "RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"{self.where}: image cannot be decoded ({type(exc).__name__}: {exc})") from None
 

@@ -32,6 +32,7 @@ from toolshift.contracts import ASR_COLUMNS, JUDGED_COLUMNS, read_table
 from toolshift.contrasts import contrasts_markdown
 from toolshift.episodes import EPISODE_CONDITIONS
 from toolshift.errors import ContractError, ToolshiftError
+from toolshift.guards import claim_book_dir, held_lock
 from toolshift.plots import pick_judge
 from toolshift.report_examples import example_episodes_markdown
 from toolshift.report_format import (
@@ -47,6 +48,7 @@ from toolshift.report_format import (
     with_ci,
 )
 from toolshift.report_provenance import (
+    attach_skipped,
     config_markdown,
     datasets_markdown,
     engines_markdown,
@@ -108,6 +110,7 @@ TABLE_PAGES: dict[str, str] = {
     "transfer": "interventions",
     "intervention_cost": "interventions",
     "validation_planted": "validation",
+    "validation_planted_model": "validation",
     "validation_figstep": "validation",
     "judge_human_agreement": "validation",
 }
@@ -118,6 +121,15 @@ FIXTURE_BANNER = (
     "They are noise and say nothing about real models."
 )
 """The warning shown at the top of every results-bearing page when a fixture model is in the run."""
+
+PLANTED_BANNER = (
+    "The planted-mechanism fixture is a positive control: its weights were set by hand so that a tool "
+    "turn lowers its ASR through a known direction. Its effect was put there on purpose; it shows that the "
+    "pipeline finds such an effect, not that real models have one."
+)
+"""Added to the warning when a planted-mechanism fixture is in the run."""
+PLANTED_LABEL = "planted: positive control"
+"""How tables label a planted-mechanism fixture's rows."""
 
 OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if c != "split")
 """Columns of `tables/over_refusal.csv` the book shows (refusal rate on harmless prompts)."""
@@ -130,16 +142,19 @@ def _label(prefix: str, name: str) -> str:
 # --------------------------------------------------------------------------- fragments
 
 
-def banner_markdown(fixture_models: Sequence[str]) -> str:
-    """The fixture warning admonition, or a MyST comment (renders nothing) when no fixture model is used."""
+def banner_markdown(fixture_models: Sequence[str], planted: Sequence[str] = ()) -> str:
+    """The fixture warning admonition, or a MyST comment (renders nothing) when no fixture model is used;
+    `planted` are the planted-mechanism fixtures among them (labelled as the positive control)."""
     if not fixture_models:
         return "% No fixture model in this run: no fixture warning.\n"
-    names = ", ".join(code(m) for m in fixture_models)
-    return f"```{{warning}}\n{FIXTURE_BANNER}\n\nFixture models in this run: {names}.\n```\n"
+    names = ", ".join(code(m) + (f" ({PLANTED_LABEL})" if m in planted else "") for m in fixture_models)
+    extra = f"\n\n{PLANTED_BANNER}" if any(m in planted for m in fixture_models) else ""
+    return f"```{{warning}}\n{FIXTURE_BANNER}{extra}\n\nFixture models in this run: {names}.\n```\n"
 
 
-def asr_headline_markdown(asr: pd.DataFrame, judge: str) -> str:
-    """Per model and dataset: ASR without and with the tool, the relative reduction and McNemar p."""
+def asr_headline_markdown(asr: pd.DataFrame, judge: str, planted: Sequence[str] = ()) -> str:
+    """Per model and dataset: ASR without and with the tool, the relative reduction and McNemar p; the
+    `planted` models (planted-mechanism fixtures) are labelled as the positive control."""
     rows = asr[(asr["intervention"] == "none") & (asr["judge"] == judge)]
     out = []
     for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
@@ -150,7 +165,7 @@ def asr_headline_markdown(asr: pd.DataFrame, judge: str) -> str:
         o = by.loc["tool_offered"] if "tool_offered" in by.index else None
         out.append(
             [
-                code(model),
+                code(model) + (f" ({PLANTED_LABEL})" if model in planted else ""),
                 code(dataset),
                 str(int(t["n"])),
                 with_ci(d["asr"], d["asr_ci_low"], d["asr_ci_high"]),
@@ -474,6 +489,18 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
         ("agreement, %", _get("percent_agreement", lambda x: DASH if is_missing(x) else f"{float(x):.1f}")),
         ("Cohen's κ", _get("kappa")),
     ],
+    "validation_planted_model": [
+        ("model", _get("model", code)),
+        ("check", _get("check", code)),
+        ("what is checked", _get("description")),
+        ("planted", _get("planted")),
+        (
+            "recovered [95 % CI]",
+            lambda r: number_with_ci(r.recovered, r.ci_low, r.ci_high, digits=3),
+        ),
+        ("criterion", _get("criterion")),
+        ("passed", _get("passed", _yes)),
+    ],
     "validation_planted": [
         ("check", _get("check", code)),
         ("what is checked", _get("description")),
@@ -504,11 +531,14 @@ TABLE_TITLES: dict[str, str] = {
     "judge_agreement": "How far the judges agree with each other",
     "judge_human_agreement": "Each judge against the human majority of the labelled file",
     "validation_planted": "Planted-truth recovery",
+    "validation_planted_model": "The planted-mechanism model through the whole DAG",
     "validation_figstep": "FigStep pixel fidelity",
 }
 """The title of each analysis table's section."""
 
 MISSING_TABLE_REASONS: dict[str, str] = {
+    "validation_planted_model": "This run has no planted-mechanism fixture (a model entry with "
+    "`fixture.planted`), so there is no positive control to recover.",
     "validation_figstep": "FigStep pixel fidelity was not checked in this run: it needs the original "
     "SafeBench "
     "images. Set `data_mirror` to a folder holding `figstep_safebench/`, or set "
@@ -525,6 +555,7 @@ EMPTY_TABLE_REASONS: dict[str, str] = {
     "asr_by_scale": "No condition of this run has a zoom box: there is no zoom scale to break ASR down by.",
     "contrasts": "No claim has both of its runs in this run.",
     "validation_figstep": "No FigStep originals were compared in this run.",
+    "validation_planted_model": "The planted model is calibrated on `mini`, which this run does not use.",
 }
 """What an empty table means, shown instead of an empty table."""
 
@@ -866,8 +897,8 @@ def write_book_sources(
     )
 
     fragments: dict[str, str] = {
-        "banner.md": banner_markdown(list(fixture_models)),
-        "asr_headline.md": asr_headline_markdown(asr, judge),
+        "banner.md": banner_markdown(list(fixture_models), planted_models_of(config)),
+        "asr_headline.md": asr_headline_markdown(asr, judge, planted_models_of(config)),
         "asr_conditions.md": asr_conditions_markdown(asr, judge),
         "asr_table.md": asr_full_markdown(asr),
         "over_refusal.md": over_refusal_markdown(over_refusal),
@@ -922,6 +953,15 @@ def fixture_models_of(config: Mapping[str, Any]) -> list[str]:
     return [name for name, entry in models_of(config) if entry.get("source") == "fixture"]
 
 
+def planted_models_of(config: Mapping[str, Any]) -> list[str]:
+    """The config's planted-mechanism fixtures (`fixture.planted` set)."""
+    return [
+        name
+        for name, entry in models_of(config)
+        if entry.get("source") == "fixture" and (entry.get("fixture") or {}).get("planted")
+    ]
+
+
 def _read_frames(paths: Mapping[str, str | os.PathLike[str]] | None) -> dict[str, pd.DataFrame]:
     out = {}
     for name, path in (paths or {}).items():
@@ -958,13 +998,17 @@ def build_report(
     """The book rule in one call: fragments from the result files, then the HTML build.
 
     `sources` is the repository's static book folder; when `book_dir` is elsewhere (a test's temporary
-    directory, a results folder per config) the static pages are copied there first. `tables`,
+    directory, a results folder per config) the static pages are copied there first, provided toolshift
+    owns that folder (`toolshift.guards.claim_book_dir`: new, empty or marked; anything else is refused
+    with a ConfigError before a file is touched). `tables`,
     `prompts` and `splits` map a name to a CSV or parquet file (see `write_book_sources`).
 
     Fixture models (`source: fixture`), `book.show_completions` and `headline_judge` come from the
     config; captions from the JSON object {figure name: caption} the figures rule writes. Returns
     `index_out`, which must be `{book_dir}/_build/html/index.html`.
     """
+    if sources is not None:  # write only into a book folder toolshift owns (created and marked here if new)
+        claim_book_dir(book_dir, sources)
     if sources is not None and Path(sources).resolve() != Path(book_dir).resolve():
         shutil.copytree(
             sources, book_dir, ignore=shutil.ignore_patterns("_build", "_generated"), dirs_exist_ok=True
@@ -999,7 +1043,7 @@ def build_report(
         tables=_read_frames(tables),
         episodes=episodes,
         results_root=results_root,
-        prompts=_read_frames(prompts),
+        prompts=attach_skipped(_read_frames(prompts), prompts),  # and each dataset's skipped.csv
         splits=_read_frames(splits),
         benchmarks_dir=benchmarks_dir,
         repo_dir=repo_dir,
@@ -1037,23 +1081,46 @@ def _last_error_line(output: str) -> str:
 def build_book(book_dir: str | os.PathLike[str], *, timeout: float = 900) -> Path:
     """Build the book to HTML with Jupyter Book 1.x, every warning an error; return `_build/html/index.html`.
 
-    `_build/` is removed first, so a failed build (ToolshiftError naming the last error line, or the
-    first internal link, image or anchor of the HTML that does not resolve) leaves no `index.html`
-    behind. Runs Jupyter Book from the current interpreter; needs no network.
+    The build goes to a temporary folder `_build/.building-*` and replaces `_build/html` only once it has
+    passed every check, so a build killed at any point leaves the previous book or none, never a partial
+    one whose `index.html` a rerun would take as complete. A failed build (ToolshiftError naming the last
+    error line, or the first internal link, image or anchor of the HTML that does not resolve) also removes
+    the previous `_build/html`, so it leaves no `index.html` behind. Two builds of one folder at once are
+    refused (a lock in `_build/`). Runs Jupyter Book from the current interpreter; needs no network.
     """
     book = Path(book_dir).resolve()
     if not (book / "_config.yml").is_file() or not (book / "_toc.yml").is_file():
         raise ContractError(f"{book}: not a book folder (needs _config.yml and _toc.yml)")
     build = book / "_build"
     html = build / "html"
-    if build.exists():
-        shutil.rmtree(build)
+    build.mkdir(exist_ok=True)
+    with held_lock(build / ".lock", f"book folder {book}"):
+        for stale in build.glob(".building-*"):  # left behind by a killed build
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=build))
+        try:
+            built = _jupyter_book_html(book, tmp, timeout)
+            if html.exists():  # the previous book goes only now, and with the temporary folder
+                html.rename(tmp / "previous")
+            built.rename(html)
+        except ToolshiftError:
+            shutil.rmtree(html, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return html / "index.html"
+
+
+def _jupyter_book_html(book: Path, out: Path, timeout: float) -> Path:
+    """Build `book` with its output under `out` and check it; the checked `html` folder."""
     cmd = [
         sys.executable,
         "-c",
         _JB_MAIN,
         "build",
         str(book),
+        "--path-output",
+        str(out),
         "--builder",
         "html",
         "--warningiserror",
@@ -1063,23 +1130,22 @@ def build_book(book_dir: str | os.PathLike[str], *, timeout: float = 900) -> Pat
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        shutil.rmtree(html, ignore_errors=True)
         raise ToolshiftError(f"jupyter-book build of {book} timed out after {timeout:g} s") from None
     output = proc.stdout + "\n" + proc.stderr
-    index = html / "index.html"
+    html = out / "_build" / "html"
     failed = (
-        proc.returncode != 0 or not index.is_file() or "There was an error in building your book" in output
+        proc.returncode != 0
+        or not (html / "index.html").is_file()
+        or "There was an error in building your book" in output
     )
     if failed:
-        shutil.rmtree(html, ignore_errors=True)
         raise ToolshiftError(f"jupyter-book build of {book} failed: {_last_error_line(output)}")
     broken = broken_internal_links(html)
     if broken:
-        shutil.rmtree(html, ignore_errors=True)
         raise ToolshiftError(
             f"jupyter-book build of {book}: {len(broken)} internal link(s) do not resolve, first {broken[0]}"
         )
-    return index
+    return html
 
 
 class _LinkCollector(HTMLParser):

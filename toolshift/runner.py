@@ -192,6 +192,11 @@ def run_job_here(job: InferenceJob) -> None:
     log.info(LOADED_LINE, job.model, engine.name, len(job.runs), job.dataset, job.shard)
     fallback: Engine | None = None
     try:
+        if isinstance(job.layer, int) and not isinstance(job.layer, bool):  # before any generation
+            try:
+                resolve_layer(job.layer, engine.n_layers)
+            except ConfigError as exc:
+                raise ConfigError(f"model {job.model} ({job.model_dir}): {exc}") from None
         files: dict[str, Any] = {}
         plans = [_plan(job, run, engine, files) for run in job.runs]
         free = [p for p in plans if p.free]

@@ -71,6 +71,21 @@ def mmsb_typo_text(key_phrase: str) -> tuple[str, int]:
     return text, lines
 
 
+def mmsb_typo_problem(key_phrase: str) -> str | None:
+    """Why the TYPO image of `key_phrase` would not carry it, or None: a glyph Liberation Sans lacks, or a
+    word wider than the 1024-px image (the layout wraps between words only, so it would be cut off)."""
+    from toolshift.typography import fit_problem, glyph_problem
+
+    problem = glyph_problem(key_phrase, mmsb_font_path())
+    if problem:
+        return problem
+    text, lines = mmsb_typo_text(key_phrase)
+    misfit = fit_problem(text, _font(), (MMSB_WIDTH, MMSB_FONT_SIZE * (lines + 1)), MMSB_TEXT_XY, 4)
+    if misfit is None:
+        return None
+    return f"the key phrase does not fit MM-SafetyBench's TYPO image: {misfit[0]}"
+
+
 def render_mmsb_typo(key_phrase: str) -> Image.Image:
     """Render one key phrase as an MM-SafetyBench TYPO image (RGB, 1024 px wide)."""
     if not isinstance(key_phrase, str) or not key_phrase.strip():

@@ -11,7 +11,9 @@ from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
-    prompts = build_dataset_prompts(smk.wildcards.dataset, Path(smk.params.results), **smk.params.options)
+    prompts = build_dataset_prompts(
+        smk.wildcards.dataset, Path(smk.params.results), skipped_csv=smk.output.skipped, **smk.params.options
+    )
     Path(smk.output.images).mkdir(parents=True, exist_ok=True)
     write_parquet(prompts, smk.output.prompts)
 

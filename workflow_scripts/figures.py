@@ -10,6 +10,7 @@ import json  # noqa: E402
 
 from toolshift.contracts import atomic_path, read_table  # noqa: E402
 from toolshift.intervention_cost import COST_TABLE_COLUMNS  # noqa: E402
+from toolshift.interventions import expand_interventions  # noqa: E402
 from toolshift.plots import (  # noqa: E402
     plot_asr_by_condition,
     plot_asr_by_judge,
@@ -19,6 +20,7 @@ from toolshift.plots import (  # noqa: E402
     plot_free_tool_use,
     plot_intervention_cost,
     plot_interventions,
+    plot_not_drawn,
     plot_pca,
     plot_probes,
     plot_projections,
@@ -55,18 +57,51 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
     asr = all_judges[all_judges["judge"] == judge]
     cost = table(smk.input.cost, COST_TABLE_COLUMNS)
     selection = table(smk.input.selection, SELECTION_COLUMNS)
+    kinds = intervention_kinds(smk.config, dataset)
+
+    def unless_none(kinds_needed, name, draw):
+        """Draw the figure, or say why not: the config runs none of the interventions it shows (None: any)."""
+        if kinds & set(kinds_needed or kinds):
+            return draw()
+        needed = " or ".join(f"`{k}`" for k in kinds_needed) + " " if kinds_needed else ""
+        key = f"interventions.{kinds_needed[0]}" if kinds_needed else "interventions"
+        return plot_not_drawn(
+            out[name],
+            f"this run has no {needed}interventions on {dataset} (set {key} in the config, with a model on "
+            "the hf backend, to draw it).",
+        )
+
     return {
         "asr_by_condition": plot_asr_by_condition(asr, out["asr_by_condition"], judge=judge),
-        "dose_response": plot_dose_response(asr, out["dose_response"]),
+        "dose_response": unless_none(
+            ["add"], "dose_response", lambda: plot_dose_response(asr, out["dose_response"])
+        ),
         "asr_by_category": plot_category_heatmap(
             table(smk.input.asr_by_category, ASR_TABLE_COLUMNS), out["asr_by_category"], judge
         ),
-        "interventions": plot_interventions(asr, out["interventions"], judge, selection),
+        "interventions": unless_none(
+            ["add", "subtract", "ablate"],
+            "interventions",
+            lambda: plot_interventions(asr, out["interventions"], judge, selection),
+        ),
         "asr_by_judge": plot_asr_by_judge(all_judges, out["asr_by_judge"]),
-        "intervention_cost": plot_intervention_cost(cost, asr, out["intervention_cost"], judge),
+        "intervention_cost": unless_none(
+            None,
+            "intervention_cost",
+            lambda: plot_intervention_cost(cost, asr, out["intervention_cost"], judge),
+        ),
         "free_tool_use": plot_free_tool_use(
             table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out["free_tool_use"]
         ),
+    }
+
+
+def intervention_kinds(config, dataset) -> set[str]:
+    """The kinds of intervention the config runs on `dataset` (none without a model on the hf backend)."""
+    if not any(entry.get("backend", "hf") == "hf" for entry in config["models"].values()):
+        return set()
+    return {
+        spec.kind for spec in expand_interventions(config["interventions"], dataset, config["conditions"])
     }
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
 
+from toolshift.interventions import expand_interventions  # noqa: E402
 from toolshift.runner import (  # noqa: E402
     InferenceJob,
     RunOutput,
@@ -28,6 +29,10 @@ def main(smk) -> None:
     else:  # an unsharded job writes each run's responses.parquet (and the costs) itself
         outputs = [(responses, None) for responses in smk.output.responses]
         costs = smk.output.costs if intervenes else None
+    layer = smk.params.get("layer")
+    if layer is None and expand_interventions(smk.config["interventions"], smk.wildcards.dataset):
+        # a condition job checks the interventions' layer against the model it loads, before generating
+        layer = smk.config["interventions"]["layer"]
     vectors = {}
     if "vectors" in smk.input.keys():
         vectors[smk.wildcards.get("source", smk.wildcards.dataset)] = smk.input.vectors
@@ -46,7 +51,7 @@ def main(smk) -> None:
             for run, (responses, states) in zip(runs, outputs, strict=True)
         ],
         vectors=vectors,
-        layer=smk.params.get("layer"),
+        layer=layer,
         free=dict(smk.params.free) if smk.params.get("free") else None,
         splits=smk.input.get("splits"),
         intervention_splits=list(smk.params.get("splits") or ["validation", "test"]),

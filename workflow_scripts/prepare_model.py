@@ -10,7 +10,7 @@ from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:
-    prepare_model(dict(smk.params.entry), Path(smk.output[0]))
+    prepare_model(dict(smk.params.entry), Path(smk.output[0]), episodes=dict(smk.params.episodes))
 
 
 run_step(snakemake, main)

@@ -1,0 +1,34 @@
+"""Rule validate_planted_model: the DAG's own tables and vectors on the planted-mechanism fixtures ->
+tables/validation_planted_model.csv (one row per recovery check; toolshift.planted_recovery)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
+
+from toolshift.contracts import write_csv  # noqa: E402
+from toolshift.planted_recovery import planted_recovery_tables  # noqa: E402
+from toolshift.workflow import log, run_step  # noqa: E402
+
+
+def main(smk) -> None:
+    table = planted_recovery_tables(
+        models=dict(zip(smk.params.models, smk.input.models, strict=True)),
+        vectors=list(smk.input.vectors),
+        datasets=list(smk.params.datasets),
+        judge=smk.params.judge,
+        asr_csv=smk.input.asr,
+        contrasts_csv=smk.input.contrasts,
+        negative_controls=list(smk.params.negative_controls),
+    )
+    failed = table.loc[~table["passed"], "check"].tolist()
+    log.info(
+        "planted model: %d/%d checks passed%s",
+        len(table) - len(failed),
+        len(table),
+        f" (failed: {', '.join(failed)})" if failed else "",
+    )
+    write_csv(table, smk.output[0])
+
+
+run_step(snakemake, main)
