@@ -397,6 +397,21 @@ def test_bootstraps_equal_a_plain_loop_with_their_defaults_and_at_other_settings
     )
     other = paired_bootstrap_ci(base, treat, stat=_diff, n_boot=300, seed=5, conf=0.8)  # the loop path
     assert other == pytest.approx(_reference_bootstrap(base, treat, _diff, 300, 5, 0.8))
+    # continuous data: every replicate counts, so n_boot and seed show in the percentiles
+    x, y = rng.random(17) + 0.5, rng.random(17)
+    assert paired_bootstrap_ci(x, y) == pytest.approx(_reference_bootstrap(x, y, _rr, 2000, 0, 0.95))
+    assert paired_bootstrap_diff_ci(x, y) == pytest.approx(_reference_bootstrap(x, y, _diff, 2000, 0, 0.95))
+    # a sparse reference: resamples without an unsafe reference answer are NaN and dropped (not -inf)
+    sparse_base = np.array([True, False, False, False, False, False])
+    sparse_treat = np.array([False, True, True, False, True, False])
+    expected = _reference_bootstrap(sparse_base, sparse_treat, _rr, 500, 2, 0.9)
+    assert paired_bootstrap_ci(sparse_base, sparse_treat, n_boot=500, seed=2, conf=0.9) == pytest.approx(
+        expected
+    )
+    lo, hi, used = bootstrap_relative_reduction_ci(sparse_base, sparse_treat, n_boot=500, seed=2, conf=0.9)
+    assert (lo, hi) == pytest.approx(expected) and 0 < used < 500
+    reps = bootstrap_relative_reductions(sparse_base, sparse_treat, 500, np.random.default_rng(2))
+    assert np.isnan(reps).sum() == 500 - used and not np.isinf(reps).any()
 
 
 def test_one_replicate_and_one_prompt_are_enough():
@@ -408,7 +423,8 @@ def test_one_replicate_and_one_prompt_are_enough():
     for f in (paired_bootstrap_ci, paired_bootstrap_diff_ci):
         lo, hi = f(base, treat, n_boot=1)
         assert lo == hi and not math.isnan(lo), f.__name__
-    assert bootstrap_relative_reduction_ci(base, treat, n_boot=1)[2] in (0, 1)
+    lo, hi, used = bootstrap_relative_reduction_ci(base, treat, n_boot=1, seed=3)
+    assert (lo, hi, used) == (*_reference_bootstrap(base, treat, _rr, 1, 3, 0.95), 1)
     for f in (paired_bootstrap_ci, paired_bootstrap_diff_ci):
         assert all(math.isnan(x) for x in f(base, treat, n_boot=0)), f.__name__
     assert bootstrap_relative_reduction_ci(base, treat, n_boot=0)[2] == 0
@@ -475,11 +491,15 @@ def test_bonett_price_against_the_formula(both, only_num, only_den):
     if base.any():
         lo, hi = _bonett_price(both, only_num, only_den)
         assert relative_reduction_ci(base, treat) == pytest.approx((1 - hi, 1 - lo))
+        lo, hi = _bonett_price(both, only_num, only_den, 0.8)
+        assert relative_reduction_ci(base, treat, 0.8) == pytest.approx((1 - hi, 1 - lo))
 
 
 def test_interval_input_checks():
     with pytest.raises(ValueError, match=r"^paired_ratio_ci needs counts >= 0, got 1, -1, 0$"):
         paired_ratio_ci(1, -1, 0)
+    with pytest.raises(ValueError, match=r"^paired_ratio_ci needs counts >= 0, got 1, 0, -1$"):
+        paired_ratio_ci(1, 0, -1)
     with pytest.raises(ValueError, match=r"^wilson_ci needs 0 <= k <= n, got k=-1, n=5$"):
         wilson_ci(-1, 5)
     with pytest.raises(ValueError, match=r"wilson_ci needs 0 <= k <= n, got k=3, n=2"):
