@@ -36,7 +36,7 @@ import pandas as pd
 
 from toolshift.interventions import NO_INTERVENTION, parse_intervention_id
 from toolshift.stats import wilson_ci
-from toolshift.validation import PLANTED_COLUMNS
+from toolshift.validation import PLANTED_COLUMNS, check_row
 
 PLANTED_MODEL_COLUMNS: tuple[str, ...] = ("model", *PLANTED_COLUMNS)
 """`tables/validation_planted_model.csv`."""
@@ -47,27 +47,11 @@ MIN_GIVEN_BACK = 0.5
 """The share of the tool drop that subtracting or ablating the tool vector must give back."""
 
 
-def _row(
-    model: str,
-    check: str,
-    description: str,
-    planted: Any,
-    recovered: float,
-    criterion: str,
-    passed: bool,
-    ci: tuple[float, float] = (math.nan, math.nan),
-) -> dict[str, Any]:
-    return {
-        "model": model,
-        "check": check,
-        "description": description,
-        "planted": planted,
-        "recovered": float(recovered),
-        "criterion": criterion,
-        "passed": bool(passed and not math.isnan(float(recovered))),
-        "ci_low": float(ci[0]),
-        "ci_high": float(ci[1]),
-    }
+def _row(model: str, check: str, description: str, planted: Any, recovered: float, criterion: str,
+         passed: bool, ci: tuple[float, float] = (math.nan, math.nan)) -> dict[str, Any]:  # fmt: skip
+    """A `check_row` of `model`; a NaN recovery never passes."""
+    passed = bool(passed and not math.isnan(float(recovered)))
+    return {"model": model, **check_row(check, description, planted, recovered, criterion, passed, ci)}
 
 
 def _asr_rows(asr: pd.DataFrame, model: str, dataset: str, judge: str) -> pd.DataFrame:

@@ -202,7 +202,7 @@ def _stream(seed: int, *key: int) -> int:
     return int(np.random.SeedSequence([int(seed), *key]).generate_state(1)[0])
 
 
-def _row(
+def check_row(
     check: str,
     description: str,
     planted: Any,
@@ -211,6 +211,7 @@ def _row(
     passed: bool,
     ci: tuple[float, float] = (math.nan, math.nan),
 ) -> dict[str, Any]:
+    """One row of a planted-truth table (PLANTED_COLUMNS)."""
     return {
         "check": check,
         "description": description,
@@ -263,7 +264,7 @@ def planted_truth_table(
         for m, s in studies.items()
     )
     rows.append(
-        _row(
+        check_row(
             "tool_vector",
             "The tool vector estimated on train prompts points along the planted one in every layer and "
             "model.",
@@ -274,7 +275,7 @@ def planted_truth_table(
         )
     )
     rows.append(
-        _row(
+        check_row(
             "refusal_direction",
             "The refusal direction estimated on train prompts points along the planted one in every layer "
             "and model.",
@@ -287,7 +288,7 @@ def planted_truth_table(
     selected = [int(vecs[m].attrs["selected_layer"]) for m in models]
     wrong = [layer for layer in selected if layer != PLANTED_LAYER]
     rows.append(
-        _row(
+        check_row(
             "selected_layer",
             f"Layer selection on validation prompts picks the planted layer {PLANTED_LAYER} in every model.",
             PLANTED_LAYER,
@@ -299,7 +300,7 @@ def planted_truth_table(
     candidates = selection_mod.candidate_layers(N_LAYERS)
     n_decoy = sum(layer == DECOY_LAYER for layer in selected)
     rows.append(
-        _row(
+        check_row(
             "decoy_excluded",
             f"A stronger decoy alignment in layer {DECOY_LAYER}, inside the excluded last 20 % of layers, "
             "is never selected.",
@@ -319,7 +320,7 @@ def planted_truth_table(
     tool_rows = asr[asr["condition"] == "tool"]
     max_p = float(tool_rows["mcnemar_p"].max())
     rows.append(
-        _row(
+        check_row(
             "asr_mcnemar",
             f"The planted ASR reduction of tool vs direct ({PLANTED_RR:g}) is significant on the test "
             "prompts of every model (McNemar, ASR table).",
@@ -335,7 +336,7 @@ def planted_truth_table(
     mean_row = head[head["model"] == headline_mod.MEAN_MODEL].iloc[0]
     lo, hi = float(mean_row["rel_reduction_ci_low"]), float(mean_row["rel_reduction_ci_high"])
     rows.append(
-        _row(
+        check_row(
             "headline_rr",
             "The planted relative ASR reduction lies inside the headline's bootstrap CI (mean over models, "
             "test prompts).",
@@ -357,7 +358,7 @@ def planted_truth_table(
     boot_lo, boot_hi = null_tool["rel_reduction_boot_ci_low"], null_tool["rel_reduction_boot_ci_high"]
     fp_boot = int(((boot_lo > 0) | (boot_hi < 0)).sum())
     rows.append(
-        _row(
+        check_row(
             "null_mcnemar_fpr",
             f"Without an effect, McNemar rejects at {NOMINAL:g} no more often than chance allows "
             f"({n_null} null replicates, ASR table).",
@@ -368,7 +369,7 @@ def planted_truth_table(
         )
     )
     rows.append(
-        _row(
+        check_row(
             "null_bootstrap_fpr",
             f"Without an effect, the paired bootstrap CI of the relative reduction excludes 0 no more often "
             f"than chance allows ({n_null} null replicates, ASR table).",
@@ -387,7 +388,7 @@ def planted_truth_table(
         ((null_means["rel_reduction_ci_low"] > 0) | (null_means["rel_reduction_ci_high"] < 0)).sum()
     )
     rows.append(
-        _row(
+        check_row(
             "null_headline_fpr",
             f"Without an effect, the headline CI (mean over {n_models} model(s)) excludes 0 no more often "
             f"than chance allows ({n_null} null replicates).",
