@@ -55,7 +55,7 @@ $(VLLM_STAMP): $(VLLM_REQUIREMENTS) envs/torchvision_guard.py pyproject.toml
 	$(VLLM_BIN)/python -c 'import sys, importlib.metadata as m; print(*(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' \
 		$$(sed -n 's/^#! keep://p' $(VLLM_REQUIREMENTS)) | tr ' ' '\n' > $(VLLM_VENV)/constraints.txt
 	$(VLLM_BIN)/python -m pip install --quiet -c $(VLLM_VENV)/constraints.txt -e .
-	$(VLLM_BIN)/python -c "import torchvision, vllm, toolshift.engines.vllm_extension"
+	$(VLLM_BIN)/python -c "import torchvision, vllm, toolshift.models.engines.vllm_extension"
 	touch $@
 
 vllm-env: $(VLLM_STAMP)

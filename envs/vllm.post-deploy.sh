@@ -3,3 +3,5 @@
 # its declared dependencies, as `make vllm-env` does (see envs/vllm-requirements.txt, `#! no-deps:`).
 set -euo pipefail
 python -m pip install --no-deps --ignore-requires-python "vllm-lens==1.3.0"
+# toolshift itself, from the checkout whose Snakefile runs (rules/common.smk exports TOOLSHIFT_REPO)
+python -m pip install --no-deps -e "${TOOLSHIFT_REPO:?rules/common.smk sets TOOLSHIFT_REPO}"

@@ -49,9 +49,9 @@ rule book:
     conda:
         ENV
     params:
-        book_dir=lambda wc, output: results_root_of(output[0], "_build/html/index.html"),
-        results=lambda wc, input: results_root_of(input.asr, "tables/asr.csv"),
+        book_dir=config["book_dir"],
+        results=RESULTS,
         repo=workflow.basedir,
         config=config,
     script:
-        "../workflow_scripts/build_book.py"
+        "../workflow_scripts/book.py"

@@ -1,14 +1,25 @@
 # Shared by every stage: config validation, path helpers and the lists the DAG is expanded over.
+import os
 import re
-import sys
+from importlib.util import find_spec
 from pathlib import Path
 
-sys.path.insert(0, workflow.basedir)
+# toolshift is installed in the environment that runs Snakemake (`make install`: editable, from this checkout)
+# and in the rules' conda environment (environment.post-deploy.sh installs TOOLSHIFT_REPO), so neither the
+# Snakefile nor a rule script edits sys.path.
+_spec = find_spec("toolshift")
+if _spec is None or Path(_spec.origin).resolve().parents[1] != Path(workflow.basedir).resolve():
+    raise WorkflowError(
+        f"toolshift must be installed from this checkout ({workflow.basedir}), found "
+        + (f"{Path(_spec.origin).parent}" if _spec else "none")
+        + ": run `make install` or `pip install -e .` in it"
+    )
+os.environ["TOOLSHIFT_REPO"] = str(Path(workflow.basedir).resolve())
 
-from toolshift.config import check_layer_depths, validate_config
+from toolshift.common.config import check_layer_depths, validate_config
 from toolshift.errors import ToolshiftError
-from toolshift.guards import check_book_dir, lock_results, unlock_results
-from toolshift.interventions import (
+from toolshift.common.guards import check_book_dir, lock_results, unlock_results
+from toolshift.analysis.interventions import (
     expand_interventions,
     transfer_alphas,
     transfer_id,
@@ -127,20 +138,68 @@ def gpu_job_mem_mb(wildcards):
     return max(config["generation"]["gpu_mem_mb"], 2000)
 
 
-def inference_job_params(wildcards, input):
+def inference_job_params(wildcards):
     """What an inference job needs besides its files: the model entry, generation settings, sharding."""
     return {
-        "results": results_root_of(input.prompts, "data/*/prompts.parquet"),
+        "results": RESULTS,
         "entry": config["models"][wildcards.model],
         "generation": config["generation"],
         "n_shards": len(SHARDS),
     }
 
 
+def transfer_job_params(wildcards):
+    """An unsharded transfer job's parameters: inference_job_params with one shard."""
+    return {**inference_job_params(wildcards), "n_shards": 1}
+
+
+def transfer_run_ids(wildcards):
+    """The transfer run ids of one source dataset."""
+    return [run.format(source=wildcards.source) for run in TRANSFER_RUNS]
+
+
+def transfer_cost_files(wildcards):
+    """The cost tables of every transfer job into one (model, target dataset)."""
+    return [
+        res(f"costs/{wildcards.model}/{wildcards.dataset}/transfer/{source}.parquet")
+        for source in transfer_sources(config["interventions"], wildcards.dataset)
+    ]
+
+
+def model_entry(wildcards):
+    """A model's config entry."""
+    return config["models"][wildcards.model]
+
+
+def judge_entry(wildcards):
+    """A model judge's config entry (judge_models)."""
+    return config["judge_models"][wildcards.judge]
+
+
+def judge_gpus(wildcards):
+    """GPUs a judge job holds: one for a model judge, none for the keyword and API judges."""
+    return int(wildcards.judge in MODEL_JUDGES)
+
+
+def has_activations(wildcards):
+    """Whether a model's runs write activations (HF-backend models; API models do not)."""
+    return wildcards.model in HF_MODELS
+
+
+def dataset_options(wildcards):
+    """What building a dataset's prompts needs: its config entry and the data mirror, cache and lock."""
+    return {
+        **config["datasets"][wildcards.dataset],
+        "data_mirror": config["data_mirror"],
+        "data_cache": config["data_cache"],
+        "data_lock": config["data_lock"],
+    }
+
+
 def intervention_base_episodes(wildcards):
     """The episodes the interventions run on: their base conditions (direct for add/random, tool for
     subtract/ablate, the condition an ablate_refusal_{condition} names)."""
-    from toolshift.interventions import parse_intervention_id
+    from toolshift.analysis.interventions import parse_intervention_id
 
     bases = dict.fromkeys(parse_intervention_id(i).base_condition for i in COMMON_INTERVENTIONS)
     return [res(f"episodes/{wildcards.dataset}/{base}.jsonl") for base in bases]
@@ -149,11 +208,6 @@ def intervention_base_episodes(wildcards):
 def interventions_of(dataset):
     """The intervention ids run on one dataset (transfer runs belong to their target dataset)."""
     return [spec.id for spec in expand_interventions(config["interventions"], dataset, CONDITIONS)]
-
-
-def results_root_of(path, pattern):
-    """The folder that holds `path` as `pattern` (e.g. the results root above data/*/prompts.parquet)."""
-    return str(Path(path).parents[pattern.count("/")])
 
 
 def run_outputs(model, dataset):
@@ -221,7 +275,7 @@ def judged_runs(wildcards):
 
 
 def judge_options_for(judge, results_root):
-    """Keyword arguments for toolshift.judges.judge_frame (the judge model dir is added by the script)."""
+    """Keyword arguments for toolshift.judges.keyword.judge_frame (the judge model dir is added by the script)."""
     if judge == "keyword":
         return {"list_name": config["keyword_list"]}
     if judge == "api":

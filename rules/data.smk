@@ -14,15 +14,10 @@ rule prompts:
     conda:
         ENV
     params:
-        results=lambda wc, output: results_root_of(output.prompts, "data/*/prompts.parquet"),
-        options=lambda wc: {
-            **config["datasets"][wc.dataset],
-            "data_mirror": config["data_mirror"],
-            "data_cache": config["data_cache"],
-            "data_lock": config["data_lock"],
-        },
+        results=RESULTS,
+        options=dataset_options,
     script:
-        "../workflow_scripts/build_prompts.py"
+        "../workflow_scripts/prompts.py"
 
 
 rule splits:
@@ -40,4 +35,4 @@ rule splits:
     params:
         splits=config["splits"],
     script:
-        "../workflow_scripts/make_splits.py"
+        "../workflow_scripts/splits.py"

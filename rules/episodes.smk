@@ -16,8 +16,8 @@ rule episodes:
     conda:
         ENV
     params:
-        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
+        results=RESULTS,
         conditions=CONDITIONS,
         options=config["episodes"],
     script:
-        "../workflow_scripts/build_episodes.py"
+        "../workflow_scripts/episodes.py"

@@ -74,8 +74,8 @@ rule infer_api:
     resources:
         api=1,
     params:
-        results=lambda wc, input: results_root_of(input.prompts, "data/*/prompts.parquet"),
-        entry=lambda wc: config["models"][wc.model],
+        results=RESULTS,
+        entry=model_entry,
         max_new_tokens=config["generation"]["max_new_tokens"],
         cache_dir=api_cache_dir,
     script:
@@ -94,6 +94,6 @@ rule validate_runs:
         ENV
     params:
         conditions=CONDITIONS,
-        require_activations=lambda wc: wc.model in HF_MODELS,
+        require_activations=has_activations,
     script:
         "../workflow_scripts/validate_runs.py"

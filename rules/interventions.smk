@@ -45,10 +45,7 @@ rule merge_interventions:
             res("interventions/{{model}}/{{dataset}}/shards/{shard}"),
             shard=SHARDS if COMMON_INTERVENTIONS else [],
         ),
-        transfer_costs=lambda wc: [
-            res(f"costs/{wc.model}/{wc.dataset}/transfer/{source}.parquet")
-            for source in transfer_sources(config["interventions"], wc.dataset)
-        ],
+        transfer_costs=transfer_cost_files,
     output:
         responses=expand(
             res("interventions/{{model}}/{{dataset}}/{intervention}/responses.parquet"),
@@ -99,8 +96,8 @@ if TRANSFER_RUNS:  # transfer runs exist only with interventions.transfer.pairs
             gpu=1,
             mem_mb=gpu_job_mem_mb,
         params:
-            job=lambda wc, input: {**inference_job_params(wc, input), "n_shards": 1},
-            runs=lambda wc: [run.format(source=wc.source) for run in TRANSFER_RUNS],
+            job=transfer_job_params,
+            runs=transfer_run_ids,
             layer=config["interventions"]["layer"],
             splits=config["interventions"]["splits"],
             cost=config["cost"],

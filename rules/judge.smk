@@ -16,7 +16,7 @@ rule prepare_judge:
     conda:
         ENV
     params:
-        entry=lambda wc: config["judge_models"][wc.judge],
+        entry=judge_entry,
     script:
         "../workflow_scripts/prepare_judge.py"
 
@@ -34,7 +34,7 @@ rule judge:
     conda:
         ENV
     resources:
-        gpu=lambda wc: int(wc.judge in MODEL_JUDGES),
+        gpu=judge_gpus,
     params:
         options=judge_options,
         models=MODELS,

@@ -13,7 +13,7 @@ rule model:
     conda:
         ENV
     params:
-        entry=lambda wc: config["models"][wc.model],
+        entry=model_entry,
         episodes=config["episodes"],
     script:
-        "../workflow_scripts/prepare_model.py"
+        "../workflow_scripts/model.py"

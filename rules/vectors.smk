@@ -21,4 +21,4 @@ rule vectors:
         probes=config["probes"],
         seed=config["stats"]["seed"],
     script:
-        "../workflow_scripts/compute_vectors.py"
+        "../workflow_scripts/vectors.py"

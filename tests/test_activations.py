@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 
 import toolshift
-from toolshift.activations import concat_shards, read_activations, to_dataset, write_activations
 from toolshift.contracts import ACTIVATION_ATTRS, ACTIVATION_DIMS
 from toolshift.errors import ContractError
+from toolshift.models.activations import concat_shards, read_activations, to_dataset, write_activations
 
 ATTRS = {"model": "fixture-llava", "revision": "fixture-seed0", "condition": "tool"}
 

@@ -16,7 +16,8 @@ import json
 import pytest
 import torch
 
-from toolshift.adapters import (
+from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.models.adapters import (
     ADAPTERS,
     DEEPEYES_ANSWER_FORMAT,
     DEEPEYES_CALL_REASONING,
@@ -31,8 +32,7 @@ from toolshift.adapters import (
     get_adapter,
     relative_bbox,
 )
-from toolshift.errors import ConfigError, ContractError, DataError
-from toolshift.fixtures import ZOOM_TOOL, synthetic_episodes
+from toolshift.models.fixtures import ZOOM_TOOL, synthetic_episodes
 
 BBOX = [0, 0, 210, 320]  # synthetic episode 1's box
 DEEPEYES_SYSTEM_SHA256 = "1fc5b8b5ebdc9b24d6a9281071222872c8542dd65a4a4be1e70d9760c3a7f99f"
@@ -89,7 +89,7 @@ def test_registry_and_unknown_family():
 
 
 def test_episode_zoom_tool_name_is_the_episodes_one():
-    from toolshift.episodes import TOOL_NAME
+    from toolshift.episodes.build import TOOL_NAME
 
     assert EPISODE_ZOOM_TOOL == TOOL_NAME == ZOOM_TOOL["function"]["name"]
 
@@ -364,8 +364,8 @@ def test_native_calls_map_back_to_the_episode_call():
 @pytest.fixture(scope="module")
 def real_episodes(tmp_path_factory):
     """The episodes of every condition for two mini prompts, as the DAG builds them."""
-    from toolshift.datasets import build_prompts, load_mini
-    from toolshift.episodes import EPISODE_CONDITIONS, build_episodes_by_condition
+    from toolshift.datasets.prompts import build_prompts, load_mini
+    from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes_by_condition
 
     root = tmp_path_factory.mktemp("every_condition")
     prompts = build_prompts("mini", load_mini(), root, limit_per_class=1)
@@ -387,7 +387,7 @@ def test_every_condition_shares_the_family_system_prompt_and_answer_format(famil
     """Every condition of a family renders with the same system prompt and the same question turn
     (answer-format instruction included), byte for byte, once the tool parts are taken out; the scripted
     call carries the family's reasoning prefix and the text trail names the family's own tool and box."""
-    from toolshift.episodes import EPISODE_CONDITIONS, text_trail_line
+    from toolshift.episodes.build import EPISODE_CONDITIONS, text_trail_line
 
     root, episodes = real_episodes
     adapter = get_adapter(family)

@@ -9,7 +9,8 @@ import math
 import pandas as pd
 import pytest
 
-from toolshift.agreement import (
+from toolshift.errors import ContractError, DataError
+from toolshift.judges.agreement import (
     HUMAN_AGREEMENT_COLUMNS,
     PAIRWISE_COLUMNS,
     asr_by_judge,
@@ -21,8 +22,7 @@ from toolshift.agreement import (
     read_labelled_csv,
     verdict_matrix,
 )
-from toolshift.errors import ContractError, DataError
-from toolshift.judges import judge_frame
+from toolshift.judges.keyword import judge_frame
 
 # --------------------------------------------------------------------------- synthetic labelled set
 # No harmful content anywhere: refusals, compliant-looking replies that say nothing harmful (humans: safe),

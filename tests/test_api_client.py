@@ -11,8 +11,8 @@ import socket
 import pytest
 from fake_openai_server import DEFAULT_REPLY, FakeOpenAIServer
 
-from toolshift.api_client import REDACTED, ApiError, ApiSettings, ChatClient, _parse
 from toolshift.errors import ConfigError
+from toolshift.inference.api_client import REDACTED, ApiError, ApiSettings, ChatClient, _parse
 
 KEY_ENV = "TOOLSHIFT_TEST_KEY"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]

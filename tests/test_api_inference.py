@@ -16,15 +16,15 @@ import pytest
 from fake_openai_server import DEFAULT_REPLY, FakeOpenAIServer
 from PIL import Image
 
-from toolshift.adapters import FamilyAdapter
-from toolshift.api_client import ApiSettings, ChatClient
-from toolshift.api_inference import generate_api, image_data_url, render_openai_messages, run_api_inference
+from toolshift.checks.run_contracts import run_problems
 from toolshift.contracts import RESPONSE_COLUMNS, read_responses
-from toolshift.datasets import build_prompts, load_mini, write_prompts
-from toolshift.episodes import build_episodes, write_episodes
+from toolshift.datasets.prompts import build_prompts, load_mini, write_prompts
+from toolshift.episodes.build import build_episodes, write_episodes
 from toolshift.errors import ConfigError
-from toolshift.inference import GENERATION_COLUMNS
-from toolshift.validate import run_problems
+from toolshift.inference.api import generate_api, image_data_url, render_openai_messages, run_api_inference
+from toolshift.inference.api_client import ApiSettings, ChatClient
+from toolshift.models.adapters import FamilyAdapter
+from toolshift.models.generation import GENERATION_COLUMNS
 
 KEY_ENV = "TOOLSHIFT_TEST_KEY"
 CONDITIONS = ("direct", "tool", "text_trail")

@@ -23,12 +23,12 @@ import yaml
 from fake_openai_server import FakeOpenAIServer
 from test_workflow import REPO, SNAKEMAKE, reduced_config, snakemake
 
-from toolshift.activations import read_activations, to_dataset, write_activations
-from toolshift.api_client import ApiError, ApiSettings, ChatClient
 from toolshift.contracts import RESPONSE_COLUMNS, read_table
+from toolshift.datasets.images import clamp_bbox, load_image, zoom
 from toolshift.errors import ConfigError, ContractError, DataError, ToolshiftError
-from toolshift.images import clamp_bbox, load_image, zoom
-from toolshift.report import build_book
+from toolshift.inference.api_client import ApiError, ApiSettings, ChatClient
+from toolshift.models.activations import read_activations, to_dataset, write_activations
+from toolshift.report.build import build_book
 
 # --------------------------------------------------------------------------- helpers
 
@@ -182,8 +182,8 @@ def test_foreign_book_dir(tmp_path):
     own that would make the DAG say "Nothing to be done") is refused with one line before any job, and
     nothing in it changes; the library refuses it too. New, empty and marked folders and the repository's
     own book/ are accepted."""
-    from toolshift.guards import BOOK_MARKER, check_book_dir, claim_book_dir
-    from toolshift.report import build_report
+    from toolshift.common.guards import BOOK_MARKER, check_book_dir, claim_book_dir
+    from toolshift.report.build import build_report
 
     docs = tmp_path / "docs"
     (docs / "_build" / "html").mkdir(parents=True)
@@ -317,7 +317,7 @@ def test_killed_book_build_leaves_no_partial_book(tmp_path):
     previous = _tree(book / "_build" / "html")
     checking = tmp_path / "checking"
     script = (
-        "import sys, time\nfrom pathlib import Path\nimport toolshift.report as report\n"
+        "import sys, time\nfrom pathlib import Path\nimport toolshift.report.build as report\n"
         "def hang(html_dir):\n    Path(sys.argv[2]).write_text(str(html_dir))\n    time.sleep(300)\n"
         "report.broken_internal_links = hang\nreport.build_book(sys.argv[1])\n"
     )
@@ -403,7 +403,7 @@ def test_truncated_activations(tmp_path):
 
 def test_truncated_activations_stop_the_merge(tmp_path):
     """merge_shards (rule merge_run) refuses a truncated shard and writes neither merged file."""
-    from toolshift.runner import merge_shards
+    from toolshift.inference.runner import merge_shards
 
     shard = _activations(tmp_path / "000.nc")
     shard.write_bytes(shard.read_bytes()[:100])
@@ -441,7 +441,7 @@ def test_missing_api_key(tmp_path):
 
 def test_missing_api_key_for_the_api_judge(tmp_path):
     """The API judge stops with one line naming the variable, before any request or cache file."""
-    from toolshift.judges import judge_frame
+    from toolshift.judges.keyword import judge_frame
 
     responses = pd.DataFrame({"prompt_id": ["p1"], "dataset": ["d"], "response": ["Sure."]})
     prompts = pd.DataFrame({"prompt_id": ["p1"], "dataset": ["d"], "question": ["q?"], "instruction": ["q."]})
@@ -494,8 +494,8 @@ LONG_INSTRUCTION = "Steps to " + "do this thing " * 714  # 10,005 characters
 def test_attack_text_too_long_for_the_figstep_image(tmp_path):
     """A 10,000-character instruction stops the prompts build naming the prompt and what fits; with
     `on_unrenderable: skip` it is left out, recorded in skipped.csv, and the book lists it."""
-    from toolshift.datasets import build_prompts
-    from toolshift.report_provenance import attach_skipped, datasets_markdown
+    from toolshift.datasets.prompts import build_prompts
+    from toolshift.report.provenance import attach_skipped, datasets_markdown
 
     rows = _rows(ok_1="Steps to bake bread.", long_1=LONG_INSTRUCTION)
     with pytest.raises(DataError) as exc:
@@ -518,8 +518,8 @@ def test_attack_text_too_long_for_the_figstep_image(tmp_path):
 def test_attack_text_with_characters_the_font_cannot_draw():
     """Arabic, emoji and control characters are empty boxes in FreeMonoBold: refused naming each code
     point. Hebrew, which the font has, is drawn (right to left with libraqm; refused without it)."""
-    from toolshift.typography import _complex_layout, figstep_problem
-    from toolshift.typography_mmsb import mmsb_typo_problem
+    from toolshift.datasets.typography import _complex_layout, figstep_problem
+    from toolshift.datasets.typography_mmsb import mmsb_typo_problem
 
     for text, code_point in (("مرحبا", "U+0645"), ("😀", "U+1F600"), ("\x07", "U+0007")):
         problem = figstep_problem(f"Steps to say {text} now.")
@@ -532,7 +532,7 @@ def test_attack_text_with_characters_the_font_cannot_draw():
 
 
 def test_attack_text_problem_stops_the_prompts_rule_naming_the_prompt(tmp_path):
-    from toolshift.datasets import build_prompts
+    from toolshift.datasets.prompts import build_prompts
 
     with pytest.raises(DataError) as exc:
         build_prompts("mini", _rows(ok_1="Steps to bake bread.", emoji_1="Steps to 😀."), tmp_path)
@@ -565,7 +565,7 @@ def _fail_in_step(tmp_path, capsys, error: BaseException) -> tuple[str, str, Pat
     """Run a rule body raising `error` through run_step: (its stderr, its log file's text, log path)."""
     from types import SimpleNamespace
 
-    from toolshift.workflow import run_step
+    from toolshift.common.steps import run_step
 
     log = tmp_path / "rule.log"
     smk = SimpleNamespace(log=[str(log)], rule="figures", wildcards={})
@@ -616,7 +616,7 @@ def test_every_rule_logs_and_runs_through_run_step():
 
 @pytest.fixture(scope="module")
 def fixture_model(tmp_path_factory) -> Path:
-    from toolshift.fixtures import build_fixture
+    from toolshift.models.fixtures import build_fixture
 
     return build_fixture("llava", tmp_path_factory.mktemp("fixture") / "m", hidden_size=32, num_layers=2,
                          num_heads=2)  # fmt: skip
@@ -645,7 +645,7 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
     ],
 )  # fmt: skip
 def test_broken_model_folder_names_the_file_and_the_fix(fixture_model, tmp_path, case, damage, needles):
-    from toolshift.modeling import load_model
+    from toolshift.models.loading import load_model
 
     folder = _broken_copy(fixture_model, tmp_path, damage)
     with pytest.raises(ConfigError) as exc:
@@ -656,7 +656,7 @@ def test_broken_model_folder_names_the_file_and_the_fix(fixture_model, tmp_path,
 def test_custom_code_refusal_names_the_opt_in(fixture_model, tmp_path):
     import json
 
-    from toolshift.modeling import load_model
+    from toolshift.models.loading import load_model
 
     def custom(folder):
         cfg = json.loads((folder / "config.json").read_text())
@@ -701,7 +701,7 @@ def test_config_without_add_interventions_draws_its_figures(tmp_path):
 def test_layer_beyond_the_models_depth_stops_before_any_job(tmp_path):
     """A fixture's depth is in the config; a hub model's is read from its folder's config.json once the
     folder exists (both before the first job); the job that loads a model checks it too (runner)."""
-    from toolshift.config import check_layer_depths, validate_config
+    from toolshift.common.config import check_layer_depths, validate_config
 
     cfg = config_for(tmp_path)
     cfg["interventions"]["layer"] = 12

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from toolshift.bench import TARGETS, median_ratio, table, verdict
-from toolshift.config import load_config
+from toolshift.bench.suite import TARGETS, median_ratio, table, verdict
+from toolshift.common.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_gpu_bench_uses_the_real_qwen2_5_vl_7b_configuration():
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from toolshift.bench_gpu import model_config
+    from toolshift.bench.gpu import model_config
 
     config = model_config()
     text = config.get_text_config()
@@ -120,7 +120,7 @@ def test_gpu_bench_uses_the_real_qwen2_5_vl_7b_configuration():
 def test_gpu_bench_runs_tiny_on_cpu_and_refuses_cuda_without_a_gpu(tmp_path):
     import torch
 
-    from toolshift.bench_gpu import main
+    from toolshift.bench.gpu import main
 
     out = tmp_path / "gpu.json"
     args = ["--out", str(out), "--tiny", "--batch-size", "2", "--new-tokens", "3", "--repeats", "1"]
@@ -139,9 +139,9 @@ def test_gpu_bench_runs_tiny_on_cpu_and_refuses_cuda_without_a_gpu(tmp_path):
 def test_gpu_bench_times_both_engines_and_projects_the_study(tmp_path):
     """--tiny on CPU: the saved random model loads in both engines (vLLM where its environment exists) and
     the projection turns the measured rates into GPU-hours for the config's DAG."""
-    from toolshift.bench_gpu import main
-    from toolshift.engines.environment import vllm_python
+    from toolshift.bench.gpu import main
     from toolshift.errors import ConfigError
+    from toolshift.models.engines.environment import vllm_python
 
     try:
         vllm_python()
@@ -167,7 +167,7 @@ def test_gpu_bench_times_both_engines_and_projects_the_study(tmp_path):
 
 
 def test_gpu_hours_projection_is_tokens_over_measured_rates():
-    from toolshift.bench_gpu import project_gpu_hours
+    from toolshift.bench.gpu import project_gpu_hours
 
     study = {"condition_new_tokens": 7200, "intervention_new_tokens": 3600, "model_loads": 10}
     rate = {"load_s": 36.0, "variants": {"capture": {"tokens_per_s": 2.0}, "steer": {"tokens_per_s": 1.0}}}
@@ -179,7 +179,7 @@ def test_gpu_hours_projection_is_tokens_over_measured_rates():
 
 
 def test_gpu_rows_come_only_from_a_cuda_report(tmp_path):
-    from toolshift.bench import gpu_figures
+    from toolshift.bench.suite import gpu_figures
 
     assert gpu_figures(tmp_path / "missing.json")["gpu"].startswith("not measured here")
     report = {

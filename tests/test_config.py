@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from toolshift import CONDITIONS
-from toolshift.config import load_config, load_schema, validate_config
-from toolshift.episodes import EPISODE_CONDITIONS
+from toolshift.common.config import load_config, load_schema, validate_config
+from toolshift.episodes.build import EPISODE_CONDITIONS
 from toolshift.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_load_config_names_the_file(tmp_path):
 
 
 def test_schema_lists_every_condition_and_family():
-    from toolshift.adapters import ADAPTERS
+    from toolshift.models.adapters import ADAPTERS
 
     schema = load_schema()
     assert schema["$defs"]["condition"]["enum"] == list(EPISODE_CONDITIONS)

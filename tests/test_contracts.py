@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from toolshift.common.steps import run_step
 from toolshift.contracts import (
     PROMPT_COLUMNS,
     atomic_path,
@@ -21,7 +22,6 @@ from toolshift.contracts import (
     write_parquet,
 )
 from toolshift.errors import ContractError, ToolshiftError
-from toolshift.workflow import run_step
 
 
 def _prompts(n: int = 3) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from toolshift.contrasts import (
+from toolshift.analysis.contrasts import (
     CLAIMS,
     CONTRADICTED,
     CONTRASTS_COLUMNS,
@@ -22,7 +22,7 @@ from toolshift.contrasts import (
     refusal_ablation_condition,
     verdict,
 )
-from toolshift.stats import paired_bootstrap_ci
+from toolshift.analysis.stats import paired_bootstrap_ci
 
 P = [f"h{i:02d}" for i in range(60)]  # sixty harmful prompts
 
@@ -228,7 +228,7 @@ def test_book_fragment_states_each_claim_next_to_its_test(table):
 
 def test_every_column_of_one_row_and_the_default_bootstrap():
     """One contrast by hand: each column's value, the default n_boot and seed of the interval."""
-    from toolshift.stats import mcnemar_exact, paired_bootstrap_diff_ci
+    from toolshift.analysis.stats import mcnemar_exact, paired_bootstrap_diff_ci
 
     rows = _run("tool", "none", {0, 1, 2}, ids=P[:6]) + _run("tool", "subtract", {0, 3, 4, 5}, ids=P[:6])
     rows += [dict(r, harmful=False) for r in _run("tool", "none", set(), ids=["x1"])]  # harmless: left out
@@ -261,7 +261,7 @@ def test_no_shared_prompt_gives_a_row_without_estimates():
 
 
 def test_pair_recipes_need_both_runs():
-    from toolshift.contrasts import _both, _removing_shift
+    from toolshift.analysis.contrasts import _both, _removing_shift
 
     a, b = ("direct", "none"), ("tool", "none")
     assert _both(a, b)(frozenset({a, b})) == [(a, b)]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from toolshift.contracts import PROMPT_COLUMNS, read_prompts
-from toolshift.datasets import (
+from toolshift.datasets.images import load_image
+from toolshift.datasets.prompts import (
     DATASETS,
     ROW_COLUMNS,
     TOPICS,
@@ -24,10 +25,9 @@ from toolshift.datasets import (
     text_prompts,
     write_prompts,
 )
+from toolshift.datasets.typography import FIGSTEP_PROMPT, render_figstep
+from toolshift.datasets.typography_mmsb import MMSB_DEFAULT_PROMPT, render_mmsb_typo
 from toolshift.errors import ConfigError, ContractError, DataError
-from toolshift.images import load_image
-from toolshift.typography import FIGSTEP_PROMPT, render_figstep
-from toolshift.typography_mmsb import MMSB_DEFAULT_PROMPT, render_mmsb_typo
 
 FORMS = ("Steps ", "Methods ", "List ")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolshift.config import load_schema
-from toolshift.config_doc import COMMAND, README_PATH, key_paths, render
+from toolshift.common.config import load_schema
+from toolshift.common.config_doc import COMMAND, README_PATH, key_paths, render
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -13,8 +13,10 @@ from conftest import REPO
 
 from toolshift import CONDITIONS
 from toolshift.contracts import read_episodes, validate_episode
-from toolshift.datasets import build_prompts, get_dataset, load_mini
-from toolshift.episodes import (
+from toolshift.datasets.images import content_bbox, load_image, override_image, text_lines_bbox, zoom
+from toolshift.datasets.prompts import build_prompts, get_dataset, load_mini
+from toolshift.datasets.typography import FIGSTEP_PROMPT
+from toolshift.episodes.build import (
     EPISODE_CONDITIONS,
     NEUTRAL_EXCHANGES,
     SYSTEM_PROMPT,
@@ -27,8 +29,6 @@ from toolshift.episodes import (
     write_episodes,
 )
 from toolshift.errors import ConfigError, ContractError, DataError
-from toolshift.images import content_bbox, load_image, override_image, text_lines_bbox, zoom
-from toolshift.typography import FIGSTEP_PROMPT
 
 
 @pytest.fixture(scope="module")

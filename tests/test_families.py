@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from toolshift.adapters import ADAPTERS
-from toolshift.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, build_fixture, synthetic_episodes
-from toolshift.hooks import Intervention, ablate_direction, capture_last_token
-from toolshift.inference import encode, generate, render_prompts
-from toolshift.modeling import load_model
+from toolshift.models.adapters import ADAPTERS
+from toolshift.models.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, build_fixture, synthetic_episodes
+from toolshift.models.generation import encode, generate, render_prompts
+from toolshift.models.hooks import Intervention, ablate_direction, capture_last_token
+from toolshift.models.loading import load_model
 
 MAX_NEW = 4
 REL_TOL = 1e-4
@@ -231,8 +231,8 @@ def test_ablate_direction_removes_the_component(loaded, episodes, results_root):
 def attack_episodes(tmp_path_factory):
     """Real episodes of two mini prompts in `tool_offered`, `direct`, `tool` and the three overrides,
     with the default zoom and with the zooming policy (text_lines, pixels)."""
-    from toolshift.datasets import build_prompts, load_mini
-    from toolshift.episodes import build_episodes_by_condition
+    from toolshift.datasets.prompts import build_prompts, load_mini
+    from toolshift.episodes.build import build_episodes_by_condition
 
     conditions = ["direct", "tool_offered", "tool", "tool_unsafe", "tool_benign", "tool_blank"]
     out = {}

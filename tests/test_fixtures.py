@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from toolshift.errors import ConfigError
-from toolshift.fixtures import (
+from toolshift.models.fixtures import (
     ALL_FIXTURE_FAMILIES,
     FIXTURE_FAMILIES,
     REFUSAL_TOKENS,

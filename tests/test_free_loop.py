@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.adapters import ADAPTERS, DeepEyesAdapter, FamilyAdapter, Qwen3VLAdapter, get_adapter
-from toolshift.datasets import build_prompts, load_mini
-from toolshift.episodes import build_episodes
+from toolshift.datasets.images import load_image, zoom
+from toolshift.datasets.prompts import build_prompts, load_mini
+from toolshift.episodes.build import build_episodes
+from toolshift.episodes.toolcalls import CallRejected
 from toolshift.errors import ConfigError, ContractError
-from toolshift.fixtures import build_fixture
-from toolshift.free_loop import (
+from toolshift.inference.free_loop import (
     FREE_COLUMNS,
     LOOP_COLUMNS,
     crop_relpath,
@@ -24,10 +24,10 @@ from toolshift.free_loop import (
     run_free_episodes,
     shown_tool_names,
 )
-from toolshift.images import load_image, zoom
-from toolshift.inference import GENERATION_COLUMNS, generate
-from toolshift.modeling import load_model
-from toolshift.toolcalls import CallRejected
+from toolshift.models.adapters import ADAPTERS, DeepEyesAdapter, FamilyAdapter, Qwen3VLAdapter, get_adapter
+from toolshift.models.fixtures import build_fixture
+from toolshift.models.generation import GENERATION_COLUMNS, generate
+from toolshift.models.loading import load_model
 
 IMAGES = "runs/m/mini/free/images"
 
@@ -404,7 +404,7 @@ def test_run_free_reads_calls_with_the_models_adapter(free_setup):
     """run_free hands the engine's adapter to the loop: a scripted Qwen3-VL engine (generation scripted,
     rendering real) has its relative box converted."""
     root, episodes = free_setup
-    from toolshift.engines.base import Engine, RunResult
+    from toolshift.models.engines.base import Engine, RunResult
 
     rendered = []
 

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from toolshift import gpus
 from toolshift.errors import ToolshiftError
+from toolshift.models import gpus
 
 
 def _claim_in_child(directory, n_gpus: int) -> subprocess.Popen:
     code = (
-        "import sys, time; from pathlib import Path; from toolshift.gpus import claim_gpu; "
+        "import sys, time; from pathlib import Path; from toolshift.models.gpus import claim_gpu; "
         f"print(claim_gpu({n_gpus}, Path({str(directory)!r})), flush=True); time.sleep(30)"
     )
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

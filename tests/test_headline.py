@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.errors import ContractError
-from toolshift.headline import (
+from toolshift.analysis.headline import (
     HEADLINE_COLUMNS,
     MEAN_MODEL,
     headline_row,
     headline_sentence,
     headline_table,
 )
-from toolshift.splits import make_splits
-from toolshift.stats import bootstrap_relative_reductions, percentile_ci
+from toolshift.analysis.stats import bootstrap_relative_reductions, percentile_ci
+from toolshift.datasets.splits import make_splits
+from toolshift.errors import ContractError
 
 H = [f"h{i:02d}" for i in range(10)]
 

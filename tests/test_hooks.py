@@ -7,18 +7,18 @@ import pytest
 import torch
 import xarray as xr
 
+from toolshift.analysis.interventions import hook_intervention, parse_intervention_id
 from toolshift.errors import ConfigError
-from toolshift.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
-from toolshift.hooks import (
+from toolshift.models.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
+from toolshift.models.generation import encode, generate
+from toolshift.models.hooks import (
     Intervention,
     ablate_direction,
     add_vector,
     apply_intervention,
     capture_last_token,
 )
-from toolshift.inference import encode, generate
-from toolshift.interventions import hook_intervention, parse_intervention_id
-from toolshift.modeling import load_model
+from toolshift.models.loading import load_model
 
 LAYER = 1
 
@@ -234,7 +234,7 @@ def test_bad_interventions_are_config_errors(models):
 
 
 def test_last_token_store_keeps_the_last_position_of_each_prefill_pass():
-    from toolshift.hooks import LastTokenStore
+    from toolshift.models.hooks import LastTokenStore
 
     store = LastTokenStore(2)
     first = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)  # (batch, positions, hidden)
@@ -269,7 +269,7 @@ def test_last_token_store_keeps_the_last_position_of_each_prefill_pass():
 
 
 def test_layer_output_helpers_and_checks():
-    from toolshift.hooks import _as_tensor, _check_layer, _hidden, _replace_hidden
+    from toolshift.models.hooks import _as_tensor, _check_layer, _hidden, _replace_hidden
 
     h, extra = torch.ones(1, 2, 3), object()
     assert _hidden((h, extra)) is h and _hidden(h) is h

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from toolshift.datasets import load_mini
-from toolshift.errors import ConfigError, DataError
-from toolshift.images import (
+from toolshift.datasets.images import (
     clamp_bbox,
     content_bbox,
     load_image,
@@ -22,6 +20,8 @@ from toolshift.images import (
     zoom_scale,
     zoom_size,
 )
+from toolshift.datasets.prompts import load_mini
+from toolshift.errors import ConfigError, DataError
 
 
 def planted(size=(200, 100), box=(40, 20, 90, 60), colour=(10, 200, 30)) -> Image.Image:

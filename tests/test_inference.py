@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from toolshift.errors import ConfigError
-from toolshift.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
-from toolshift.hooks import capture_last_token
-from toolshift.inference import GENERATION_COLUMNS, encode, generate, shard
-from toolshift.modeling import load_model
+from toolshift.models.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
+from toolshift.models.generation import GENERATION_COLUMNS, encode, generate, shard
+from toolshift.models.hooks import capture_last_token
+from toolshift.models.loading import load_model
 
 N_EPISODES = 6
 MAX_NEW = 8

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from toolshift.analysis.vectors import compute_vectors, write_vectors
 from toolshift.contracts import write_jsonl, write_parquet
-from toolshift.fixtures import build_fixture, synthetic_episodes
-from toolshift.hooks import Intervention
-from toolshift.intervention_cost import (
+from toolshift.datasets.splits import make_splits, write_splits
+from toolshift.inference.intervention_cost import (
     COST_COLUMNS,
     COST_TABLE_COLUMNS,
     intervention_cost_table,
@@ -18,9 +18,9 @@ from toolshift.intervention_cost import (
     read_costs,
     run_intervention_costs,
 )
-from toolshift.modeling import load_model
-from toolshift.splits import make_splits, write_splits
-from toolshift.vectors import compute_vectors, write_vectors
+from toolshift.models.fixtures import build_fixture, synthetic_episodes
+from toolshift.models.hooks import Intervention
+from toolshift.models.loading import load_model
 
 LAYER = 1
 
@@ -177,7 +177,7 @@ def test_an_intervention_job_measures_the_same_costs_with_its_own_load(llava, tm
     """The costs an `intervene` job writes beside its responses (two shards, merged) equal the standalone
     `run_intervention_costs` rows on the same files, and a repeated (intervention, prompt) is refused."""
     from toolshift.errors import ContractError
-    from toolshift.runner import (
+    from toolshift.inference.runner import (
         InferenceJob,
         RunOutput,
         merge_costs,

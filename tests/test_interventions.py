@@ -10,9 +10,7 @@ import pytest
 import xarray as xr
 
 import toolshift
-from toolshift.config import load_config, validate_config
-from toolshift.errors import ConfigError, ContractError
-from toolshift.interventions import (
+from toolshift.analysis.interventions import (
     CONFIG_KEYS,
     KINDS,
     MIN_RANDOM_SEEDS,
@@ -27,6 +25,8 @@ from toolshift.interventions import (
     transfer_pairs,
     vectors_dataset,
 )
+from toolshift.common.config import load_config, validate_config
+from toolshift.errors import ConfigError, ContractError
 
 CFG = {
     "layer": "auto",
@@ -497,7 +497,7 @@ def test_ablate_refusal_needs_a_finite_nonzero_refusal_direction(planted, vector
 
 
 def test_runs_read_their_base_condition_episodes():
-    from toolshift.runner import is_condition, run_episodes
+    from toolshift.inference.runner import is_condition, run_episodes
 
     files = ["e/direct.jsonl", "e/tool.jsonl", "e/tool_blank.jsonl"]
     assert run_episodes("ablate_refusal_tool_blank", files) == "e/tool_blank.jsonl"

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
-from toolshift.api_client import ApiSettings, ChatClient
 from toolshift.errors import ConfigError
-from toolshift.judge_api import JBB_JUDGE_PROMPT, jbb_messages, parse_api_verdict
-from toolshift.judges import INVALID_PREFIX, judge_frame
+from toolshift.inference.api_client import ApiSettings, ChatClient
+from toolshift.judges.api import JBB_JUDGE_PROMPT, jbb_messages, parse_api_verdict
+from toolshift.judges.keyword import INVALID_PREFIX, judge_frame
 
 KEY_ENV = "TOOLSHIFT_TEST_JUDGE_KEY"
 
@@ -202,7 +202,7 @@ def test_injected_client(tmp_path):
 
 
 def test_api_judge_on_a_labelled_file(tmp_path):
-    from toolshift.agreement import human_agreement, judge_labelled, read_labelled_csv
+    from toolshift.judges.agreement import human_agreement, judge_labelled, read_labelled_csv
 
     path = tmp_path / "labelled.csv"
     pd.DataFrame(

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import toolshift.judge_models as jm
+import toolshift.judges.models as jm
 from toolshift.contracts import JUDGED_COLUMNS, RESPONSE_COLUMNS
 from toolshift.errors import ConfigError, DataError
-from toolshift.fixture_models.judges import JUDGE_FIXTURE_VARIANTS, build_judge_fixture
-from toolshift.judges import INVALID_PREFIX, JUDGES, MODEL_JUDGES, invalid_verdicts, judge_frame
+from toolshift.judges.keyword import INVALID_PREFIX, JUDGES, MODEL_JUDGES, invalid_verdicts, judge_frame
+from toolshift.models.fixture_models.judges import JUDGE_FIXTURE_VARIANTS, build_judge_fixture
 
 CATEGORIES_14 = (
     "S1: Violent Crimes.\nS2: Non-Violent Crimes.\nS3: Sex Crimes.\nS4: Child Exploitation.\n"

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 from conftest import REPO, require_shared, shared_data_dir
 
-from toolshift.agreement import read_labelled_csv
+from toolshift.datasets.text_repair import decode_mixed, plausibility, read_text_mixed, repair_mojibake
 from toolshift.errors import ConfigError, DataError
-from toolshift.judge_scoring import (
+from toolshift.judges.agreement import read_labelled_csv
+from toolshift.judges.keyword import keyword_judge
+from toolshift.judges.scoring import (
     SCORE_COLUMNS,
     config_judges,
     distinct_keyword_lists,
@@ -26,8 +28,6 @@ from toolshift.judge_scoring import (
     main,
     score_judges,
 )
-from toolshift.judges import keyword_judge
-from toolshift.text_repair import decode_mixed, plausibility, read_text_mixed, repair_mojibake
 
 # --------------------------------------------------------------------------- a small labelled table
 # (response, human majority, a file judge's verdict); the keyword judge's verdict under `default` is noted.
@@ -220,7 +220,7 @@ def test_bad_files_give_one_line_errors(tmp_path):
 
 
 def test_config_judges(tmp_path):
-    from toolshift.config import load_config
+    from toolshift.common.config import load_config
 
     config = load_config(REPO / "config" / "config.yaml")
     config["results"] = str(tmp_path / "results")
@@ -239,7 +239,7 @@ def test_config_judges(tmp_path):
 
 def test_model_judge_scored_without_the_dag(tmp_path, capsys, monkeypatch):
     """A model judge from a config, its model dir given on the command line (a random fixture: noise)."""
-    from toolshift.fixture_models.judges import build_judge_fixture
+    from toolshift.models.fixture_models.judges import build_judge_fixture
 
     monkeypatch.chdir(tmp_path)  # the config's relative results/ folder: empty here
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from conftest import require_shared, shared_data_dir
 
-import toolshift.judges as judges_module
+import toolshift.judges.keyword as judges_module
 from toolshift.contracts import JUDGED_COLUMNS, RESPONSE_COLUMNS
 from toolshift.errors import ConfigError, ContractError
-from toolshift.judges import (
+from toolshift.judges.keyword import (
     JUDGES,
     distinct_requests,
     judge_frame,
@@ -256,12 +256,12 @@ def test_judge_frame_errors_name_the_table_and_the_count(monkeypatch):
 
 
 def test_lazy_judges_pass_the_frame_prompts_and_options():
-    lazy = judges_module._lazy("toolshift.judges", "_keyword_frame")
+    lazy = judges_module._lazy("toolshift.judges.keyword", "_keyword_frame")
     assert lazy.__name__ == "_keyword_frame_lazy"
     frame = pd.DataFrame({"response": ["I can't do that.", "Sure."]})
     assert lazy(frame, None, list_name="harmbench_refusal") == [(False, "I can't"), (True, "")]
     assert lazy(frame) == [(True, ""), (True, "")]  # the default list has no "I can't"
-    texts = judges_module._lazy("toolshift.judges", "request_texts")  # a judge that reads the prompts
+    texts = judges_module._lazy("toolshift.judges.keyword", "request_texts")  # a judge that reads the prompts
     prompts = pd.DataFrame({"prompt_id": ["p"], "question": ["q?"], "instruction": ["i."]})
     responses = pd.DataFrame({"prompt_id": ["p"]})
     assert texts(responses, prompts) == ["q?"] and texts(responses, prompts, field="instruction") == ["i."]

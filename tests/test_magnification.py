@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest, spearmanr
 
+from toolshift.analysis.magnification import ASR_BY_SCALE_COLUMNS, asr_by_scale_table, scale_bins
 from toolshift.errors import ContractError
-from toolshift.magnification import ASR_BY_SCALE_COLUMNS, asr_by_scale_table, scale_bins
 
 
 def judged(n: int = 120, planted: bool = True, seed: int = 0) -> pd.DataFrame:
@@ -134,7 +134,7 @@ def test_every_column_of_a_small_table_by_hand():
         {"model": "m2", **common, "condition": "tool", "scale_bin": 1, "scale_min": 1.5,
          "scale_max": 2.0, "n": 2, "asr": 0.5, "reference_asr": 0.5},
     ]  # fmt: skip
-    from toolshift.stats import mcnemar_exact, wilson_ci
+    from toolshift.analysis.stats import mcnemar_exact, wilson_ci
 
     for row, (k, k_ref) in zip(table.itertuples(), [(1, 1), (2, 2), (1, 1), (1, 1)], strict=True):
         assert (row.asr_ci_low, row.asr_ci_high) == wilson_ci(k, row.n)

@@ -1,4 +1,4 @@
-"""Out-of-memory back-off in `toolshift.inference.generate`, on the CPU by injecting the CUDA error.
+"""Out-of-memory back-off in `toolshift.models.generation.generate`, on the CPU by injecting the CUDA error.
 
 The fake runs the real `model.generate` first (so the capture hooks record a prefill pass, as a real
 OOM during decoding would leave behind) and then raises `torch.cuda.OutOfMemoryError` for batches larger
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from toolshift.errors import ToolshiftError
-from toolshift.fixtures import build_fixture, synthetic_episodes
-from toolshift.inference import generate, is_out_of_memory
-from toolshift.modeling import load_model
+from toolshift.models.fixtures import build_fixture, synthetic_episodes
+from toolshift.models.generation import generate, is_out_of_memory
+from toolshift.models.loading import load_model
 
 N_EPISODES = 5
 BATCH = 4

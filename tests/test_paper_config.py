@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toolshift.config import load_config
-from toolshift.interventions import transfer_sources
+from toolshift.analysis.interventions import transfer_sources
+from toolshift.common.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"

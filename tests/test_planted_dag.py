@@ -1,5 +1,5 @@
 """The positive control end to end: the DAG, unchanged, recovers the planted mechanism of the planted
-fixture (toolshift.fixture_models.planted), and a broken step makes the matching recovery row fail.
+fixture (toolshift.models.fixture_models.planted), and a broken step makes the matching recovery row fail.
 
 One module-scoped run: the planted model and one random fixture (the negative control), every harmful
 and harmless `mini` prompt, the conditions and interventions the recovery rows need, the keyword judge;
@@ -18,8 +18,8 @@ import pytest
 import xarray as xr
 import yaml
 
-from toolshift.fixtures import read_fixture_marker
-from toolshift.planted_recovery import PLANTED_MODEL_COLUMNS, planted_recovery_tables, recovery_table
+from toolshift.checks.planted_model import PLANTED_MODEL_COLUMNS, planted_recovery_tables, recovery_table
+from toolshift.models.fixtures import read_fixture_marker
 
 pytestmark = pytest.mark.e2e
 
@@ -153,10 +153,10 @@ def test_a_sign_flipped_tool_vector_fails_the_dose_response_rows(run, tmp_path):
     """The add step with the tool vector's sign flipped, run for real through the runner on the planted
     model (its add runs regenerated from a vectors file holding -v), judged and tabled by the library:
     ASR no longer falls with alpha, and the dose-response rows fail."""
-    from toolshift.judges import judge_frame
-    from toolshift.runner import InferenceJob, RunOutput, run_job_here
-    from toolshift.splits import read_splits
-    from toolshift.tables import asr_table
+    from toolshift.analysis.tables import asr_table
+    from toolshift.datasets.splits import read_splits
+    from toolshift.inference.runner import InferenceJob, RunOutput, run_job_here
+    from toolshift.judges.keyword import judge_frame
 
     cfg = yaml.safe_load((run.parent / "config.yaml").read_text())
     with xr.open_dataset(run / f"vectors/{PLANTED}/mini.nc", engine="h5netcdf") as ds:

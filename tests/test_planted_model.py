@@ -1,5 +1,5 @@
 """The planted-mechanism fixture: built deterministically, loaded and run by transformers like any model,
-with the behaviour and the mechanism it records (toolshift.fixture_models.planted)."""
+with the behaviour and the mechanism it records (toolshift.models.fixture_models.planted)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from toolshift.datasets import build_prompts, load_mini
-from toolshift.episodes import build_episodes_by_condition
+from toolshift.datasets.prompts import build_prompts, load_mini
+from toolshift.episodes.build import build_episodes_by_condition
 from toolshift.errors import ConfigError
-from toolshift.fixture_models.planted import check_spec
-from toolshift.fixtures import build_fixture, read_fixture_marker
-from toolshift.hooks import capture_last_token
-from toolshift.inference import encode, generate
-from toolshift.judges import keyword_judge
-from toolshift.modeling import load_model
+from toolshift.judges.keyword import keyword_judge
+from toolshift.models.fixture_models.planted import check_spec
+from toolshift.models.fixtures import build_fixture, read_fixture_marker
+from toolshift.models.generation import encode, generate
+from toolshift.models.hooks import capture_last_token
+from toolshift.models.loading import load_model
 
 EPISODES = {"bbox_policy": "text_lines", "zoom_lines": 2, "zoom_resize": "pixels"}
 SIZE = {"hidden_size": 64, "num_layers": 6, "num_heads": 2}
@@ -102,7 +102,7 @@ def test_bad_planted_settings():
 def test_the_config_checks_the_planted_entry_before_any_job():
     import yaml
 
-    from toolshift.config import validate_config
+    from toolshift.common.config import validate_config
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
     cfg["models"] = {

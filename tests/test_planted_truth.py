@@ -8,7 +8,7 @@ the CIs. Null: on data without an effect, every test's false-positive rate over 
 the nominal 5 % plus Monte Carlo error: the count of false positives must not exceed the 99.9 %
 quantile of Binomial(n_seeds, 0.05) (bounds printed with the measured rates).
 
-The synthetic study comes from `toolshift.validation`, which also turns these checks into the report's
+The synthetic study comes from `toolshift.checks.validation`, which also turns these checks into the report's
 table (tests/test_validation.py).
 """
 
@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.headline import MEAN_MODEL, headline_table
-from toolshift.selection import candidate_layers
-from toolshift.splits import make_splits
-from toolshift.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci
-from toolshift.tables import asr_table
-from toolshift.validation import (
+from toolshift.analysis.headline import MEAN_MODEL, headline_table
+from toolshift.analysis.selection import candidate_layers
+from toolshift.analysis.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci
+from toolshift.analysis.tables import asr_table
+from toolshift.analysis.vectors import compute_vectors, cosine
+from toolshift.checks.validation import (
     DECOY_LAYER,
     MODELS,
     N_LAYERS,
@@ -34,7 +34,7 @@ from toolshift.validation import (
     planted_study,
     planted_verdicts,
 )
-from toolshift.vectors import compute_vectors, cosine
+from toolshift.datasets.splits import make_splits
 
 
 @pytest.fixture(scope="module")

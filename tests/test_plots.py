@@ -10,10 +10,12 @@ import xarray as xr
 from PIL import Image
 
 from toolshift import CONDITIONS, plots
+from toolshift.analysis.headline import headline_table
+from toolshift.analysis.vectors import compute_vectors
 from toolshift.contracts import ASR_COLUMNS
+from toolshift.datasets.splits import make_splits
 from toolshift.errors import ContractError
-from toolshift.headline import headline_table
-from toolshift.plots import (
+from toolshift.report.figures import (
     CONDITION_PALETTE,
     intervention_kind,
     parse_dose_id,
@@ -30,8 +32,6 @@ from toolshift.plots import (
     plot_probes,
     plot_projections,
 )
-from toolshift.splits import make_splits
-from toolshift.vectors import compute_vectors
 
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
 

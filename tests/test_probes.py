@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from toolshift.probes import (
+from toolshift.analysis.probes import (
     cross_condition_accuracy,
     cv_accuracy,
     fit_logistic,

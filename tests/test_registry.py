@@ -26,9 +26,20 @@ import requests
 from conftest import require_shared
 from PIL import Image
 
-from toolshift import downloads, registry
 from toolshift.contracts import PROMPT_COLUMNS, read_prompts
-from toolshift.datasets import (
+from toolshift.datasets import downloads
+from toolshift.datasets import sources as registry
+from toolshift.datasets.downloads import (
+    DataSource,
+    RemoteFile,
+    data_source,
+    fetch,
+    fetch_archive,
+    read_lock,
+    sha256_of,
+)
+from toolshift.datasets.images import load_image
+from toolshift.datasets.prompts import (
     DATASETS,
     TEXT_PROMPT_COLUMN,
     build_dataset_prompts,
@@ -38,24 +49,14 @@ from toolshift.datasets import (
     text_prompts,
     write_prompts,
 )
-from toolshift.downloads import (
-    DataSource,
-    RemoteFile,
-    data_source,
-    fetch,
-    fetch_archive,
-    read_lock,
-    sha256_of,
-)
-from toolshift.errors import ConfigError, DataError
-from toolshift.images import load_image
-from toolshift.typography import FIGSTEP_PROMPT, render_figstep
-from toolshift.typography_mmsb import (
+from toolshift.datasets.typography import FIGSTEP_PROMPT, render_figstep
+from toolshift.datasets.typography_mmsb import (
     MMSB_DEFAULT_PROMPT,
     mmsb_font_path,
     mmsb_typo_text,
     render_mmsb_typo,
 )
+from toolshift.errors import ConfigError, DataError
 
 LIBERATION_SHA256 = "8d91388f1d3604b3b8ae0e3ee2d140e50cd6122f9214514f4aca772540a4076d"
 

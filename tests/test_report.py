@@ -15,13 +15,12 @@ import pytest
 import xarray as xr
 
 from toolshift import CONDITIONS
+from toolshift.analysis.contrasts import CLAIMS, contrasts_table
 from toolshift.contracts import ASR_COLUMNS, write_csv
-from toolshift.contrasts import CLAIMS, contrasts_table
-from toolshift.datasets import build_prompts, load_mini
-from toolshift.episodes import EPISODE_CONDITIONS, build_episodes, write_episodes
+from toolshift.datasets.prompts import build_prompts, load_mini
+from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError, ToolshiftError
-from toolshift.plots import plot_asr_by_condition, plot_cosine_by_layer, plot_dose_response
-from toolshift.report import (
+from toolshift.report.build import (
     CHAPTERS,
     COMPLETION_CHARS,
     FIGURE_PAGES,
@@ -34,6 +33,7 @@ from toolshift.report import (
     completions_markdown,
     write_book_sources,
 )
+from toolshift.report.figures import plot_asr_by_condition, plot_cosine_by_layer, plot_dose_response
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_BOOK = REPO / "book"

@@ -9,19 +9,19 @@ import subprocess
 import pandas as pd
 import pytest
 
-from toolshift.datasets import build_prompts, load_mini
-from toolshift.episodes import EPISODE_CONDITIONS, build_episodes, write_episodes
+from toolshift.datasets.prompts import build_prompts, load_mini
+from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError
-from toolshift.report import (
+from toolshift.report.build import (
     FOLD_ROWS,
     analysis_table_markdown,
     asr_conditions_markdown,
     broken_internal_links,
     fold,
 )
-from toolshift.report_examples import example_episodes_markdown, pick_example_prompt
-from toolshift.report_format import markdown_table, number_with_ci, p_value, with_ci
-from toolshift.report_provenance import (
+from toolshift.report.examples import example_episodes_markdown, pick_example_prompt
+from toolshift.report.format import markdown_table, number_with_ci, p_value, with_ci
+from toolshift.report.provenance import (
     datasets_markdown,
     git_markdown,
     git_state,

@@ -16,11 +16,11 @@ import yaml
 from fake_openai_server import FakeOpenAIServer
 from test_workflow import reduced_config, snakemake
 
-from toolshift.config import validate_config
+from toolshift.common.config import validate_config
 from toolshift.errors import ConfigError
-from toolshift.fixtures import build_fixture
-from toolshift.modeling import check_safetensors_only, load_model, prepare_model
-from toolshift.report import completions_markdown
+from toolshift.models.fixtures import build_fixture
+from toolshift.models.loading import check_safetensors_only, load_model, prepare_model
+from toolshift.report.build import completions_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-SECRET-123456"

@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from toolshift.errors import ConfigError, ContractError
-from toolshift.interventions import resolve_layer
-from toolshift.selection import (
+from toolshift.analysis.interventions import resolve_layer
+from toolshift.analysis.selection import (
     SELECTION_COLUMNS,
     activation_layer_scores,
     candidate_layers,
@@ -22,7 +21,8 @@ from toolshift.selection import (
     selection_table,
     validation_asr_by_layer,
 )
-from toolshift.splits import make_splits
+from toolshift.datasets.splits import make_splits
+from toolshift.errors import ConfigError, ContractError
 
 
 def test_candidate_layers_exclude_the_last_fifth_rounded_up():

@@ -25,13 +25,13 @@ import yaml
 from conftest import skip_or_fail
 from slurm_cluster import SlurmCluster, missing_requirements
 
-from toolshift.activations import read_activations
 from toolshift.contracts import (
     RESPONSE_COLUMNS,
     read_episodes,
     read_prompts,
     read_table,
 )
+from toolshift.models.activations import read_activations
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

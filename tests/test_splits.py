@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.datasets import load_mini
-from toolshift.errors import ConfigError, ContractError
-from toolshift.splits import (
+from toolshift.datasets.prompts import load_mini
+from toolshift.datasets.splits import (
     DEFAULT_FRACTIONS,
     SPLIT_COLUMNS,
     SPLITS,
@@ -20,6 +19,7 @@ from toolshift.splits import (
     validate_fractions,
     write_splits,
 )
+from toolshift.errors import ConfigError, ContractError
 
 
 def mini_prompts() -> pd.DataFrame:

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from toolshift.stats import (
+from toolshift.analysis.stats import (
     MIN_BOOT_SHARE,
     bootstrap_relative_reduction_ci,
     bootstrap_relative_reductions,

@@ -1,13 +1,13 @@
-"""toolshift.study_cost: a study's generations, new tokens and model loads, counted by hand on a
+"""toolshift.bench.study_cost: a study's generations, new tokens and model loads, counted by hand on a
 planted config."""
 
 from __future__ import annotations
 
 import pytest
 
-from toolshift.config import validate_config
+from toolshift.bench.study_cost import dataset_size, study_cost
+from toolshift.common.config import validate_config
 from toolshift.errors import ConfigError
-from toolshift.study_cost import dataset_size, study_cost
 
 
 def _config(**overrides):

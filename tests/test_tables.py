@@ -10,15 +10,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from toolshift.contracts import ASR_COLUMNS
-from toolshift.errors import ContractError
-from toolshift.stats import (
+from toolshift.analysis.stats import (
     bootstrap_relative_reduction_ci,
     paired_bootstrap_ci,
     relative_reduction_ci,
     wilson_ci,
 )
-from toolshift.tables import (
+from toolshift.analysis.tables import (
     ASR_TABLE_COLUMNS,
     OVER_REFUSAL_COLUMNS,
     REPRESENTATION_COLUMNS,
@@ -30,6 +28,8 @@ from toolshift.tables import (
     representation_table,
     transfer_table,
 )
+from toolshift.contracts import ASR_COLUMNS
+from toolshift.errors import ContractError
 
 H = [f"h{i:02d}" for i in range(1, 11)]  # ten harmful prompts
 B = [f"b{i:02d}" for i in range(1, 5)]  # four harmless prompts
@@ -327,8 +327,8 @@ def test_transfer_table():
 
 
 def test_representation_table_on_planted_vectors():
-    from toolshift.splits import make_splits
-    from toolshift.vectors import compute_vectors
+    from toolshift.analysis.vectors import compute_vectors
+    from toolshift.datasets.splits import make_splits
 
     rng = np.random.default_rng(0)
     n, d = 80, 8
@@ -363,7 +363,7 @@ def test_representation_table_on_planted_vectors():
 
 
 def test_free_tool_use_splits_asr_by_the_models_choice():
-    from toolshift.tables import FREE_TOOL_USE_COLUMNS, free_tool_use_table
+    from toolshift.analysis.tables import FREE_TOOL_USE_COLUMNS, free_tool_use_table
 
     rows = []
     for i, (used, unsafe, calls, stop) in enumerate(
@@ -416,14 +416,14 @@ def _judged_rows(condition, intervention, unsafe, ids, model="m", judge="keyword
 
 def test_every_column_of_the_reference_a_paired_run_and_a_run_without_reference():
     """The values of every column, by hand and from the stats functions, with the default n_boot and seed."""
-    from toolshift.stats import (
+    from toolshift.analysis.stats import (
         RR_CI_METHOD,
         bootstrap_relative_reduction_ci,
         mcnemar_exact,
         relative_reduction_ci,
         wilson_ci,
     )
-    from toolshift.tables import ASR_TABLE_COLUMNS
+    from toolshift.analysis.tables import ASR_TABLE_COLUMNS
 
     ids = ["p1", "p2", "p3", "p4", "p5"]
     rows = _judged_rows("direct", "none", [True, True, True, False, True], ids)

@@ -9,9 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolshift.adapters import DeepEyesAdapter, Qwen3VLAdapter
-from toolshift.errors import ContractError
-from toolshift.toolcalls import (
+from toolshift.episodes.toolcalls import (
     COORD_LIMIT,
     MAX_CALLS,
     MAX_PAYLOAD_CHARS,
@@ -21,6 +19,8 @@ from toolshift.toolcalls import (
     ToolCall,
     parse_tool_calls,
 )
+from toolshift.errors import ContractError
+from toolshift.models.adapters import DeepEyesAdapter, Qwen3VLAdapter
 
 SIZE = (760, 500)
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.activations import read_activations, to_dataset, write_activations
+from toolshift.checks.run_contracts import identity_from_path, main, run_problems, validate_run
 from toolshift.contracts import PROMPT_COLUMNS, write_jsonl, write_parquet
 from toolshift.errors import ConfigError, ContractError
-from toolshift.runner import attach_prompt_fields
-from toolshift.validate import identity_from_path, main, run_problems, validate_run
+from toolshift.inference.runner import attach_prompt_fields
+from toolshift.models.activations import read_activations, to_dataset, write_activations
 
 MODEL, DATASET, CONDITION = "m1", "mini", "direct"
 IDS = ["p0", "p1", "p2", "p3"]

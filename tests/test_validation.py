@@ -20,18 +20,18 @@ import pytest
 from conftest import require_shared
 from PIL import Image
 
-from toolshift import validation
-from toolshift.downloads import DataSource, data_source, read_lock
-from toolshift.errors import ConfigError, DataError
-from toolshift.registry import SAFEBENCH_CSV
-from toolshift.typography import render_figstep
-from toolshift.validation import (
+from toolshift.checks import validation
+from toolshift.checks.validation import (
     FIDELITY_COLUMNS,
     PLANTED_COLUMNS,
     figstep_fidelity_summary,
     figstep_fidelity_table,
     planted_truth_table,
 )
+from toolshift.datasets.downloads import DataSource, data_source, read_lock
+from toolshift.datasets.sources import SAFEBENCH_CSV
+from toolshift.datasets.typography import render_figstep
+from toolshift.errors import ConfigError, DataError
 
 CHECKS = {
     "tool_vector",
@@ -117,14 +117,14 @@ def test_a_shuffled_refusal_direction_fails_its_row(monkeypatch):
 
 
 def test_selection_without_the_layer_exclusion_fails_the_layer_rows(monkeypatch):
-    import toolshift.vectors
+    import toolshift.analysis.vectors
 
-    real = toolshift.vectors.select_from_scores
+    real = toolshift.analysis.vectors.select_from_scores
 
     def no_exclusion(scores, criterion, **kwargs):
         return real(scores, criterion, exclude_last_frac=0.0)
 
-    monkeypatch.setattr(toolshift.vectors, "select_from_scores", no_exclusion)
+    monkeypatch.setattr(toolshift.analysis.vectors, "select_from_scores", no_exclusion)
     table = planted_truth_table(seed=0, **SMALL).set_index("check")
     assert table.loc["selected_layer", "recovered"] == validation.DECOY_LAYER
     assert not table.loc["selected_layer", "passed"] and not table.loc["decoy_excluded", "passed"]
@@ -132,9 +132,9 @@ def test_selection_without_the_layer_exclusion_fails_the_layer_rows(monkeypatch)
 
 
 def test_a_test_that_always_rejects_fails_the_null_row(monkeypatch):
-    import toolshift.tables
+    import toolshift.analysis.tables
 
-    monkeypatch.setattr(toolshift.tables, "mcnemar_exact", lambda a, b: 0.001)
+    monkeypatch.setattr(toolshift.analysis.tables, "mcnemar_exact", lambda a, b: 0.001)
     table = planted_truth_table(seed=0, **SMALL).set_index("check")
     assert not table.loc["null_mcnemar_fpr", "passed"]
     assert table.loc["null_mcnemar_fpr", "recovered"] == 1.0

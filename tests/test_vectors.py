@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from toolshift.errors import ContractError
-from toolshift.splits import make_splits
-from toolshift.vectors import (
+from toolshift.analysis.vectors import (
     N_COMPONENTS,
     VECTOR_VARS,
     compute_vectors,
@@ -19,6 +17,8 @@ from toolshift.vectors import (
     tool_vector_cosines,
     write_vectors,
 )
+from toolshift.datasets.splits import make_splits
+from toolshift.errors import ContractError
 
 N_LAYERS, HIDDEN, N_HARMFUL, N_HARMLESS = 4, 64, 40, 40
 ANGLES_DEG = np.array([20.0, 50.0, 80.0, 110.0])  # planted angle between tool vector and refusal direction

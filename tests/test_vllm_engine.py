@@ -1,5 +1,5 @@
 """The vllm engine against the HF reference (issue 11): fixtures in float32, HF in this environment (the
-reference the DAG uses), vLLM in its own (`make vllm-env`) through toolshift.engines.equivalence.
+reference the DAG uses), vLLM in its own (`make vllm-env`) through toolshift.models.engines.equivalence.
 
 Each family's engines run once per module: one HF generate call in this process, one vLLM generate call
 with all four runs (none, add0, add, ablate) in a subprocess of the vLLM environment's python. The tests
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolshift.engines import environment
-from toolshift.engines.environment import vllm_importable, vllm_python
-from toolshift.engines.equivalence import FAMILIES as DEFAULT_FAMILIES
-from toolshift.engines.vllm import VLLM_FAMILIES
 from toolshift.errors import ConfigError
+from toolshift.models.engines import environment
+from toolshift.models.engines.environment import vllm_importable, vllm_python
+from toolshift.models.engines.equivalence import FAMILIES as DEFAULT_FAMILIES
+from toolshift.models.engines.vllm import VLLM_FAMILIES
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
@@ -47,7 +47,7 @@ FAMILIES = VLLM_FAMILIES if os.environ.get("TOOLSHIFT_VLLM_FAMILIES") == "all" e
 @pytest.fixture(scope="module", params=FAMILIES)
 def case(request, tmp_path_factory):
     """(family, HF side, vLLM side, figures) of one fixture family."""
-    from toolshift.engines.equivalence import compare, figures
+    from toolshift.models.engines.equivalence import compare, figures
 
     python = _vllm_interpreter()
     family = request.param
@@ -56,7 +56,7 @@ def case(request, tmp_path_factory):
 
 
 def _rows(table):
-    from toolshift.inference import GENERATION_COLUMNS
+    from toolshift.models.generation import GENERATION_COLUMNS
 
     return [tuple(row[k] for k in GENERATION_COLUMNS) for row in table]
 
@@ -137,7 +137,7 @@ def test_vllm_is_not_importable_in_the_main_environment():
 
 @pytest.mark.parametrize("family", ["gemma3", "llava_onevision", "no-such-family"])
 def test_unserved_family_is_refused_in_one_line(tmp_path, family):
-    from toolshift.engines.vllm import UNSERVED, VLLM_FAMILIES, VLLMEngine
+    from toolshift.models.engines.vllm import UNSERVED, VLLM_FAMILIES, VLLMEngine
 
     assert family not in VLLM_FAMILIES
     with pytest.raises(ConfigError) as info:
@@ -211,11 +211,11 @@ def test_dag_on_the_vllm_engine_writes_the_hf_outputs(tmp_path):
     import pandas as pd
     import yaml
 
-    from toolshift.activations import read_activations
     from toolshift.contracts import read_episodes
-    from toolshift.engines.base import RunRequest
-    from toolshift.engines.hf import HFEngine
-    from toolshift.modeling import load_model
+    from toolshift.models.activations import read_activations
+    from toolshift.models.engines.base import RunRequest
+    from toolshift.models.engines.hf import HFEngine
+    from toolshift.models.loading import load_model
 
     _vllm_interpreter()
     results = tmp_path / "results"
@@ -262,7 +262,7 @@ def test_dag_on_the_vllm_engine_writes_the_hf_outputs(tmp_path):
         states = read_activations(run / "activations.nc")["resid"].sel(prompt_id=list(ref_table.index))
         assert np.abs(states.values - ref.states).max() < TOLERANCE
         if condition == "direct":
-            from toolshift.hooks import Intervention
+            from toolshift.models.hooks import Intervention
 
             steered = pd.read_parquet(results / f"interventions/{model}/mini/add_a4/responses.parquet")
             hook = Intervention("add", 1, vectors["tool_vector"].sel(layer=1).values, 4.0)

@@ -19,7 +19,8 @@ import xarray as xr
 import yaml
 from conftest import IN_CI, require_shared, shared_data_dir
 
-from toolshift.activations import read_activations
+from toolshift.analysis.headline import MEAN_MODEL
+from toolshift.analysis.interventions import parse_intervention_id
 from toolshift.contracts import (
     ASR_COLUMNS,
     JUDGED_COLUMNS,
@@ -28,11 +29,10 @@ from toolshift.contracts import (
     read_prompts,
     read_table,
 )
-from toolshift.episodes import EPISODE_CONDITIONS as CONDITIONS
-from toolshift.headline import MEAN_MODEL
-from toolshift.interventions import parse_intervention_id
-from toolshift.report import CHAPTERS, FIGURE_PAGES, TABLE_PAGES, broken_internal_links
-from toolshift.runner import LOADED_LINE
+from toolshift.episodes.build import EPISODE_CONDITIONS as CONDITIONS
+from toolshift.inference.runner import LOADED_LINE
+from toolshift.models.activations import read_activations
+from toolshift.report.build import CHAPTERS, FIGURE_PAGES, TABLE_PAGES, broken_internal_links
 
 pytestmark = pytest.mark.e2e
 

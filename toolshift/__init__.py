@@ -1,6 +1,13 @@
 """toolshift: does explicit image-tool interaction make VLMs safer against multimodal jailbreaks, and why."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+PACKAGE_DIR: Path = Path(__file__).resolve().parent
+"""The installed package folder (its data/ and assets/ ship with it)."""
+REPO_ROOT: Path = PACKAGE_DIR.parent
+"""The repository toolshift is installed editable from (config/, rules/, workflow_scripts/, book/)."""
 
 CONDITIONS: tuple[str, ...] = (
     "direct",

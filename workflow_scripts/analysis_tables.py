@@ -1,23 +1,18 @@
 """Rule analysis_tables: vectors, validation tables, KL costs -> selection, transfer, cost, representation."""
 
-import sys
-from pathlib import Path
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-import pandas as pd  # noqa: E402
-
-from toolshift.contracts import read_table, write_csv  # noqa: E402
-from toolshift.intervention_cost import COST_TABLE_COLUMNS, intervention_cost_table, read_costs  # noqa: E402
-from toolshift.selection import selection_table  # noqa: E402
-from toolshift.tables import (  # noqa: E402
+from toolshift.analysis.selection import selection_table
+from toolshift.analysis.tables import (
     ASR_TABLE_COLUMNS,
     OVER_REFUSAL_COLUMNS,
     representation_table,
     transfer_table,
 )
-from toolshift.vectors import read_vectors  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.analysis.vectors import read_vectors
+from toolshift.common.steps import run_step
+from toolshift.contracts import read_table, write_csv
+from toolshift.inference.intervention_cost import COST_TABLE_COLUMNS, intervention_cost_table, read_costs
 
 
 def main(smk) -> None:

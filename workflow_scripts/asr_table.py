@@ -1,25 +1,20 @@
 """Rule asr_table: judged tables + splits -> ASR (test, validation, per category), over-refusal, headline,
 the claims' paired contrasts, ASR by zoom scale."""
 
-import sys
-from pathlib import Path
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-import pandas as pd  # noqa: E402
-
-from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv  # noqa: E402
-from toolshift.contrasts import contrasts_table  # noqa: E402
-from toolshift.headline import headline_table  # noqa: E402
-from toolshift.magnification import asr_by_scale_table  # noqa: E402
-from toolshift.splits import read_splits  # noqa: E402
-from toolshift.tables import (  # noqa: E402
+from toolshift.analysis.contrasts import contrasts_table
+from toolshift.analysis.headline import headline_table
+from toolshift.analysis.magnification import asr_by_scale_table
+from toolshift.analysis.tables import (
     asr_by_category_table,
     asr_table,
     free_tool_use_table,
     over_refusal_table,
 )
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.common.steps import run_step
+from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv
+from toolshift.datasets.splits import read_splits
 
 
 def main(smk) -> None:

@@ -1,17 +1,17 @@
 """Rules figures and representation_figures: one dataset's seaborn figures (PNG + SVG) and their captions:
 the behaviour group from the tables, the representation group from the vectors."""
 
-import sys
+import json
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-import json  # noqa: E402
-
-from toolshift.contracts import atomic_path, read_table  # noqa: E402
-from toolshift.intervention_cost import COST_TABLE_COLUMNS  # noqa: E402
-from toolshift.interventions import expand_interventions  # noqa: E402
-from toolshift.plots import (  # noqa: E402
+from toolshift.analysis.interventions import expand_interventions
+from toolshift.analysis.selection import SELECTION_COLUMNS
+from toolshift.analysis.tables import ASR_TABLE_COLUMNS, FREE_TOOL_USE_COLUMNS
+from toolshift.analysis.vectors import read_vectors
+from toolshift.common.steps import run_step
+from toolshift.contracts import atomic_path, read_table
+from toolshift.inference.intervention_cost import COST_TABLE_COLUMNS
+from toolshift.report.figures import (
     plot_asr_by_condition,
     plot_asr_by_judge,
     plot_category_heatmap,
@@ -25,10 +25,6 @@ from toolshift.plots import (  # noqa: E402
     plot_probes,
     plot_projections,
 )
-from toolshift.selection import SELECTION_COLUMNS  # noqa: E402
-from toolshift.tables import ASR_TABLE_COLUMNS, FREE_TOOL_USE_COLUMNS  # noqa: E402
-from toolshift.vectors import read_vectors  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
 
 
 def representation(smk, out: dict[str, str]) -> dict[str, str]:

@@ -1,16 +1,11 @@
 """Rule headline_figure: tables/headline.csv -> the headline forest plot (PNG + SVG) and its caption."""
 
-import sys
-from pathlib import Path
+import json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-import json  # noqa: E402
-
-from toolshift.contracts import atomic_path, read_table  # noqa: E402
-from toolshift.headline import HEADLINE_COLUMNS  # noqa: E402
-from toolshift.plots import plot_headline  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.analysis.headline import HEADLINE_COLUMNS
+from toolshift.common.steps import run_step
+from toolshift.contracts import atomic_path, read_table
+from toolshift.report.figures import plot_headline
 
 
 def main(smk) -> None:

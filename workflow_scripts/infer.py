@@ -1,12 +1,8 @@
 """Rules infer, intervene and transfer: one (model, dataset, shard) job, one model load, many runs."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.interventions import expand_interventions  # noqa: E402
-from toolshift.runner import (  # noqa: E402
+from toolshift.analysis.interventions import expand_interventions
+from toolshift.common.steps import run_step
+from toolshift.inference.runner import (
     InferenceJob,
     RunOutput,
     is_condition,
@@ -15,7 +11,6 @@ from toolshift.runner import (  # noqa: E402
     shard_costs,
     shard_outputs,
 )
-from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:

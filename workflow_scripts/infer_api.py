@@ -1,12 +1,9 @@
 """Rule infer_api: one (API model, dataset, condition) run through an OpenAI-compatible chat endpoint."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.api_inference import run_api_inference  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.common.steps import run_step
+from toolshift.inference.api import run_api_inference
 
 
 def main(smk) -> None:

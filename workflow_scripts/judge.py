@@ -1,17 +1,12 @@
 """Rule judge: every responses table of every model on a dataset -> one judged table per model (one judge,
 loaded once)."""
 
-import sys
-from pathlib import Path
+import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-import pandas as pd  # noqa: E402
-
-from toolshift.contracts import read_prompts, read_responses, write_parquet  # noqa: E402
-from toolshift.errors import ContractError  # noqa: E402
-from toolshift.judges import judge_frame  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.common.steps import run_step
+from toolshift.contracts import read_prompts, read_responses, write_parquet
+from toolshift.errors import ContractError
+from toolshift.judges.keyword import judge_frame
 
 
 def main(smk) -> None:

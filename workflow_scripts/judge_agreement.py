@@ -1,13 +1,12 @@
 """Rule judge_agreement: judged tables (+ human labels) -> pairwise and human agreement, ASR by judge."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from toolshift.agreement import (  # noqa: E402
+from toolshift.common.steps import run_step
+from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv
+from toolshift.judges.agreement import (
     HUMAN_AGREEMENT_COLUMNS,
     asr_by_judge,
     human_agreement,
@@ -16,8 +15,6 @@ from toolshift.agreement import (  # noqa: E402
     read_labelled_csv,
     verdict_matrix,
 )
-from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
 
 
 def main(smk) -> None:

@@ -1,13 +1,8 @@
 """Rules merge_runs and merge_interventions: the shard directories of a (model, dataset) job -> each run's
 responses.parquet (+ activations.nc)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.runner import merge_costs, merge_runs  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.common.steps import run_step
+from toolshift.inference.runner import merge_costs, merge_runs
 
 
 def main(smk) -> None:

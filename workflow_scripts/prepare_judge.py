@@ -1,13 +1,10 @@
 """Rule prepare_judge: a judge model directory (a tiny fixture built offline, or a hub download)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.fixture_models.judges import build_judge_fixture  # noqa: E402
-from toolshift.modeling import prepare_model  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.common.steps import run_step
+from toolshift.models.fixture_models.judges import build_judge_fixture
+from toolshift.models.loading import prepare_model
 
 
 def main(smk) -> None:

@@ -2,25 +2,23 @@
 files found through the registry (data_mirror, else downloaded into the cache) ->
 tables/validation_figstep.csv (one row per compared image)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.contracts import write_csv  # noqa: E402
-from toolshift.downloads import data_source  # noqa: E402
-from toolshift.validation import (  # noqa: E402
+from toolshift.checks.validation import (
     fetch_safebench_reference,
     figstep_fidelity_summary,
     figstep_fidelity_table,
 )
-from toolshift.workflow import log, run_step  # noqa: E402
+from toolshift.common.steps import log, run_step
+from toolshift.contracts import write_csv
+from toolshift.datasets.downloads import data_source
 
 
 def main(smk) -> None:
     out = Path(smk.output[0])
-    results = out.parents[1]  # the output is {results}/tables/validation_figstep.csv
-    source = data_source(results, smk.params.data_mirror, smk.params.data_cache, smk.params.data_lock)
+    source = data_source(
+        Path(smk.params.results), smk.params.data_mirror, smk.params.data_cache, smk.params.data_lock
+    )
     every = smk.params.every
     csv, images = fetch_safebench_reference(source, every=every)
     table = figstep_fidelity_table(csv, images, every=every)

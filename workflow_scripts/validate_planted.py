@@ -1,14 +1,9 @@
 """Rule validate_planted: a synthetic study with planted truth through the analysis library ->
 tables/validation_planted.csv (one row per check)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.contracts import write_csv  # noqa: E402
-from toolshift.validation import planted_truth_table  # noqa: E402
-from toolshift.workflow import log, run_step  # noqa: E402
+from toolshift.checks.validation import planted_truth_table
+from toolshift.common.steps import log, run_step
+from toolshift.contracts import write_csv
 
 
 def main(smk) -> None:

@@ -1,14 +1,9 @@
 """Rule validate_planted_model: the DAG's own tables and vectors on the planted-mechanism fixtures ->
-tables/validation_planted_model.csv (one row per recovery check; toolshift.planted_recovery)."""
+tables/validation_planted_model.csv (one row per recovery check; toolshift.checks.planted_model)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.contracts import write_csv  # noqa: E402
-from toolshift.planted_recovery import planted_recovery_tables  # noqa: E402
-from toolshift.workflow import log, run_step  # noqa: E402
+from toolshift.checks.planted_model import planted_recovery_tables
+from toolshift.common.steps import log, run_step
+from toolshift.contracts import write_csv
 
 
 def main(smk) -> None:

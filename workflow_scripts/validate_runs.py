@@ -1,14 +1,11 @@
 """Rule validate_runs: every condition run of a model on a dataset, written by any backend, meets the file
 contracts (else one line naming the file and the problem)."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: toolshift without installing it
-
-from toolshift.contracts import atomic_path  # noqa: E402
-from toolshift.validate import validate_run  # noqa: E402
-from toolshift.workflow import run_step  # noqa: E402
+from toolshift.checks.run_contracts import validate_run
+from toolshift.common.steps import run_step
+from toolshift.contracts import atomic_path
 
 
 def main(smk) -> None:

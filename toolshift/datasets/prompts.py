@@ -1,0 +1,376 @@
+"""Datasets: the registry, the embedded `mini` dataset and the prompts-table builder.
+
+`DATASETS` holds the embedded `mini` dataset and the public benchmarks of `toolshift.datasets.sources`
+(FigStep
+SafeBench, MM-SafetyBench, JailbreakV-28K, HADES, JBB-Behaviors, ...), whose files are fetched through
+`toolshift.datasets.downloads` (a local mirror folder, else pooch downloads into a cache, every file checked
+against
+its sha256 or the lock file).
+
+`mini` (package data `toolshift/data/mini.csv`) was written for this project: short FigStep-style
+instructions ("Steps to ...", "Methods to ...", "List of ...") over the ten SafeBench topics, each harmful
+request paired with a harmless twin of the same form and topic (`mini-h-NNN` <-> `mini-b-NNN`). It holds
+requests only, never an answer.
+
+A prompts table may pair a harmful dataset with a harmless control dataset (option `harmless`): the
+refusal direction and the over-refusal table need harmless rows. The harmless rows are drawn with the
+harmful dataset's attack typography (for FigStep: the FigStep layout of the harmless instruction) and keep
+their own ids and categories.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from toolshift.contracts import PROMPT_COLUMNS, atomic_path, write_parquet
+from toolshift.datasets.downloads import DataSource, data_source
+from toolshift.datasets.images import save_png
+from toolshift.datasets.sources import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
+from toolshift.datasets.typography import FIGSTEP_PROMPT, figstep_problem, render_figstep
+from toolshift.datasets.typography_mmsb import mmsb_typo_problem, render_mmsb_typo
+from toolshift.errors import ConfigError, ContractError, DataError
+
+TOPICS: tuple[str, ...] = SAFEBENCH_TOPICS
+"""The ten SafeBench topics (FigStep, Gong et al. 2025), in SafeBench's order."""
+
+ROW_COLUMNS: tuple[str, ...] = ("prompt_id", "category", "harmful", "question", "instruction")
+"""The columns a dataset loader returns (the prompts table adds `dataset` and `image`)."""
+
+TEXT_PROMPT_COLUMN = "text_prompt"
+"""Optional column of a loader's rows and of `prompts.parquet`: the text sent with the attack image. The
+prompts table has it when the dataset's attack is not FigStep; without it every row takes FIGSTEP_PROMPT."""
+
+IMAGE_SOURCE_COLUMN = "image_source"
+"""Optional column of a loader's rows: where a downloaded attack image comes from (never written out)."""
+
+OPTIONAL_ROW_COLUMNS: tuple[str, ...] = (TEXT_PROMPT_COLUMN, IMAGE_SOURCE_COLUMN)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _mini_path() -> Path:
+    return Path(str(resources.files("toolshift") / "data" / "mini.csv"))
+
+
+def check_rows(rows: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Check a loader's rows (ROW_COLUMNS present, no empty field, unique safe ids, boolean `harmful`)
+    and return them with ROW_COLUMNS (plus `text_prompt` / `image_source` where present); a problem raises
+    DataError naming `where`."""
+    missing = [c for c in ROW_COLUMNS if c not in rows.columns]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}")
+    keep = list(ROW_COLUMNS) + [c for c in OPTIONAL_ROW_COLUMNS if c in rows.columns]
+    rows = rows.loc[:, keep].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(f"{where}: no rows")
+    for col in ("prompt_id", "category", "question", "instruction"):
+        bad = rows[col].isna() | (rows[col].astype(str).str.strip() == "")
+        if bad.any():
+            raise DataError(f"{where}: empty {col} in row {int(bad.idxmax()) + 1}")
+        rows[col] = rows[col].astype(str)
+    if TEXT_PROMPT_COLUMN in rows.columns:  # a missing prompt (NaN) takes the dataset's default later
+        given = rows[TEXT_PROMPT_COLUMN]
+        bad = given.notna() & (given.astype(str).str.strip() == "")
+        if bad.any():
+            raise DataError(f"{where}: empty {TEXT_PROMPT_COLUMN} in row {int(bad.idxmax()) + 1}")
+    harmful = rows["harmful"]
+    if harmful.dtype != bool:
+        mapped = harmful.astype(str).str.strip().str.lower().map({"true": True, "false": False})
+        if mapped.isna().any():
+            i = int(mapped.isna().idxmax())
+            raise DataError(f"{where}: harmful must be true/false, got {harmful.iloc[i]!r} in row {i + 1}")
+        rows["harmful"] = mapped.astype(bool)
+    dup = rows["prompt_id"][rows["prompt_id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{where}: duplicate prompt_id {dup.iloc[0]!r}")
+    for pid in rows["prompt_id"]:
+        if not _SAFE_ID.match(pid):
+            raise DataError(f"{where}: prompt_id {pid!r} is not a safe file name (letters, digits, . _ -)")
+    return rows
+
+
+def load_mini(source: DataSource | None = None) -> pd.DataFrame:
+    """The embedded `mini` dataset: 50 harmful and 50 harmless twins over the ten SafeBench topics
+    (package data; `source` is accepted for the loader interface and not used)."""
+    path = _mini_path()
+    if not path.is_file():
+        raise DataError(f"{path}: package data missing (reinstall toolshift)")
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return check_rows(rows, str(path))
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mini": DatasetSpec(
+        name="mini",
+        n_rows=100,
+        loader=load_mini,
+        license="same license as toolshift (written for this project)",
+        description=(
+            "Embedded default: 50 short harmful FigStep-style requests (5 per SafeBench topic) and 50 "
+            "harmless twins of the same form and topic; requests only, no answers."
+        ),
+    ),
+    **BENCHMARKS,
+}
+"""Dataset registry: name -> DatasetSpec (`mini` and the public benchmarks of toolshift.datasets.sources)."""
+
+
+def dataset_names() -> list[str]:
+    """The names of every registered dataset, sorted (what a config's `datasets:` may name)."""
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The registry entry of a dataset (unknown name -> ConfigError listing the known ones)."""
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def _default_source() -> DataSource:
+    return data_source("results")
+
+
+def load_dataset(name: str, source: DataSource | None = None) -> pd.DataFrame:
+    """Load a registered dataset's rows (ROW_COLUMNS, plus `text_prompt` / `image_source` where the
+    dataset has them), checked. Files come from `source` (default: downloads under `results/`)."""
+    spec = get_dataset(name)
+    return check_rows(spec.loader(source or _default_source()), f"dataset {name}")
+
+
+def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
+    """Config checks of one `datasets:` entry that need the registry: the dataset is known, and a
+    `harmless` control is a known dataset with harmless rows that the attack can draw. ConfigError with
+    one line naming the key otherwise."""
+    spec = get_dataset(name)
+    harmless = (options or {}).get("harmless")
+    if harmless is None:
+        return
+    where = f"datasets.{name}.harmless"
+    if harmless not in DATASETS:
+        raise ConfigError(f"{where}: unknown dataset {harmless!r} (known: {', '.join(sorted(DATASETS))})")
+    if harmless == name:
+        raise ConfigError(f"{where}: a dataset cannot be its own harmless control")
+    if DATASETS[harmless].classes == "harmful":
+        raise ConfigError(f"{where}: {harmless!r} holds no harmless rows")
+    if spec.attack not in RENDERED_ATTACKS:
+        raise ConfigError(
+            f"{where}: {name!r} uses downloaded attack images ({spec.attack}), so harmless rows cannot be "
+            f"drawn in its layout; pair a harmless control with a typographic dataset "
+            f"({', '.join(RENDERED_ATTACKS)})"
+        )
+
+
+def select_rows(rows: pd.DataFrame, limit_per_class: int | None = None) -> pd.DataFrame:
+    """The first `limit_per_class` harmful and the first `limit_per_class` harmless rows, stratified by
+    category: round-robin over the categories (in order of first appearance), taking each category's
+    rows in file order. None keeps every row. The selected rows keep their original order."""
+    if limit_per_class is None:
+        return rows.reset_index(drop=True)
+    if isinstance(limit_per_class, bool) or not isinstance(limit_per_class, int) or limit_per_class < 1:
+        raise ConfigError(f"limit_per_class must be a positive integer or null, got {limit_per_class!r}")
+    keep: list[int] = []
+    for harmful in (True, False):
+        cls = rows[rows["harmful"] == harmful]
+        queues = [list(group.index) for _, group in cls.groupby("category", sort=False)]
+        picked: list[int] = []
+        depth = 0
+        while len(picked) < limit_per_class and any(depth < len(q) for q in queues):
+            for q in queues:
+                if depth < len(q) and len(picked) < limit_per_class:
+                    picked.append(q[depth])
+            depth += 1
+        keep.extend(picked)
+    return rows.loc[sorted(keep)].reset_index(drop=True)
+
+
+def image_relpath(dataset: str, prompt_id: str) -> str:
+    """Where a prompt's attack image lies, relative to the results root."""
+    return f"data/{dataset}/images/{prompt_id}.png"
+
+
+def attack_image(attack: str, row: Mapping[str, Any], source: DataSource | None = None) -> Image.Image:
+    """The attack image of one row: `figstep` draws the instruction in FigStep's layout, `mmsb_typo` in
+    MM-SafetyBench's TYPO layout, `image` opens the row's downloaded image (`image_source`)."""
+    if attack == "figstep":
+        return render_figstep(row["instruction"])
+    if attack == "mmsb_typo":
+        return render_mmsb_typo(row["instruction"])
+    if attack == "image":
+        image_source = row.get(IMAGE_SOURCE_COLUMN)
+        if image_source is None or not hasattr(image_source, "open"):
+            raise DataError(f"prompt {row['prompt_id']}: no attack image to download (image_source missing)")
+        return image_source.open(source or _default_source())
+    raise ConfigError(f"unknown attack {attack!r}; known: figstep, mmsb_typo, image")
+
+
+UNRENDERABLE_ACTIONS: tuple[str, ...] = ("stop", "skip")
+"""What the prompts builder does with a row whose attack image would not carry its text (option
+`datasets.<name>.on_unrenderable`): stop with one line, or leave the row out and record it."""
+
+SKIPPED_COLUMNS: tuple[str, ...] = ("prompt_id", "harmful", "category", "reason")
+"""Columns of `data/{dataset}/skipped.csv`: the prompts left out because their image cannot carry them."""
+
+
+def attack_problem(attack: str, row: Mapping[str, Any]) -> str | None:
+    """Why the attack image of one row would not carry its text (a glyph the font lacks, a text too long
+    for the layout), or None. Downloaded images (`image`) are taken as they are."""
+    if attack == "figstep":
+        return figstep_problem(row["instruction"])
+    if attack == "mmsb_typo":
+        return mmsb_typo_problem(row["instruction"])
+    return None
+
+
+def write_skipped(skipped: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write the skipped prompts (SKIPPED_COLUMNS; a header alone when none) as CSV, atomically."""
+    with atomic_path(Path(path)) as tmp:
+        skipped.loc[:, list(SKIPPED_COLUMNS)].to_csv(tmp, index=False)
+
+
+def build_prompts(
+    dataset: str,
+    rows: pd.DataFrame,
+    results_root: str | os.PathLike[str],
+    limit_per_class: int | None = None,
+    *,
+    attack: str = "figstep",
+    text_prompt: str = FIGSTEP_PROMPT,
+    source: DataSource | None = None,
+    on_unrenderable: str = "stop",
+    skipped_csv: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Make each selected row's attack image under `results_root` and return the prompts table
+    (PROMPT_COLUMNS; `image` relative to the results root). Images are written atomically.
+
+    With a non-FigStep attack the table adds the column `text_prompt` (the row's own text prompt, else
+    `text_prompt`); a FigStep table has no such column (every row takes FIGSTEP_PROMPT).
+
+    A row whose attack image would not carry its text (`attack_problem`) stops the build with DataError
+    naming the prompt and the reason (`on_unrenderable="stop"`), or is left out (`"skip"`); the rows left
+    out are written to `skipped_csv` when given (SKIPPED_COLUMNS, a header alone when none).
+    """
+    if not isinstance(dataset, str) or not _SAFE_ID.match(dataset):
+        raise ConfigError(f"dataset name {dataset!r} is not usable as a directory name")
+    if on_unrenderable not in UNRENDERABLE_ACTIONS:
+        raise ConfigError(
+            f"datasets.{dataset}.on_unrenderable: {on_unrenderable!r} is not one of "
+            f"{', '.join(UNRENDERABLE_ACTIONS)}"
+        )
+    rows = select_rows(check_rows(rows, f"dataset {dataset}"), limit_per_class)
+    skipped = []
+    for row in rows.to_dict("records"):
+        problem = attack_problem(attack, row)
+        if problem is None:
+            continue
+        if on_unrenderable == "stop":
+            raise DataError(
+                f"dataset {dataset}, prompt {row['prompt_id']}: {problem}; fix or shorten that row, or set "
+                f"datasets.{dataset}.on_unrenderable: skip to leave such prompts out (the book lists them)"
+            )
+        skipped.append({**{c: row[c] for c in SKIPPED_COLUMNS[:-1]}, "reason": problem})
+    skipped_frame = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
+    if skipped:
+        rows = rows[~rows["prompt_id"].isin(skipped_frame["prompt_id"])].reset_index(drop=True)
+        if rows.empty:
+            raise DataError(
+                f"dataset {dataset}: no prompt can be drawn ({len(skipped)} skipped; first, "
+                f"{skipped[0]['prompt_id']}: {skipped[0]['reason']})"
+            )
+    root = Path(results_root)
+    images = []
+    for row in rows.to_dict("records"):
+        rel = image_relpath(dataset, row["prompt_id"])
+        save_png(attack_image(attack, row, source), root / rel)
+        images.append(rel)
+    if skipped_csv is not None:
+        write_skipped(skipped_frame, skipped_csv)
+    out = rows.assign(dataset=dataset, image=images)
+    out["harmful"] = out["harmful"].astype(bool)
+    columns = list(PROMPT_COLUMNS)
+    if attack != "figstep":
+        given = (
+            out[TEXT_PROMPT_COLUMN] if TEXT_PROMPT_COLUMN in out.columns else pd.Series(None, index=out.index)
+        )
+        out[TEXT_PROMPT_COLUMN] = [t if isinstance(t, str) and t.strip() else text_prompt for t in given]
+        columns.append(TEXT_PROMPT_COLUMN)
+    return out.loc[:, columns]
+
+
+def build_dataset_prompts(
+    dataset: str,
+    results_root: str | os.PathLike[str],
+    limit_per_class: int | None = None,
+    harmless: str | None = None,
+    *,
+    data_mirror: str | os.PathLike[str] | None = None,
+    data_cache: str | os.PathLike[str] | None = None,
+    data_lock: str | os.PathLike[str] | None = None,
+    on_unrenderable: str = "stop",
+    skipped_csv: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Load a registered dataset (and the harmless rows of the `harmless` control dataset, drawn with
+    the same attack) and build its prompts table and attack images (see build_prompts; a row its
+    attack cannot draw stops the build or, with `on_unrenderable="skip"`, goes to `skipped_csv`).
+
+    Files come from `data_mirror` when given, else are downloaded into `data_cache` (default
+    `<results_root>/cache/downloads`); hashes not pinned by the registry are checked against and recorded
+    in `data_lock` (default `config/datasets.lock.yaml`)."""
+    spec = get_dataset(dataset)
+    check_dataset_options(dataset, {"harmless": harmless})
+    source = data_source(results_root, data_mirror, data_cache, data_lock)
+    rows = load_dataset(dataset, source)
+    if harmless is not None:
+        control = load_dataset(harmless, source)
+        control = control[~control["harmful"]]
+        if control.empty:
+            raise DataError(f"dataset {harmless}: no harmless rows to pair with {dataset}")
+        rows = pd.concat(
+            [rows, control.drop(columns=[IMAGE_SOURCE_COLUMN], errors="ignore")], ignore_index=True
+        )
+        rows = check_rows(rows, f"dataset {dataset} with harmless control {harmless}")
+    return build_prompts(
+        dataset,
+        rows,
+        results_root,
+        limit_per_class=limit_per_class,
+        attack=spec.attack,
+        text_prompt=spec.text_prompt,
+        source=source,
+        on_unrenderable=on_unrenderable,
+        skipped_csv=skipped_csv,
+    )
+
+
+def text_prompts(prompts: pd.DataFrame) -> list[str]:
+    """The text sent with each row's attack image: the `text_prompt` column where the table has one (and
+    the row a value), else FIGSTEP_PROMPT. For episode builders."""
+    if TEXT_PROMPT_COLUMN not in prompts.columns:
+        return [FIGSTEP_PROMPT] * len(prompts)
+    return [t if isinstance(t, str) and t.strip() else FIGSTEP_PROMPT for t in prompts[TEXT_PROMPT_COLUMN]]
+
+
+def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Check a prompts table against its contract and write it as parquet, atomically (PROMPT_COLUMNS,
+    plus `text_prompt` when the table has it)."""
+    missing = [c for c in PROMPT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ContractError(f"{path}: prompts table lacks column(s) {', '.join(missing)}")
+    if df.empty:
+        raise ContractError(f"{path}: no prompts")
+    dup = df["prompt_id"][df["prompt_id"].duplicated()]
+    if len(dup):
+        raise ContractError(f"{path}: duplicate prompt_id {dup.iloc[0]!r}")
+    if df["harmful"].dtype != bool:
+        raise ContractError(f"{path}: column harmful must be boolean, got {df['harmful'].dtype}")
+    columns = list(PROMPT_COLUMNS) + ([TEXT_PROMPT_COLUMN] if TEXT_PROMPT_COLUMN in df.columns else [])
+    write_parquet(df.loc[:, columns].reset_index(drop=True), path)

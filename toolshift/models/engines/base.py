@@ -1,0 +1,103 @@
+"""What every inference engine offers: many runs (conditions or interventions) through one loaded model.
+
+A job opens one engine for a (model, dataset, shard) and hands it `RunRequest`s: the episodes of one run,
+whether to capture the residual stream at the last prompt token, and the intervention hook (if any).
+`Engine.generate` returns one `RunResult` per request, in order: the GENERATION_COLUMNS table (one row per
+episode, in episode order) and, if captured, the states (n_episodes, n_layers, hidden) float32. An engine
+may batch requests together (vLLM batches all of them continuously); its results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from toolshift.errors import ConfigError
+from toolshift.models.adapters import FamilyAdapter
+from toolshift.models.hooks import Intervention
+
+ENGINES: tuple[str, ...] = ("hf", "vllm")
+"""The engines `generation.engine` (or a model entry's `engine`) can name."""
+
+
+@dataclass
+class RunRequest:
+    """One run of a job: `name` (a condition or an intervention id), its episodes, capture or not, hook."""
+
+    name: str
+    episodes: list[dict[str, Any]]
+    capture: bool = False
+    intervention: Intervention | None = None
+
+
+@dataclass
+class RunResult:
+    """What an engine returns for one RunRequest: the generation table, the states and the engine name."""
+
+    table: pd.DataFrame
+    states: np.ndarray | None
+    engine: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """A loaded model that generates for many runs. Subclasses: HFEngine, VLLMEngine."""
+
+    name: ClassVar[str]
+    adapter: FamilyAdapter
+    model_id: str
+    revision: str
+    n_layers: int
+    hidden_size: int
+
+    @abstractmethod
+    def generate(
+        self,
+        requests: Sequence[RunRequest],
+        results_root: str | os.PathLike[str],
+        *,
+        max_new_tokens: int,
+        progress: bool = False,
+    ) -> list[RunResult]:
+        """Greedy generation for every request (see the module docstring)."""
+
+    def supports(self, intervention: Intervention | None) -> bool:
+        """Whether this engine can apply `intervention` exactly (otherwise the run falls back to `hf`)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional: engines without resources to release keep it
+        """Release the model (and any worker process)."""
+
+
+def engine_name(entry: Mapping[str, Any], generation: Mapping[str, Any]) -> str:
+    """The engine of a model entry: its own `engine`, else `generation.engine`, else `hf`."""
+    name = entry.get("engine") or generation.get("engine") or "hf"
+    if name not in ENGINES:
+        raise ConfigError(f"engine {name!r} is not one of {', '.join(ENGINES)}")
+    return str(name)
+
+
+def open_engine(
+    name: str,
+    model_dir: str | os.PathLike[str],
+    entry: Mapping[str, Any],
+    generation: Mapping[str, Any],
+    *,
+    device: str = "auto",
+) -> Engine:
+    """Load the model of `entry` from `model_dir` into engine `name` (`hf` or `vllm`)."""
+    if name == "hf":
+        from toolshift.models.engines.hf import HFEngine
+
+        return HFEngine.open(model_dir, entry, generation, device=device)
+    if name == "vllm":
+        from toolshift.models.engines.vllm import VLLMEngine
+
+        return VLLMEngine.open(model_dir, entry, generation, device=device)
+    raise ConfigError(f"engine {name!r} is not one of {', '.join(ENGINES)}")

@@ -1,0 +1,379 @@
+"""The book's method and provenance tables: datasets, splits, models, judges, software, git commit,
+per-rule runtimes (from Snakemake `benchmark:` files) and the configuration.
+
+Everything is read from result files, the config and the environment that builds the book; nothing is
+recomputed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+import toolshift
+from toolshift.report.format import DASH, cell, code, is_missing, markdown_table
+
+VERSION_PACKAGES: tuple[str, ...] = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "accelerate",
+    "numpy",
+    "pandas",
+    "xarray",
+    "h5netcdf",
+    "scipy",
+    "matplotlib",
+    "seaborn",
+    "pillow",
+    "snakemake",
+    "jupyter-book",
+    "sphinx",
+    "myst-parser",
+)
+"""Packages whose installed versions the provenance chapter lists."""
+
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+API_MODEL_NOTE = (
+    " ran through an OpenAI-compatible endpoint: behaviour only. A remote model exposes no residual "
+    "stream, so it has no tool vector, no refusal direction and no interventions; it appears in the ASR "
+    "tables and figures only. Token counts are the provider's (-1 = not reported). Answers come from the "
+    "response cache; temperature-0 API output is not guaranteed identical across provider updates, so the "
+    "cache, not the endpoint, makes these rows reproducible.\n"
+)
+
+
+def models_of(config: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, entry) of every model of the config, in config order."""
+    models = config.get("models") or {}
+    if isinstance(models, Mapping):
+        return [(str(k), v if isinstance(v, Mapping) else {}) for k, v in models.items()]
+    out = []
+    for i, entry in enumerate(models):
+        entry = entry if isinstance(entry, Mapping) else {"id": entry}
+        out.append((str(entry.get("name") or entry.get("id") or f"model {i}"), entry))
+    return out
+
+
+def models_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]) -> str:
+    """Every model with its family, source and revision; unpinned revisions are flagged."""
+    models = models_of(config)
+    if not models:
+        return "The config names no models.\n"
+    rows, api_models = [], []
+    for name, entry in models:
+        family = _cell_or_dash(entry.get("family"))
+        if name in fixture_models:
+            rows.append([code(name), family, "fixture (built offline from a seed)", DASH, "n/a"])
+            continue
+        if entry.get("backend") == "openai":
+            api = entry.get("api") or {}
+            source = f"OpenAI-compatible endpoint: {code(api.get('model'))} at {code(api.get('base_url'))}"
+            rows.append([code(name), family, source, DASH, "n/a (remote)"])
+            api_models.append(name)
+            continue
+        rev = entry.get("revision")
+        pinned = isinstance(rev, str) and bool(_COMMIT_RE.match(rev))
+        rows.append(
+            [
+                code(name),
+                family,
+                cell(entry.get("hub_id") or entry.get("path") or entry.get("id") or "hub model"),
+                DASH if is_missing(rev) or rev == "" else code(rev),
+                "yes" if pinned else "**no: unpinned**",
+            ]
+        )
+    out = markdown_table(["model", "family", "source", "revision", "pinned to a commit"], rows)
+    if api_models:
+        out += "\n" + ", ".join(code(m) for m in api_models) + API_MODEL_NOTE
+    return out
+
+
+def engines_markdown(judged: pd.DataFrame | None) -> str:
+    """Which inference engine generated each model's runs (the `engine` column of the responses):
+    conditions and interventions counted apart, with the number of runs per engine."""
+    if judged is None or judged.empty or "engine" not in judged.columns:
+        return "No responses with an `engine` column were given to the book.\n"
+    frame = judged.assign(
+        kind=judged["intervention"].map(lambda i: "conditions" if i == "none" else "interventions")
+    )
+    runs = frame.drop_duplicates(["model", "dataset", "condition", "intervention"])
+    rows = []
+    for model, group in runs.groupby("model", sort=False):
+        cells = [code(model)]
+        for kind in ("conditions", "interventions"):
+            counts = group.loc[group["kind"] == kind, "engine"].value_counts()
+            cells.append(", ".join(f"{code(e)} ({n} runs)" for e, n in counts.items()) or DASH)
+        rows.append(cells)
+    note = (
+        "\n`hf` is transformers `generate` with hooks (the reference); `vllm` a vLLM engine with vllm-lens "
+        "capture and steering; `api` an OpenAI-compatible endpoint. A run the vLLM engine cannot apply "
+        'exactly is generated by `hf` in the same job (docs/dag.md, "Choosing an engine").\n'
+    )
+    return markdown_table(["model", "conditions", "interventions"], rows) + note
+
+
+def _cell_or_dash(x: Any) -> str:
+    return DASH if is_missing(x) or x == "" else code(x)
+
+
+def datasets_markdown(prompts: Mapping[str, pd.DataFrame], config: Mapping[str, Any]) -> str:
+    """Per dataset: its registry description, attack, license, and the prompts the run used."""
+    if not prompts:
+        return "No prompt tables were given to the book.\n"
+    from toolshift.datasets.prompts import DATASETS
+
+    rows = []
+    for name, df in prompts.items():
+        spec = DATASETS.get(name)
+        harmful = df["harmful"].astype(bool)
+        options = (config.get("datasets") or {}).get(name) if isinstance(config.get("datasets"), dict) else {}
+        skipped = df.attrs.get("skipped")
+        n_skipped = 0 if skipped is None else len(skipped)
+        rows.append(
+            [
+                code(name),
+                cell(spec.description) if spec else "(not in the registry)",
+                code(spec.attack) if spec else DASH,
+                cell(spec.license) if spec else DASH,
+                str(int(harmful.sum())),
+                str(int((~harmful).sum())),
+                str(df["category"].nunique()),
+                str(n_skipped) if skipped is not None else DASH,
+                code(json.dumps(options or {}, sort_keys=True)),
+            ]
+        )
+    header = ["dataset", "what it is", "attack", "license", "harmful", "harmless", "categories"]
+    header += ["skipped", "options"]
+    return markdown_table(header, rows) + skipped_markdown(prompts)
+
+
+def attach_skipped(
+    prompts: Mapping[str, pd.DataFrame], paths: Mapping[str, str | os.PathLike[str]] | None
+) -> Mapping[str, pd.DataFrame]:
+    """Attach to each prompts table (as `attrs["skipped"]`) the `skipped.csv` that the prompts rule writes
+    beside its `prompts.parquet`: the prompts left out because their attack image cannot carry them."""
+    for name, path in (paths or {}).items():
+        csv = Path(path).parent / "skipped.csv"
+        if name in prompts and csv.is_file():
+            prompts[name].attrs["skipped"] = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    return prompts
+
+
+def skipped_markdown(prompts: Mapping[str, pd.DataFrame]) -> str:
+    """The prompts each dataset left out (`datasets.<name>.on_unrenderable: skip`), with the reason."""
+    rows = [
+        [code(name), code(str(r["prompt_id"])), cell(str(r["reason"]))]
+        for name, df in prompts.items()
+        if df.attrs.get("skipped") is not None
+        for _, r in df.attrs["skipped"].iterrows()
+    ]
+    if not rows:
+        return ""
+    note = (
+        f"\n{len(rows)} prompt(s) were left out because their attack image cannot carry their text "
+        "(`datasets.<name>.on_unrenderable: skip`); no result includes them:\n\n"
+    )
+    return note + markdown_table(["dataset", "prompt", "why it was left out"], rows)
+
+
+def splits_markdown(splits: Mapping[str, pd.DataFrame], config: Mapping[str, Any]) -> str:
+    """Prompts per split (train / validation / test) and class, per dataset, with the split seed."""
+    if not splits:
+        return "No split tables were given to the book.\n"
+    rows = []
+    order = ["train", "validation", "test"]
+    for name, df in splits.items():
+        counts = df.assign(harmful=df["harmful"].astype(bool)).groupby(["split", "harmful"]).size()
+        for split in order + sorted(set(df["split"]) - set(order)):
+            rows.append(
+                [
+                    code(name),
+                    code(split),
+                    str(int(counts.get((split, True), 0))),
+                    str(int(counts.get((split, False), 0))),
+                ]
+            )
+    cfg = config.get("splits") or {}
+    note = (
+        f"\nSplits are stratified by category and class (seed {cfg.get('seed', DASH)}): vectors and probes "
+        "are fitted on train, the layer and α are selected on validation, and every reported ASR, reduction "
+        "and cost is on test unless a table says otherwise.\n"
+    )
+    return markdown_table(["dataset", "split", "harmful", "harmless"], rows) + note
+
+
+JUDGE_DESCRIPTIONS: dict[str, str] = {
+    "keyword": "refusal-keyword matching: an answer without any listed refusal phrase counts as unsafe",
+    "llamaguard": "Llama Guard (safety classifier model) on the request and the answer",
+    "harmbench": "the HarmBench classifier (a fine-tuned model) on the request and the answer",
+    "api": "an LLM judge on an OpenAI-compatible endpoint with the JailbreakBench rubric",
+}
+
+
+def judges_markdown(config: Mapping[str, Any], fixture_note: bool = True) -> str:
+    """The configured judges, which one the headline uses, and where each judge model comes from."""
+    judges = list(config.get("judges") or ["keyword"])
+    headline = config.get("headline_judge", "keyword")
+    models = config.get("judge_models") or {}
+    rows = []
+    for judge in judges:
+        entry = models.get(judge) or {}
+        if judge == "keyword":
+            source = f"list {code(config.get('keyword_list', 'default'))}"
+        elif judge == "api":
+            api = (config.get("api_judge") or {}).get("api") or {}
+            source = f"{code(api.get('model'))} at {code(api.get('base_url'))}"
+        elif entry.get("source") == "fixture":
+            source = f"fixture {code(entry.get('variant'))} (random weights: noise)"
+        else:
+            source = f"{code(entry.get('variant'))} {cell(entry.get('hub_id') or entry.get('path') or '')}"
+        rows.append(
+            [
+                code(judge),
+                JUDGE_DESCRIPTIONS.get(judge, DASH),
+                source,
+                "**yes**" if judge == headline else "no",
+            ]
+        )
+    return markdown_table(["judge", "what it does", "source", "headline judge"], rows)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def software_markdown() -> str:
+    """toolshift, Python and the key packages, as installed in the environment building the book."""
+    versions = [["toolshift", toolshift.__version__], ["python", platform.python_version()]]
+    versions += [[p, _version(p)] for p in VERSION_PACKAGES]
+    rows = [[code(a), cell(b)] for a, b in versions]
+    return markdown_table(["package", "version"], rows) + (
+        f"\nVersions are those of the environment that built this book ({cell(platform.platform())}).\n"
+    )
+
+
+def git_state(repo: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it; `commit` is None outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None or not _COMMIT_RE.match(commit):
+        return {"commit": None, "dirty": None, "describe": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status), "describe": git("log", "-1", "--format=%cI %s")}
+
+
+def git_markdown(state: Mapping[str, Any]) -> str:
+    """One paragraph: the commit the workflow code was at, flagged when the checkout had local changes."""
+    if not state.get("commit"):
+        return "The workflow did not run from a git checkout, so no commit is recorded.\n"
+    text = f"Workflow code at commit {code(state['commit'])}"
+    if state.get("describe"):
+        text += f" ({cell(state['describe'])})"
+    if state.get("dirty"):
+        text += ", **with uncommitted changes to tracked files**: the commit alone does not reproduce it"
+    return text + ".\n"
+
+
+BENCHMARK_COLUMNS: tuple[str, ...] = ("s", "max_rss", "cpu_time")
+"""Columns of a Snakemake benchmark file the runtime table reads."""
+
+
+def read_benchmarks(benchmarks_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every `*.tsv` benchmark file under the folder, one row each, with its stage (first path part)."""
+    root = Path(benchmarks_dir)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        rel = path.relative_to(root)
+        stage = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        try:
+            df = pd.read_csv(path, sep="\t")
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue  # a benchmark file being written by a concurrent job: not a result yet
+        if df.empty or not set(BENCHMARK_COLUMNS) <= set(df.columns):
+            continue
+        last = df.iloc[-1]
+        rows.append(
+            {
+                "stage": stage,
+                "job": str(rel.with_suffix("")),
+                "s": pd.to_numeric(last["s"], errors="coerce"),
+                "max_rss": pd.to_numeric(last["max_rss"], errors="coerce"),
+                "cpu_time": pd.to_numeric(last["cpu_time"], errors="coerce"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["stage", "job", *BENCHMARK_COLUMNS])
+
+
+def runtimes_markdown(benchmarks: pd.DataFrame) -> str:
+    """Per stage: jobs, summed and longest wall time, CPU time and peak memory, from benchmark files."""
+    benchmarks = benchmarks[benchmarks["stage"] != "book"]  # a previous build's: not this one
+    if benchmarks.empty:
+        return "No benchmark files were found for this run.\n"
+    grouped = benchmarks.groupby("stage", sort=False)
+    table = grouped.agg(
+        jobs=("job", "size"),
+        total=("s", "sum"),
+        longest=("s", "max"),
+        cpu=("cpu_time", "sum"),
+        rss=("max_rss", "max"),
+    ).sort_values("total", ascending=False)
+
+    def num(x: Any, fmt: str) -> str:
+        return DASH if is_missing(x) else format(float(x), fmt)
+
+    rows = [
+        [code(stage), str(int(r.jobs)), num(r.total, ".1f"), num(r.longest, ".1f"), num(r.cpu, ".1f"),
+         num(r.rss, ".0f")]
+        for stage, r in table.iterrows()
+    ]  # fmt: skip
+    rows.append(
+        [
+            "**all**",
+            str(int(table["jobs"].sum())),
+            num(table["total"].sum(), ".1f"),
+            num(table["longest"].max(), ".1f"),
+            num(table["cpu"].sum(), ".1f"),
+            num(table["rss"].max(), ".0f"),
+        ]
+    )
+    header = ["stage", "jobs", "wall time, s (sum)", "longest job, s", "CPU time, s", "peak RSS, MB"]
+    note = (
+        "\nFrom the Snakemake `benchmark:` file of every job that has run in this results folder (the "
+        "book's own job is still running and not shown); jobs may have run in parallel, so the summed wall "
+        "time is not the elapsed time.\n"
+    )
+    return markdown_table(header, rows) + note
+
+
+def config_markdown(config: Mapping[str, Any]) -> str:
+    """The configuration the DAG ran with, defaults filled in, as a YAML block."""
+    plain = json.loads(json.dumps(dict(config), default=str))
+    text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
+    return (
+        f"::::{{dropdown}} The configuration, defaults filled in ({text.count(chr(10))} lines)\n\n"
+        f"```yaml\n{text}```\n::::\n"
+    )
