@@ -9,7 +9,8 @@ import seaborn as sns
 import xarray as xr
 from PIL import Image
 
-from toolshift import CONDITIONS, plots
+from toolshift import CONDITIONS
+from toolshift.report import figures as plots
 from toolshift.analysis.headline import headline_table
 from toolshift.analysis.vectors import compute_vectors
 from toolshift.contracts import ASR_COLUMNS
