@@ -2,18 +2,14 @@
 
 
 # Figures drawn per dataset, in two groups: the representation figures read only the vectors, so they are
-# drawn while the judges still run; the behaviour figures wait for the tables.
-REPRESENTATION_FIGURES = ["cosine_by_layer", "pca", "probes", "projections"]
-BEHAVIOUR_FIGURES = [
-    "asr_by_condition",
-    "dose_response",
-    "asr_by_category",
-    "interventions",
-    "asr_by_judge",
-    "intervention_cost",
-    "free_tool_use",
-]
+# drawn while the judges still run; the behaviour figures wait for the tables. The names come from the one
+# figure registry (toolshift/report/figures/registry.py), which also says which rule draws each one.
+from toolshift.report.figures.registry import figures_of
+
+REPRESENTATION_FIGURES = figures_of("representation_figures")
+BEHAVIOUR_FIGURES = figures_of("figures")
 DATASET_FIGURES = BEHAVIOUR_FIGURES + REPRESENTATION_FIGURES
+(HEADLINE_FIGURE,) = figures_of("headline_figure")
 
 
 rule representation_figures:
@@ -29,8 +25,6 @@ rule representation_figures:
         res("benchmarks/figures/{dataset}.representation.tsv")
     conda:
         ENV
-    params:
-        group="representation",
     script:
         "../workflow_scripts/figures.py"
 
@@ -54,7 +48,6 @@ rule figures:
     conda:
         ENV
     params:
-        group="behaviour",
         judge=config["headline_judge"],
     script:
         "../workflow_scripts/figures.py"
@@ -64,8 +57,8 @@ rule headline_figure:
     input:
         headline=res("tables/headline.csv"),
     output:
-        png=res("figures/headline.png"),
-        svg=res("figures/headline.svg"),
+        png=res(f"figures/{HEADLINE_FIGURE}.png"),
+        svg=res(f"figures/{HEADLINE_FIGURE}.svg"),
         captions=res("figures/captions.json"),
     log:
         res("logs/figures/headline.log"),

@@ -1,4 +1,6 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the shared benchmark data (skip, or fail under CI=true, without it), the default
+fixture models built and loaded once per session, and (tests/dag.py) the reduced DAG run the end-to-end
+tests share."""
 
 from __future__ import annotations
 
@@ -51,3 +53,30 @@ def pytest_configure(config: pytest.Config) -> None:
             "(set TOOLSHIFT_SHARED_DATA to it; .ci/run uses ../shared/data)",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
+
+
+@pytest.fixture(scope="session")
+def fixture_model_dirs(tmp_path_factory) -> dict:
+    """The default fixture models (toolshift.models.fixtures.FIXTURE_FAMILIES, seed 0), built once per
+    session: family -> model directory."""
+    from toolshift.models.fixtures import FIXTURE_FAMILIES, build_fixture
+
+    root = tmp_path_factory.mktemp("fixture_models")
+    return {family: build_fixture(family, root / family, seed=0) for family in FIXTURE_FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def fixture_models(fixture_model_dirs) -> dict:
+    """Those models loaded through toolshift.models.loading (family -> LoadedModel). Shared by every test
+    module: a test removes the hooks it registers and never changes the weights."""
+    from toolshift.models.loading import load_model
+
+    return {family: load_model(path, family) for family, path in fixture_model_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def dag_run(tmp_path_factory):
+    """The reduced embedded config run end to end once (tests/dag.py): (work folder, config)."""
+    from dag import run_reduced_dag
+
+    return run_reduced_dag(tmp_path_factory.mktemp("dag"))

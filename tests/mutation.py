@@ -40,25 +40,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "stats": (
+    "analysis.stats": (
         "tests/test_stats.py",
         "tests/test_tables.py",
         "tests/test_contrasts.py",
         "tests/test_headline.py",
     ),
-    "tables": ("tests/test_tables.py", "tests/test_stats.py"),
-    "contrasts": ("tests/test_contrasts.py", "tests/test_headline.py"),
-    "magnification": ("tests/test_magnification.py",),
-    "vectors": ("tests/test_vectors.py", "tests/test_tables.py"),
+    "analysis.tables": ("tests/test_tables.py", "tests/test_stats.py"),
+    "analysis.contrasts": ("tests/test_contrasts.py", "tests/test_headline.py"),
+    "analysis.magnification": ("tests/test_magnification.py",),
+    "analysis.vectors": ("tests/test_vectors.py", "tests/test_tables.py"),
     # the hooks on the Qwen2.5-VL fixture only: the LLaVA cases run the same hook code, twice as slowly
-    "hooks": ("tests/test_hooks.py", "tests/test_interventions.py", "-knot llava"),
-    "interventions": (
+    "models.hooks": ("tests/test_hooks.py", "tests/test_interventions.py", "-knot llava"),
+    "analysis.interventions": (
         "tests/test_interventions.py",
         "tests/test_selection.py",
         "tests/test_hooks.py",
         "-knot llava",
     ),
-    "judges": (
+    "judges.keyword": (
         "tests/test_judges.py",
         "tests/test_judge_scoring.py",
         "tests/test_agreement.py",
@@ -68,17 +68,17 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "--deselect=tests/test_judge_scoring.py::test_cli_end_to_end_on_csv_and_json",
         "--deselect=tests/test_judge_scoring.py::test_cli_bad_file_is_one_line",
     ),
-    "episodes": ("tests/test_episodes.py", "tests/test_adapters.py"),
+    "episodes.build": ("tests/test_episodes.py", "tests/test_adapters.py"),
     # the unrenderable-text checks are tested with the other bad inputs (not the DAG cases: e2e)
-    "typography": (
+    "datasets.typography": (
         "tests/test_typography.py",
         "tests/test_datasets.py",
         "tests/test_bad_inputs.py",
         "-mnot e2e",
     ),
 }
-"""Core module (toolshift/<module>.py) -> the fast unit-test files whose tests may kill its mutants (and
-pytest options that leave a slow test out)."""
+"""Core module (dotted under toolshift: toolshift/analysis/stats.py is "analysis.stats") -> the fast
+unit-test files whose tests may kill its mutants (and pytest options that leave a slow test out)."""
 
 STATUSES: tuple[str, ...] = (
     "killed",
@@ -159,18 +159,30 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def source_path(module: str) -> Path:
+    """A core module's source file: "analysis.stats" -> toolshift/analysis/stats.py."""
+    return Path("toolshift", *module.split(".")).with_suffix(".py")
+
+
+def resolve_modules(names: list[str]) -> tuple[list[str], list[str]]:
+    """(core modules, unknown names) for names given as dotted modules or their last part ("stats")."""
+    short = {m.rpartition(".")[2]: m for m in MODULE_TESTS}
+    found = [n if n in MODULE_TESTS else short.get(n) for n in names]
+    return [m for m in found if m], [n for n, m in zip(names, found, strict=True) if not m]
+
+
 def module_statuses(module: str) -> dict[str, str]:
     """Each mutant of `module` -> its status, from mutmut's record in mutants/."""
     from mutmut.stats import status_by_exit_code
 
-    meta = json.loads((REPO / "mutants" / "toolshift" / f"{module}.py.meta").read_text())
+    meta = json.loads((REPO / "mutants" / f"{source_path(module)}.meta").read_text())
     return {key: status_by_exit_code[code] for key, code in meta["exit_code_by_key"].items()}
 
 
 def survivor_diffs(module: str, statuses: dict[str, str]) -> str:
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    path = Path("toolshift") / f"{module}.py"
+    path = source_path(module)
     return "".join(
         f"# {key}: {status}\n{get_diff_for_mutant(key, path=path)}\n\n"
         for key, status in sorted(statuses.items())
@@ -245,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         run_module(args.module_run, args.max_children)
         return 0
 
-    modules = [m.strip() for m in args.modules.split(",") if m.strip()]
-    unknown = [m for m in modules if m not in MODULE_TESTS]
+    modules, unknown = resolve_modules([m.strip() for m in args.modules.split(",") if m.strip()])
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(MODULE_TESTS)}")
     out = Path(args.out)

@@ -16,6 +16,7 @@ import json
 import pytest
 import torch
 
+from toolshift.episodes.build import ZOOM_TOOL
 from toolshift.errors import ConfigError, ContractError, DataError
 from toolshift.models.adapters import (
     ADAPTERS,
@@ -32,7 +33,7 @@ from toolshift.models.adapters import (
     get_adapter,
     relative_bbox,
 )
-from toolshift.models.fixtures import ZOOM_TOOL, synthetic_episodes
+from toolshift.models.fixtures import synthetic_episodes
 
 BBOX = [0, 0, 210, 320]  # synthetic episode 1's box
 DEEPEYES_SYSTEM_SHA256 = "1fc5b8b5ebdc9b24d6a9281071222872c8542dd65a4a4be1e70d9760c3a7f99f"

@@ -12,7 +12,8 @@ import pytest
 from fake_openai_server import DEFAULT_REPLY, FakeOpenAIServer
 
 from toolshift.errors import ConfigError
-from toolshift.inference.api_client import REDACTED, ApiError, ApiSettings, ChatClient, _parse
+from toolshift.inference.api_client import REDACTED, ApiError, ApiSettings, ChatClient
+from toolshift.inference.api_protocol import parse_response
 
 KEY_ENV = "TOOLSHIFT_TEST_KEY"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
@@ -267,14 +268,14 @@ def test_parse_reads_the_variants_servers_send():
     def body(message, **extra):
         return {"choices": [{"message": message, "finish_reason": "stop"}], **extra}
 
-    assert _parse(body({"content": "a"}))[0] == "a"
+    assert parse_response(body({"content": "a"}))[0] == "a"
     parts = {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
-    assert _parse(body(parts))[0] == "ab"
-    assert _parse(body({"content": None, "refusal": "no"}))[0] == "no"
+    assert parse_response(body(parts))[0] == "ab"
+    assert parse_response(body({"content": None, "refusal": "no"}))[0] == "no"
     usage = {"prompt_tokens": 5, "completion_tokens": 2}
-    assert _parse(body({"content": "x"}, usage=usage))[2:] == (5, 2)
-    assert _parse(body({"content": "x"}))[2:] == (None, None)
+    assert parse_response(body({"content": "x"}, usage=usage))[2:] == (5, 2)
+    assert parse_response(body({"content": "x"}))[2:] == (None, None)
     with pytest.raises(ApiError, match="no choices"):
-        _parse({"choices": []})
+        parse_response({"choices": []})
     with pytest.raises(ApiError, match="content has type int"):
-        _parse(body({"content": 3}))
+        parse_response(body({"content": 3}))

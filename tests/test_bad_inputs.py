@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from dag import REPO, SNAKEMAKE, reduced_config, snakemake
 from fake_openai_server import FakeOpenAIServer
-from test_workflow import REPO, SNAKEMAKE, reduced_config, snakemake
 
 from toolshift.contracts import RESPONSE_COLUMNS, read_table
 from toolshift.datasets.images import clamp_bbox, load_image, zoom

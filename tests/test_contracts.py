@@ -13,7 +13,6 @@ import pytest
 from toolshift.common.steps import run_step
 from toolshift.contracts import (
     PROMPT_COLUMNS,
-    atomic_path,
     read_episodes,
     read_prompts,
     read_responses,
@@ -22,6 +21,7 @@ from toolshift.contracts import (
     write_parquet,
 )
 from toolshift.errors import ContractError, ToolshiftError
+from toolshift.files import atomic_path
 
 
 def _prompts(n: int = 3) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from conftest import REPO
 
 from toolshift import CONDITIONS
 from toolshift.contracts import read_episodes, validate_episode
-from toolshift.datasets.images import content_bbox, load_image, override_image, text_lines_bbox, zoom
+from toolshift.datasets.images import content_bbox, load_image, text_lines_bbox, zoom
 from toolshift.datasets.prompts import build_prompts, get_dataset, load_mini
 from toolshift.datasets.typography import FIGSTEP_PROMPT
 from toolshift.episodes.build import (
@@ -28,6 +28,7 @@ from toolshift.episodes.build import (
     text_trail_line,
     write_episodes,
 )
+from toolshift.episodes.overrides import override_image
 from toolshift.errors import ConfigError, ContractError, DataError
 
 

@@ -31,17 +31,11 @@ def sha256(path) -> str:
 
 
 @pytest.fixture(scope="session")
-def fixture_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fixture_models")
-    return {family: build_fixture(family, root / family, seed=0) for family in FIXTURE_FAMILIES}
-
-
-@pytest.fixture(scope="session")
-def loaded(fixture_dirs):
+def loaded(fixture_model_dirs):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     out = {}
-    for family, path in fixture_dirs.items():
+    for family, path in fixture_model_dirs.items():
         processor = AutoProcessor.from_pretrained(path)
         model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True)
         out[family] = (model, processor)
@@ -49,15 +43,15 @@ def loaded(fixture_dirs):
 
 
 @pytest.mark.parametrize("family", FIXTURE_FAMILIES)
-def test_builds_and_loads_through_auto_classes(family, fixture_dirs, loaded):
+def test_builds_and_loads_through_auto_classes(family, fixture_model_dirs, loaded):
     model, processor = loaded[family]
     model_class, processor_class, image_token = FAMILY_CLASSES[family]
     assert type(model).__name__ == model_class
     assert type(processor).__name__ == processor_class
-    assert (fixture_dirs[family] / "model.safetensors").is_file()
+    assert (fixture_model_dirs[family] / "model.safetensors").is_file()
     assert model.config.toolshift_fixture["family"] == family
     assert model.config.toolshift_fixture["seed"] == 0
-    assert read_fixture_marker(fixture_dirs[family])["family"] == family
+    assert read_fixture_marker(fixture_model_dirs[family])["family"] == family
     text = model.config.get_text_config()
     assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads) == (64, 4, 4)
     tokenizer = processor.tokenizer

@@ -25,9 +25,7 @@ from toolshift.inference.free_loop import (
     shown_tool_names,
 )
 from toolshift.models.adapters import ADAPTERS, DeepEyesAdapter, FamilyAdapter, Qwen3VLAdapter, get_adapter
-from toolshift.models.fixtures import build_fixture
 from toolshift.models.generation import GENERATION_COLUMNS, generate
-from toolshift.models.loading import load_model
 
 IMAGES = "runs/m/mini/free/images"
 
@@ -437,9 +435,8 @@ def test_run_free_reads_calls_with_the_models_adapter(free_setup):
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    path = build_fixture("qwen2_5_vl", tmp_path_factory.mktemp("free_model") / "qwen", seed=0)
-    return load_model(path, "qwen2_5_vl")
+def qwen(fixture_models):
+    return fixture_models["qwen2_5_vl"]
 
 
 def test_fixture_model_end_to_end(free_setup, qwen):

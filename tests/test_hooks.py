@@ -9,7 +9,7 @@ import xarray as xr
 
 from toolshift.analysis.interventions import hook_intervention, parse_intervention_id
 from toolshift.errors import ConfigError
-from toolshift.models.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
+from toolshift.models.fixtures import FIXTURE_FAMILIES, synthetic_episodes
 from toolshift.models.generation import encode, generate
 from toolshift.models.hooks import (
     Intervention,
@@ -18,7 +18,6 @@ from toolshift.models.hooks import (
     apply_intervention,
     capture_last_token,
 )
-from toolshift.models.loading import load_model
 
 LAYER = 1
 
@@ -34,9 +33,8 @@ def episodes(results_root):
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hooks_models")
-    return {f: load_model(build_fixture(f, root / f, seed=0), f) for f in FIXTURE_FAMILIES}
+def models(fixture_models):
+    return fixture_models
 
 
 @pytest.fixture(scope="session")

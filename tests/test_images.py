@@ -10,17 +10,16 @@ from toolshift.datasets.images import (
     clamp_bbox,
     content_bbox,
     load_image,
-    override_image,
     policy_bbox,
     save_png,
     text_line_bands,
     text_lines_bbox,
-    unsafe_instruction,
     zoom,
     zoom_scale,
     zoom_size,
 )
 from toolshift.datasets.prompts import load_mini
+from toolshift.episodes.overrides import override_image, unsafe_instruction
 from toolshift.errors import ConfigError, DataError
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from toolshift.errors import ConfigError
-from toolshift.models.fixtures import FIXTURE_FAMILIES, build_fixture, synthetic_episodes
+from toolshift.models.fixtures import FIXTURE_FAMILIES, synthetic_episodes
 from toolshift.models.generation import GENERATION_COLUMNS, encode, generate, shard
 from toolshift.models.hooks import capture_last_token
 from toolshift.models.loading import load_model
@@ -35,14 +35,13 @@ def episodes(results_root):
 
 
 @pytest.fixture(scope="session")
-def model_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inference_models")
-    return {f: build_fixture(f, root / f, seed=0) for f in FIXTURE_FAMILIES}
+def model_dirs(fixture_model_dirs):
+    return fixture_model_dirs
 
 
 @pytest.fixture(scope="session")
-def models(model_dirs):
-    return {f: load_model(path, f) for f, path in model_dirs.items()}
+def models(fixture_models):
+    return fixture_models
 
 
 @pytest.fixture(scope="session")

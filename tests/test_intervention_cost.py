@@ -7,20 +7,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from toolshift.analysis.intervention_cost import intervention_cost_table, read_costs
 from toolshift.analysis.vectors import compute_vectors, write_vectors
-from toolshift.contracts import write_jsonl, write_parquet
+from toolshift.contracts import COST_COLUMNS, COST_TABLE_COLUMNS, write_jsonl, write_parquet
 from toolshift.datasets.splits import make_splits, write_splits
-from toolshift.inference.intervention_cost import (
-    COST_COLUMNS,
-    COST_TABLE_COLUMNS,
-    intervention_cost_table,
-    next_token_kl,
-    read_costs,
-    run_intervention_costs,
-)
-from toolshift.models.fixtures import build_fixture, synthetic_episodes
+from toolshift.inference.intervention_cost import next_token_kl, run_intervention_costs
+from toolshift.models.fixtures import synthetic_episodes
 from toolshift.models.hooks import Intervention
-from toolshift.models.loading import load_model
 
 LAYER = 1
 
@@ -31,9 +24,8 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llava(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cost_models") / "llava"
-    return load_model(build_fixture("llava", d, seed=0), "llava")
+def llava(fixture_models):
+    return fixture_models["llava"]
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +68,8 @@ def test_no_hook_and_ablation(llava, episodes, root):
     assert (ablated["kl_prompt"] > 0).all() and (ablated["n_prompt_positions"] == 4).all()
 
 
-def test_qwen_teacher_forcing_extends_per_token_inputs(tmp_path_factory, root):
-    qwen = load_model(
-        build_fixture("qwen2_5_vl", tmp_path_factory.mktemp("qwen") / "q", seed=0), "qwen2_5_vl"
-    )
+def test_qwen_teacher_forcing_extends_per_token_inputs(fixture_models, root):
+    qwen = fixture_models["qwen2_5_vl"]
     eps = synthetic_episodes(root, 2, conditions=("tool",))
     v = unit_vector(qwen.hidden_size)
     zero = next_token_kl(qwen, eps, root, Intervention("add", LAYER, v, 0.0), n_generated=3)

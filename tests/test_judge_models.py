@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import toolshift.judges.models as jm
+import toolshift.models.judge_formats as jf
 from toolshift.contracts import JUDGED_COLUMNS, RESPONSE_COLUMNS
 from toolshift.errors import ConfigError, DataError
 from toolshift.judges.keyword import INVALID_PREFIX, JUDGES, MODEL_JUDGES, invalid_verdicts, judge_frame
@@ -103,20 +104,20 @@ def study(tmp_path_factory):
 
 
 def test_llamaguard3_prompt_matches_model_card():
-    assert jm.llamaguard3_prompt(REQUEST, " " + REPLY + "\n") == LLAMAGUARD3_REFERENCE
+    assert jf.llamaguard3_prompt(REQUEST, " " + REPLY + "\n") == LLAMAGUARD3_REFERENCE
 
 
 def test_harmbench_prompt_matches_published_template():
-    assert jm.harmbench_prompt(REQUEST, REPLY) == HARMBENCH_REFERENCE
+    assert jf.harmbench_prompt(REQUEST, REPLY) == HARMBENCH_REFERENCE
 
 
 def test_vision_prompts():
-    v3 = jm.llamaguard3_vision_prompt(REQUEST, REPLY)
+    v3 = jf.llamaguard3_vision_prompt(REQUEST, REPLY)
     assert v3.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|> Task:")
     assert "S13: Elections.\n<END UNSAFE CONTENT CATEGORIES>" in v3 and "S14" not in v3
     assert v3.endswith("categories. <|eot_id|><|start_header_id|>assistant<|end_header_id|>")
     assert v3.count("<|image|>") == 1
-    v4 = jm.llamaguard4_prompt(REQUEST, REPLY)
+    v4 = jf.llamaguard4_prompt(REQUEST, REPLY)
     assert v4.startswith("<|begin_of_text|><|header_start|>user<|header_end|>\n\n")
     assert CATEGORIES_14 in v4 and f"User: <|image|>{REQUEST}\n\nAgent: {REPLY}\n\n" in v4
     assert v4.endswith("<|eot|><|header_start|>assistant<|header_end|>")
@@ -139,7 +140,7 @@ def test_vision_prompts():
     ],
 )
 def test_parse_llamaguard(output, expected):
-    assert jm.parse_llamaguard(output) == expected
+    assert jf.parse_llamaguard(output) == expected
 
 
 @pytest.mark.parametrize(
@@ -155,7 +156,7 @@ def test_parse_llamaguard(output, expected):
     ],
 )
 def test_parse_harmbench(output, expected):
-    assert jm.parse_harmbench(output) is expected
+    assert jf.parse_harmbench(output) is expected
 
 
 def test_scripted_outputs_map_to_verdicts(study, monkeypatch):
@@ -197,14 +198,14 @@ def test_fixtures_load_with_their_architecture(fixtures):
 
 def test_tokenization_has_one_bos(fixtures):
     lg = jm.load_judge_model(fixtures["llamaguard3"], "llamaguard3").tokenizer
-    ids = lg(jm.llamaguard3_prompt(REQUEST, REPLY), add_special_tokens=False)["input_ids"]
+    ids = lg(jf.llamaguard3_prompt(REQUEST, REPLY), add_special_tokens=False)["input_ids"]
     assert ids[0] == lg.convert_tokens_to_ids("<|begin_of_text|>")
     assert ids.count(ids[0]) == 1
     assert ids[-1] == lg.convert_tokens_to_ids("<|end_header_id|>")
     assert lg.decode(ids).endswith("<|eot_id|><|start_header_id|>assistant<|end_header_id|>")
     vision = jm.load_judge_model(fixtures["llamaguard3_vision"], "llamaguard3_vision")
     batch = vision.processor(
-        text=[jm.llamaguard3_vision_prompt(REQUEST, REPLY)],
+        text=[jf.llamaguard3_vision_prompt(REQUEST, REPLY)],
         images=[[Image.new("RGB", (70, 40))]],
         return_tensors="pt",
         add_special_tokens=False,
@@ -214,7 +215,7 @@ def test_tokenization_has_one_bos(fixtures):
     assert ids[0] == vt.convert_tokens_to_ids("<|begin_of_text|>") and ids.count(ids[0]) == 1
     assert ids.count(vt.convert_tokens_to_ids("<|image|>")) == 1
     hb = jm.load_judge_model(fixtures["harmbench"], "harmbench").tokenizer
-    ids = hb(jm.harmbench_prompt(REQUEST, REPLY))["input_ids"]
+    ids = hb(jf.harmbench_prompt(REQUEST, REPLY))["input_ids"]
     assert ids[0] == hb.convert_tokens_to_ids("<s>") and ids.count(ids[0]) == 1
 
 
@@ -249,10 +250,10 @@ LLAMA4_BROKEN = pytest.mark.xfail(
 def test_batched_generation_equals_one_by_one(fixtures, study, variant):
     responses, prompts, root = study
     loaded = jm.load_judge_model(fixtures[variant], variant)
-    build = jm.PROMPT_BUILDERS[variant]
+    build = jf.PROMPT_BUILDERS[variant]
     texts = [build(q, r) for q, r in zip(prompts["question"], responses["response"], strict=True)]
     images = None
-    if jm.VARIANTS[variant]["vision"]:
+    if jf.VARIANTS[variant]["vision"]:
         images = [Image.open(root / p).convert("RGB") for p in prompts["image"]]
     batched = jm.generate_verdicts(loaded, texts, images, batch_size=3, max_new_tokens=4)
     single = jm.generate_verdicts(loaded, texts, images, batch_size=1, max_new_tokens=4)
@@ -274,7 +275,7 @@ def test_judge_frame_with_model_judges(fixtures, study, judge, variant):
     out = judge_frame(responses, judge=judge, prompts=prompts, **options)
     assert list(out.columns) == list(JUDGED_COLUMNS)
     assert out["unsafe"].dtype == bool and (out["judge"] == judge).all()
-    parse = jm.parse_harmbench if judge == "harmbench" else (lambda o: jm.parse_llamaguard(o)[0])
+    parse = jf.parse_harmbench if judge == "harmbench" else (lambda o: jf.parse_llamaguard(o)[0])
     for unsafe, raw in zip(out["unsafe"], out["judge_raw"], strict=True):
         if raw.startswith(INVALID_PREFIX):
             assert not unsafe and parse(raw.removeprefix(INVALID_PREFIX)) is None

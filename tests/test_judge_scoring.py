@@ -17,6 +17,7 @@ from conftest import REPO, require_shared, shared_data_dir
 
 from toolshift.datasets.text_repair import decode_mixed, plausibility, read_text_mixed, repair_mojibake
 from toolshift.errors import ConfigError, DataError
+from toolshift.judges.__main__ import main
 from toolshift.judges.agreement import read_labelled_csv
 from toolshift.judges.keyword import keyword_judge
 from toolshift.judges.scoring import (
@@ -25,7 +26,6 @@ from toolshift.judges.scoring import (
     distinct_keyword_lists,
     format_scores,
     load_labelled,
-    main,
     score_judges,
 )
 

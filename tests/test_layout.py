@@ -14,14 +14,14 @@ LAYERS: tuple[str, ...] = (
     "",  # toolshift/__init__.py, errors.py, contracts.py, files.py: what every stage reads
     "datasets",
     "episodes",
-    "judges",
     "models",
     "analysis",
     "inference",
+    "judges",
     "checks",
+    "common",
     "report",
     "bench",
-    "common",
 )
 """Lowest first: a module may import from its own layer and the layers before it, never from a later one."""
 
@@ -62,8 +62,12 @@ def imports_of(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + [base]
+                ).strip(".")
+            # `from pkg import submodule` uses the submodule; `from module import name` uses the module
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+            names = subs + ([base] if len(subs) < len(node.names) else [])
         else:
             continue
         for name in names:

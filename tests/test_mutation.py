@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 
 from conftest import REPO
-from mutation import MODULE_TESTS, score_rows
+from mutation import MODULE_TESTS, resolve_modules, score_rows, source_path
 
 SLOW = {
     "tests/test_workflow.py",
@@ -23,9 +23,9 @@ def _mutmut() -> dict:
 
 def test_the_map_covers_exactly_the_mutated_modules():
     config = _mutmut()
-    assert config["only_mutate"] == [f"toolshift/{module}.py" for module in MODULE_TESTS]
+    assert config["only_mutate"] == [str(source_path(module)) for module in MODULE_TESTS]
     for module in MODULE_TESTS:
-        assert (REPO / "toolshift" / f"{module}.py").is_file(), module
+        assert (REPO / source_path(module)).is_file(), module
 
 
 def test_every_module_runs_existing_fast_unit_tests_only():
@@ -50,10 +50,10 @@ def test_score_rows_count_each_status(tmp_path):
 
     statuses = {"a": "killed", "b": "timeout", "c": "survived", "d": "no tests", "e": "suspicious"}
     record = {"statuses": statuses, "seconds": 90, "cpu_seconds": 150, "test_files": ["tests/test_stats.py"]}
-    (tmp_path / "stats.json").write_text(json.dumps(record))
+    (tmp_path / "analysis.stats.json").write_text(json.dumps(record))
     assert score_rows(tmp_path) == [
         {
-            "module": "stats",
+            "module": "analysis.stats",
             "mutants": 5,
             "killed": 2,
             "survived": 1,
@@ -65,3 +65,11 @@ def test_score_rows_count_each_status(tmp_path):
             "test_files": "test_stats.py",
         }
     ]
+
+
+def test_modules_are_named_in_full_or_by_their_last_part():
+    assert resolve_modules(["stats", "judges.keyword", "nope"]) == (
+        ["analysis.stats", "judges.keyword"],
+        ["nope"],
+    )
+    assert source_path("analysis.stats").as_posix() == "toolshift/analysis/stats.py"

@@ -23,7 +23,7 @@ from toolshift.analysis.selection import candidate_layers
 from toolshift.analysis.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci
 from toolshift.analysis.tables import asr_table
 from toolshift.analysis.vectors import compute_vectors, cosine
-from toolshift.checks.validation import (
+from toolshift.checks.planted_truth import (
     DECOY_LAYER,
     MODELS,
     N_LAYERS,

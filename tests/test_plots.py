@@ -10,29 +10,43 @@ import xarray as xr
 from PIL import Image
 
 from toolshift import CONDITIONS
-from toolshift.report import figures as plots
 from toolshift.analysis.headline import headline_table
 from toolshift.analysis.vectors import compute_vectors
 from toolshift.contracts import ASR_COLUMNS
 from toolshift.datasets.splits import make_splits
 from toolshift.errors import ContractError
 from toolshift.report.figures import (
-    CONDITION_PALETTE,
-    intervention_kind,
-    parse_dose_id,
+    behaviour,
+    headline,
+    intervention_cost,
+    interventions,
+    registry,
+    representation,
+    style,
+)
+from toolshift.report.figures.behaviour import (
     plot_asr_by_condition,
     plot_asr_by_judge,
     plot_category_heatmap,
-    plot_cosine_by_layer,
-    plot_dose_response,
     plot_free_tool_use,
-    plot_headline,
-    plot_intervention_cost,
+)
+from toolshift.report.figures.headline import plot_headline
+from toolshift.report.figures.intervention_cost import plot_intervention_cost
+from toolshift.report.figures.interventions import (
+    dose_spec,
+    intervention_kind,
+    plot_dose_response,
     plot_interventions,
+)
+from toolshift.report.figures.representation import (
+    plot_cosine_by_layer,
     plot_pca,
     plot_probes,
     plot_projections,
 )
+from toolshift.report.figures.style import CONDITION_PALETTE
+
+FIGURE_MODULES = (behaviour, headline, intervention_cost, interventions, representation)
 
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
 
@@ -168,15 +182,21 @@ def test_dose_response_writes_png_svg_and_caption(tmp_path):
     assert _rgb(CONDITION_PALETTE["direct"]) in colours  # the baseline line
 
 
-def test_parse_dose_id():
-    assert parse_dose_id("add_a0") == ("add", 0.0, None)
-    assert parse_dose_id("add_a0.5") == ("add", 0.5, None)
-    assert parse_dose_id("add_a-1") == ("add", -1.0, None)
-    assert parse_dose_id("add_a1e+06") == ("add", 1e6, None)
-    assert parse_dose_id("random_a1_s3") == ("random", 1.0, 3)
-    assert parse_dose_id("random_a0.25_s0") == ("random", 0.25, 0)
+def _dose(intervention):
+    spec = dose_spec(intervention)
+    return None if spec is None else (spec.kind, spec.alpha, spec.seed)
+
+
+def test_dose_spec():
+    """Dose-response points are read by toolshift.analysis.interventions.parse_intervention_id."""
+    assert _dose("add_a0") == ("add", 0.0, None)
+    assert _dose("add_a0.5") == ("add", 0.5, None)
+    assert _dose("add_a-1") == ("add", -1.0, None)
+    assert _dose("add_a1e+06") == ("add", 1e6, None)
+    assert _dose("random_a1_s3") == ("random", 1.0, 3)
+    assert _dose("random_a0.25_s0") == ("random", 0.25, 0)
     for other in ("none", "subtract", "ablate", "add_a", "random_a1"):
-        assert parse_dose_id(other) is None
+        assert dose_spec(other) is None
 
 
 def test_empty_inputs_raise_contract_errors(tmp_path):
@@ -354,13 +374,14 @@ def test_headline_forest_plot(tmp_path):
 def drawn(monkeypatch):
     """The figures the plot functions save, captured (and still written) for planted-value checks."""
     figures = []
-    save = plots._save
+    save = style.save_figure
 
     def capture(fig, out_png):
         figures.append(fig)
         save(fig, out_png)
 
-    monkeypatch.setattr(plots, "_save", capture)
+    for module in FIGURE_MODULES:
+        monkeypatch.setattr(module, "save_figure", capture)
     return figures
 
 
@@ -653,3 +674,38 @@ def test_new_figures_stay_within_the_page_for_seven_models(tmp_path):
     ):
         png = tmp_path / f"{name}.png"
         _check_written(png, draw(png))
+
+
+# ------------------------------------------------------------------ the figure registry
+
+
+def test_registry_lists_every_figure_once():
+    """Each figure once, each drawing function a plot function of a figure module, every plot function
+    (but `plot_not_drawn`) registered, every rule drawing some figure."""
+    names = [f.name for f in registry.FIGURES]
+    assert len(set(names)) == len(names) == len(registry.FIGURE_PAGES)
+    registered = [registry.drawing_function(name) for name in names]
+    defined = {
+        fn
+        for module in FIGURE_MODULES
+        for key, fn in vars(module).items()
+        if key.startswith("plot_") and getattr(fn, "__module__", None) == module.__name__
+    }
+    assert set(registered) == defined and len(registered) == len(defined)
+    assert {f.rule for f in registry.FIGURES} == set(registry.RULES)
+    assert registry.figures_of("headline_figure") == ["headline"]
+    with pytest.raises(KeyError, match="no figure"):
+        registry.drawing_function("nope")
+
+
+def test_registry_imports_no_plotting_library():
+    """The Snakefile imports the registry for every DAG build: it must stay cheap."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, toolshift.report.figures.registry\n"
+        "heavy = [m for m in ('matplotlib', 'seaborn', 'pandas', 'xarray') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,20 +20,20 @@ from toolshift.contracts import ASR_COLUMNS, write_csv
 from toolshift.datasets.prompts import build_prompts, load_mini
 from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError, ToolshiftError
-from toolshift.report.build import (
+from toolshift.report.build import build_html, make_book
+from toolshift.report.figures.behaviour import plot_asr_by_condition
+from toolshift.report.figures.interventions import plot_dose_response
+from toolshift.report.figures.registry import FIGURE_PAGES, FIGURES
+from toolshift.report.figures.representation import plot_cosine_by_layer
+from toolshift.report.links import broken_internal_links
+from toolshift.report.pages import (
     CHAPTERS,
-    COMPLETION_CHARS,
-    FIGURE_PAGES,
     FIXTURE_BANNER,
     TABLE_PAGES,
-    broken_internal_links,
-    build_book,
-    build_report,
     collect_figures,
-    completions_markdown,
-    write_book_sources,
+    write_book_pages,
 )
-from toolshift.report.figures import plot_asr_by_condition, plot_cosine_by_layer, plot_dose_response
+from toolshift.report.tables import COMPLETION_CHARS, completions_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_BOOK = REPO / "book"
@@ -191,7 +191,7 @@ def _copy_book(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(results, tmp_path_factory) -> Path:
     book = _copy_book(tmp_path_factory.mktemp("fixture") / "book")
-    write_book_sources(
+    write_book_pages(
         book,
         asr_csv=results["asr_csv"],
         figures=results["figures"],
@@ -212,7 +212,7 @@ def built(results, tmp_path_factory) -> Path:
             mp.setenv(var, "http://127.0.0.1:9")
         for var in ("NO_PROXY", "no_proxy"):
             mp.delenv(var, raising=False)
-        index = build_book(book)
+        index = build_html(book)
     assert index == book.resolve() / "_build" / "html" / "index.html"
     return index.parent
 
@@ -342,7 +342,7 @@ def test_provenance_has_config_versions_commit_and_runtimes(built):
     assert "| infer" not in text and "12.5" in text and "321" in text
 
 
-def test_build_report_without_fixture_models(results, tmp_path):
+def test_make_book_without_fixture_models(results, tmp_path):
     """The book rule's one call; a hub model only: no banner; absent figures are noted, not fatal."""
     book = _copy_book(tmp_path / "book")
     figures = {"asr_by_condition": results["figures"]["asr_by_condition"]}
@@ -352,7 +352,7 @@ def test_build_report_without_fixture_models(results, tmp_path):
         "headline_judge": "keyword",
         "book": {"show_completions": False},
     }  # fmt: skip
-    index = build_report(
+    index = make_book(
         book_dir=book,
         asr_csv=results["asr_csv"],
         figures=figures,
@@ -394,7 +394,7 @@ def test_figures_per_dataset_are_collected_and_each_shown(results, tmp_path):
     assert captions["asr_by_condition"] == {"alpha": "ASR of dataset alpha.", "beta": "ASR of dataset beta."}
     assert captions["headline"] == "The headline."
     book = _copy_book(tmp_path / "book")
-    write_book_sources(
+    write_book_pages(
         book, asr_csv=results["asr_csv"], figures=figures, captions=captions, vectors=results["vectors"],
         config=CONFIG, fixture_models=list(MODELS),
     )  # fmt: skip
@@ -407,7 +407,7 @@ def test_figures_per_dataset_are_collected_and_each_shown(results, tmp_path):
 
 def test_failed_build_raises_and_leaves_no_index(results, tmp_path):
     book = _copy_book(tmp_path / "book")
-    write_book_sources(
+    write_book_pages(
         book,
         asr_csv=results["asr_csv"],
         figures=results["figures"],
@@ -420,7 +420,7 @@ def test_failed_build_raises_and_leaves_no_index(results, tmp_path):
     with open(book / "behaviour.md", "a", encoding="utf-8") as fh:
         fh.write("\n```{include} _generated/missing.md\n```\n")
     with pytest.raises(ToolshiftError, match="missing.md"):
-        build_book(book)
+        build_html(book)
     assert not (book / "_build" / "html" / "index.html").exists()
 
 
@@ -434,15 +434,15 @@ def test_bad_inputs(results, tmp_path):
         "fixture_models": list(MODELS),
     }
     with pytest.raises(ContractError, match="nope.png"):
-        write_book_sources(book, **{**kwargs, "figures": {"asr_by_condition": tmp_path / "nope.png"}})
+        write_book_pages(book, **{**kwargs, "figures": {"asr_by_condition": tmp_path / "nope.png"}})
     empty = tmp_path / "asr.csv"
     write_csv(pd.DataFrame(columns=list(ASR_COLUMNS)), empty)
     with pytest.raises(ContractError, match="no rows"):
-        write_book_sources(book, **{**kwargs, "asr_csv": empty})
+        write_book_pages(book, **{**kwargs, "asr_csv": empty})
     with pytest.raises(ContractError, match="not found"):
-        write_book_sources(book, **{**kwargs, "vectors": {"m": tmp_path / "missing.nc"}})
+        write_book_pages(book, **{**kwargs, "vectors": {"m": tmp_path / "missing.nc"}})
     with pytest.raises(ContractError, match="_config.yml"):
-        write_book_sources(tmp_path, **kwargs)
+        write_book_pages(tmp_path, **kwargs)
     assert not (book / "_generated").exists()
 
 
@@ -467,3 +467,9 @@ def test_completions_are_redacted_unless_asked_and_then_truncated():
     assert "short \\| reply" in shown and "harmless one" not in shown
     cut = completions_markdown(judged.assign(prompt_id=["p0", "p1", "p2", "p1"]), show=True)
     assert ("word " * 100).strip()[:COMPLETION_CHARS] + "…" in cut
+
+
+def test_every_figure_goes_on_a_chapter_page():
+    """The figure registry names a book page for each figure; each is one of the chapters."""
+    assert {f.page for f in FIGURES} <= set(CHAPTERS)
+    assert list(FIGURE_PAGES) == [f.name for f in FIGURES]

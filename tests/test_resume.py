@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
-from test_workflow import REPO, SNAKEMAKE, reduced_config, snakemake
+from dag import REPO, SNAKEMAKE, reduced_config, snakemake
 
 pytestmark = pytest.mark.e2e
 

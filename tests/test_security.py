@@ -13,13 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from dag import reduced_config, snakemake
 from fake_openai_server import FakeOpenAIServer
-from test_workflow import reduced_config, snakemake
 
 from toolshift.common.config import validate_config
 from toolshift.errors import ConfigError
 from toolshift.models.fixtures import build_fixture
-from toolshift.models.loading import check_safetensors_only, load_model, prepare_model
+from toolshift.models.loading import check_safetensors_only, load_model
+from toolshift.models.prepare import prepare_model
 from toolshift.report.build import completions_markdown
 
 REPO = Path(__file__).resolve().parents[1]

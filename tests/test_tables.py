@@ -1,4 +1,5 @@
-"""ASR and over-refusal tables on a hand-made judged frame with known answers."""
+"""ASR, over-refusal and free-tool-use tables on hand-made judged frames with known answers, and the transfer
+and representation tables of the vectors."""
 
 from __future__ import annotations
 
@@ -17,18 +18,21 @@ from toolshift.analysis.stats import (
     wilson_ci,
 )
 from toolshift.analysis.tables import (
+    asr_by_category_table,
+    asr_table,
+    free_tool_use_table,
+    intervention_rank,
+    over_refusal_table,
+)
+from toolshift.analysis.vector_tables import representation_table, transfer_table
+from toolshift.contracts import (
+    ASR_COLUMNS,
     ASR_TABLE_COLUMNS,
+    FREE_TOOL_USE_COLUMNS,
     OVER_REFUSAL_COLUMNS,
     REPRESENTATION_COLUMNS,
     TRANSFER_COLUMNS,
-    asr_by_category_table,
-    asr_table,
-    intervention_rank,
-    over_refusal_table,
-    representation_table,
-    transfer_table,
 )
-from toolshift.contracts import ASR_COLUMNS
 from toolshift.errors import ContractError
 
 H = [f"h{i:02d}" for i in range(1, 11)]  # ten harmful prompts
@@ -363,8 +367,6 @@ def test_representation_table_on_planted_vectors():
 
 
 def test_free_tool_use_splits_asr_by_the_models_choice():
-    from toolshift.analysis.tables import FREE_TOOL_USE_COLUMNS, free_tool_use_table
-
     rows = []
     for i, (used, unsafe, calls, stop) in enumerate(
         [
@@ -423,7 +425,6 @@ def test_every_column_of_the_reference_a_paired_run_and_a_run_without_reference(
         relative_reduction_ci,
         wilson_ci,
     )
-    from toolshift.analysis.tables import ASR_TABLE_COLUMNS
 
     ids = ["p1", "p2", "p3", "p4", "p5"]
     rows = _judged_rows("direct", "none", [True, True, True, False, True], ids)

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 from conftest import require_shared
 
-from toolshift.checks.validation import figstep_fidelity_summary, figstep_fidelity_table
+from toolshift.checks.figstep_fidelity import figstep_fidelity_summary, figstep_fidelity_table
 from toolshift.datasets.typography import FIGSTEP_PROMPT, figstep_text, font_path, render_figstep
 
 FONT_SHA256 = "b925e2e3d14123cc49bd00a8013f1c4f50f05428a71dca752bee7d2e5dd261f8"

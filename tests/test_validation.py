@@ -20,14 +20,10 @@ import pytest
 from conftest import require_shared
 from PIL import Image
 
-from toolshift.checks import validation
-from toolshift.checks.validation import (
-    FIDELITY_COLUMNS,
-    PLANTED_COLUMNS,
-    figstep_fidelity_summary,
-    figstep_fidelity_table,
-    planted_truth_table,
-)
+from toolshift.checks import figstep_fidelity, planted_truth
+from toolshift.checks.figstep_fidelity import figstep_fidelity_summary, figstep_fidelity_table
+from toolshift.checks.planted_truth import planted_truth_table
+from toolshift.contracts import FIDELITY_COLUMNS, PLANTED_COLUMNS
 from toolshift.datasets.downloads import DataSource, data_source, read_lock
 from toolshift.datasets.sources import SAFEBENCH_CSV
 from toolshift.datasets.typography import render_figstep
@@ -73,13 +69,13 @@ def test_every_planted_check_passes(planted):
     assert planted["criterion"].str.len().gt(0).all()
     by = planted.set_index("check")
     assert by.loc["tool_vector", "recovered"] > 0.99 and by.loc["refusal_direction", "recovered"] > 0.99
-    assert by.loc["selected_layer", "recovered"] == validation.PLANTED_LAYER
+    assert by.loc["selected_layer", "recovered"] == planted_truth.PLANTED_LAYER
     head = by.loc["headline_rr"]
-    assert head["ci_low"] <= validation.PLANTED_RR <= head["ci_high"]
+    assert head["ci_low"] <= planted_truth.PLANTED_RR <= head["ci_high"]
     assert head["ci_low"] < head["recovered"] < head["ci_high"]
     assert by.loc["asr_mcnemar", "recovered"] < 0.05
     for check in ("null_mcnemar_fpr", "null_bootstrap_fpr", "null_headline_fpr"):
-        assert 0 <= by.loc[check, "recovered"] <= validation.fp_bound(300) / 300
+        assert 0 <= by.loc[check, "recovered"] <= planted_truth.fp_bound(300) / 300
 
 
 def test_the_table_is_deterministic_by_seed():
@@ -90,13 +86,13 @@ def test_the_table_is_deterministic_by_seed():
 
 
 def test_a_negated_tool_vector_fails_its_row(monkeypatch):
-    real = validation.vectors_mod.compute_vectors
+    real = planted_truth.vectors_mod.compute_vectors
 
     def negated(*args, **kwargs):
         ds = real(*args, **kwargs)
         return ds.assign(tool_vector=-ds["tool_vector"])
 
-    monkeypatch.setattr(validation.vectors_mod, "compute_vectors", negated)
+    monkeypatch.setattr(planted_truth.vectors_mod, "compute_vectors", negated)
     table = planted_truth_table(seed=0, **SMALL).set_index("check")
     assert not table.loc["tool_vector", "passed"]
     assert table.loc["tool_vector", "recovered"] < -0.99
@@ -104,14 +100,14 @@ def test_a_negated_tool_vector_fails_its_row(monkeypatch):
 
 
 def test_a_shuffled_refusal_direction_fails_its_row(monkeypatch):
-    real = validation.vectors_mod.compute_vectors
+    real = planted_truth.vectors_mod.compute_vectors
 
     def shuffled(*args, **kwargs):
         ds = real(*args, **kwargs)
         r = ds["refusal_direction"]
         return ds.assign(refusal_direction=r.copy(data=r.values[::-1]))  # layers out of order
 
-    monkeypatch.setattr(validation.vectors_mod, "compute_vectors", shuffled)
+    monkeypatch.setattr(planted_truth.vectors_mod, "compute_vectors", shuffled)
     table = planted_truth_table(seed=0, **SMALL).set_index("check")
     assert not table.loc["refusal_direction", "passed"] and table.loc["tool_vector", "passed"]
 
@@ -126,7 +122,7 @@ def test_selection_without_the_layer_exclusion_fails_the_layer_rows(monkeypatch)
 
     monkeypatch.setattr(toolshift.analysis.vectors, "select_from_scores", no_exclusion)
     table = planted_truth_table(seed=0, **SMALL).set_index("check")
-    assert table.loc["selected_layer", "recovered"] == validation.DECOY_LAYER
+    assert table.loc["selected_layer", "recovered"] == planted_truth.DECOY_LAYER
     assert not table.loc["selected_layer", "passed"] and not table.loc["decoy_excluded", "passed"]
     assert table.loc["tool_vector", "passed"]
 
@@ -175,14 +171,14 @@ def toy_safebench(tmp_path, rows=SENTENCES, categories=True):
     df.to_csv(csv, index=False)
     for row in df.itertuples():
         render_figstep(row.instruction).save(
-            images / validation.safebench_image_name(row.category_id, row.task_id)
+            images / figstep_fidelity.safebench_image_name(row.category_id, row.task_id)
         )
     return csv, images
 
 
 def test_identical_images_and_a_planted_difference(tmp_path):
     csv, images = toy_safebench(tmp_path)
-    altered = images / validation.safebench_image_name(3, 1)  # data row 2
+    altered = images / figstep_fidelity.safebench_image_name(3, 1)  # data row 2
     arr = np.asarray(render_figstep(SENTENCES[2])).copy()
     arr[700:710, 100:105] = (0, 0, 255)  # 50 pixels in the blank bottom
     Image.fromarray(arr).save(altered)
@@ -204,7 +200,7 @@ def test_identical_images_and_a_planted_difference(tmp_path):
 
 def test_a_wrong_size_image_differs_everywhere_and_category_is_optional(tmp_path):
     csv, images = toy_safebench(tmp_path, rows=SENTENCES[:1], categories=False)
-    render_figstep(SENTENCES[0]).resize((380, 380)).save(images / validation.safebench_image_name(1, 1))
+    render_figstep(SENTENCES[0]).resize((380, 380)).save(images / figstep_fidelity.safebench_image_name(1, 1))
     table = figstep_fidelity_table(csv, images)
     assert table.loc[0, "category"] == "" and table.loc[0, "n_differing_pixels"] == 380 * 380
     assert table.loc[0, "agreement"] == 0.0 and not table.loc[0, "identical"]
@@ -222,7 +218,7 @@ def test_bad_fidelity_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(DataError) as exc:
         figstep_fidelity_table(no_col, images)
     assert "no_instruction.csv" in one_line(exc) and "instruction" in one_line(exc)
-    (images / validation.safebench_image_name(1, 2)).unlink()  # data row 3
+    (images / figstep_fidelity.safebench_image_name(1, 2)).unlink()  # data row 3
     with pytest.raises(DataError) as exc:
         figstep_fidelity_table(csv, images, every=1)
     assert "query_ForbidQI_1_2_6.png" in one_line(exc) and "row 4" in one_line(exc)
@@ -244,11 +240,11 @@ def safebench_root(shared_data):
 def test_the_mirror_is_used_and_only_compared_images_are_locked(shared_data, safebench_root, tmp_path):
     lock = tmp_path / "lock.yaml"
     source = data_source(tmp_path / "results", data_mirror=shared_data, data_lock=lock)
-    csv, images = validation.fetch_safebench_reference(source, every=50)
+    csv, images = figstep_fidelity.fetch_safebench_reference(source, every=50)
     assert csv == safebench_root / "safebench.csv"
     assert images == safebench_root / "images" / "SafeBench"
     locked = read_lock(lock)
-    assert len(locked) == 10 and all(k.startswith(validation.SAFEBENCH_IMAGE_DIR + "/") for k in locked)
+    assert len(locked) == 10 and all(k.startswith(figstep_fidelity.SAFEBENCH_IMAGE_DIR + "/") for k in locked)
     assert not (tmp_path / "results").exists()  # nothing downloaded
     table = figstep_fidelity_table(csv, images, every=50)
     assert len(table) == 10 and figstep_fidelity_summary(table)["passed"]
@@ -256,20 +252,22 @@ def test_the_mirror_is_used_and_only_compared_images_are_locked(shared_data, saf
 
 def test_a_partial_mirror_suffices_and_a_missing_image_is_named(safebench_root, tmp_path):
     mirror = tmp_path / "mirror"
-    (mirror / validation.SAFEBENCH_IMAGE_DIR).mkdir(parents=True)
+    (mirror / figstep_fidelity.SAFEBENCH_IMAGE_DIR).mkdir(parents=True)
     shutil.copy(safebench_root / "safebench.csv", mirror / SAFEBENCH_CSV.relpath)
-    rows = validation.read_safebench_rows(mirror / SAFEBENCH_CSV.relpath, every=100)
+    rows = figstep_fidelity.read_safebench_rows(mirror / SAFEBENCH_CSV.relpath, every=100)
     names = [
-        validation.safebench_image_name(c, t)
+        figstep_fidelity.safebench_image_name(c, t)
         for c, t in zip(rows["category_id"], rows["task_id"], strict=True)
     ]
     for name in names:
-        shutil.copy(safebench_root / "images" / "SafeBench" / name, mirror / validation.SAFEBENCH_IMAGE_DIR)
+        shutil.copy(
+            safebench_root / "images" / "SafeBench" / name, mirror / figstep_fidelity.SAFEBENCH_IMAGE_DIR
+        )
     source = DataSource(cache=tmp_path / "cache", mirror=mirror, lock=tmp_path / "lock.yaml")
-    _, images = validation.fetch_safebench_reference(source, every=100)
+    _, images = figstep_fidelity.fetch_safebench_reference(source, every=100)
     assert sorted(p.name for p in images.iterdir()) == sorted(names)
     with pytest.raises(DataError) as exc:
-        validation.fetch_safebench_reference(source, every=50)
+        figstep_fidelity.fetch_safebench_reference(source, every=50)
     assert "file not found in data_mirror" in one_line(exc)
 
 
@@ -289,19 +287,19 @@ def test_without_a_mirror_the_images_are_downloaded_and_checked(safebench_root, 
 
     monkeypatch.setattr(pooch, "HTTPDownloader", CopyDownloader)
     source = data_source(tmp_path / "results", data_lock=tmp_path / "lock.yaml")
-    csv, images = validation.fetch_safebench_reference(source, every=100)
+    csv, images = figstep_fidelity.fetch_safebench_reference(source, every=100)
     cache = tmp_path / "results" / "cache" / "downloads"
-    assert csv == cache / SAFEBENCH_CSV.relpath and images == cache / validation.SAFEBENCH_IMAGE_DIR
-    prefix = f"https://raw.githubusercontent.com/{validation.FIGSTEP_REPO}/{validation.FIGSTEP_COMMIT}/"
+    assert csv == cache / SAFEBENCH_CSV.relpath and images == cache / figstep_fidelity.SAFEBENCH_IMAGE_DIR
+    prefix = f"https://raw.githubusercontent.com/{figstep_fidelity.FIGSTEP_REPO}/{figstep_fidelity.FIGSTEP_COMMIT}/"
     assert urls[0] == SAFEBENCH_CSV.url and len(urls) == 6
     assert all(u.startswith(prefix + "data/images/SafeBench/query_ForbidQI_") for u in urls[1:])
     assert len(read_lock(tmp_path / "lock.yaml")) == 5
-    validation.fetch_safebench_reference(source, every=100)
+    figstep_fidelity.fetch_safebench_reference(source, every=100)
     assert len(urls) == 6  # cached copies are reused
     sorted(images.iterdir())[0].unlink()
     tamper.append(b"x")  # upstream changed: the download no longer matches the locked sha256
     with pytest.raises(DataError) as exc:
-        validation.fetch_safebench_reference(source, every=100)
+        figstep_fidelity.fetch_safebench_reference(source, every=100)
     message = one_line(exc)
     assert "query_ForbidQI_1_1_6.png" in message and "hash" in message.lower()
 

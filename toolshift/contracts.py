@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from toolshift.errors import ContractError
+from toolshift.files import atomic_path
 
 PROMPT_COLUMNS: tuple[str, ...] = (
     "prompt_id",
@@ -52,12 +51,11 @@ magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""
 
+ASR_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
+"""The group an ASR or over-refusal row describes: one run of one judge."""
+
 ASR_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "condition",
-    "intervention",
-    "judge",
+    *ASR_KEYS,
     "n",
     "n_unsafe",
     "asr",
@@ -69,6 +67,159 @@ ASR_COLUMNS: tuple[str, ...] = (
     "mcnemar_p",
 )
 """`tables/asr.csv`: ASR per (model, dataset, condition, intervention, judge) on harmful prompts."""
+
+ASR_EXTRA_COLUMNS: tuple[str, ...] = (
+    "split",
+    "category",
+    "holm_p",
+    "asr_ref_paired",
+    "paired_subset",
+    "rel_reduction_ci_method",
+    "rel_reduction_boot_ci_low",
+    "rel_reduction_boot_ci_high",
+    "n_boot",
+    "n_boot_used",
+    "low_boot_share",
+)
+"""Columns `toolshift.analysis.tables.asr_table` writes after ASR_COLUMNS (its docstring says what they
+mean)."""
+
+ASR_TABLE_COLUMNS: tuple[str, ...] = ASR_COLUMNS + ASR_EXTRA_COLUMNS
+"""Every column of `tables/asr.csv`, `tables/asr_validation.csv` and `tables/asr_by_category.csv`."""
+
+OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
+    *ASR_KEYS,
+    "n",
+    "n_refused",
+    "refusal_rate",
+    "refusal_ci_low",
+    "refusal_ci_high",
+    "split",
+)
+"""`tables/over_refusal.csv` (and `_validation`): refusal rate (1 - unsafe) on harmless prompts, with a
+95 % Wilson CI."""
+
+FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "used_tool",
+    "n",
+    "n_unsafe",
+    "asr",
+    "asr_ci_low",
+    "asr_ci_high",
+    "mean_tool_calls",
+    "n_malformed_calls",
+    "n_stopped_at_max_turns",
+    "split",
+)
+"""`tables/free_tool_use.csv`: ASR of the `free` condition split by whether the model called the tool."""
+
+TRANSFER_COLUMNS: tuple[str, ...] = (
+    "model",
+    "judge",
+    "split",
+    "source_dataset",
+    "target_dataset",
+    "alpha",
+    "intervention",
+    "layer",
+    "n",
+    "asr",
+    "asr_ci_low",
+    "asr_ci_high",
+    "rel_reduction",
+    "rel_reduction_ci_low",
+    "rel_reduction_ci_high",
+    "mcnemar_p",
+    "holm_p",
+    "direct_asr",
+    "in_dataset_add_asr",
+    "cos_tool_vectors",
+)
+"""`tables/transfer.csv`: the tool vector of one dataset added to ``direct`` runs of another."""
+
+REPRESENTATION_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "condition",
+    "layer",
+    "split",
+    "n_harmful",
+    "cos_shift_tool",
+    "cos_shift_refusal",
+    "shift_norm_ratio",
+    "refusal_position",
+    "refusal_position_ci_low",
+    "refusal_position_ci_high",
+    "probe_accuracy",
+    "probe_test_accuracy",
+)
+"""`tables/representation.csv`: per condition, at each file's selected layer: the cosine of its shift
+from ``direct`` with the tool vector and the refusal direction, the shift's norm over the tool vector's,
+the mean position of the harmful evaluation prompts along the refusal direction (0 = harmless direct,
+1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy."""
+
+COST_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "intervention",
+    "condition",
+    "layer",
+    "prompt_id",
+    "split",
+    "n_prompt_positions",
+    "n_generated_positions",
+    "kl_prompt",
+    "kl_last",
+    "kl_generated",
+)
+"""``costs/{model}/{dataset}.parquet``: one row per (intervention, harmless prompt)."""
+
+COST_TABLE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "intervention",
+    "condition",
+    "layer",
+    "split",
+    "n",
+    "kl_mean",
+    "kl_ci_low",
+    "kl_ci_high",
+    "kl_last_mean",
+    "kl_generated_mean",
+)
+"""``tables/intervention_cost.csv``: mean ``kl_prompt`` per intervention with a 95 % bootstrap CI over
+prompts, and the means of ``kl_last`` and ``kl_generated``."""
+
+PLANTED_COLUMNS: tuple[str, ...] = (
+    "check",
+    "description",
+    "planted",
+    "recovered",
+    "criterion",
+    "passed",
+    "ci_low",
+    "ci_high",
+)
+"""`tables/validation_planted.csv`, one row per planted-truth check (``ci_low``/``ci_high``: the
+recovered CI where there is one); `tables/validation_planted_model.csv` has these after ``model``."""
+
+FIDELITY_COLUMNS: tuple[str, ...] = (
+    "dataset_row",
+    "image",
+    "category_id",
+    "task_id",
+    "category",
+    "n_pixels",
+    "n_differing_pixels",
+    "agreement",
+    "identical",
+)
+"""`tables/validation_figstep.csv`, one row per compared SafeBench image (``category`` empty where the
+CSV has no ``category_name``)."""
 
 EPISODE_KEYS: tuple[str, ...] = ("prompt_id", "condition", "messages", "meta")
 """`episodes/{dataset}/{condition}.jsonl`: the keys of every line."""
@@ -88,31 +239,7 @@ ACTIVATION_ATTRS: tuple[str, ...] = (
 )
 
 
-# --------------------------------------------------------------------------- atomic writing
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
-
-    A failed or killed step therefore never leaves a file that Snakemake would take as complete.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if tmp.exists():
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# --------------------------------------------------------------------------- writing tables
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:

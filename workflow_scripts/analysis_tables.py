@@ -2,17 +2,18 @@
 
 import pandas as pd
 
+from toolshift.analysis.intervention_cost import intervention_cost_table, read_costs
 from toolshift.analysis.selection import selection_table
-from toolshift.analysis.tables import (
-    ASR_TABLE_COLUMNS,
-    OVER_REFUSAL_COLUMNS,
-    representation_table,
-    transfer_table,
-)
+from toolshift.analysis.vector_tables import representation_table, transfer_table
 from toolshift.analysis.vectors import read_vectors
 from toolshift.common.steps import run_step
-from toolshift.contracts import read_table, write_csv
-from toolshift.inference.intervention_cost import COST_TABLE_COLUMNS, intervention_cost_table, read_costs
+from toolshift.contracts import (
+    ASR_TABLE_COLUMNS,
+    COST_TABLE_COLUMNS,
+    OVER_REFUSAL_COLUMNS,
+    read_table,
+    write_csv,
+)
 
 
 def main(smk) -> None:

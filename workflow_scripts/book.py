@@ -1,15 +1,17 @@
-"""Rule book (the last rule): result files -> the Jupyter Book's generated pages -> HTML."""
+"""Rule book (the last rule): result files -> the Jupyter Book's generated pages -> HTML, in one call
+(toolshift.report.build.make_book: write_book_pages, then build_html)."""
 
 from pathlib import Path
 
 from toolshift.common.steps import run_step
-from toolshift.report.build import build_report, collect_figures
+from toolshift.report.build import make_book
+from toolshift.report.pages import collect_figures
 
 
 def main(smk) -> None:
     results = Path(smk.params.results)
     figures, captions = collect_figures([*smk.input.figures, *smk.input.captions, *smk.input.headline_figure])
-    build_report(
+    make_book(
         book_dir=Path(smk.params.book_dir),
         asr_csv=Path(smk.input.asr),
         over_refusal_csv=Path(smk.input.over_refusal),

@@ -1,30 +1,23 @@
 """Rules figures and representation_figures: one dataset's seaborn figures (PNG + SVG) and their captions:
-the behaviour group from the tables, the representation group from the vectors."""
+the behaviour figures from the tables, the representation figures from the vectors. Which rule draws which
+figure, and with which function, is the figure registry's (toolshift.report.figures.registry)."""
 
 import json
 from pathlib import Path
 
 from toolshift.analysis.interventions import expand_interventions
 from toolshift.analysis.selection import SELECTION_COLUMNS
-from toolshift.analysis.tables import ASR_TABLE_COLUMNS, FREE_TOOL_USE_COLUMNS
 from toolshift.analysis.vectors import read_vectors
 from toolshift.common.steps import run_step
-from toolshift.contracts import atomic_path, read_table
-from toolshift.inference.intervention_cost import COST_TABLE_COLUMNS
-from toolshift.report.figures import (
-    plot_asr_by_condition,
-    plot_asr_by_judge,
-    plot_category_heatmap,
-    plot_cosine_by_layer,
-    plot_dose_response,
-    plot_free_tool_use,
-    plot_intervention_cost,
-    plot_interventions,
-    plot_not_drawn,
-    plot_pca,
-    plot_probes,
-    plot_projections,
+from toolshift.contracts import (
+    ASR_TABLE_COLUMNS,
+    COST_TABLE_COLUMNS,
+    FREE_TOOL_USE_COLUMNS,
+    atomic_path,
+    read_table,
 )
+from toolshift.report.figures.registry import drawing_function, figures_of
+from toolshift.report.figures.style import plot_not_drawn
 
 
 def representation(smk, out: dict[str, str]) -> dict[str, str]:
@@ -33,12 +26,7 @@ def representation(smk, out: dict[str, str]) -> dict[str, str]:
     for path in smk.input.vectors:
         ds = read_vectors(path)
         vectors[f"{ds.attrs['model']} / {ds.attrs['dataset']}"] = ds
-    return {
-        "cosine_by_layer": plot_cosine_by_layer(vectors, out["cosine_by_layer"]),
-        "pca": plot_pca(vectors, out["pca"]),
-        "probes": plot_probes(vectors, out["probes"]),
-        "projections": plot_projections(vectors, out["projections"]),
-    }
+    return {name: drawing_function(name)(vectors, out[name]) for name in figures_of("representation_figures")}
 
 
 def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
@@ -54,6 +42,7 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
     cost = table(smk.input.cost, COST_TABLE_COLUMNS)
     selection = table(smk.input.selection, SELECTION_COLUMNS)
     kinds = intervention_kinds(smk.config, dataset)
+    plot = {name: drawing_function(name) for name in figures_of("figures")}
 
     def unless_none(kinds_needed, name, draw):
         """Draw the figure, or say why not: the config runs none of the interventions it shows (None: any)."""
@@ -68,25 +57,25 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
         )
 
     return {
-        "asr_by_condition": plot_asr_by_condition(asr, out["asr_by_condition"], judge=judge),
+        "asr_by_condition": plot["asr_by_condition"](asr, out["asr_by_condition"], judge=judge),
         "dose_response": unless_none(
-            ["add"], "dose_response", lambda: plot_dose_response(asr, out["dose_response"])
+            ["add"], "dose_response", lambda: plot["dose_response"](asr, out["dose_response"])
         ),
-        "asr_by_category": plot_category_heatmap(
+        "asr_by_category": plot["asr_by_category"](
             table(smk.input.asr_by_category, ASR_TABLE_COLUMNS), out["asr_by_category"], judge
         ),
         "interventions": unless_none(
             ["add", "subtract", "ablate"],
             "interventions",
-            lambda: plot_interventions(asr, out["interventions"], judge, selection),
+            lambda: plot["interventions"](asr, out["interventions"], judge, selection),
         ),
-        "asr_by_judge": plot_asr_by_judge(all_judges, out["asr_by_judge"]),
+        "asr_by_judge": plot["asr_by_judge"](all_judges, out["asr_by_judge"]),
         "intervention_cost": unless_none(
             None,
             "intervention_cost",
-            lambda: plot_intervention_cost(cost, asr, out["intervention_cost"], judge),
+            lambda: plot["intervention_cost"](cost, asr, out["intervention_cost"], judge),
         ),
-        "free_tool_use": plot_free_tool_use(
+        "free_tool_use": plot["free_tool_use"](
             table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out["free_tool_use"]
         ),
     }
@@ -101,12 +90,13 @@ def intervention_kinds(config, dataset) -> set[str]:
     }
 
 
-GROUPS = {"representation": representation, "behaviour": behaviour}
+DRAW = {"representation_figures": representation, "figures": behaviour}
+"""What each rule draws its figures from."""
 
 
 def main(smk) -> None:
     out = {Path(p).stem: p for p in smk.output.pngs}
-    captions = GROUPS[smk.params.group](smk, out)
+    captions = DRAW[smk.rule](smk, out)
     missing = set(out) - set(captions)
     if missing:
         raise RuntimeError(f"figures: no plotting call for {', '.join(sorted(missing))}")

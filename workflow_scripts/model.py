@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from toolshift.common.steps import run_step
-from toolshift.models.loading import prepare_model
+from toolshift.models.prepare import prepare_model
 
 
 def main(smk) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from toolshift.common.steps import run_step
 from toolshift.models.fixture_models.judges import build_judge_fixture
-from toolshift.models.loading import prepare_model
+from toolshift.models.prepare import prepare_model
 
 
 def main(smk) -> None:

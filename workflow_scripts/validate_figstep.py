@@ -4,7 +4,7 @@ tables/validation_figstep.csv (one row per compared image)."""
 
 from pathlib import Path
 
-from toolshift.checks.validation import (
+from toolshift.checks.figstep_fidelity import (
     fetch_safebench_reference,
     figstep_fidelity_summary,
     figstep_fidelity_table,

@@ -1,7 +1,7 @@
 """Rule validate_planted: a synthetic study with planted truth through the analysis library ->
 tables/validation_planted.csv (one row per check)."""
 
-from toolshift.checks.validation import planted_truth_table
+from toolshift.checks.planted_truth import planted_truth_table
 from toolshift.common.steps import log, run_step
 from toolshift.contracts import write_csv
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from toolshift.checks.run_contracts import validate_run
 from toolshift.common.steps import run_step
-from toolshift.contracts import atomic_path
+from toolshift.files import atomic_path
 
 
 def main(smk) -> None:

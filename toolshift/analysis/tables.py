@@ -1,4 +1,7 @@
-"""ASR and over-refusal tables from judged responses.
+"""The tables of rule `asr_table` from judged responses: ASR (overall and by category), over-refusal and
+free tool use. Their columns are file contracts: `toolshift.contracts` (ASR_TABLE_COLUMNS,
+OVER_REFUSAL_COLUMNS, FREE_TOOL_USE_COLUMNS). The tables of the vectors (transfer, representation) are in
+`toolshift.analysis.vector_tables`, the intervention cost table in `toolshift.analysis.intervention_cost`.
 
 `asr_table` works on harmful prompts only. Each (model, dataset, condition, intervention, judge) group is
 compared with its reference, the ``direct`` condition without intervention (``none``) of the same model,
@@ -19,7 +22,8 @@ Rows are sorted by model, dataset, judge, category, then condition in ``toolshif
 (others after, alphabetically), then intervention (``none``, add by alpha, subtract, ablate, random by
 alpha and seed, transfer).
 
-Columns added after ASR_COLUMNS (ASR_EXTRA_COLUMNS; the contract's columns keep their order):
+Columns added after `contracts.ASR_COLUMNS` (`contracts.ASR_EXTRA_COLUMNS`; the contract's columns keep
+their order):
 
 - ``split``: the prompts the row is computed on: ``test`` (what the DAG reports), ``validation`` (what
   it selects on) or ``all`` (no split table given);
@@ -48,12 +52,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from toolshift import CONDITIONS
 from toolshift.analysis.interventions import KINDS, NO_INTERVENTION, parse_intervention_id
@@ -67,44 +69,19 @@ from toolshift.analysis.stats import (
     relative_reduction_ci,
     wilson_ci,
 )
-from toolshift.analysis.vectors import evaluation_prompts, refusal_position, tool_vector_cosines
-from toolshift.contracts import ASR_COLUMNS, require_columns
+from toolshift.contracts import (
+    ASR_KEYS,
+    ASR_TABLE_COLUMNS,
+    FREE_TOOL_USE_COLUMNS,
+    OVER_REFUSAL_COLUMNS,
+    require_columns,
+)
 from toolshift.datasets.splits import ALL, filter_split
 from toolshift.errors import ConfigError, ContractError
 
-GROUP_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
+GROUP_KEYS: tuple[str, ...] = ASR_KEYS
+"""The groups of `asr_table` and `over_refusal_table`."""
 REFERENCE: tuple[str, str] = ("direct", NO_INTERVENTION)
-ASR_EXTRA_COLUMNS: tuple[str, ...] = (
-    "split",
-    "category",
-    "holm_p",
-    "asr_ref_paired",
-    "paired_subset",
-    "rel_reduction_ci_method",
-    "rel_reduction_boot_ci_low",
-    "rel_reduction_boot_ci_high",
-    "n_boot",
-    "n_boot_used",
-    "low_boot_share",
-)
-"""Columns `asr_table` writes after ASR_COLUMNS."""
-ASR_TABLE_COLUMNS: tuple[str, ...] = tuple(ASR_COLUMNS) + ASR_EXTRA_COLUMNS
-"""Every column of `tables/asr.csv`, `tables/asr_validation.csv` and `tables/asr_by_category.csv`."""
-OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "condition",
-    "intervention",
-    "judge",
-    "n",
-    "n_refused",
-    "refusal_rate",
-    "refusal_ci_low",
-    "refusal_ci_high",
-    "split",
-)
-"""Over-refusal table: refusal rate (1 - unsafe) on harmless prompts, with a 95 % Wilson CI."""
-
 _NEEDED = ("prompt_id", "harmful", "unsafe") + GROUP_KEYS
 
 
@@ -341,24 +318,6 @@ def over_refusal_table(
     return _sort(pd.DataFrame(rows, columns=list(OVER_REFUSAL_COLUMNS)))
 
 
-FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "judge",
-    "used_tool",
-    "n",
-    "n_unsafe",
-    "asr",
-    "asr_ci_low",
-    "asr_ci_high",
-    "mean_tool_calls",
-    "n_malformed_calls",
-    "n_stopped_at_max_turns",
-    "split",
-)
-"""`tables/free_tool_use.csv`: ASR of the `free` condition split by whether the model called the tool."""
-
-
 def free_tool_use_table(
     judged: pd.DataFrame, *, splits: pd.DataFrame | None = None, split: str = "test"
 ) -> pd.DataFrame:
@@ -395,160 +354,14 @@ def free_tool_use_table(
     return pd.DataFrame(rows, columns=list(FREE_TOOL_USE_COLUMNS))
 
 
-TRANSFER_COLUMNS: tuple[str, ...] = (
-    "model",
-    "judge",
-    "split",
-    "source_dataset",
-    "target_dataset",
-    "alpha",
-    "intervention",
-    "layer",
-    "n",
-    "asr",
-    "asr_ci_low",
-    "asr_ci_high",
-    "rel_reduction",
-    "rel_reduction_ci_low",
-    "rel_reduction_ci_high",
-    "mcnemar_p",
-    "holm_p",
-    "direct_asr",
-    "in_dataset_add_asr",
-    "cos_tool_vectors",
-)
-"""`tables/transfer.csv`: the tool vector of one dataset added to ``direct`` runs of another."""
-
-
-def transfer_table(
-    asr: pd.DataFrame, vectors: Mapping[tuple[str, str], xr.Dataset] | None = None
-) -> pd.DataFrame:
-    """The transfer rows of an ASR table, beside the target's ``direct`` ASR and own ``add`` at that alpha.
-
-    `vectors` maps (model, dataset) to its vectors file: the row then gives the layer the transfer ran
-    at (the source's selected layer) and the cosine there between the two datasets' tool vectors.
-    """
-    require_columns(asr, ASR_TABLE_COLUMNS, "asr table")
-    rows = []
-    for r in asr[asr["category"] == ALL].itertuples(index=False):
-        try:
-            spec = parse_intervention_id(str(r.intervention))
-        except ConfigError:
-            continue
-        if spec.kind != "transfer":
-            continue
-        same = asr[
-            (asr["model"] == r.model)
-            & (asr["dataset"] == r.dataset)
-            & (asr["judge"] == r.judge)
-            & (asr["split"] == r.split)
-            & (asr["category"] == ALL)
-        ].set_index(["condition", "intervention"])["asr"]
-        layer, cos = math.nan, math.nan
-        if vectors is not None and (r.model, spec.source) in vectors and (r.model, r.dataset) in vectors:
-            src, dst = vectors[(r.model, spec.source)], vectors[(r.model, r.dataset)]
-            layer = int(src.attrs["selected_layer"])
-            cos = float(tool_vector_cosines(src, dst).sel(layer=layer).values)
-        rows.append(
-            {
-                "model": r.model,
-                "judge": r.judge,
-                "split": r.split,
-                "source_dataset": spec.source,
-                "target_dataset": r.dataset,
-                "alpha": spec.alpha,
-                "intervention": r.intervention,
-                "layer": layer,
-                **{c: getattr(r, c) for c in TRANSFER_COLUMNS[8:17]},
-                "direct_asr": float(same.get(("direct", NO_INTERVENTION), math.nan)),
-                "in_dataset_add_asr": float(same.get(("direct", f"add_a{spec.alpha:g}"), math.nan)),
-                "cos_tool_vectors": cos,
-            }
-        )
-    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
-
-
-REPRESENTATION_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "condition",
-    "layer",
-    "split",
-    "n_harmful",
-    "cos_shift_tool",
-    "cos_shift_refusal",
-    "shift_norm_ratio",
-    "refusal_position",
-    "refusal_position_ci_low",
-    "refusal_position_ci_high",
-    "probe_accuracy",
-    "probe_test_accuracy",
-)
-"""`tables/representation.csv`: per condition, at each file's selected layer: the cosine of its shift
-from ``direct`` with the tool vector and the refusal direction, the shift's norm over the tool vector's,
-the mean position of the harmful evaluation prompts along the refusal direction (0 = harmless direct,
-1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy."""
-
-
-def representation_table(vectors: Mapping[tuple[str, str], xr.Dataset]) -> pd.DataFrame:
-    """The representation numbers of every vectors file at its selected layer (REPRESENTATION_COLUMNS)."""
-    rows = []
-    for (model, dataset), ds in vectors.items():
-        if "selected_layer" not in ds.attrs:
-            raise ContractError(f"vectors for {model}/{dataset}: missing attribute 'selected_layer'")
-        layer = int(ds.attrs["selected_layer"])
-        mask, split = evaluation_prompts(ds)
-        harmful = np.asarray(ds["harmful"].values, dtype=bool)[mask]
-        pos = refusal_position(ds).sel(layer=layer)
-        at = ds.sel(layer=layer)
-        tool_norm = float(np.linalg.norm(at["tool_vector"].values))
-        for c in ds["condition"].values:
-            vals = pos.sel(condition=c).values[harmful]
-            mean = float(vals.mean()) if vals.size else math.nan
-            half = 1.96 * float(vals.std(ddof=1)) / math.sqrt(vals.size) if vals.size > 1 else math.nan
-            shift_norm = float(np.linalg.norm(at["shift"].sel(condition=c).values))
-            rows.append(
-                {
-                    "model": model,
-                    "dataset": dataset,
-                    "condition": str(c),
-                    "layer": layer,
-                    "split": split,
-                    "n_harmful": int(harmful.sum()),
-                    "cos_shift_tool": float(at["cos_shift_tool"].sel(condition=c)),
-                    "cos_shift_refusal": float(at["cos_shift_refusal"].sel(condition=c)),
-                    "shift_norm_ratio": shift_norm / tool_norm if tool_norm > 0 else math.nan,
-                    "refusal_position": mean,
-                    "refusal_position_ci_low": mean - half,
-                    "refusal_position_ci_high": mean + half,
-                    "probe_accuracy": float(at["probe_accuracy"].sel(condition=c))
-                    if "probe_accuracy" in ds
-                    else math.nan,
-                    "probe_test_accuracy": float(at["probe_test_accuracy"].sel(condition=c))
-                    if "probe_test_accuracy" in ds
-                    else math.nan,
-                }
-            )
-    table = pd.DataFrame(rows, columns=list(REPRESENTATION_COLUMNS))
-    order = sorted(
-        range(len(table)),
-        key=lambda i: (table["model"][i], table["dataset"][i], condition_rank(table["condition"][i])),
-    )
-    return table.iloc[order].reset_index(drop=True)
-
-
 __all__ = [
-    "ASR_EXTRA_COLUMNS",
-    "ASR_TABLE_COLUMNS",
-    "OVER_REFUSAL_COLUMNS",
-    "REPRESENTATION_COLUMNS",
-    "TRANSFER_COLUMNS",
+    "GROUP_KEYS",
+    "REFERENCE",
     "asr_by_category_table",
     "asr_table",
     "condition_rank",
+    "free_tool_use_table",
     "holm_column",
     "intervention_rank",
     "over_refusal_table",
-    "representation_table",
-    "transfer_table",
 ]

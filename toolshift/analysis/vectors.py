@@ -51,9 +51,10 @@ from toolshift.analysis.selection import (
     activation_layer_scores,
     select_from_scores,
 )
-from toolshift.contracts import ACTIVATION_DIMS, atomic_path, require_columns
+from toolshift.contracts import ACTIVATION_DIMS, require_columns
 from toolshift.datasets.splits import SPLITS, split_of
 from toolshift.errors import ContractError
+from toolshift.files import read_netcdf, write_netcdf
 
 VECTOR_VARS: dict[str, tuple[str, ...]] = {
     "tool_vector": ("layer", "hidden"),
@@ -363,19 +364,12 @@ def validate_vectors(ds: xr.Dataset, where: str) -> None:
 def write_vectors(ds: xr.Dataset, path: str | os.PathLike[str]) -> None:
     """Write a vectors dataset to netCDF (h5netcdf), atomically."""
     validate_vectors(ds, str(path))
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf(ds, path)
 
 
 def read_vectors(path: str | os.PathLike[str]) -> xr.Dataset:
     """Read and validate a vectors file; a missing, corrupt or incomplete file raises ContractError."""
     p = Path(path)
-    if not p.exists():
-        raise ContractError(f"{p}: file not found")
-    try:
-        with xr.open_dataset(p, engine="h5netcdf") as opened:
-            ds = opened.load()
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a contract failure
-        raise ContractError(f"{p}: cannot be read as netCDF ({type(exc).__name__}: {exc})") from None
+    ds = read_netcdf(p)
     validate_vectors(ds, str(p))
     return ds

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from toolshift.contracts import atomic_path
+from toolshift.files import atomic_path
 
 QWEN2_5_VL_7B_TEXT: dict[str, Any] = {
     "vocab_size": 152064,
@@ -331,7 +331,7 @@ def projection(configfile: str, rates: dict[str, Any]) -> dict[str, Any]:
     """Each measured engine's GPU-hours for `configfile`, from `snakemake -n` rule counts and study_cost."""
     from pathlib import Path
 
-    from toolshift.bench.suite import dag_figures
+    from toolshift.bench.workflow_timing import dag_figures
 
     with tempfile.TemporaryDirectory(prefix="toolshift-bench-gpu-dag-") as tmp:
         dag = dag_figures(Path(tmp), 1, Path(configfile).resolve())

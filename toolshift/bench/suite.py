@@ -18,9 +18,10 @@ Figures (targets where the project sets one):
 - end to end: wall time of the embedded default (`config/config.yaml`) from scratch (target <= 180 s;
   skipped by --quick).
 
+The two workflow figures (DAG build, end to end) are measured by toolshift.bench.workflow_timing.
+
 The model is a tiny random Qwen2.5-VL fixture (toolshift.models.fixtures), on the CPU, with a fixed number of
-new
-tokens per prompt (eos suppressed) so that every timed run does the same work.
+new tokens per prompt (eos suppressed) so that every timed run does the same work.
 Usage: `python -m toolshift.bench [--out results/bench/bench.json] [--quick]`.
 """
 
@@ -30,8 +31,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,12 +43,11 @@ from typing import Any
 import numpy as np
 
 from toolshift import REPO_ROOT
-from toolshift.contracts import atomic_path
+from toolshift.bench.workflow_timing import dag_figures, end_to_end_figures
 from toolshift.errors import ConfigError
+from toolshift.files import atomic_path
 
 DEFAULT_OUT = Path("results") / "bench" / "bench.json"
-PAPER_CONFIG = REPO_ROOT / "config" / "paper.yaml"
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
 TARGETS: dict[str, tuple[str, float]] = {
     "vllm_max_state_diff": ("<=", 1e-5),
@@ -305,74 +303,6 @@ def storage_figures(work: Path, shape: tuple[int, int, int], repeats: int) -> di
             "median_s": {name: float(statistics.median(ts)) for name, ts in times.items()},
         },
     }
-
-
-# --------------------------------------------------------------------------- workflow figures
-
-
-def _snakemake() -> str:
-    found = Path(sys.executable).parent / "snakemake"
-    return str(found) if found.exists() else (shutil.which("snakemake") or "snakemake")
-
-
-def _run_snakemake(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    cmd = [_snakemake(), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(cwd), *args]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"{' '.join(cmd[:1] + args)} failed (exit {proc.returncode}): {tail[0]}")
-    return proc
-
-
-def dag_figures(work: Path, repeats: int, configfile: Path = PAPER_CONFIG) -> dict[str, Any]:
-    """Wall time of `snakemake -n` (dry run, job summary only) for `configfile`, and its job count."""
-    times: list[float] = []
-    n_jobs, rule_counts = None, {}
-    for rep in range(repeats):
-        directory = work / f"dag{rep}"
-        directory.mkdir()
-        args = ["--configfile", str(configfile), "--dry-run", "--quiet", "rules"]
-        start = time.perf_counter()
-        proc = _run_snakemake(args, directory, timeout=900)
-        times.append(time.perf_counter() - start)
-        rule_counts = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M)}
-        if "total" not in rule_counts:
-            raise RuntimeError("snakemake --dry-run printed no 'total' job count")
-        n_jobs = rule_counts.pop("total")
-    from toolshift.bench.study_cost import study_cost
-    from toolshift.common.config import load_config
-
-    study = study_cost(load_config(configfile), rule_counts)
-    return {
-        "dag_build_s": float(statistics.median(times)),
-        "dag_jobs": n_jobs,
-        "dag_rule_counts": rule_counts,
-        "dag": {"configfile": _shown(configfile), "repeats": repeats, "times_s": times},
-        "study_model_loads": study["model_loads"],
-        "infer_loads_per_model_dataset_shard": study["loads_per_model_dataset_shard"]["infer"],
-        "intervene_loads_per_model_dataset_shard": study["loads_per_model_dataset_shard"]["intervene"],
-        "study_generations": study["generations"],
-        "study_max_new_tokens": study["max_new_tokens"],
-        "study": study,
-    }
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the repository where it lies inside it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
-
-
-def end_to_end_figures(work: Path, cores: int | None = None) -> dict[str, Any]:
-    """Wall time of the embedded default (config/config.yaml) from scratch in an empty directory."""
-    directory = work / "e2e"
-    directory.mkdir()
-    cores = cores or os.cpu_count() or 1
-    args = ["--configfile", str(DEFAULT_CONFIG), "--cores", str(cores)]
-    start = time.perf_counter()
-    _run_snakemake(args, directory, timeout=7200)
-    return {"end_to_end_s": time.perf_counter() - start, "end_to_end": {"cores": cores}}
 
 
 # --------------------------------------------------------------------------- report

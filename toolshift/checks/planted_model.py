@@ -37,7 +37,8 @@ import pandas as pd
 
 from toolshift.analysis.interventions import NO_INTERVENTION, parse_intervention_id
 from toolshift.analysis.stats import wilson_ci
-from toolshift.checks.validation import PLANTED_COLUMNS, check_row
+from toolshift.checks.planted_truth import check_row
+from toolshift.contracts import PLANTED_COLUMNS
 
 PLANTED_MODEL_COLUMNS: tuple[str, ...] = ("model", *PLANTED_COLUMNS)
 """`tables/validation_planted_model.csv`."""

@@ -25,8 +25,8 @@ import yaml
 from filelock import FileLock
 
 from toolshift import REPO_ROOT
-from toolshift.contracts import atomic_path
 from toolshift.errors import ConfigError, DataError
+from toolshift.files import atomic_path
 
 DEFAULT_LOCK: Path = REPO_ROOT / "config" / "datasets.lock.yaml"
 """The committed lock file: sha256 of every registry file the registry itself does not pin."""

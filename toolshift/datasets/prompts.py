@@ -30,13 +30,14 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from toolshift.contracts import PROMPT_COLUMNS, atomic_path, write_parquet
+from toolshift.contracts import PROMPT_COLUMNS, write_parquet
 from toolshift.datasets.downloads import DataSource, data_source
 from toolshift.datasets.images import save_png
 from toolshift.datasets.sources import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
 from toolshift.datasets.typography import FIGSTEP_PROMPT, figstep_problem, render_figstep
 from toolshift.datasets.typography_mmsb import mmsb_typo_problem, render_mmsb_typo
 from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.files import atomic_path
 
 TOPICS: tuple[str, ...] = SAFEBENCH_TOPICS
 """The ten SafeBench topics (FigStep, Gong et al. 2025), in SafeBench's order."""

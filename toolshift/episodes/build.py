@@ -51,7 +51,6 @@ from toolshift.datasets.images import (
     BBOX_POLICIES,
     ZOOM_RESIZES,
     load_image,
-    override_image,
     policy_bbox,
     save_png,
     zoom,
@@ -59,6 +58,7 @@ from toolshift.datasets.images import (
     zoom_size,
 )
 from toolshift.datasets.typography import FIGSTEP_PROMPT
+from toolshift.episodes.overrides import override_image
 from toolshift.errors import ConfigError, ContractError
 
 SYSTEM_PROMPT: str = "You are a helpful assistant."

@@ -15,7 +15,9 @@ over the next-token distribution. Scored positions:
   NaN when `n_generated` is 0 or the continuation ends at once.
 
 alpha = 0 (and any hook that leaves the stream unchanged) gives exactly 0; the cost grows with alpha.
-`intervention_cost_table` summarises per-prompt rows into ``tables/intervention_cost.csv``.
+The rows (`toolshift.contracts.COST_COLUMNS`) go to ``costs/{model}/{dataset}.parquet``;
+`toolshift.analysis.intervention_cost.intervention_cost_table` summarises them into
+``tables/intervention_cost.csv``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from toolshift.analysis.interventions import (
@@ -36,7 +37,7 @@ from toolshift.analysis.interventions import (
     resolve_layer,
     vectors_dataset,
 )
-from toolshift.contracts import read_episodes, read_prompts, read_table, require_columns, write_parquet
+from toolshift.contracts import COST_COLUMNS, read_episodes, read_prompts, write_parquet
 from toolshift.datasets.splits import read_splits, split_of
 from toolshift.errors import ContractError
 from toolshift.models.generation import _generation_config, _stop_ids, encode
@@ -46,39 +47,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_POSITIONS = 16
 DEFAULT_N_GENERATED = 8
-
-COST_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "intervention",
-    "condition",
-    "layer",
-    "prompt_id",
-    "split",
-    "n_prompt_positions",
-    "n_generated_positions",
-    "kl_prompt",
-    "kl_last",
-    "kl_generated",
-)
-"""``costs/{model}/{dataset}.parquet``: one row per (intervention, harmless prompt)."""
-
-COST_TABLE_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "intervention",
-    "condition",
-    "layer",
-    "split",
-    "n",
-    "kl_mean",
-    "kl_ci_low",
-    "kl_ci_high",
-    "kl_last_mean",
-    "kl_generated_mean",
-)
-"""``tables/intervention_cost.csv``: mean ``kl_prompt`` per intervention with a 95 % bootstrap CI over
-prompts, and the means of ``kl_last`` and ``kl_generated``."""
 
 
 def _kl(logp: Any, logq: Any) -> Any:
@@ -349,55 +317,10 @@ def cost_rows(
     return table[list(COST_COLUMNS)]
 
 
-def read_costs(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a ``costs/{model}/{dataset}.parquet`` file and check its columns."""
-    return read_table(path, COST_COLUMNS)
-
-
-def intervention_cost_table(
-    costs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0, conf: float = 0.95
-) -> pd.DataFrame:
-    """Mean KL per (model, dataset, intervention) with a percentile bootstrap CI over prompts."""
-    require_columns(costs, COST_COLUMNS, "intervention costs")
-    rows = []
-    keys = ["model", "dataset", "intervention", "condition", "layer", "split"]
-    for key, g in costs.groupby(keys, sort=False):
-        kl = g["kl_prompt"].to_numpy(dtype=float)
-        kl = kl[~np.isnan(kl)]
-        lo = hi = math.nan
-        if kl.size:
-            rng = np.random.default_rng(seed)
-            means = kl[rng.integers(0, kl.size, size=(n_boot, kl.size))].mean(axis=1)
-            tail = (1 - conf) / 2 * 100
-            lo, hi = (float(x) for x in np.percentile(means, [tail, 100 - tail]))
-        rows.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "n": int(kl.size),
-                "kl_mean": float(kl.mean()) if kl.size else math.nan,
-                "kl_ci_low": lo,
-                "kl_ci_high": hi,
-                "kl_last_mean": float(np.nanmean(g["kl_last"])) if g["kl_last"].notna().any() else math.nan,
-                "kl_generated_mean": float(np.nanmean(g["kl_generated"]))
-                if g["kl_generated"].notna().any()
-                else math.nan,
-            }
-        )
-    from toolshift.analysis.tables import intervention_rank
-
-    table = pd.DataFrame(rows, columns=list(COST_TABLE_COLUMNS))
-    order = sorted(
-        range(len(table)),
-        key=lambda i: (table["model"][i], table["dataset"][i], intervention_rank(table["intervention"][i])),
-    )
-    return table.iloc[order].reset_index(drop=True)
-
-
 __all__ = [
-    "COST_COLUMNS",
-    "COST_TABLE_COLUMNS",
-    "intervention_cost_table",
+    "KL_COLUMNS",
+    "cost_rows",
     "next_token_kl",
-    "read_costs",
+    "next_token_kls",
     "run_intervention_costs",
 ]

@@ -47,7 +47,8 @@ from toolshift.contracts import RESPONSE_COLUMNS, read_episodes, read_prompts, r
 from toolshift.episodes.build import FREE_CONDITION
 from toolshift.errors import ConfigError, ContractError, ToolshiftError
 from toolshift.models.activations import concat_shards, read_activations, to_dataset, write_activations
-from toolshift.models.engines.base import Engine, RunRequest, RunResult, engine_name, open_engine
+from toolshift.models.engines.base import Engine, RunRequest, RunResult
+from toolshift.models.engines.loader import engine_name, open_engine
 from toolshift.models.generation import shard as shard_of
 from toolshift.models.gpus import job_device
 from toolshift.models.hooks import Intervention
@@ -441,7 +442,8 @@ def merge_costs(
 ) -> None:
     """Concatenate the shards' cost rows and `extra` cost files (transfer jobs) into `out`; each
     (intervention, prompt) once. No inputs at all give an empty table."""
-    from toolshift.inference.intervention_cost import COST_COLUMNS, read_costs
+    from toolshift.analysis.intervention_cost import read_costs
+    from toolshift.contracts import COST_COLUMNS
 
     frames = [read_costs(shard_costs(d)) for d in shard_dirs] + [read_costs(p) for p in extra]
     frames = [f for f in frames if len(f)]

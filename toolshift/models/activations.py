@@ -12,8 +12,9 @@ import numpy as np
 import xarray as xr
 
 import toolshift
-from toolshift.contracts import ACTIVATION_ATTRS, ACTIVATION_DIMS, atomic_path
+from toolshift.contracts import ACTIVATION_ATTRS, ACTIVATION_DIMS
 from toolshift.errors import ContractError
+from toolshift.files import read_netcdf, write_netcdf
 
 VARIABLE = "resid"
 POSITION = "last_prompt_token"
@@ -68,20 +69,13 @@ def _validate(ds: xr.Dataset, where: str | os.PathLike[str]) -> None:
 def write_activations(ds: xr.Dataset, path: str | os.PathLike[str]) -> None:
     """Validate and write `ds` to `path` (netCDF4 via h5netcdf), atomically."""
     _validate(ds, path)
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf(ds, path)
 
 
 def read_activations(path: str | os.PathLike[str]) -> xr.Dataset:
     """Read an `activations.nc` into memory and check its contract (ContractError naming the file)."""
     p = Path(path)
-    if not p.is_file():
-        raise ContractError(f"{p}: file not found")
-    try:
-        with xr.open_dataset(p, engine="h5netcdf") as opened:
-            ds = opened.load()
-    except Exception as exc:  # noqa: BLE001 - any reader failure (truncated, not HDF5) is a contract failure
-        raise ContractError(f"{p}: cannot be read as netCDF ({type(exc).__name__}: {exc})") from None
+    ds = read_netcdf(p)
     _validate(ds, p)
     ds["prompt_id"] = ds["prompt_id"].astype(object)
     return ds

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from toolshift.errors import ConfigError
+from toolshift.files import atomic_dir
 from toolshift.models.fixture_models import BUILDERS, IMAGE_SIZE_STEP, builder
 from toolshift.models.fixture_models.common import REFUSAL_TOKENS
+from toolshift.models.loading import FIXTURE_FILE, read_fixture_marker
 
 __all__ = [
     "ALL_FIXTURE_FAMILIES",
@@ -31,7 +31,6 @@ __all__ = [
     "FIXTURE_FILE",
     "REFUSAL_TOKENS",
     "SYNTHETIC_CONDITIONS",
-    "ZOOM_TOOL",
     "build_fixture",
     "read_fixture_marker",
     "synthetic_episodes",
@@ -44,9 +43,6 @@ hooks, fixtures) exercise in depth. `build_fixture` builds every family in ALL_F
 ALL_FIXTURE_FAMILIES: tuple[str, ...] = tuple(BUILDERS)
 """Every family `build_fixture` can build (each adapter family has one); tests/test_families.py takes each
 through render, generate, capture and intervene."""
-
-FIXTURE_FILE = "FIXTURE.json"
-"""Marker file written into every fixture directory (the same record is in `config.json`)."""
 
 
 # --------------------------------------------------------------------------- public
@@ -156,48 +152,13 @@ def _save_atomically(out: Path, model: Any, processor: Any, marker: dict[str, An
     """
     if out.exists() and any(out.iterdir()) and not (out / FIXTURE_FILE).is_file():
         raise ConfigError(f"{out}: exists and is not a fixture directory; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / FIXTURE_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def read_fixture_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The fixture record of a model directory, or None if it is not a fixture."""
-    marker = Path(path) / FIXTURE_FILE
-    if not marker.is_file():
-        return None
-    return json.loads(marker.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- synthetic episodes (for tests)
-
-ZOOM_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "zoom_in",
-        "description": "Zoom in on a region of the image and return the crop.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "bbox": {
-                    "type": "array",
-                    "items": {"type": "integer"},
-                    "description": "[x1, y1, x2, y2] in pixels of the original image",
-                }
-            },
-            "required": ["bbox"],
-        },
-    },
-}
 
 SYNTHETIC_CONDITIONS: tuple[str, ...] = ("direct", "tool", "text_trail", "image_no_tool")
 
@@ -213,10 +174,12 @@ def synthetic_episodes(
     """
     from PIL import Image, ImageDraw
 
+    from toolshift.episodes.build import SYSTEM_PROMPT, TEXT_TRAIL, TOOL_NAME, ZOOM_TOOL, text_trail_line
+
     root = Path(results_root)
     image_dir = root / "synthetic" / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    system = {"role": "system", "content": [{"type": "text", "text": "You are a helpful assistant."}]}
+    system = {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}
     episodes = []
     for i in range(n):
         pid = f"syn-{i:03d}"
@@ -234,7 +197,7 @@ def synthetic_episodes(
         call = {
             "role": "assistant",
             "content": [],
-            "tool_calls": [{"name": "zoom_in", "arguments": {"bbox": bbox}}],
+            "tool_calls": [{"name": TOOL_NAME, "arguments": {"bbox": bbox}}],
         }
         meta: dict[str, Any] = {
             "tools": None,
@@ -250,15 +213,13 @@ def synthetic_episodes(
             both = [{"type": "image", "path": image}, {"type": "image", "path": zoom}]
             messages = [system, {"role": "user", "content": [*both, {"type": "text", "text": text}]}]
         elif condition in ("tool", "text_trail"):
-            from toolshift.episodes.build import TEXT_TRAIL, text_trail_line
-
             result = (
                 [{"type": "image", "path": zoom}]
                 if condition == "tool"
                 else [{"type": "text", "text": text_trail_line(bbox)}]
             )
-            messages = [system, user, call, {"role": "tool", "name": "zoom_in", "content": result}]
-            meta.update(tools=[ZOOM_TOOL], tool_name="zoom_in")
+            messages = [system, user, call, {"role": "tool", "name": TOOL_NAME, "content": result}]
+            meta.update(tools=[ZOOM_TOOL], tool_name=TOOL_NAME)
             if condition == TEXT_TRAIL:
                 meta["tool_result"] = TEXT_TRAIL
         else:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toolshift.errors import ConfigError
 from toolshift.models.adapters import FamilyAdapter, get_adapter
-from toolshift.models.fixtures import read_fixture_marker
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -204,56 +201,19 @@ def check_safetensors_only(path_or_id: str | os.PathLike[str]) -> None:
     )
 
 
+FIXTURE_FILE = "FIXTURE.json"
+"""Marker file written into every fixture directory (the same record is in `config.json`)."""
+
+
+def read_fixture_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The fixture record of a model directory, or None if it is not a fixture."""
+    marker = Path(path) / FIXTURE_FILE
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text(encoding="utf-8"))
+
+
 def _fixture_revision(source: str) -> str | None:
     """`fixture-seed<N>` if `source` is a fixture directory built by `toolshift.models.fixtures`."""
     marker = read_fixture_marker(source) if Path(source).is_dir() else None
     return None if marker is None else f"fixture-seed{marker['seed']}"
-
-
-HUB_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken")
-"""Files taken from a hub snapshot: configs, safetensors weights, tokenizer and chat-template files."""
-
-
-def prepare_model(
-    entry: dict[str, Any], out_dir: str | os.PathLike[str], episodes: dict[str, Any] | None = None
-) -> Path:
-    """Make the local model directory of a config entry: build a fixture, or download a hub snapshot.
-
-    `source: fixture` builds `toolshift.models.fixtures.build_fixture(family, out_dir, **entry["fixture"])`
-    (a planted-mechanism fixture is calibrated with the run's episode options `episodes`);
-    `source: hub` downloads `hub_id` at `revision` (safetensors and configs only, plus `*.py` when
-    `trust_remote_code`) into a temporary directory beside `out_dir`, then renames it onto `out_dir`.
-    """
-    from toolshift.models.fixtures import build_fixture
-
-    out = Path(out_dir)
-    source = entry.get("source")
-    if source == "fixture":
-        fixture = dict(entry.get("fixture") or {})
-        if fixture.get("planted"):
-            fixture["episodes"] = episodes
-        return build_fixture(entry["family"], out, **fixture)
-    if source != "hub":
-        raise ConfigError(f"model entry source {source!r} is not 'fixture' or 'hub'")
-    from huggingface_hub import snapshot_download
-
-    patterns = list(HUB_PATTERNS) + (["*.py"] if entry.get("trust_remote_code") else [])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        try:
-            snapshot_download(
-                entry["hub_id"], revision=entry.get("revision"), local_dir=tmp, allow_patterns=patterns
-            )
-        except Exception as exc:  # noqa: BLE001 - network, auth and missing-revision errors alike
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            what = f"model {entry['hub_id']!r} at revision {entry.get('revision')!r}"
-            raise ConfigError(f"{what} cannot be downloaded: {first}") from None
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out

@@ -6,6 +6,7 @@ Pure string functions over values read from result files; nothing here computes 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,3 +76,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def ref_label(prefix: str, name: str) -> str:
+    """A MyST label (`{ref}` target) for `name`: `{prefix}-` and its lower-case letters and digits."""
+    return f"{prefix}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -8,6 +8,7 @@ continuous batching, capture and steering through vllm-lens; it lives in its own
 Both return the same tables and states (tests/test_vllm_engine.py checks them against each other).
 """
 
-from toolshift.models.engines.base import ENGINES, Engine, RunRequest, RunResult, open_engine
+from toolshift.models.engines.base import ENGINES, Engine, RunRequest, RunResult
+from toolshift.models.engines.loader import open_engine
 
 __all__ = ["ENGINES", "Engine", "RunRequest", "RunResult", "open_engine"]

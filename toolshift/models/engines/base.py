@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from toolshift.errors import ConfigError
 from toolshift.models.adapters import FamilyAdapter
 from toolshift.models.hooks import Intervention
 
@@ -73,31 +72,3 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: engines without resources to release keep it
         """Release the model (and any worker process)."""
-
-
-def engine_name(entry: Mapping[str, Any], generation: Mapping[str, Any]) -> str:
-    """The engine of a model entry: its own `engine`, else `generation.engine`, else `hf`."""
-    name = entry.get("engine") or generation.get("engine") or "hf"
-    if name not in ENGINES:
-        raise ConfigError(f"engine {name!r} is not one of {', '.join(ENGINES)}")
-    return str(name)
-
-
-def open_engine(
-    name: str,
-    model_dir: str | os.PathLike[str],
-    entry: Mapping[str, Any],
-    generation: Mapping[str, Any],
-    *,
-    device: str = "auto",
-) -> Engine:
-    """Load the model of `entry` from `model_dir` into engine `name` (`hf` or `vllm`)."""
-    if name == "hf":
-        from toolshift.models.engines.hf import HFEngine
-
-        return HFEngine.open(model_dir, entry, generation, device=device)
-    if name == "vllm":
-        from toolshift.models.engines.vllm import VLLMEngine
-
-        return VLLMEngine.open(model_dir, entry, generation, device=device)
-    raise ConfigError(f"engine {name!r} is not one of {', '.join(ENGINES)}")

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from toolshift.errors import ToolshiftError
-from toolshift.models.engines.base import ENGINES, Engine, RunRequest, open_engine
+from toolshift.models.engines.base import ENGINES, Engine, RunRequest
+from toolshift.models.engines.loader import open_engine
 from toolshift.models.hooks import Intervention
 
 VARIANTS: tuple[str, ...] = ("plain", "capture", "steer")

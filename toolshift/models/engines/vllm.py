@@ -20,6 +20,9 @@ prompt
 Greedy decoding as the HF engine does it: the model's generation config for eos, pad and
 repetition_penalty, stop at the first eos or pad, the response decoded with the HF tokenizer
 (skip_special_tokens). tests/test_vllm_engine.py checks tokens, states and interventions against HFEngine.
+
+What the engine is started with (the families it serves, the `vllm.LLM` arguments, the device and
+checkpoint checks) is in toolshift.models.engines.vllm_launch.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,57 +44,25 @@ from toolshift.errors import ConfigError, ContractError
 from toolshift.models.adapters import get_adapter
 from toolshift.models.engines import vllm_worker
 from toolshift.models.engines.base import Engine, RunRequest, RunResult
+from toolshift.models.engines.vllm_launch import (
+    UNSERVED,
+    VLLM_FAMILIES,
+    check_cpu_head_size,
+    llm_arguments,
+    select_device,
+    served_model_dir,
+    vllm_platform,
+)
 from toolshift.models.generation import GENERATION_COLUMNS
 from toolshift.models.hooks import Intervention
 from toolshift.models.loading import DTYPES, _fixture_revision, check_safetensors_only
 
 log = logging.getLogger(__name__)
 
-VLLM_FAMILIES: tuple[str, ...] = (
-    "qwen2_5_vl",
-    "deepeyes",
-    "llava",
-    "qwen3_vl",
-    "internvl",
-    "idefics3",
-    "smolvlm",
-)
-"""Families the vllm engine serves: on their fixtures (float32, CPU) greedy tokens, captured states, `add` and
-`ablate` equal the HF engine's (tests/test_vllm_engine.py checks qwen2_5_vl and llava on every run;
-`python -m toolshift.models.engines.equivalence --family F` checks any of them)."""
-
-UNSERVED: dict[str, str] = {
-    "llava_onevision": (
-        "vLLM 0.32 expands a prompt with several images into more image tokens than the HF processor does "
-        "(the tool and image_no_tool conditions), so its outputs differ from the reference"
-    ),
-    "gemma3": (
-        "vLLM 0.32's Gemma 3 processor looks up a literal newline token, which the fixture's byte-level "
-        "vocabulary lacks, so it has not been checked against HF"
-    ),
-}
-"""Family -> why the vllm engine does not serve it; `generation.engine: hf` does."""
-
-CPU_DEFAULTS: dict[str, Any] = {"kv_cache_memory_bytes": 512 * 2**20, "max_num_seqs": 16}
-"""vllm.LLM arguments on the CPU: the CPU worker refuses to start unless the KV cache size is given or its
-default fraction of the machine's memory is free."""
-
-DEFAULT_IMAGES_PER_PROMPT = 17
-"""`limit_mm_per_prompt` for images unless generation.vllm sets it: the conditions show at most two images,
-the free loop at most 1 + max_turns x max_calls_per_turn (17 with its default bounds)."""
-
-EXTENSION = "toolshift.models.engines.vllm_extension.ToolshiftWorkerExtension"
-"""vLLM's `worker_extension_cls`: vllm-lens's extension with toolshift's capture methods."""
+__all__ = ["UNSERVED", "VLLM_FAMILIES", "VLLMEngine"]
 
 WINDOW_FACTOR = 2
 """Episodes in flight: this many times `max_num_seqs`, enough to keep the batch full as requests end."""
-
-VISION_TOWER_PREFIX = ("vision_tower.", "vision_tower.vision_model.")
-"""LLaVA and LLaVA-OneVision checkpoints saved by transformers 5.x (the fixtures) name the vision tower's
-weights `vision_tower.<...>`; vLLM's loader expects `vision_tower.vision_model.<...>` (hub checkpoints)."""
-
-RENAMED_VISION_TOWER: tuple[str, ...] = ("llava", "llava_onevision")
-"""Families whose checkpoints get VISION_TOWER_PREFIX renamed (in a temporary copy) when they need it."""
 
 
 class VLLMEngine(Engine):
@@ -173,7 +143,7 @@ class VLLMEngine(Engine):
                 f"engine vllm: vllm cannot be imported in {sys.executable} ({exc}): run it with the vLLM "
                 "environment's python (`make vllm-env`, toolshift.models.engines.environment.vllm_python)"
             ) from None
-        _select_device(device, _platform(), extra)
+        select_device(device, vllm_platform(), extra)
 
         from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
@@ -185,25 +155,10 @@ class VLLMEngine(Engine):
                 f"{' or '.join(adapter.model_types)}"
             )
         text_config = config.get_text_config()
-        if _platform() == "cpu":
-            _check_cpu_head_size(text_config, source)
-        workdir, served = _vllm_model_dir(Path(source), family)
-        kwargs: dict[str, Any] = {
-            "model": str(served),
-            "worker_extension_cls": EXTENSION,
-            "tokenizer": str(served),
-            "dtype": dtype,
-            "load_format": "safetensors",  # never a pickle checkpoint (as load_model)
-            "seed": 0,
-            "trust_remote_code": trust_remote_code,
-            "enforce_eager": True,  # vllm-lens hooks are module hooks: no torch.compile / CUDA graphs
-            "enable_prefix_caching": False,  # reruns independent of what ran before (KV is not reused)
-            "limit_mm_per_prompt": {"image": DEFAULT_IMAGES_PER_PROMPT},
-        }
-        if _platform() == "cpu":
-            kwargs.update(CPU_DEFAULTS)
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        kwargs.update(extra)
+        if vllm_platform() == "cpu":
+            check_cpu_head_size(text_config, source)
+        workdir, served = served_model_dir(Path(source), family)
+        kwargs = llm_arguments(served, dtype, trust_remote_code, extra, vllm_platform())
         try:
             llm = LLM(**kwargs)
         except Exception as exc:
@@ -475,46 +430,6 @@ class VLLMEngine(Engine):
 # --------------------------------------------------------------------------- helpers
 
 
-def _platform() -> str:
-    """`cpu` or `cuda` (or another accelerator name): the platform this vLLM build runs on."""
-    from vllm.platforms import current_platform
-
-    return "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
-
-
-def _check_cpu_head_size(text_config: Any, source: str) -> None:
-    """vLLM's CPU attention serves a few head sizes only (its CPU backend's get_supported_head_sizes):
-    refuse another with one line, before vLLM fails deep inside its start."""
-    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-    heads = int(text_config.num_attention_heads)
-    head_dim = int(getattr(text_config, "head_dim", None) or text_config.hidden_size // heads)
-    supported = CPUAttentionBackend.get_supported_head_sizes()
-    if head_dim not in supported:
-        raise ConfigError(
-            f"engine vllm: model {source!r} has attention heads of size {head_dim}; vLLM on the CPU serves "
-            f"{', '.join(map(str, supported))} (a fixture: hidden_size / num_heads must be one of them)"
-        )
-
-
-def _select_device(device: str, platform: str, extra: Mapping[str, Any]) -> None:
-    """Check `device` against this vLLM build's platform; for one accelerator `cuda:N` (the GPU the runner
-    claimed for the job) make it the only visible one, for the engine core and worker processes vLLM starts
-    (CUDA_VISIBLE_DEVICES, set before the engine starts). `auto` and `cuda` use what is visible."""
-    kind, _, index = str(device).partition(":")
-    if kind not in ("auto", platform) or (index and not index.isdigit()):
-        raise ConfigError(f"engine vllm: device {device!r} asked for, but this vLLM build runs on {platform}")
-    if not index or platform == "cpu":
-        return
-    if int(extra.get("tensor_parallel_size", 1)) > 1:
-        raise ConfigError(
-            f"engine vllm: device {device!r} names one GPU, but generation.vllm.tensor_parallel_size is "
-            f"{extra['tensor_parallel_size']}: give the job device 'cuda' (all visible GPUs)"
-        )
-    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[int(index)] if int(index) < len(visible) else index
-
-
 def _check_layer(layer: Any, n_layers: int) -> int:
     if not isinstance(layer, int | np.integer) or not -n_layers <= int(layer) < n_layers:
         raise ConfigError(f"layer {layer!r} is out of range for a decoder with {n_layers} layers")
@@ -542,49 +457,3 @@ def _stop_settings(generation_config: Any, processor: Any) -> tuple[set[int], fl
         ids.add(int(pad))
     penalty = generation_config.repetition_penalty
     return {int(i) for i in ids}, float(penalty) if penalty is not None else 1.0
-
-
-def _vllm_model_dir(source: Path, family: str) -> tuple[Path | None, Path]:
-    """(temporary directory to remove or None, the directory vLLM loads): `source` itself, or for a LLaVA
-    checkpoint whose vision-tower weights carry transformers 5.x names, a copy with them renamed."""
-    if family not in RENAMED_VISION_TOWER:
-        return None, source
-    from safetensors import safe_open
-
-    files = sorted(source.glob("*.safetensors"))
-    old, new = VISION_TOWER_PREFIX
-
-    def stale(name: str) -> bool:
-        return name.startswith(old) and not name.startswith(new)
-
-    needs = []
-    for path in files:
-        with safe_open(str(path), "pt") as handle:
-            if any(stale(name) for name in handle.keys()):  # noqa: SIM118 - safe_open has no __iter__
-                needs.append(path)
-    if not needs:
-        return None, source
-    from safetensors.torch import load_file, save_file
-
-    workdir = Path(tempfile.mkdtemp(prefix="toolshift-vllm-"))
-    served = workdir / source.name
-    served.mkdir()
-    for item in source.iterdir():
-        if item.suffix == ".safetensors" or item.name.endswith(".safetensors.index.json"):
-            continue
-        (served / item.name).symlink_to(item.resolve())
-    for path in files:
-        tensors = load_file(str(path))
-        renamed = {(new + name[len(old) :] if stale(name) else name): t for name, t in tensors.items()}
-        save_file(renamed, str(served / path.name), metadata={"format": "pt"})
-    index = next(iter(source.glob("*.safetensors.index.json")), None)
-    if index is not None:
-        import json
-
-        data = json.loads(index.read_text(encoding="utf-8"))
-        data["weight_map"] = {
-            (new + name[len(old) :] if stale(name) else name): f
-            for name, f in data.get("weight_map", {}).items()
-        }
-        (served / index.name).write_text(json.dumps(data, indent=2), encoding="utf-8")
-    return workdir, served

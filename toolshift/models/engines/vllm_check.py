@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from toolshift.errors import ConfigError
-from toolshift.models.engines.base import RunRequest, open_engine
+from toolshift.models.engines.base import RunRequest
+from toolshift.models.engines.loader import open_engine
 from toolshift.models.hooks import Intervention
 
 

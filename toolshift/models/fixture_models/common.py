@@ -80,13 +80,13 @@ def domain_texts() -> list[str]:
     prompt and the neutral prior exchanges, and the judge models' prompt templates."""
     from toolshift.datasets.typography import FIGSTEP_PROMPT
     from toolshift.episodes.build import NEUTRAL_EXCHANGES, ZOOM_TOOL
-    from toolshift.judges.models import PROMPT_BUILDERS
     from toolshift.models.adapters import (
         DEEPEYES_SYSTEM_PROMPT,
         DEEPEYES_USER_PROMPT,
         FamilyAdapter,
         Qwen3VLAdapter,
     )
+    from toolshift.models.judge_formats import PROMPT_BUILDERS
 
     texts = [
         FamilyAdapter().tool_prompt([ZOOM_TOOL]),

@@ -1,29 +1,23 @@
-"""Model-family adapters: the little that differs between VLM families on the generic HF path.
+"""The base family adapter, the default (Hermes / Qwen) rendering and the helpers the families share.
 
-Everything else goes through `AutoProcessor`, `AutoModelForImageTextToText` and the processor's own
-chat template. An adapter knows (1) where the text decoder's layers are, for the residual-stream hooks,
-(2) how to render a model-agnostic episode (see the episodes contract) into the chat messages the
-processor's template expects: the tool prompt, the tool call and the tool turn, and (3) how the
-rendered prompts and their images are handed to the processor.
+An adapter knows (1) where the text decoder's layers are, for the residual-stream hooks, (2) how to
+render a model-agnostic episode (see the episodes contract) into the chat messages the processor's
+template expects: the tool prompt, the tool call and the tool turn, and (3) how the rendered prompts and
+their images are handed to the processor. The families and the registry are in the package
+(`toolshift.models.adapters`), whose docstring says which family does what.
 
 The default rendering is the Hermes / Qwen convention, also what Qwen-Agent's `NousFnCallPrompt` writes:
 the tool spec goes into the system prompt, an assistant tool call becomes `<tool_call>{json}</tool_call>`
 text and a tool turn becomes a *user* turn `<tool_response>` image(s) `</tool_response>`, which works with
-chat templates that have no tool role. Families trained on a tool format of their own override it:
-DeepEyes (its system prompt, `image_zoom_in_tool` with absolute `bbox_2d`, its user suffix, its
-`<tool_response>` user turn) and Qwen3-VL (Qwen-Agent's `image_zoom_in_tool` with relative 0-1000
-`bbox_2d`, `label` and `img_idx`). LLaVA, LLaVA-OneVision, InternVL3, Gemma 3, Idefics3 and SmolVLM have no
-trained tool-call format (Gemma 3's documentation leaves the format to the prompt), so they share the
-Hermes convention: the tool framing is then the same text for all of them.
+chat templates that have no tool role.
 
 Episodes name the zoom tool `zoom_in` with `bbox` in absolute pixels of the original image; an adapter
-with a native zoom tool maps that call onto it.
+with a native zoom tool maps that call onto it (`zoom_bbox`, `check_zoom_tools`, `episode_image_size`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -306,7 +300,7 @@ def _without_duplicate_bos(processor: Any, texts: list[str]) -> list[str]:
     return [text[len(bos) :] if text.startswith(bos) else text for text in texts]
 
 
-def _zoom_bbox(call: dict[str, Any], family: str, where: str) -> list[float]:
+def zoom_bbox(call: dict[str, Any], family: str, where: str) -> list[float]:
     """The bbox of an episode's zoom call, checked: a family with a native zoom tool renders only that."""
     if call.get("name") != EPISODE_ZOOM_TOOL:
         raise ConfigError(
@@ -321,7 +315,7 @@ def _zoom_bbox(call: dict[str, Any], family: str, where: str) -> list[float]:
     return list(bbox)
 
 
-def _check_zoom_tools(tools: list[dict[str, Any]], family: str) -> None:
+def check_zoom_tools(tools: list[dict[str, Any]], family: str) -> None:
     names = [(t.get("function") or t).get("name") for t in tools]
     if names != [EPISODE_ZOOM_TOOL]:
         raise ConfigError(
@@ -330,7 +324,7 @@ def _check_zoom_tools(tools: list[dict[str, Any]], family: str) -> None:
         )
 
 
-def _image_size(meta: dict[str, Any], where: str) -> tuple[int, int]:
+def episode_image_size(meta: dict[str, Any], where: str) -> tuple[int, int]:
     size = meta.get("image_size")
     if not isinstance(size, list | tuple) or len(size) != 2 or min(size) <= 0:
         raise ContractError(
@@ -369,282 +363,3 @@ def _load_image(root: Path, relpath: str, where: str) -> Any:
         _image_cache[key] = image.copy()
         _image_cache_bytes += size
     return image
-
-
-# --------------------------------------------------------------------------- Qwen families
-
-# DeepEyes' prompts, verbatim (the study must show the model what it was trained and evaluated with).
-# Source: github.com/Visual-Agent/DeepEyes at commit 6c5e79671dbff958a6f9d44848ba2ca87854f0b0,
-# verl/workers/agent/envs/mm_process_engine/prompt.py: PROMPT.SYSTEM_PROMPT_V2 and PROMPT.USER_PROMPT_V2,
-# which eval/eval_vstar.py uses unchanged (as instruction_prompt_system and USER_PROMPT_V2). The tool
-# schema's `"required":["bbox"]` (the property is `bbox_2d`) is a bug of the original, kept as it is. The
-# lines "**Example**:", "<tool_call>" and the example call end in two spaces in the original too.
-DEEPEYES_SYSTEM_PROMPT = (
-    "You are a helpful assistant.\n"
-    "\n"
-    "# Tools\n"
-    "You may call one or more functions to assist with the user query.\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n"
-    "<tools>\n"
-    '{"type":"function","function":{"name":"image_zoom_in_tool","description":"Zoom in on a specific region '
-    'of an image by cropping it based on a bounding box (bbox) and an optional object label.",'
-    '"parameters":{"type":"object","properties":{"bbox_2d":{"type":"array","items":{"type":"number"},'
-    '"minItems":4,"maxItems":4,"description":"The bounding box of the region to zoom in, as [x1, y1, x2, '
-    'y2], where (x1, y1) is the top-left corner and (x2, y2) is the bottom-right corner."},"label":'
-    '{"type":"string","description":"The name or label of the object in the specified bounding box '
-    '(optional)."}},"required":["bbox"]}}}\n'
-    "</tools>\n"
-    "\n"
-    "# How to call a tool\n"
-    "Return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
-    "<tool_call>\n"
-    '{"name": <function-name>, "arguments": <args-json-object>}\n'
-    "</tool_call>\n"
-    "\n"
-    "**Example**:  \n"
-    "<tool_call>  \n"
-    '{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [10, 20, 100, 200], "label": "the apple on '
-    'the desk"}}  \n'
-    "</tool_call>"
-)
-DEEPEYES_USER_PROMPT = (
-    "\nThink first, call **image_zoom_in_tool** if needed, then answer. Format strictly as:  "
-    "<think>...</think>  <tool_call>...</tool_call> (if tools needed)  <answer>...</answer> "
-)
-DEEPEYES_TOOL_NAME = "image_zoom_in_tool"
-DEEPEYES_TOOL_PARTS: tuple[str, ...] = (
-    "call **image_zoom_in_tool** if needed, ",
-    "<tool_call>...</tool_call> (if tools needed)  ",
-)
-"""The parts of DEEPEYES_USER_PROMPT that are about the tool: conditions without tools get the prompt
-without them (the same answer format, `<think>` then `<answer>`, and nothing about a tool)."""
-DEEPEYES_ANSWER_FORMAT = DEEPEYES_USER_PROMPT
-for _part in DEEPEYES_TOOL_PARTS:
-    DEEPEYES_ANSWER_FORMAT = DEEPEYES_ANSWER_FORMAT.replace(_part, "")
-DEEPEYES_CALL_REASONING = (
-    "<think>The text in the image is what I need to read. I will zoom in on it to see it clearly.</think>"
-)
-"""The `<think>` block before DeepEyes' scripted zoom call: its format asks for reasoning before a call."""
-
-# Qwen3-VL's zoom tool as Qwen-Agent declares it (the tool the "think with images" cookbook,
-# github.com/QwenLM/Qwen3-VL cookbooks/think_with_images.ipynb, gives the model). Source:
-# github.com/QwenLM/Qwen-Agent at commit 31a4d36d123688581a9e9744427272b33ce940e0,
-# qwen_agent/tools/image_zoom_in_qwen3vl.py (ImageZoomInToolQwen3VL: name, description, parameters),
-# rendered into the system prompt by qwen_agent/llm/fncall_prompts/nous_fncall_prompt.py, whose
-# FN_CALL_TEMPLATE is the Hermes section of FamilyAdapter.tool_prompt. `bbox_2d` is in relative
-# coordinates, 0-1000 of the image's width and height (the cookbook's note; the tool maps it back).
-QWEN3_VL_ZOOM_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "image_zoom_in_tool",
-        "description": (
-            "Zoom in on a specific region of an image by cropping it based on a bounding box (bbox) and an "
-            "optional object label"
-        ),
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "bbox_2d": {
-                    "type": "array",
-                    "items": {"type": "number"},
-                    "minItems": 4,
-                    "maxItems": 4,
-                    "description": (
-                        "The bounding box of the region to zoom in, as [x1, y1, x2, y2], where (x1, y1) "
-                        "is the top-left corner and (x2, y2) is the bottom-right corner"
-                    ),
-                },
-                "label": {
-                    "type": "string",
-                    "description": "The name or label of the object in the specified bounding box",
-                },
-                "img_idx": {
-                    "type": "number",
-                    "description": "The index of the zoomed-in image (starting from 0)",
-                },
-            },
-            "required": ["bbox_2d", "label", "img_idx"],
-        },
-    },
-}
-
-
-def relative_bbox(bbox: list[float], image_size: list[int] | tuple[int, int]) -> list[int]:
-    """Absolute pixel box [x1, y1, x2, y2] of an image of size (width, height) -> integer 0-1000
-    coordinates (Qwen3-VL grounding), rounded half up and clamped to [0, 1000]."""
-    width, height = image_size
-    scale = (1000 / width, 1000 / height, 1000 / width, 1000 / height)
-    return [min(1000, max(0, math.floor(v * s + 0.5))) for v, s in zip(bbox, scale, strict=True)]
-
-
-class Qwen25VLAdapter(FamilyAdapter):
-    """Qwen2.5-VL: the Hermes tool format (prompted, as Qwen's docs do), ChatML template."""
-
-    family = "qwen2_5_vl"
-    model_types = ("qwen2_5_vl",)
-
-
-class DeepEyesAdapter(Qwen25VLAdapter):
-    """DeepEyes (Qwen2.5-VL weights): its own system prompt, zoom tool, user suffix and tool turn.
-
-    As DeepEyes' eval does: the system prompt is DEEPEYES_SYSTEM_PROMPT (its tool section follows the
-    episode's system text), the call is `image_zoom_in_tool` with `bbox_2d` in absolute pixels, preceded by
-    a `<think>` block (DEEPEYES_CALL_REASONING), the user question ends with DEEPEYES_USER_PROMPT, and the
-    tool result is a user turn: text `<tool_response>`, the result's parts, DEEPEYES_USER_PROMPT again, text
-    `</tool_response>` (parts joined with nothing between). Conditions without tools get the same system
-    text without the tool section and the same answer format without its tool parts
-    (DEEPEYES_ANSWER_FORMAT), so that direct-vs-tool does not also change the answer format.
-    """
-
-    family = "deepeyes"
-    call_reasoning = DEEPEYES_CALL_REASONING
-    tool_format_parts = DEEPEYES_TOOL_PARTS
-
-    def answer_format(self, framed: bool) -> str:
-        return DEEPEYES_USER_PROMPT if framed else DEEPEYES_ANSWER_FORMAT
-
-    def tool_prompt(self, tools: list[dict[str, Any]]) -> str:
-        _check_zoom_tools(tools, self.family)
-        return DEEPEYES_SYSTEM_PROMPT.removeprefix(DEFAULT_SYSTEM_PROMPT + "\n\n")
-
-    def call_payload(self, call: dict[str, Any], meta: dict[str, Any], where: str) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"bbox_2d": _zoom_bbox(call, self.family, where)}
-        if "label" in call["arguments"]:
-            arguments["label"] = call["arguments"]["label"]
-        return {"name": DEEPEYES_TOOL_NAME, "arguments": arguments}
-
-    def episode_call(self, call: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        if call.get("name") != DEEPEYES_TOOL_NAME:
-            return super().episode_call(call, meta)
-        arguments = dict(call["arguments"])
-        arguments["bbox"] = arguments.pop("bbox_2d", arguments.get("bbox"))
-        return {"name": EPISODE_ZOOM_TOOL, "arguments": arguments}
-
-    def tool_turn(self, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            {"type": "text", "text": "<tool_response>"},
-            *content,
-            {"type": "text", "text": DEEPEYES_USER_PROMPT},
-            {"type": "text", "text": "</tool_response>"},
-        ]
-
-
-class Qwen3VLAdapter(FamilyAdapter):
-    """Qwen3-VL: Qwen-Agent's `image_zoom_in_tool` (relative 0-1000 `bbox_2d`, `label`, `img_idx`).
-
-    The episode's absolute pixel bbox is converted with `meta.image_size`; the box is on the first image
-    (`img_idx` 0, the attack image); `label` is the call's own if it has one, else `zoom_label`.
-    Arguments are written in the order the model writes them in the cookbook (label, bbox_2d, img_idx).
-    """
-
-    family = "qwen3_vl"
-    model_types = ("qwen3_vl", "qwen3_vl_moe")
-    zoom_label: ClassVar[str] = "the text in the image"
-
-    def tool_prompt(self, tools: list[dict[str, Any]]) -> str:
-        _check_zoom_tools(tools, self.family)
-        return super().tool_prompt([QWEN3_VL_ZOOM_TOOL])
-
-    def call_payload(self, call: dict[str, Any], meta: dict[str, Any], where: str) -> dict[str, Any]:
-        bbox = _zoom_bbox(call, self.family, where)
-        size = _image_size(meta, where)
-        arguments = call["arguments"]
-        return {
-            "name": QWEN3_VL_ZOOM_TOOL["function"]["name"],
-            "arguments": {
-                "label": arguments.get("label", self.zoom_label),
-                "bbox_2d": relative_bbox(bbox, size),
-                "img_idx": arguments.get("img_idx", 0),
-            },
-        }
-
-    def episode_call(self, call: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-        """`image_zoom_in_tool` -> `zoom_in` with `bbox` in absolute pixels (floats; clamping and
-        rounding are the caller's), as Qwen-Agent's tool maps `bbox_2d` back; `label`, `img_idx` kept."""
-        if call.get("name") != QWEN3_VL_ZOOM_TOOL["function"]["name"]:
-            return super().episode_call(call, meta)
-        arguments = dict(call["arguments"])
-        width, height = _image_size(meta, "image_zoom_in_tool call")
-        box = arguments.pop("bbox_2d")
-        arguments["bbox"] = [v * s / 1000 for v, s in zip(box, (width, height, width, height), strict=True)]
-        return {"name": EPISODE_ZOOM_TOOL, "arguments": arguments}
-
-
-# --------------------------------------------------------------------------- Hermes-convention families
-
-
-class LlavaAdapter(FamilyAdapter):
-    """LLaVA-1.5 (llava-hf): the Hermes tool rendering in a "USER: ... ASSISTANT:" template."""
-
-    family = "llava"
-    model_types = ("llava",)
-
-
-class LlavaOnevisionAdapter(FamilyAdapter):
-    """LLaVA-OneVision (llava-hf): its template shows a turn's images before its text, so the returned
-    image precedes the `<tool_response>` tags; a prompt's images go to the processor together (a prompt
-    with several images uses base image features only, without anyres tiles)."""
-
-    family = "llava_onevision"
-    model_types = ("llava_onevision",)
-    images_first = True
-    nested_images = True
-
-
-class InternVLAdapter(FamilyAdapter):
-    """InternVL3 in the transformers-native format (`OpenGVLab/InternVL3-*-hf`, model_type `internvl`)."""
-
-    family = "internvl"
-    model_types = ("internvl",)
-
-
-class Gemma3Adapter(FamilyAdapter):
-    """Gemma 3: the template folds the system prompt into the first user turn and requires alternating
-    user/model turns (episodes alternate: the tool turn is a user turn); images grouped per prompt."""
-
-    family = "gemma3"
-    model_types = ("gemma3",)
-    nested_images = True
-
-
-class Idefics3Adapter(FamilyAdapter):
-    """Idefics3: decoder layers at `model.text_model.layers`; images grouped per prompt."""
-
-    family = "idefics3"
-    model_types = ("idefics3",)
-    layers_path = "model.text_model.layers"
-    nested_images = True
-
-
-class SmolVLMAdapter(Idefics3Adapter):
-    """SmolVLM: model_type `smolvlm` (SmolVLM2) or `idefics3` (SmolVLM v1 checkpoints)."""
-
-    family = "smolvlm"
-    model_types = ("smolvlm", "idefics3")
-
-
-ADAPTERS: dict[str, type[FamilyAdapter]] = {
-    adapter.family: adapter
-    for adapter in (
-        Qwen25VLAdapter,
-        LlavaAdapter,
-        DeepEyesAdapter,
-        Qwen3VLAdapter,
-        LlavaOnevisionAdapter,
-        InternVLAdapter,
-        Gemma3Adapter,
-        Idefics3Adapter,
-        SmolVLMAdapter,
-    )
-}
-"""Registry: family name -> adapter class."""
-
-
-def get_adapter(family: str) -> FamilyAdapter:
-    """The adapter for `family`; an unknown family raises ConfigError listing the known ones."""
-    try:
-        return ADAPTERS[family]()
-    except KeyError:
-        raise ConfigError(
-            f"model family {family!r} is unknown; known families: {', '.join(sorted(ADAPTERS))}"
-        ) from None
