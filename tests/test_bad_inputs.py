@@ -28,7 +28,7 @@ from toolshift.datasets.images import clamp_bbox, load_image, zoom
 from toolshift.errors import ConfigError, ContractError, DataError, ToolshiftError
 from toolshift.inference.api_client import ApiError, ApiSettings, ChatClient
 from toolshift.models.activations import read_activations, to_dataset, write_activations
-from toolshift.report.build import build_book
+from toolshift.report.build import build_html
 
 # --------------------------------------------------------------------------- helpers
 
@@ -183,7 +183,7 @@ def test_foreign_book_dir(tmp_path):
     nothing in it changes; the library refuses it too. New, empty and marked folders and the repository's
     own book/ are accepted."""
     from toolshift.common.guards import BOOK_MARKER, check_book_dir, claim_book_dir
-    from toolshift.report.build import build_report
+    from toolshift.report.build import make_book
 
     docs = tmp_path / "docs"
     (docs / "_build" / "html").mkdir(parents=True)
@@ -199,7 +199,7 @@ def test_foreign_book_dir(tmp_path):
     assert _tree(docs) == before and not (tmp_path / "results").exists()
 
     with pytest.raises(ConfigError) as exc:  # the book rule's call, before it reads or writes anything
-        build_report(
+        make_book(
             book_dir=docs,
             sources=REPO / "book",
             asr_csv=tmp_path / "asr.csv",
@@ -319,7 +319,7 @@ def test_killed_book_build_leaves_no_partial_book(tmp_path):
     script = (
         "import sys, time\nfrom pathlib import Path\nimport toolshift.report.build as report\n"
         "def hang(html_dir):\n    Path(sys.argv[2]).write_text(str(html_dir))\n    time.sleep(300)\n"
-        "report.broken_internal_links = hang\nreport.build_book(sys.argv[1])\n"
+        "report.broken_internal_links = hang\nreport.build_html(sys.argv[1])\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(book), str(checking)],
@@ -339,7 +339,7 @@ def test_killed_book_build_leaves_no_partial_book(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert _tree(book / "_build" / "html") == previous  # the previous book, untouched
-    index = build_book(book)  # the next build cleans up after the killed one and replaces the book
+    index = build_html(book)  # the next build cleans up after the killed one and replaces the book
     assert index == (book / "_build" / "html" / "index.html").resolve()
     assert "previous book" not in index.read_text() and (index.parent / "page.html").is_file()
     assert not list((book / "_build").glob(".building-*"))

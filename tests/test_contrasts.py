@@ -17,12 +17,12 @@ from toolshift.analysis.contrasts import (
     LOWER,
     NOT_SHOWN,
     SUPPORTED,
-    contrasts_markdown,
     contrasts_table,
     refusal_ablation_condition,
     verdict,
 )
 from toolshift.analysis.stats import paired_bootstrap_ci
+from toolshift.report.tables import contrasts_markdown
 
 P = [f"h{i:02d}" for i in range(60)]  # sixty harmful prompts
 

@@ -8,7 +8,8 @@ the CIs. Null: on data without an effect, every test's false-positive rate over 
 the nominal 5 % plus Monte Carlo error: the count of false positives must not exceed the 99.9 %
 quantile of Binomial(n_seeds, 0.05) (bounds printed with the measured rates).
 
-The synthetic study comes from `toolshift.checks.validation`, which also turns these checks into the report's
+The synthetic study comes from `toolshift.checks.planted_truth`, which also turns these checks into the
+report's
 table (tests/test_validation.py).
 """
 

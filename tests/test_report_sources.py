@@ -12,15 +12,9 @@ import pytest
 from toolshift.datasets.prompts import build_prompts, load_mini
 from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError
-from toolshift.report.build import (
-    FOLD_ROWS,
-    analysis_table_markdown,
-    asr_conditions_markdown,
-    broken_internal_links,
-    fold,
-)
 from toolshift.report.examples import example_episodes_markdown, pick_example_prompt
 from toolshift.report.format import markdown_table, number_with_ci, p_value, with_ci
+from toolshift.report.links import broken_internal_links
 from toolshift.report.provenance import (
     datasets_markdown,
     git_markdown,
@@ -29,6 +23,12 @@ from toolshift.report.provenance import (
     read_benchmarks,
     runtimes_markdown,
     splits_markdown,
+)
+from toolshift.report.tables import (
+    FOLD_ROWS,
+    analysis_table_markdown,
+    asr_conditions_markdown,
+    fold,
 )
 
 

@@ -21,7 +21,7 @@ from toolshift.errors import ConfigError
 from toolshift.models.fixtures import build_fixture
 from toolshift.models.loading import check_safetensors_only, load_model
 from toolshift.models.prepare import prepare_model
-from toolshift.report.build import completions_markdown
+from toolshift.report.tables import completions_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-SECRET-123456"

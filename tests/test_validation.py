@@ -315,7 +315,11 @@ def test_the_figstep_workflow_script_writes_the_table(shared_data, safebench_roo
         log=[str(tmp_path / "figstep.log")],
         output=[str(out)],
         params=SimpleNamespace(
-            data_mirror=str(shared_data), data_cache=None, data_lock=str(tmp_path / "lock.yaml"), every=100
+            results=str(tmp_path / "results"),
+            data_mirror=str(shared_data),
+            data_cache=None,
+            data_lock=str(tmp_path / "lock.yaml"),
+            every=100,
         ),
     )
     runpy.run_path(str(REPO / "workflow_scripts" / "validate_figstep.py"), init_globals={"snakemake": smk})

@@ -29,7 +29,6 @@ the claim predicts ASR_B > ASR_A (the random vector leaves ASR higher than the t
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ from toolshift.analysis.interventions import NO_INTERVENTION, parse_intervention
 from toolshift.analysis.stats import holm_adjust, mcnemar_exact, paired_bootstrap_diff_ci
 from toolshift.analysis.tables import _check, _select
 from toolshift.errors import ConfigError
-from toolshift.report.format import DASH, code, is_missing, markdown_table, p_value, pct, with_ci
 
 Run = tuple[str, str]
 """A run of one model, dataset and judge: (condition, intervention)."""
@@ -183,7 +181,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 def verdict(holm_p: float, diff: float, expected: str) -> str:
     """SUPPORTED, CONTRADICTED or NOT_SHOWN (see the module docstring)."""
-    if is_missing(holm_p) or is_missing(diff) or not holm_p < ALPHA or diff == 0:
+    if pd.isna(holm_p) or pd.isna(diff) or not holm_p < ALPHA or diff == 0:
         return NOT_SHOWN
     return SUPPORTED if (diff > 0) == (expected == HIGHER) else CONTRADICTED
 
@@ -284,73 +282,11 @@ def contrasts_table(
     return table
 
 
-def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str = "table-contrasts") -> str:
-    """Each claim sentence next to its tests, one table per model and dataset, for the book.
-
-    Only the rows of `judge` when it has any (the book's headline judge); `label` is the MyST target of
-    the section. A table without rows gives a sentence saying so.
-    """
-    sentences = {c.id: c.sentence for c in CLAIMS}
-    rows = table
-    if judge is not None and "judge" in table and (table["judge"] == judge).any():
-        rows = table[table["judge"] == judge]
-    intro = (
-        f"({label})=\n**Each claim next to its test.** For every claim, the runs it compares (A vs B), "
-        "the harmful test prompts they share (n), each run's ASR, the difference ASR B − ASR A in "
-        "percentage points with a 95 % paired bootstrap interval, the exact McNemar p of the paired "
-        f"verdicts and the Holm-adjusted p within the claim's tests for that model and dataset. "
-        f"*supported*: Holm p < {ALPHA:g} with the predicted sign; *contradicted*: Holm p < {ALPHA:g} "
-        "with the other sign; *not shown*: otherwise. A claim whose runs are not in this run has no row."
-    )
-    if rows.empty:
-        return intro + "\n\nNo claim has both of its runs in this run.\n"
-    judges = ", ".join(f"**{j}**" for j in dict.fromkeys(rows["judge"].astype(str)))
-    out = [intro + f" Judge: {judges}; every row is in `tables/contrasts.csv`.\n"]
-    header = [
-        "claim",
-        "A vs B",
-        "n",
-        "ASR A, %",
-        "ASR B, %",
-        "B − A, points [95 % CI]",
-        "McNemar p",
-        "Holm p",
-        "verdict",
-    ]
-    for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
-        body, last = [], None
-        for r in sub.itertuples(index=False):
-            first = r.claim != last
-            last = r.claim
-            body.append(
-                [
-                    f"**{r.claim}**: {sentences.get(r.claim, DASH)}" if first else "",
-                    f"{code(f'{r.condition_a}/{r.intervention_a}')} vs "
-                    f"{code(f'{r.condition_b}/{r.intervention_b}')}",
-                    DASH if is_missing(r.n) else str(int(r.n)),
-                    pct(r.asr_a),
-                    pct(r.asr_b),
-                    with_ci(r.diff, r.diff_ci_low, r.diff_ci_high),
-                    p_value(r.mcnemar_p),
-                    p_value(r.holm_p),
-                    f"**{r.verdict}**" if r.verdict != NOT_SHOWN else str(r.verdict),
-                ]
-            )
-        name = re.sub(r"[^a-z0-9]+", "-", f"{label} {model} {dataset}".lower()).strip("-")
-        out.append(
-            # a backtick fence's info string may not hold backticks: model and dataset as plain text
-            f"```{{table}} Claims and their tests: {model} / {dataset}\n:name: {name}\n\n"
-            f"{markdown_table(header, body)}```\n"
-        )
-    return "\n".join(out)
-
-
 __all__ = [
     "ALPHA",
     "CLAIMS",
     "CONTRASTS_COLUMNS",
     "Claim",
-    "contrasts_markdown",
     "contrasts_table",
     "refusal_ablation_condition",
     "verdict",

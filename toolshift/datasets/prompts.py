@@ -1,11 +1,9 @@
-"""Datasets: the registry, the embedded `mini` dataset and the prompts-table builder.
+"""Rule `prompts`: the prompts table of a dataset, from the embedded `mini` dataset or a public benchmark.
 
 `DATASETS` holds the embedded `mini` dataset and the public benchmarks of `toolshift.datasets.sources`
-(FigStep
-SafeBench, MM-SafetyBench, JailbreakV-28K, HADES, JBB-Behaviors, ...), whose files are fetched through
-`toolshift.datasets.downloads` (a local mirror folder, else pooch downloads into a cache, every file checked
-against
-its sha256 or the lock file).
+(FigStep SafeBench, MM-SafetyBench, JailbreakV-28K, HADES, JBB-Behaviors, ...), whose files are fetched
+through `toolshift.datasets.downloads` (a local mirror folder, else pooch downloads into a cache, every file
+checked against its sha256 or the lock file).
 
 `mini` (package data `toolshift/data/mini.csv`) was written for this project: short FigStep-style
 instructions ("Steps to ...", "Methods to ...", "List of ...") over the ten SafeBench topics, each harmful

@@ -1,9 +1,8 @@
-"""The benchmark registry: one entry per public dataset, with its files, license, loader and attack.
+"""The benchmark sources: one entry per public dataset, with its files, license, loader and attack.
 
 Each entry names the files it reads (`RemoteFile`: path under the mirror/cache, upstream URL at a pinned
-revision where one is known, sha256 where it can be pinned here; the others are pinned by the lock file
-on first fetch, see `toolshift.datasets.downloads`) and a loader that turns them into prompt rows:
-`prompt_id`,
+revision where one is known, sha256 where it can be pinned here; the others are pinned by the lock file on
+first fetch, see `toolshift.datasets.downloads`) and a loader that turns them into prompt rows: `prompt_id`,
 `category`, `harmful`, `question` (the plain request), `instruction` (the text drawn into the attack image)
 and, where the dataset has them, `text_prompt` (the text sent with the image) and `image_source` (an
 `ImageSource` for datasets whose attack images are downloaded rather than rendered).
@@ -86,7 +85,7 @@ class DatasetSpec:
     classes: str = "both"
     text_prompt: str = FIGSTEP_PROMPT
     n_rows: int | None = None
-    """The published number of rows (tests/test_registry.py checks it against the files where it can);
+    """The published number of rows (tests/test_sources.py checks it against the files where it can);
     `make bench` sizes a study from it before anything is downloaded."""
 
     def __post_init__(self) -> None:

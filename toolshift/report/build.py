@@ -30,17 +30,6 @@ from toolshift.report.links import broken_internal_links
 from toolshift.report.pages import CaptionSource, FigureSource, fixture_models_of, write_book_pages
 from toolshift.report.provenance import attach_skipped
 
-# Old home of these names, kept only for tests/test_bad_inputs.py, tests/test_report_sources.py and
-# tests/test_security.py until they import from the new modules (they also get `build_report` and
-# `build_book` below); nothing in the package imports them from here.
-from toolshift.report.tables import (  # noqa: F401
-    FOLD_ROWS,
-    analysis_table_markdown,
-    asr_conditions_markdown,
-    completions_markdown,
-    fold,
-)
-
 
 def _read_frames(paths: Mapping[str, str | os.PathLike[str]] | None) -> dict[str, pd.DataFrame]:
     out = {}
@@ -227,9 +216,3 @@ def _jupyter_book_html(book: Path, out: Path, timeout: float) -> Path:
             f"jupyter-book build of {book}: {len(broken)} internal link(s) do not resolve, first {broken[0]}"
         )
     return html
-
-
-build_report = make_book
-"""Old name of `make_book` (see the note on the imports)."""
-build_book = build_html
-"""Old name of `build_html` (see the note on the imports)."""

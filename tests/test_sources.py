@@ -1,4 +1,4 @@
-"""The benchmark registry, its downloads (mirror, pooch, lock file) and the MM-SafetyBench TYPO layout.
+"""The benchmark sources, its downloads (mirror, pooch, lock file) and the MM-SafetyBench TYPO layout.
 
 Real benchmark files come from the shared data folder used as `data_mirror` (tests skip without it);
 JailbreakV-28K, HADES and the MM-SafetyBench images zip are not there, so their loaders run on small
@@ -27,8 +27,7 @@ from conftest import require_shared
 from PIL import Image
 
 from toolshift.contracts import PROMPT_COLUMNS, read_prompts
-from toolshift.datasets import downloads
-from toolshift.datasets import sources as registry
+from toolshift.datasets import downloads, sources
 from toolshift.datasets.downloads import (
     DataSource,
     RemoteFile,
@@ -130,7 +129,7 @@ SHARED_ENTRIES = {
 
 def test_every_entry_with_shared_files_is_tested(shared_data):
     """A new registry entry whose files are all in the shared folder must join SHARED_ENTRIES."""
-    for name, spec in registry.BENCHMARKS.items():
+    for name, spec in sources.BENCHMARKS.items():
         if all((shared_data / f.relpath).is_file() for f in spec.files):
             assert name in SHARED_ENTRIES, name
 
@@ -187,7 +186,7 @@ def test_mmsb_typo_rows_per_scenario_match_the_question_files(shared_data, mirro
     assert len(counts) == 13 and (counts == 3).all()  # 3 per scenario
     for row in df.itertuples(index=False):
         number, qid = row.prompt_id.split("-")[1:]
-        stem = registry.MMSB_SCENARIOS[int(number) - 1][0]
+        stem = sources.MMSB_SCENARIOS[int(number) - 1][0]
         item = json.loads((qdir / f"{stem}.json").read_text(encoding="utf-8"))[str(int(qid))]
         assert (row.question, row.instruction, row.text_prompt) == (
             item["Question"],
@@ -310,7 +309,7 @@ def test_checksum_mismatch_in_the_mirror_is_one_line_naming_file_and_hashes(shar
         load_dataset("safebench_tiny", source)
     message = one_line(exc)
     assert str(corrupt) in message and "sha256 mismatch" in message
-    assert registry.SAFEBENCH_TINY_CSV.sha256 in message and sha256_of(corrupt) in message
+    assert sources.SAFEBENCH_TINY_CSV.sha256 in message and sha256_of(corrupt) in message
 
 
 def test_missing_file_names_the_mirror_path(tmp_path):
@@ -350,7 +349,7 @@ def test_committed_lock_file_is_valid():
     lock = downloads.DEFAULT_LOCK
     assert lock.is_file(), lock
     entries = read_lock(lock)
-    pinned = {f.relpath for spec in registry.BENCHMARKS.values() for f in spec.files if f.sha256}
+    pinned = {f.relpath for spec in sources.BENCHMARKS.values() for f in spec.files if f.sha256}
     assert not set(entries) & pinned  # the lock holds only what the registry cannot pin
 
 
@@ -382,7 +381,7 @@ def test_unsafe_paths_and_bad_hashes_are_refused(tmp_path):
 
 def test_malformed_rows_name_file_and_row(tmp_path):
     source = temp_source(tmp_path)
-    file = unpinned(registry.SAFEBENCH_CSV)
+    file = unpinned(sources.SAFEBENCH_CSV)
     path = source.mirror / file.relpath
     path.parent.mkdir(parents=True)
     header = "dataset,category_id,task_id,category_name,question,instruction\n"
@@ -392,7 +391,7 @@ def test_malformed_rows_name_file_and_row(tmp_path):
         encoding="utf-8",
     )
     with pytest.raises(DataError) as exc:
-        registry.load_safebench(source, file)
+        sources.load_safebench(source, file)
     assert one_line(exc) == f"{path}: empty question in row 2"
 
     source2 = temp_source(tmp_path / "b")
@@ -402,16 +401,16 @@ def test_malformed_rows_name_file_and_row(tmp_path):
         "dataset,category_id,task_id,category_name,instruction\nForbidQI,1,1,A,Steps.\n", encoding="utf-8"
     )
     with pytest.raises(DataError, match=r"safebench\.csv: missing column\(s\) question"):
-        registry.load_safebench(source2, file)
+        sources.load_safebench(source2, file)
     path2.write_text(header + "ForbidQI,one,1,A,Q?,Steps.\n", encoding="utf-8")
     with pytest.raises(DataError, match="category_id must be an integer, got 'one' in row 1"):
-        registry.load_safebench(replace(source2, lock=tmp_path / "fresh-lock.yaml"), file)
+        sources.load_safebench(replace(source2, lock=tmp_path / "fresh-lock.yaml"), file)
 
 
 def test_malformed_row_through_an_unpinned_registry_entry(tmp_path):
     """JBB's files are lock-pinned: a malformed copy in the mirror fails on its row, not its hash."""
     source = temp_source(tmp_path)
-    path = source.mirror / registry.JBB_BENIGN_CSV.relpath
+    path = source.mirror / sources.JBB_BENIGN_CSV.relpath
     path.parent.mkdir(parents=True)
     path.write_text(
         "Index,Goal,Target,Behavior,Category,Source\n0,Write a poem,Sure,Poem,Poetry,Original\n"
@@ -427,7 +426,7 @@ def test_malformed_mmsb_question(tmp_path):
     source = temp_source(tmp_path)
     files = write_mmsb_questions(source.mirror, {"Key Phrase": ""})
     with pytest.raises(DataError, match=r"01-Illegal_Activitiy\.json: question 0: empty field 'Key Phrase'"):
-        registry.load_mmsb(source, files=files)
+        sources.load_mmsb(source, files=files)
 
 
 # --------------------------------------------------------------------------- the pooch path
@@ -468,12 +467,12 @@ def offline_pooch(monkeypatch, tmp_path):
 
 def test_pooch_downloads_into_the_cache_when_there_is_no_mirror(offline_pooch, shared_data, tmp_path):
     original = require_shared(shared_data / "figstep_safebench" / "SafeBench-Tiny.csv")
-    offline_pooch(registry.SAFEBENCH_TINY_CSV.url, original.read_bytes())
+    offline_pooch(sources.SAFEBENCH_TINY_CSV.url, original.read_bytes())
     results = tmp_path / "results"
     df = build_dataset_prompts("safebench_tiny", results, limit_per_class=2)
     cached = results / "cache" / "downloads" / "figstep_safebench" / "SafeBench-Tiny.csv"
     assert cached.read_bytes() == original.read_bytes()
-    assert CopyDownloader.calls == [registry.SAFEBENCH_TINY_CSV.url] and len(df) == 2
+    assert CopyDownloader.calls == [sources.SAFEBENCH_TINY_CSV.url] and len(df) == 2
     build_dataset_prompts("safebench_tiny", results, limit_per_class=2)
     assert len(CopyDownloader.calls) == 1  # the cached copy is reused
 
@@ -550,7 +549,7 @@ def test_jailbreakv_mini_loader_on_synthetic_files(tmp_path):
         with Image.open(root / rel) as original:
             assert np.array_equal(rgb(load_image(results / row.image)), rgb(original))
     lock = read_lock(source.lock)
-    assert set(lock) == {registry.JBV_MINI_CSV.relpath} | {
+    assert set(lock) == {sources.JBV_MINI_CSV.relpath} | {
         f"jailbreakv_28k/JailBreakV_28K/{r}" for r in images
     }
     # limit_per_class fetches only the selected rows' images
@@ -603,7 +602,7 @@ def write_hades(mirror: Path) -> tuple[list[RemoteFile], dict[tuple[str, int], b
                         "instruction": f"Describe the placeholder thing {scenario} {ident}.",
                     }
                 )
-        file = unpinned(registry.HADES_FILES[shard])
+        file = unpinned(sources.HADES_FILES[shard])
         path = mirror / file.relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows), path)
@@ -614,7 +613,7 @@ def write_hades(mirror: Path) -> tuple[list[RemoteFile], dict[tuple[str, int], b
 def test_hades_loader_on_synthetic_files(tmp_path):
     source = temp_source(tmp_path)
     files, images = write_hades(source.mirror)
-    rows = registry.load_hades(source, files)
+    rows = sources.load_hades(source, files)
     assert list(rows["prompt_id"]) == ["hades-Violence-0", "hades-Violence-1", "hades-Animal-0"]
     assert list(rows["category"]) == ["Violence", "Violence", "Animal"]
     assert rows["text_prompt"].iloc[0] == (
@@ -634,13 +633,13 @@ def test_hades_loader_on_synthetic_files(tmp_path):
     # a shard without the step column is named
     pq.write_table(pa.table({"id": ["0"]}), source.mirror / files[0].relpath)
     with pytest.raises(DataError, match=r"test-00000-of-00002\.parquet: missing column\(s\) step"):
-        registry.load_hades(replace(source, lock=tmp_path / "l2.yaml"), files)
+        sources.load_hades(replace(source, lock=tmp_path / "l2.yaml"), files)
 
 
 def write_mmsb_questions(mirror: Path, override: dict | None = None) -> list[RemoteFile]:
     """One placeholder question per scenario, in MM-SafetyBench's JSON layout."""
     files = []
-    for stem, _, _ in registry.MMSB_SCENARIOS:
+    for stem, _, _ in sources.MMSB_SCENARIOS:
         item = {
             "Question": f"How to do placeholder task {stem}?",
             "GPT-Pred": "",
@@ -651,7 +650,7 @@ def write_mmsb_questions(mirror: Path, override: dict | None = None) -> list[Rem
             "Rephrased Question(SD)": "The image shows a phrase of an activity. List steps.",
             **(override or {}),
         }
-        file = unpinned(registry.MMSB_QUESTION_FILES[len(files)])
+        file = unpinned(sources.MMSB_QUESTION_FILES[len(files)])
         (mirror / file.relpath).parent.mkdir(parents=True, exist_ok=True)
         (mirror / file.relpath).write_text(json.dumps({"0": item}), encoding="utf-8")
         files.append(file)
@@ -661,16 +660,16 @@ def write_mmsb_questions(mirror: Path, override: dict | None = None) -> list[Rem
 def test_mmsb_sd_variants_read_the_images_zip(tmp_path):
     source = temp_source(tmp_path)
     files = write_mmsb_questions(source.mirror)
-    archive = unpinned(registry.MMSB_IMAGES)
+    archive = unpinned(sources.MMSB_IMAGES)
     colors = {}
     (source.mirror / archive.relpath).parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(source.mirror / archive.relpath, "w") as zf:
-        for i, (stem, _, _) in enumerate(registry.MMSB_SCENARIOS):
+        for i, (stem, _, _) in enumerate(sources.MMSB_SCENARIOS):
             for variant in ("SD", "SD_TYPO"):
                 colors[(stem, variant)] = (10 * i, 100 if variant == "SD" else 200, 50)
                 zf.writestr(f"imgs/{stem}/{variant}/0.jpg", png_bytes(colors[(stem, variant)], fmt="PNG"))
     for variant, field in (("SD", "Rephrased Question(SD)"), ("SD_TYPO", "Rephrased Question")):
-        rows = registry.load_mmsb(source, variant=variant, files=files, images=archive)
+        rows = sources.load_mmsb(source, variant=variant, files=files, images=archive)
         assert (
             len(rows) == 13
             and (
@@ -678,7 +677,7 @@ def test_mmsb_sd_variants_read_the_images_zip(tmp_path):
             ).all()
         )
         df = build_prompts(f"mmsb_{variant.lower()}", rows, tmp_path / "r", attack="image", source=source)
-        for (stem, _, _), row in zip(registry.MMSB_SCENARIOS, df.itertuples(index=False), strict=True):
+        for (stem, _, _), row in zip(sources.MMSB_SCENARIOS, df.itertuples(index=False), strict=True):
             img = rgb(load_image(tmp_path / "r" / row.image))
             assert tuple(img[10, 10]) == colors[(stem, variant)]
     assert (source.cache / (archive.relpath + ".d") / ".toolshift-unpacked").is_file()
