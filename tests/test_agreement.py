@@ -9,10 +9,9 @@ import math
 import pandas as pd
 import pytest
 
+from toolshift.contracts import HUMAN_AGREEMENT_COLUMNS, PAIRWISE_COLUMNS
 from toolshift.errors import ContractError, DataError
 from toolshift.judges.agreement import (
-    HUMAN_AGREEMENT_COLUMNS,
-    PAIRWISE_COLUMNS,
     asr_by_judge,
     binary_metrics,
     cohen_kappa,

@@ -12,7 +12,6 @@ from scipy.stats import binomtest
 from toolshift.analysis.contrasts import (
     CLAIMS,
     CONTRADICTED,
-    CONTRASTS_COLUMNS,
     HIGHER,
     LOWER,
     NOT_SHOWN,
@@ -22,6 +21,7 @@ from toolshift.analysis.contrasts import (
     verdict,
 )
 from toolshift.analysis.stats import paired_bootstrap_ci
+from toolshift.contracts import CONTRASTS_COLUMNS
 from toolshift.report.tables import contrasts_markdown
 
 P = [f"h{i:02d}" for i in range(60)]  # sixty harmful prompts

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from toolshift.contracts import FREE_COLUMNS
 from toolshift.datasets.images import load_image, zoom
 from toolshift.datasets.prompts import build_prompts, load_mini
 from toolshift.episodes.build import build_episodes
 from toolshift.episodes.toolcalls import CallRejected
 from toolshift.errors import ConfigError, ContractError
 from toolshift.inference.free_loop import (
-    FREE_COLUMNS,
     LOOP_COLUMNS,
     crop_relpath,
     episode_mapper,

@@ -8,14 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.analysis.headline import (
-    HEADLINE_COLUMNS,
-    MEAN_MODEL,
-    headline_row,
-    headline_sentence,
-    headline_table,
-)
+from toolshift.analysis.headline import MEAN_MODEL, headline_row, headline_sentence, headline_table
 from toolshift.analysis.stats import bootstrap_relative_reductions, percentile_ci
+from toolshift.contracts import HEADLINE_COLUMNS
 from toolshift.datasets.splits import make_splits
 from toolshift.errors import ContractError
 

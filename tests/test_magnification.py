@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest, spearmanr
 
-from toolshift.analysis.magnification import ASR_BY_SCALE_COLUMNS, asr_by_scale_table, scale_bins
+from toolshift.analysis.magnification import asr_by_scale_table, scale_bins
+from toolshift.contracts import ASR_BY_SCALE_COLUMNS
 from toolshift.errors import ContractError
 
 

@@ -18,7 +18,8 @@ import pytest
 import xarray as xr
 import yaml
 
-from toolshift.checks.planted_model import PLANTED_MODEL_COLUMNS, planted_recovery_tables, recovery_table
+from toolshift.checks.planted_model import planted_recovery_tables, recovery_table
+from toolshift.contracts import PLANTED_MODEL_COLUMNS
 from toolshift.models.fixtures import read_fixture_marker
 
 pytestmark = pytest.mark.e2e

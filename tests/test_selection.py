@@ -11,7 +11,6 @@ import xarray as xr
 
 from toolshift.analysis.interventions import resolve_layer
 from toolshift.analysis.selection import (
-    SELECTION_COLUMNS,
     activation_layer_scores,
     candidate_layers,
     pooled_within_class_sd,
@@ -21,6 +20,7 @@ from toolshift.analysis.selection import (
     selection_table,
     validation_asr_by_layer,
 )
+from toolshift.contracts import SELECTION_COLUMNS
 from toolshift.datasets.splits import make_splits
 from toolshift.errors import ConfigError, ContractError
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from toolshift.contracts import SPLIT_COLUMNS
 from toolshift.datasets.prompts import load_mini
 from toolshift.datasets.splits import (
     DEFAULT_FRACTIONS,
-    SPLIT_COLUMNS,
     SPLITS,
     filter_split,
     make_splits,

@@ -348,3 +348,136 @@ def read_episodes(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for lineno, record in enumerate(records, start=1):
         validate_episode(record, f"{path}:{lineno}")
     return records
+
+
+# --------------------------------------------------------------------------- the other result tables
+
+PLANTED_MODEL_COLUMNS: tuple[str, ...] = ("model", *PLANTED_COLUMNS)
+"""`tables/validation_planted_model.csv`."""
+
+HUMAN_AGREEMENT_COLUMNS: tuple[str, ...] = (
+    "judge",
+    "n",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "kappa",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+)
+"""`tables/judge_human_agreement.csv`: one row per judge."""
+
+PAIRWISE_COLUMNS: tuple[str, ...] = ("judge_a", "judge_b", "n", "percent_agreement", "kappa")
+"""`tables/judge_agreement.csv`: one row per pair of judges."""
+
+FREE_COLUMNS: tuple[str, ...] = (
+    "n_tool_calls",
+    "n_malformed_calls",
+    "n_turns",
+    "used_tool",
+    "stop_reason",
+    "transcript",
+)
+"""The columns a `free` run adds to the responses table."""
+
+SKIPPED_COLUMNS: tuple[str, ...] = ("prompt_id", "harmful", "category", "reason")
+"""Columns of `data/{dataset}/skipped.csv`: the prompts left out because their image cannot carry them."""
+
+SPLIT_COLUMNS: tuple[str, ...] = ("prompt_id", "dataset", "category", "harmful", "split")
+"""`splits/{dataset}.parquet`: one row per prompt of the dataset."""
+
+ASR_BY_SCALE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "split",
+    "condition",
+    "scale_bin",
+    "scale_min",
+    "scale_max",
+    "n",
+    "asr",
+    "asr_ci_low",
+    "asr_ci_high",
+    "reference_asr",
+    "reference_asr_ci_low",
+    "reference_asr_ci_high",
+    "mcnemar_p",
+    "trend_rho",
+    "trend_p",
+)
+"""`tables/asr_by_scale.csv`: one row per (model, dataset, judge, zoom condition, scale bin); the trend
+columns (over all the condition's paired prompts) repeat on every bin of a condition."""
+
+CONTRASTS_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "split",
+    "claim",
+    "contrast",
+    "condition_a",
+    "intervention_a",
+    "condition_b",
+    "intervention_b",
+    "n",
+    "n_unpaired",
+    "n_unsafe_a",
+    "n_unsafe_b",
+    "asr_a",
+    "asr_b",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "n_only_a",
+    "n_only_b",
+    "mcnemar_p",
+    "holm_p",
+    "expected",
+    "verdict",
+)
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
+
+HEADLINE_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "model",
+    "judge",
+    "split",
+    "condition",
+    "reference",
+    "n_models",
+    "n",
+    "reference_asr",
+    "asr",
+    "rel_reduction",
+    "rel_reduction_ci_low",
+    "rel_reduction_ci_high",
+    "conf",
+    "n_boot",
+    "n_boot_used",
+    "low_boot_share",
+    "excluded",
+)
+"""`tables/headline.csv`: per (dataset, model) rows, then the mean-over-models row per dataset and,
+with several datasets, the overall row (dataset ``all``). ``n``: paired prompts summed over the cells
+the estimate uses (not the excluded ones); ``reference_asr``/``asr``: pooled over those prompts."""
+
+SELECTION_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "n_layers",
+    "exclude_last_frac",
+    "layer",
+    "layer_criterion",
+    "layer_score",
+    "alpha",
+    "alpha_criterion",
+    "alpha_validation_asr",
+    "direct_validation_asr",
+    "tool_validation_asr",
+)
+"""`tables/selection.csv`: the layer (from the vectors file) and alpha chosen on validation prompts."""

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 from toolshift.analysis.interventions import expand_interventions
-from toolshift.analysis.selection import SELECTION_COLUMNS
 from toolshift.analysis.vectors import read_vectors
 from toolshift.common.steps import run_step
 from toolshift.contracts import (
     ASR_TABLE_COLUMNS,
     COST_TABLE_COLUMNS,
     FREE_TOOL_USE_COLUMNS,
+    SELECTION_COLUMNS,
     atomic_path,
     read_table,
 )

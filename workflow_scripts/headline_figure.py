@@ -3,9 +3,8 @@ figure the registry, toolshift.report.figures.registry, gives this rule)."""
 
 import json
 
-from toolshift.analysis.headline import HEADLINE_COLUMNS
 from toolshift.common.steps import run_step
-from toolshift.contracts import atomic_path, read_table
+from toolshift.contracts import HEADLINE_COLUMNS, atomic_path, read_table
 from toolshift.report.figures.registry import drawing_function, figures_of
 
 (HEADLINE,) = figures_of("headline_figure")

@@ -5,9 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from toolshift.common.steps import run_step
-from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv
+from toolshift.contracts import HUMAN_AGREEMENT_COLUMNS, JUDGED_COLUMNS, read_table, write_csv
 from toolshift.judges.agreement import (
-    HUMAN_AGREEMENT_COLUMNS,
     asr_by_judge,
     human_agreement,
     judge_labelled,

@@ -40,6 +40,7 @@ import pandas as pd
 from toolshift.analysis.interventions import NO_INTERVENTION, parse_intervention_id
 from toolshift.analysis.stats import holm_adjust, mcnemar_exact, paired_bootstrap_diff_ci
 from toolshift.analysis.tables import _check, _select
+from toolshift.contracts import CONTRASTS_COLUMNS
 from toolshift.errors import ConfigError
 
 Run = tuple[str, str]
@@ -50,35 +51,6 @@ ALPHA = 0.05
 HIGHER = "asr_b > asr_a"
 LOWER = "asr_b < asr_a"
 SUPPORTED, CONTRADICTED, NOT_SHOWN = "supported", "contradicted", "not shown"
-
-CONTRASTS_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "judge",
-    "split",
-    "claim",
-    "contrast",
-    "condition_a",
-    "intervention_a",
-    "condition_b",
-    "intervention_b",
-    "n",
-    "n_unpaired",
-    "n_unsafe_a",
-    "n_unsafe_b",
-    "asr_a",
-    "asr_b",
-    "diff",
-    "diff_ci_low",
-    "diff_ci_high",
-    "n_only_a",
-    "n_only_b",
-    "mcnemar_p",
-    "holm_p",
-    "expected",
-    "verdict",
-)
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +257,6 @@ def contrasts_table(
 __all__ = [
     "ALPHA",
     "CLAIMS",
-    "CONTRASTS_COLUMNS",
     "Claim",
     "contrasts_table",
     "refusal_ablation_condition",

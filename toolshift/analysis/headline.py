@@ -38,36 +38,12 @@ from toolshift.analysis.stats import (
     percentile_ci,
     relative_reduction,
 )
-from toolshift.contracts import require_columns
+from toolshift.contracts import HEADLINE_COLUMNS, require_columns
 from toolshift.datasets.splits import ALL, filter_split
 from toolshift.errors import ContractError
 
 MEAN_MODEL = "mean over models"
 """The ``model`` value of a headline row (the other rows are single models)."""
-
-HEADLINE_COLUMNS: tuple[str, ...] = (
-    "dataset",
-    "model",
-    "judge",
-    "split",
-    "condition",
-    "reference",
-    "n_models",
-    "n",
-    "reference_asr",
-    "asr",
-    "rel_reduction",
-    "rel_reduction_ci_low",
-    "rel_reduction_ci_high",
-    "conf",
-    "n_boot",
-    "n_boot_used",
-    "low_boot_share",
-    "excluded",
-)
-"""`tables/headline.csv`: per (dataset, model) rows, then the mean-over-models row per dataset and,
-with several datasets, the overall row (dataset ``all``). ``n``: paired prompts summed over the cells
-the estimate uses (not the excluded ones); ``reference_asr``/``asr``: pooled over those prompts."""
 
 
 def _paired_cells(

@@ -25,34 +25,11 @@ from scipy.stats import spearmanr
 
 from toolshift.analysis.interventions import NO_INTERVENTION
 from toolshift.analysis.stats import mcnemar_exact, wilson_ci
-from toolshift.contracts import require_columns
+from toolshift.contracts import ASR_BY_SCALE_COLUMNS, require_columns
 from toolshift.datasets.splits import ALL, filter_split
 from toolshift.episodes.build import ZOOM_CONDITIONS
 
 REFERENCE = "direct"
-
-ASR_BY_SCALE_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "judge",
-    "split",
-    "condition",
-    "scale_bin",
-    "scale_min",
-    "scale_max",
-    "n",
-    "asr",
-    "asr_ci_low",
-    "asr_ci_high",
-    "reference_asr",
-    "reference_asr_ci_low",
-    "reference_asr_ci_high",
-    "mcnemar_p",
-    "trend_rho",
-    "trend_p",
-)
-"""`tables/asr_by_scale.csv`: one row per (model, dataset, judge, zoom condition, scale bin); the trend
-columns (over all the condition's paired prompts) repeat on every bin of a condition."""
 
 
 def scale_bins(scales: np.ndarray, n_bins: int = 3) -> np.ndarray:

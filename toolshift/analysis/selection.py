@@ -40,30 +40,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from toolshift.contracts import require_columns
+from toolshift.contracts import SELECTION_COLUMNS, require_columns
 from toolshift.datasets.splits import filter_split
 from toolshift.errors import ConfigError, ContractError
 
 DEFAULT_EXCLUDE_LAST_FRAC = 0.2
 DEFAULT_MAX_KL = 0.1
 DEFAULT_MAX_OVER_REFUSAL_INCREASE = 0.1
-
-SELECTION_COLUMNS: tuple[str, ...] = (
-    "model",
-    "dataset",
-    "judge",
-    "n_layers",
-    "exclude_last_frac",
-    "layer",
-    "layer_criterion",
-    "layer_score",
-    "alpha",
-    "alpha_criterion",
-    "alpha_validation_asr",
-    "direct_validation_asr",
-    "tool_validation_asr",
-)
-"""`tables/selection.csv`: the layer (from the vectors file) and alpha chosen on validation prompts."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +342,6 @@ __all__ = [
     "DEFAULT_EXCLUDE_LAST_FRAC",
     "DEFAULT_MAX_KL",
     "DEFAULT_MAX_OVER_REFUSAL_INCREASE",
-    "SELECTION_COLUMNS",
     "AlphaSelection",
     "LayerSelection",
     "activation_layer_scores",

@@ -38,10 +38,7 @@ import pandas as pd
 from toolshift.analysis.interventions import NO_INTERVENTION, parse_intervention_id
 from toolshift.analysis.stats import wilson_ci
 from toolshift.checks.planted_truth import check_row
-from toolshift.contracts import PLANTED_COLUMNS
-
-PLANTED_MODEL_COLUMNS: tuple[str, ...] = ("model", *PLANTED_COLUMNS)
-"""`tables/validation_planted_model.csv`."""
+from toolshift.contracts import PLANTED_MODEL_COLUMNS
 
 MIN_COS = 0.9
 """The least |cos(tool vector, d)| at the planted layer that counts as recovered."""

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from toolshift.contracts import PROMPT_COLUMNS, write_parquet
+from toolshift.contracts import PROMPT_COLUMNS, SKIPPED_COLUMNS, write_parquet
 from toolshift.datasets.downloads import DataSource, data_source
 from toolshift.datasets.images import save_png
 from toolshift.datasets.sources import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
@@ -215,9 +215,6 @@ def attack_image(attack: str, row: Mapping[str, Any], source: DataSource | None 
 UNRENDERABLE_ACTIONS: tuple[str, ...] = ("stop", "skip")
 """What the prompts builder does with a row whose attack image would not carry its text (option
 `datasets.<name>.on_unrenderable`): stop with one line, or leave the row out and record it."""
-
-SKIPPED_COLUMNS: tuple[str, ...] = ("prompt_id", "harmful", "category", "reason")
-"""Columns of `data/{dataset}/skipped.csv`: the prompts left out because their image cannot carry them."""
 
 
 def attack_problem(attack: str, row: Mapping[str, Any]) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolshift.contracts import read_table, require_columns, write_parquet
+from toolshift.contracts import SPLIT_COLUMNS, read_table, require_columns, write_parquet
 from toolshift.errors import ConfigError, ContractError, DataError
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -36,8 +36,6 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.4, "validation": 0.2, "test": 0.4}
 """Default split fractions: train estimates vectors, validation selects, test is reported."""
 
-SPLIT_COLUMNS: tuple[str, ...] = ("prompt_id", "dataset", "category", "harmful", "split")
-"""`splits/{dataset}.parquet`: one row per prompt of the dataset."""
 
 ALL = "all"
 """The `split` value of a table computed on every prompt (no split filter)."""
@@ -201,7 +199,6 @@ __all__ = [
     "ALL",
     "DEFAULT_FRACTIONS",
     "SPLITS",
-    "SPLIT_COLUMNS",
     "filter_split",
     "make_splits",
     "read_splits",

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolshift.contracts import FREE_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
@@ -73,15 +74,6 @@ DEFAULT_MAX_TURNS: int = 4
 STOP_REASONS: tuple[str, ...] = ("answer", "malformed", "max_turns")
 """Why a `free` episode ended (see the module docstring)."""
 
-FREE_COLUMNS: tuple[str, ...] = (
-    "n_tool_calls",
-    "n_malformed_calls",
-    "n_turns",
-    "used_tool",
-    "stop_reason",
-    "transcript",
-)
-"""The columns a `free` run adds to the responses table."""
 
 LOOP_COLUMNS: tuple[str, ...] = ("prompt_id", "condition", "response") + FREE_COLUMNS
 """The columns `run_free_episodes` returns."""

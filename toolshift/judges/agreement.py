@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from toolshift.contracts import HUMAN_AGREEMENT_COLUMNS, PAIRWISE_COLUMNS
 from toolshift.datasets.text_repair import read_text_mixed
 from toolshift.errors import ContractError, DataError
 
@@ -36,23 +37,6 @@ JBB_MAJORITY_COLUMN = "human_majority"
 JBB_JUDGE_COLUMNS: tuple[str, ...] = ("harmbench_cf", "gpt4_cf", "llamaguard2_cf", "llama3_cf")
 """The judge columns of JailbreakBench's judge-comparison file."""
 
-HUMAN_AGREEMENT_COLUMNS: tuple[str, ...] = (
-    "judge",
-    "n",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "kappa",
-    "tp",
-    "fp",
-    "fn",
-    "tn",
-)
-"""`tables/judge_human_agreement.csv`: one row per judge."""
-
-PAIRWISE_COLUMNS: tuple[str, ...] = ("judge_a", "judge_b", "n", "percent_agreement", "kappa")
-"""`tables/judge_agreement.csv`: one row per pair of judges."""
 
 VERDICT_KEYS: tuple[str, ...] = ("model", "dataset", "prompt_id", "condition", "intervention")
 """The columns that identify one response across judged tables."""

@@ -41,15 +41,10 @@ from typing import Any
 
 import pandas as pd
 
+from toolshift.contracts import HUMAN_AGREEMENT_COLUMNS
 from toolshift.datasets.text_repair import read_text_mixed
 from toolshift.errors import ConfigError, DataError
-from toolshift.judges.agreement import (
-    HUMAN_AGREEMENT_COLUMNS,
-    JBB_JUDGE_COLUMNS,
-    binary_metrics,
-    judge_labelled,
-    to_bool_labels,
-)
+from toolshift.judges.agreement import JBB_JUDGE_COLUMNS, binary_metrics, judge_labelled, to_bool_labels
 
 RESPONSE_COLUMNS: tuple[str, ...] = (
     "response",

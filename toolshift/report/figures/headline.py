@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
-from toolshift.analysis.headline import HEADLINE_COLUMNS, MEAN_MODEL
-from toolshift.contracts import require_columns
+from toolshift.analysis.headline import MEAN_MODEL
+from toolshift.contracts import HEADLINE_COLUMNS, require_columns
 from toolshift.errors import ContractError
 from toolshift.report.figures.style import (
     CONDITION_PALETTE,
