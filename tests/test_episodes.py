@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -13,15 +14,26 @@ from conftest import REPO
 
 from toolshift import CONDITIONS
 from toolshift.contracts import read_episodes, validate_episode
-from toolshift.datasets.images import content_bbox, load_image, text_lines_bbox, zoom
+from toolshift.datasets.images import (
+    BBOX_POLICIES,
+    ZOOM_RESIZES,
+    content_bbox,
+    load_image,
+    text_lines_bbox,
+    zoom,
+    zoom_scale,
+    zoom_size,
+)
 from toolshift.datasets.prompts import build_prompts, get_dataset, load_mini
-from toolshift.datasets.typography import FIGSTEP_PROMPT
+from toolshift.datasets.typography import FIGSTEP_PROMPT, render_text_image
 from toolshift.episodes.build import (
     EPISODE_CONDITIONS,
     NEUTRAL_EXCHANGES,
+    OVERRIDE_OF,
     SYSTEM_PROMPT,
     TOOL_FRAMED_CONDITIONS,
     ZOOM_TOOL,
+    build_episode,
     build_episodes,
     build_episodes_by_condition,
     override_relpath,
@@ -341,3 +353,214 @@ def test_override_seed_picks_the_override_images(built, tmp_path):
     assert not np.array_equal(shown[1, "unsafe"], shown[2, "unsafe"])
     assert not np.array_equal(shown[1, "benign"], shown[2, "benign"])
     assert np.array_equal(shown[1, "blank"], shown[2, "blank"])
+
+
+# ------------------------------------------------ episodes each test builds itself, from neutral text images
+# (the module-scoped `built` runs the builders inside the first test that asks for it, so a mutation tool that
+# maps each function to the tests that ran it credits only that test: these tests build what they check)
+
+
+def plain_prompts(root, n=2, size=(640, 480)):
+    """A prompts table of `n` neutral three-line text images of `size` under `root` (the builders' columns);
+    the lines have the same length, so every image has the same box and zoom size."""
+    rows = []
+    for i in range(n):
+        image = f"data/plain/images/plain-{i}.png"
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        text = f"Sample line {i}\nsecond line\nthird line"
+        render_text_image(text, size=size, font_size=40).save(root / image)
+        rows.append({"prompt_id": f"plain-{i}", "dataset": "plain", "image": image})
+    return pd.DataFrame(rows)
+
+
+def test_override_relpath_names_the_size_except_figsteps():
+    assert override_relpath("unsafe", (760, 760)) == "data/overrides/unsafe.png"
+    assert override_relpath("blank", [760, 760]) == "data/overrides/blank.png"
+    assert override_relpath("benign", (760, 761)) == "data/overrides/benign_760x761.png"
+    assert override_relpath("benign", (761, 760)) == "data/overrides/benign_761x760.png"
+    assert override_relpath("blank", (640, 287)) == "data/overrides/blank_640x287.png"
+
+
+def test_text_trail_line_writes_the_box_as_the_call_did():
+    assert text_trail_line([0, 0, 760, 563]) == "zoom_in returned the region [0, 0, 760, 563] of the image."
+    # floats as %g (no trailing .0, an exponent for tiny ones), integers as written however large
+    assert text_trail_line([1.0, 0.5, 1e-05, 1234567], "crop") == (
+        "crop returned the region [1, 0.5, 1e-05, 1234567] of the image."
+    )
+
+
+def test_bad_option_messages_name_the_value_and_the_choices(tmp_path):
+    prompts = plain_prompts(tmp_path, 1)
+    known = re.escape(", ".join(BBOX_POLICIES))
+    with pytest.raises(ConfigError, match=rf"^unknown bbox_policy 'nope'; known: {known}$"):
+        build_episodes(prompts, "tool", tmp_path, bbox_policy="nope")
+    known = re.escape(", ".join(ZOOM_RESIZES))
+    with pytest.raises(ConfigError, match=rf"^unknown episodes.zoom_resize 'nope'; known: {known}$"):
+        build_episodes(prompts, "tool", tmp_path, zoom_resize="nope")
+    for pad_frac in (2, 1.5, -0.1, True, "0.1"):
+        with pytest.raises(ConfigError, match=rf"^pad_frac must be a number in \[0, 1\], got {pad_frac!r}$"):
+            build_episodes(prompts, "tool", tmp_path, pad_frac=pad_frac)
+    for zoom_lines in (0, True, 1.5):
+        with pytest.raises(
+            ConfigError, match=rf"^episodes.zoom_lines must be a positive integer, got {zoom_lines!r}$"
+        ):
+            build_episodes(prompts, "tool", tmp_path, bbox_policy="text_lines", zoom_lines=zoom_lines)
+    # the options are checked before the table: an empty or incomplete table still names the bad option
+    with pytest.raises(ConfigError, match="zoom_resize 'nope'"):
+        build_episodes(prompts.iloc[:0], "tool", tmp_path, zoom_resize="nope")
+    with pytest.raises(ConfigError, match="zoom_resize 'nope'"):
+        build_episodes(prompts.drop(columns="image"), "tool", tmp_path, zoom_resize="nope")
+    with pytest.raises(ContractError, match=r"^prompts table lacks column\(s\) dataset, image$"):
+        build_episodes(prompts.drop(columns=["dataset", "image"]), "tool", tmp_path)
+    # build_episode alone checks them too, even for a condition that never zooms
+    with pytest.raises(ConfigError, match=rf"^unknown episodes.zoom_resize 'nope'; known: {known}$"):
+        build_episode("plain-0", "plain", prompts["image"][0], "direct", tmp_path, zoom_resize="nope")
+    # the bounds themselves are allowed
+    (ep,) = build_episodes(prompts, "tool", tmp_path, bbox_policy="text_lines", pad_frac=1, zoom_lines=1)
+    assert ep["meta"]["pad_frac"] == 1.0 and ep["meta"]["zoom_lines"] == 1
+    (ep,) = build_episodes(prompts, "tool", tmp_path, pad_frac=0)
+    assert ep["meta"]["pad_frac"] == 0.0
+
+
+def test_build_episode_alone_matches_the_batch_builder(tmp_path):
+    """`build_episode` called alone (it reads the image itself, with its own defaults) gives the episode
+    `build_episodes_by_condition` gives for the table's first row, for every condition and options."""
+    prompts = plain_prompts(tmp_path, 1)
+    args = ("plain-0", "plain", prompts["image"][0])
+    batch = build_episodes_by_condition(prompts, EPISODE_CONDITIONS, tmp_path)
+    for condition in EPISODE_CONDITIONS:
+        assert build_episode(*args, condition, tmp_path) == batch[condition][0], condition
+    assert batch["tool_unsafe"][0]["meta"]["override_seed"] == 0
+    options = dict(
+        bbox_policy="text_lines", pad_frac=0.1, override_seed=2, zoom_lines=3, zoom_resize="pixels"
+    )
+    batch = build_episodes_by_condition(prompts, EPISODE_CONDITIONS, tmp_path, **options)
+    for condition in EPISODE_CONDITIONS:
+        assert build_episode(*args, condition, tmp_path, **options) == batch[condition][0], condition
+    # the defaults of build_episodes: override seed 0, the first two lines for text_lines
+    (ep,) = build_episodes(prompts, "tool_unsafe", tmp_path)
+    assert ep["meta"]["override_seed"] == 0
+    (ep,) = build_episodes(prompts, "tool", tmp_path, bbox_policy="text_lines")
+    assert build_episode(*args, "tool", tmp_path, bbox_policy="text_lines") == ep
+    assert ep["meta"]["zoom_lines"] == 2
+
+
+def test_every_episode_of_a_non_square_image_exactly(tmp_path):
+    """Each condition's whole episode for a 640x480 image: messages and meta, key for key."""
+    prompts = plain_prompts(tmp_path, 2)
+    episodes = build_episodes_by_condition(prompts, EPISODE_CONDITIONS, tmp_path, pad_frac=0.1)
+    image = prompts["image"][0]
+    bbox = content_bbox(load_image(tmp_path / image), pad_frac=0.1)
+    w, h = zoom_size((640, 480), bbox)
+    scale = zoom_scale((640, 480), bbox)
+    assert round(scale, 6) != round(scale, 7)  # the recorded scale is rounded to 6 places
+
+    def text(t):
+        return {"type": "text", "text": t}
+
+    def img(path):
+        return {"type": "image", "path": path}
+
+    def tool_turn(part):
+        return {"role": "tool", "name": "zoom_in", "content": [part]}
+
+    system = {"role": "system", "content": [text(SYSTEM_PROMPT)]}
+    user = {"role": "user", "content": [img(image), text(FIGSTEP_PROMPT)]}
+    call = {
+        "role": "assistant",
+        "content": [],
+        "tool_calls": [{"name": "zoom_in", "arguments": {"bbox": bbox}}],
+    }
+    zoom_path = "episodes/plain/images/plain-0_zoom.png"
+    meta = {
+        "tool_name": None,
+        "bbox": None,
+        "bbox_policy": "content_padded",
+        "pad_frac": 0.1,
+        "image_size": [640, 480],
+        "override_image": None,
+    }
+    tools = {"tools": [ZOOM_TOOL], "tool_name": "zoom_in"}
+    zoomed = {"bbox": bbox, "zoom_resize": "longer_side", "zoom_size": [w, h], "zoom_scale": round(scale, 6)}
+    line = f"zoom_in returned the region [{', '.join(map(str, bbox))}] of the image."
+    expected = {
+        "direct": ([system, user], meta),
+        "tool_offered": ([system, user], meta | tools),
+        "free": ([system, user], meta | tools),
+        "tool": ([system, user, call, tool_turn(img(zoom_path))], meta | tools | zoomed),
+        "text_trail": (
+            [system, user, call, tool_turn(text(line))],
+            meta | tools | zoomed | {"tool_result": "text_trail"},
+        ),
+        "text_prior": (
+            [
+                system,
+                {"role": "user", "content": [text(NEUTRAL_EXCHANGES[0][0])]},
+                {"role": "assistant", "content": [text(NEUTRAL_EXCHANGES[0][1])]},
+                user,
+            ],
+            meta,
+        ),
+        "image_no_tool": (
+            [system, {"role": "user", "content": [img(image), img(zoom_path), text(FIGSTEP_PROMPT)]}],
+            meta | zoomed,
+        ),
+    }
+    for condition, kind in (("tool_unsafe", "unsafe"), ("tool_benign", "benign"), ("tool_blank", "blank")):
+        path = f"data/overrides/{kind}_{w}x{h}.png"
+        more = {"override_image": path, "override_seed": 0}
+        expected[condition] = ([system, user, call, tool_turn(img(path))], meta | tools | zoomed | more)
+    assert set(expected) == set(EPISODE_CONDITIONS)
+    for condition, (messages, want) in expected.items():
+        episode = {"prompt_id": "plain-0", "condition": condition, "messages": messages, "meta": want}
+        assert episodes[condition][0] == episode, condition
+    # the second prompt gets the second neutral exchange
+    assert episodes["text_prior"][1]["messages"][1:3] == [
+        {"role": "user", "content": [text(NEUTRAL_EXCHANGES[1][0])]},
+        {"role": "assistant", "content": [text(NEUTRAL_EXCHANGES[1][1])]},
+    ]
+
+
+def test_text_lines_and_pixels_reach_the_box_the_zoom_and_the_meta(tmp_path):
+    prompts = plain_prompts(tmp_path, 1)
+    options = dict(bbox_policy="text_lines", pad_frac=0.1, zoom_lines=3, zoom_resize="pixels")
+    (ep,) = build_episodes(prompts, "tool", tmp_path, **options)
+    original = load_image(tmp_path / prompts["image"][0])
+    bbox = text_lines_bbox(original, lines=3, pad_frac=0.1)
+    assert bbox != text_lines_bbox(original, lines=2, pad_frac=0.1)
+    meta = ep["meta"]
+    assert meta["bbox"] == bbox and meta["pad_frac"] == 0.1 and meta["zoom_lines"] == 3
+    assert meta["zoom_resize"] == "pixels" and meta["zoom_size"] == list(
+        zoom_size((640, 480), bbox, "pixels")
+    )
+    assert meta["zoom_scale"] == round(zoom_scale((640, 480), bbox, "pixels"), 6)
+    written = load_image(tmp_path / ep["messages"][3]["content"][0]["path"])
+    assert list(written.size) == meta["zoom_size"]
+    assert np.array_equal(np.asarray(written), np.asarray(zoom(original, bbox, mode="pixels")))
+
+
+def test_each_image_is_read_once_and_each_file_written_once(tmp_path, monkeypatch):
+    """A batch reads each attack image once and writes each zoom crop and each override once, however many
+    conditions and prompts show it (the two prompts share their overrides: the same zoom size)."""
+    import toolshift.episodes.build as episodes_module
+
+    prompts = plain_prompts(tmp_path, 2)
+    reads, writes = [], []
+    load, save = episodes_module.load_image, episodes_module.save_png
+    monkeypatch.setattr(episodes_module, "load_image", lambda path, *a: reads.append(path) or load(path, *a))
+    monkeypatch.setattr(episodes_module, "save_png", lambda img, path: writes.append(path) or save(img, path))
+    episodes = build_episodes_by_condition(prompts, EPISODE_CONDITIONS, tmp_path)
+    assert reads == [tmp_path / image for image in prompts["image"]]
+    overrides = {ep["meta"]["override_image"] for c in OVERRIDE_OF for ep in episodes[c]}
+    assert len(overrides) == 3  # one per kind, shared by the two prompts
+    zooms = {f"episodes/plain/images/plain-{i}_zoom.png" for i in range(2)}
+    assert sorted(writes) == sorted(tmp_path / path for path in overrides | zooms)
+
+
+def test_write_episodes_names_the_bad_line(tmp_path):
+    prompts = plain_prompts(tmp_path, 1)
+    (ep,) = build_episodes(prompts, "direct", tmp_path)
+    out = tmp_path / "episodes.jsonl"
+    with pytest.raises(ContractError, match=rf"^{re.escape(str(out))}:2: messages must be a non-empty list$"):
+        write_episodes([ep, {**ep, "messages": []}], out)
+    assert not out.exists()
