@@ -13,9 +13,9 @@ from toolshift.contracts import (
     COST_TABLE_COLUMNS,
     FREE_TOOL_USE_COLUMNS,
     SELECTION_COLUMNS,
-    atomic_path,
     read_table,
 )
+from toolshift.files import atomic_path
 from toolshift.report.figures.registry import drawing_function, figures_of
 from toolshift.report.figures.style import plot_not_drawn
 

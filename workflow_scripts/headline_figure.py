@@ -4,7 +4,8 @@ figure the registry, toolshift.report.figures.registry, gives this rule)."""
 import json
 
 from toolshift.common.steps import run_step
-from toolshift.contracts import HEADLINE_COLUMNS, atomic_path, read_table
+from toolshift.contracts import HEADLINE_COLUMNS, read_table
+from toolshift.files import atomic_path
 from toolshift.report.figures.registry import drawing_function, figures_of
 
 (HEADLINE,) = figures_of("headline_figure")

@@ -21,8 +21,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from toolshift import CONDITIONS
-from toolshift.contracts import atomic_path, require_columns
+from toolshift.contracts import ASR_COLUMNS, require_columns
 from toolshift.errors import ContractError
+from toolshift.files import atomic_path
 
 matplotlib.use("Agg")
 
@@ -59,17 +60,6 @@ RANDOM_COLOR = "#666666"
 
 _MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _MODEL_LINESTYLES = ("-", "--", "-.", ":")
-ASR_NEEDED = (
-    "model",
-    "dataset",
-    "condition",
-    "intervention",
-    "judge",
-    "n",
-    "asr",
-    "asr_ci_low",
-    "asr_ci_high",
-)
 
 
 def condition_color(condition: str) -> str:
@@ -85,7 +75,7 @@ def condition_color(condition: str) -> str:
 def check_asr(asr: pd.DataFrame) -> None:
     if not isinstance(asr, pd.DataFrame):
         raise ContractError(f"asr table: expected a pandas DataFrame, got {type(asr).__name__}")
-    require_columns(asr, ASR_NEEDED, "asr table")
+    require_columns(asr, ASR_COLUMNS, "asr table")
     if asr.empty:
         raise ContractError("asr table: no rows (expected rows of tables/asr.csv)")
 
