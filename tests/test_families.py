@@ -14,7 +14,7 @@ import torch
 from toolshift.models.adapters import ADAPTERS
 from toolshift.models.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, build_fixture, synthetic_episodes
 from toolshift.models.generation import encode, generate, render_prompts
-from toolshift.models.hooks import Intervention, ablate_direction, capture_last_token
+from toolshift.models.hooks import ResidualEdit, ablate_direction, capture_last_token
 from toolshift.models.loading import load_model
 
 MAX_NEW = 4
@@ -184,13 +184,13 @@ def test_add_with_alpha_zero_leaves_the_output_identical(loaded, episodes, resul
     batch = episodes[:2]
     v = np.random.default_rng(0).standard_normal(loaded.hidden_size).astype(np.float32)
     df, states = generate(loaded, batch, results_root, max_new_tokens=MAX_NEW, progress=False)
-    zero = Intervention(kind="add", layer=LAYER, vector=v, alpha=0.0)
+    zero = ResidualEdit(kind="add", layer=LAYER, vector=v, alpha=0.0)
     df0, states0 = generate(
         loaded, batch, results_root, max_new_tokens=MAX_NEW, intervention=zero, progress=False
     )
     assert df0.equals(df)
     np.testing.assert_array_equal(states0, states)
-    one = Intervention(kind="add", layer=LAYER, vector=v, alpha=1.0)
+    one = ResidualEdit(kind="add", layer=LAYER, vector=v, alpha=1.0)
     _, states1 = generate(loaded, batch, results_root, max_new_tokens=1, intervention=one, progress=False)
     np.testing.assert_allclose(
         states1[:, LAYER] - states[:, LAYER], np.broadcast_to(v, (2, v.size)), atol=1e-5

@@ -7,12 +7,12 @@ import pytest
 import torch
 import xarray as xr
 
-from toolshift.analysis.interventions import hook_intervention, parse_intervention_id
+from toolshift.analysis.interventions import parse_intervention_id, residual_edit
 from toolshift.errors import ConfigError
 from toolshift.models.fixtures import FIXTURE_FAMILIES, synthetic_episodes
 from toolshift.models.generation import encode, generate
 from toolshift.models.hooks import (
-    Intervention,
+    ResidualEdit,
     ablate_direction,
     add_vector,
     apply_intervention,
@@ -65,7 +65,7 @@ def test_add_with_alpha_zero_is_identical_to_no_hook(family, models, inputs, epi
         zero = forward(loaded, inputs[family]).logits
     assert torch.equal(plain, zero)
     df, states = generate(loaded, episodes, results_root, max_new_tokens=6, progress=False)
-    hooked = Intervention(kind="add", layer=LAYER, vector=v, alpha=0.0)
+    hooked = ResidualEdit(kind="add", layer=LAYER, vector=v, alpha=0.0)
     df0, states0 = generate(
         loaded, episodes, results_root, max_new_tokens=6, intervention=hooked, progress=False
     )
@@ -91,8 +91,8 @@ def test_add_changes_the_layer_output_by_exactly_alpha_v(family, alpha, models, 
         atol=1e-6,
     )
     assert not np.allclose(after[:, LAYER + 1 :], before[:, LAYER + 1 :], atol=1e-6)  # and it propagates
-    # the same through an Intervention object
-    with apply_intervention(loaded, Intervention("add", LAYER, v, alpha)), capture_last_token(loaded) as via:
+    # the same through a ResidualEdit
+    with apply_intervention(loaded, ResidualEdit("add", LAYER, v, alpha)), capture_last_token(loaded) as via:
         forward(loaded, inputs[family])
     np.testing.assert_array_equal(via.array(), after)
 
@@ -165,7 +165,7 @@ def test_ablate_refusal_removes_the_refusal_direction_at_every_layer(family, mod
         coords={"layer": np.arange(n)},
     )
     spec = parse_intervention_id("ablate_refusal_tool")
-    hook = Intervention(**hook_intervention(spec, vectors, LAYER))
+    hook = residual_edit(spec, vectors, LAYER)
     assert hook.kind == "ablate" and hook.layer is None
     r_hat = torch.from_numpy(refusal[LAYER] / np.linalg.norm(refusal[LAYER]))
     v_hat = torch.from_numpy(tool[LAYER] / np.linalg.norm(tool[LAYER]))
@@ -211,11 +211,11 @@ def test_bad_interventions_are_config_errors(models):
     loaded = models["llava"]
     v = np.ones(loaded.hidden_size, np.float32)
     with pytest.raises(ConfigError, match="kind"):
-        Intervention("scale", 1, v)
+        ResidualEdit("scale", 1, v)
     with pytest.raises(ConfigError, match="needs a layer"):
-        Intervention("add", None, v)
+        ResidualEdit("add", None, v)
     with pytest.raises(ConfigError, match="finite"):
-        Intervention("ablate", None, np.array([np.nan, 1.0]))
+        ResidualEdit("ablate", None, np.array([np.nan, 1.0]))
     with pytest.raises(ConfigError, match="out of range"), add_vector(loaded, 4, v):
         pass
     with pytest.raises(ConfigError, match=r"shape \(64,\)"), add_vector(loaded, 0, v[:3]):
@@ -225,7 +225,7 @@ def test_bad_interventions_are_config_errors(models):
         ablate_direction(loaded, np.zeros(loaded.hidden_size)),
     ):
         pass
-    assert Intervention("ablate", None, v).vector.dtype == np.float32
+    assert ResidualEdit("ablate", None, v).vector.dtype == np.float32
 
 
 # ------------------------------------------------ the store and helpers on plain tensors (no model needed)
@@ -278,12 +278,12 @@ def test_layer_output_helpers_and_checks():
     with pytest.raises(ConfigError, match="^layer -5 is out of range for a decoder with 4 layers$"):
         _check_layer(-5, 4)
     assert _as_tensor([1.0, 2.0], 2, "v").dtype == torch.float32
-    assert Intervention("add", 0, [0.5, 1.5]).vector.dtype == np.float32  # float64 in, float32 kept
+    assert ResidualEdit("add", 0, [0.5, 1.5]).vector.dtype == np.float32  # float64 in, float32 kept
     with pytest.raises(ConfigError, match=r"^intervention kind 'scale' is not one of add, ablate$"):
-        Intervention("scale", 1, [1.0])
+        ResidualEdit("scale", 1, [1.0])
     with pytest.raises(
         ConfigError, match=r"^intervention vector must be a finite 1-d array, got shape \(1, 2\)$"
     ):
-        Intervention("ablate", None, [[1.0, 2.0]])
+        ResidualEdit("ablate", None, [[1.0, 2.0]])
     with pytest.raises(ConfigError, match="^intervention kind 'add' needs a layer$"):
-        Intervention("add", None, [1.0])
+        ResidualEdit("add", None, [1.0])

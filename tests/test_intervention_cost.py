@@ -13,7 +13,7 @@ from toolshift.contracts import COST_COLUMNS, COST_TABLE_COLUMNS, write_jsonl, w
 from toolshift.datasets.splits import make_splits, write_splits
 from toolshift.inference.intervention_cost import next_token_kl, run_intervention_costs
 from toolshift.models.fixtures import synthetic_episodes
-from toolshift.models.hooks import Intervention
+from toolshift.models.hooks import ResidualEdit
 
 LAYER = 1
 
@@ -43,7 +43,7 @@ def test_alpha_zero_costs_nothing_and_cost_grows_with_alpha(llava, episodes, roo
     means = []
     for alpha in (0.0, 0.05, 0.2, 1.0, 4.0):
         df = next_token_kl(
-            llava, episodes, root, Intervention("add", LAYER, v, alpha), batch_size=2, n_generated=3
+            llava, episodes, root, ResidualEdit("add", LAYER, v, alpha), batch_size=2, n_generated=3
         )
         assert list(df["prompt_id"]) == [e["prompt_id"] for e in episodes]
         assert (df["n_prompt_positions"] == 16).all() and (df["n_generated_positions"] <= 2).all()
@@ -62,7 +62,7 @@ def test_no_hook_and_ablation(llava, episodes, root):
         llava,
         episodes,
         root,
-        Intervention("ablate", None, unit_vector(llava.hidden_size, 1)),
+        ResidualEdit("ablate", None, unit_vector(llava.hidden_size, 1)),
         prompt_positions=4,
     )
     assert (ablated["kl_prompt"] > 0).all() and (ablated["n_prompt_positions"] == 4).all()
@@ -72,8 +72,8 @@ def test_qwen_teacher_forcing_extends_per_token_inputs(fixture_models, root):
     qwen = fixture_models["qwen2_5_vl"]
     eps = synthetic_episodes(root, 2, conditions=("tool",))
     v = unit_vector(qwen.hidden_size)
-    zero = next_token_kl(qwen, eps, root, Intervention("add", LAYER, v, 0.0), n_generated=3)
-    some = next_token_kl(qwen, eps, root, Intervention("add", LAYER, v, 2.0), n_generated=3)
+    zero = next_token_kl(qwen, eps, root, ResidualEdit("add", LAYER, v, 0.0), n_generated=3)
+    some = next_token_kl(qwen, eps, root, ResidualEdit("add", LAYER, v, 2.0), n_generated=3)
     assert (zero["kl_prompt"] == 0).all() and (some["kl_prompt"] > 0).all()
     assert (some["kl_generated"].isna() | (some["kl_generated"] > 0)).all()
 

@@ -18,9 +18,9 @@ from toolshift.analysis.interventions import (
     ablate_refusal_conditions,
     all_intervention_ids,
     expand_interventions,
-    hook_intervention,
     intervention_vector,
     parse_intervention_id,
+    residual_edit,
     resolve_layer,
     transfer_pairs,
     vectors_dataset,
@@ -242,15 +242,15 @@ def test_random_vector_norm_seed_and_reproducibility(vectors):
 
 def test_hook_intervention(vectors):
     tv = vectors["tool_vector"].values
-    h = hook_intervention(InterventionSpec("add", alpha=0.5), vectors, 1)
-    assert h["kind"] == "add" and h["layer"] == 1 and h["alpha"] == 0.5
-    np.testing.assert_array_equal(h["vector"], tv[1])
-    h = hook_intervention(InterventionSpec("subtract"), vectors, 2)
-    assert (h["kind"], h["layer"], h["alpha"]) == ("add", 2, -1.0)
-    h = hook_intervention(InterventionSpec("ablate"), vectors, 2)
-    assert (h["kind"], h["layer"], h["alpha"]) == ("ablate", None, 1.0)
-    h = hook_intervention(InterventionSpec("random", alpha=2, seed=0), vectors, 0)
-    assert (h["kind"], h["layer"], h["alpha"]) == ("add", 0, 2.0)
+    h = residual_edit(InterventionSpec("add", alpha=0.5), vectors, 1)
+    assert h.kind == "add" and h.layer == 1 and h.alpha == 0.5
+    np.testing.assert_array_equal(h.vector, np.float32(tv[1]))
+    h = residual_edit(InterventionSpec("subtract"), vectors, 2)
+    assert (h.kind, h.layer, h.alpha) == ("add", 2, -1.0)
+    h = residual_edit(InterventionSpec("ablate"), vectors, 2)
+    assert (h.kind, h.layer, h.alpha) == ("ablate", None, 1.0)
+    h = residual_edit(InterventionSpec("random", alpha=2, seed=0), vectors, 0)
+    assert (h.kind, h.layer, h.alpha) == ("add", 0, 2.0)
 
 
 def test_bad_layer_and_zero_vector(vectors):
@@ -322,9 +322,9 @@ def test_bad_transfer_config(transfer):
 
 
 def test_transfer_hook_uses_the_given_vectors_file(vectors):
-    h = hook_intervention(InterventionSpec("transfer", alpha=0.5, source="other"), vectors, 2)
-    assert (h["kind"], h["layer"], h["alpha"]) == ("add", 2, 0.5)
-    np.testing.assert_array_equal(h["vector"], vectors["tool_vector"].values[2])
+    h = residual_edit(InterventionSpec("transfer", alpha=0.5, source="other"), vectors, 2)
+    assert (h.kind, h.layer, h.alpha) == ("add", 2, 0.5)
+    np.testing.assert_array_equal(h.vector, np.float32(vectors["tool_vector"].values[2]))
     assert MIN_RANDOM_SEEDS == 5
 
 
@@ -474,9 +474,9 @@ def test_ablate_refusal_uses_the_refusal_direction_not_the_tool_vector(planted):
             v = intervention_vector(spec, planted, layer)
             np.testing.assert_allclose(v, r[layer] / np.linalg.norm(r[layer]), rtol=1e-12)
             assert abs(v @ tv[layer]) < 1e-9  # orthogonal to the tool vector: it is not v_hat
-            h = hook_intervention(spec, planted, layer)
-            assert (h["kind"], h["layer"], h["alpha"]) == ("ablate", None, 1.0)
-            np.testing.assert_array_equal(h["vector"], v)
+            h = residual_edit(spec, planted, layer)
+            assert (h.kind, h.layer, h.alpha) == ("ablate", None, 1.0)
+            np.testing.assert_array_equal(h.vector, np.float32(v))
         # and the tool-vector ablation still uses v_hat
         ab = intervention_vector(InterventionSpec("ablate"), planted, layer)
         np.testing.assert_allclose(ab, tv[layer] / np.linalg.norm(tv[layer]), rtol=1e-12)

@@ -262,10 +262,10 @@ def test_dag_on_the_vllm_engine_writes_the_hf_outputs(tmp_path):
         states = read_activations(run / "activations.nc")["resid"].sel(prompt_id=list(ref_table.index))
         assert np.abs(states.values - ref.states).max() < TOLERANCE
         if condition == "direct":
-            from toolshift.models.hooks import Intervention
+            from toolshift.models.hooks import ResidualEdit
 
             steered = pd.read_parquet(results / f"interventions/{model}/mini/add_a4/responses.parquet")
-            hook = Intervention("add", 1, vectors["tool_vector"].sel(layer=1).values, 4.0)
+            hook = ResidualEdit("add", 1, vectors["tool_vector"].sel(layer=1).values, 4.0)
             (ref_add,) = hf.generate(
                 [RunRequest("add_a4", episodes, intervention=hook)], results, max_new_tokens=5
             )

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from toolshift.errors import ConfigError, ContractError
+from toolshift.models.hooks import ResidualEdit
 
 if TYPE_CHECKING:  # xarray is slow to import, and the Snakefile imports this module for every DAG build
     import xarray as xr
@@ -461,15 +462,14 @@ def intervention_vector(spec: InterventionSpec, vectors: xr.Dataset, layer: int)
     return random_direction(spec.seed, v.shape[0], norm)
 
 
-def hook_intervention(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -> dict[str, Any]:
-    """What the inference hook needs: ``{"kind": "add"|"ablate", "layer", "vector", "alpha"}``.
+def residual_edit(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -> ResidualEdit:
+    """The edit the inference hooks apply for `spec` (toolshift.models.hooks.ResidualEdit).
 
-    For ``add``/``subtract``/``random``/``transfer`` the hook adds ``alpha * vector`` at `layer` (every
-    position);
-    for ``ablate`` and ``ablate_refusal`` ``layer`` is None (every layer), ``vector`` is the unit direction
+    For ``add``/``subtract``/``random``/``transfer``: add ``alpha * vector`` at `layer` (every position).
+    For ``ablate`` and ``ablate_refusal``: ``layer`` is None (every layer), ``vector`` is the unit direction
     (taken at `layer`) and ``alpha`` 1.
     """
     vector = intervention_vector(spec, vectors, layer)
     if spec.kind in ("ablate", "ablate_refusal"):
-        return {"kind": "ablate", "layer": None, "vector": vector, "alpha": 1.0}
-    return {"kind": "add", "layer": int(layer), "vector": vector, "alpha": float(spec.alpha)}
+        return ResidualEdit("ablate", None, vector, 1.0)
+    return ResidualEdit("add", int(layer), vector, float(spec.alpha))

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the model, time each variant `args.repeats` times interleaved, return the figures."""
     import torch
 
-    from toolshift.models.hooks import Intervention, apply_intervention, capture_last_token
+    from toolshift.models.hooks import ResidualEdit, apply_intervention, capture_last_token
 
     device, dtype = args.device, torch.bfloat16
     config = model_config(args.tiny)
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loaded = _loaded(model, config)
     n_params = sum(p.numel() for p in model.parameters())
     inputs = synthetic_inputs(config, args.batch_size, args.image_side, args.text_tokens, device, dtype)
-    zero_add = Intervention(
+    zero_add = ResidualEdit(
         kind="add",
         layer=loaded.n_layers // 2,
         vector=np.random.default_rng(0).standard_normal(loaded.hidden_size).astype(np.float32),

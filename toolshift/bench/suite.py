@@ -152,14 +152,14 @@ def _generation_figures(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
 
     from toolshift.models.fixtures import synthetic_episodes
     from toolshift.models.generation import generate
-    from toolshift.models.hooks import Intervention
+    from toolshift.models.hooks import ResidualEdit
 
     loaded = _load_fixture_model(work, cfg["fixture"])
     max_new = cfg["max_new_tokens"]
     # every timed run generates exactly max_new tokens per prompt (generate copies this config)
     loaded.model.generation_config.min_new_tokens = max_new
     episodes = synthetic_episodes(work, cfg["n_prompts"], conditions=("direct",))
-    zero_add = Intervention(
+    zero_add = ResidualEdit(
         kind="add",
         layer=loaded.n_layers // 2,
         vector=np.random.default_rng(0).standard_normal(loaded.hidden_size).astype(np.float32),

@@ -32,8 +32,8 @@ from typing import Any
 import pandas as pd
 
 from toolshift.analysis.interventions import (
-    hook_intervention,
     parse_intervention_id,
+    residual_edit,
     resolve_layer,
     vectors_dataset,
 )
@@ -41,7 +41,7 @@ from toolshift.contracts import COST_COLUMNS, read_episodes, read_prompts, write
 from toolshift.datasets.splits import read_splits, split_of
 from toolshift.errors import ContractError
 from toolshift.models.generation import _generation_config, _stop_ids, encode
-from toolshift.models.hooks import Intervention, apply_intervention
+from toolshift.models.hooks import ResidualEdit, apply_intervention
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def next_token_kl(
     loaded: Any,
     episodes: Sequence[dict[str, Any]],
     results_root: str | os.PathLike[str],
-    intervention: Intervention | None,
+    intervention: ResidualEdit | None,
     *,
     batch_size: int = 8,
     prompt_positions: int = DEFAULT_PROMPT_POSITIONS,
@@ -95,7 +95,7 @@ def next_token_kls(
     loaded: Any,
     episodes: Sequence[dict[str, Any]],
     results_root: str | os.PathLike[str],
-    interventions: Mapping[str, Intervention | None],
+    interventions: Mapping[str, ResidualEdit | None],
     *,
     batch_size: int = 8,
     prompt_positions: int = DEFAULT_PROMPT_POSITIONS,
@@ -215,7 +215,7 @@ def run_intervention_costs(
         trust_remote_code=entry.get("trust_remote_code", False),
     )
     vectors_cache: dict[str, Any] = {}
-    hooks: dict[str, dict[str, Intervention]] = {}  # base condition -> intervention id -> hook
+    hooks: dict[str, dict[str, ResidualEdit]] = {}  # base condition -> intervention id -> hook
     layers: dict[str, int] = {}
     for iid in interventions:
         spec = parse_intervention_id(iid)
@@ -230,7 +230,7 @@ def run_intervention_costs(
                 f"intervention {iid!r}: no episodes file for condition {spec.base_condition!r}"
             )
         at_layer = resolve_layer(layer, loaded.n_layers, vectors)
-        hook = Intervention(**hook_intervention(spec, vectors, at_layer))
+        hook = residual_edit(spec, vectors, at_layer)
         hooks.setdefault(spec.base_condition, {})[iid] = hook
         layers[iid] = at_layer if hook.layer is not None else -1  # ablations act at every layer
     episodes = {base: read_episodes(episodes_paths[base]) for base in hooks}
@@ -260,7 +260,7 @@ def cost_rows(
     *,
     model_name: str,
     dataset: str,
-    hooks: Mapping[str, tuple[str, Intervention, int]],
+    hooks: Mapping[str, tuple[str, ResidualEdit, int]],
     episodes: Mapping[str, Sequence[dict[str, Any]]],
     harmless: set[str],
     splits: pd.DataFrame | None,
@@ -274,7 +274,7 @@ def cost_rows(
     """COST_COLUMNS rows of the interventions `hooks` (id -> base condition, hook, layer recorded) on a
     loaded model: each base condition's `episodes` of `harmless` prompts in `split` (all without a split
     table). Rows follow `order` (default: the order of `hooks`); no rows where no prompt qualifies."""
-    by_base: dict[str, dict[str, Intervention]] = {}
+    by_base: dict[str, dict[str, ResidualEdit]] = {}
     for iid, (base, hook, _) in hooks.items():
         if base not in episodes:
             raise ContractError(f"intervention {iid!r}: no episodes for condition {base!r}")

@@ -38,8 +38,8 @@ import pandas as pd
 
 from toolshift import REPO_ROOT, __version__
 from toolshift.analysis.interventions import (
-    hook_intervention,
     parse_intervention_id,
+    residual_edit,
     resolve_layer,
     vectors_dataset,
 )
@@ -51,7 +51,6 @@ from toolshift.models.engines.base import Engine, RunRequest, RunResult
 from toolshift.models.engines.loader import engine_name, open_engine
 from toolshift.models.generation import shard as shard_of
 from toolshift.models.gpus import job_device
-from toolshift.models.hooks import Intervention
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +285,7 @@ def _plan(job: InferenceJob, run: RunOutput, engine: Engine, files: dict[str, An
 
         vectors = _read_once(files, job.vectors[source], read_vectors)
         at_layer = resolve_layer(job.layer if job.layer is not None else "auto", engine.n_layers, vectors)
-        hook = Intervention(**hook_intervention(spec, vectors, at_layer))
+        hook = residual_edit(spec, vectors, at_layer)
         intervention_id = run.name
         cost_layer = -1 if hook.layer is None else at_layer  # ablations act at every layer
         log.info("intervention %s at layer %d", run.name, at_layer)

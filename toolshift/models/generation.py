@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from toolshift.errors import ConfigError, ToolshiftError
-from toolshift.models.hooks import Intervention, LastTokenStore, apply_intervention, capture_last_token
+from toolshift.models.hooks import LastTokenStore, ResidualEdit, apply_intervention, capture_last_token
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def generate(
     batch_size: int = 8,
     max_new_tokens: int = 32,
     capture: bool = True,
-    intervention: Intervention | None = None,
+    intervention: ResidualEdit | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Greedy, left-padded, batched generation for `episodes` (deterministic for a fixed batching).

@@ -23,8 +23,9 @@ INTERVENTION_KINDS = ("add", "ablate")
 
 
 @dataclass
-class Intervention:
-    """An activation intervention applied during generation.
+class ResidualEdit:
+    """An edit of the residual stream that forward hooks apply during generation (an intervention run's
+    hook; toolshift.analysis.interventions.residual_edit makes it from an intervention spec).
 
     `add`: add `alpha * vector` to the output of decoder layer `layer` at every position.
     `ablate`: remove the component along `vector / |vector|` from the residual stream at every layer
@@ -199,7 +200,7 @@ def ablate_direction(loaded: Any, direction: Any) -> Iterator[None]:
         yield
 
 
-def apply_intervention(loaded: Any, intervention: Intervention | None) -> Any:
+def apply_intervention(loaded: Any, intervention: ResidualEdit | None) -> Any:
     """The context manager that applies `intervention` (a no-op context for None)."""
     if intervention is None:
         return nullcontext()

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from toolshift.models.adapters import FamilyAdapter
-from toolshift.models.hooks import Intervention
+from toolshift.models.hooks import ResidualEdit
 
 ENGINES: tuple[str, ...] = ("hf", "vllm")
 """The engines `generation.engine` (or a model entry's `engine`) can name."""
@@ -32,7 +32,7 @@ class RunRequest:
     name: str
     episodes: list[dict[str, Any]]
     capture: bool = False
-    intervention: Intervention | None = None
+    intervention: ResidualEdit | None = None
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Engine(ABC):
     ) -> list[RunResult]:
         """Greedy generation for every request (see the module docstring)."""
 
-    def supports(self, intervention: Intervention | None) -> bool:
+    def supports(self, intervention: ResidualEdit | None) -> bool:
         """Whether this engine can apply `intervention` exactly (otherwise the run falls back to `hf`)."""
         return True
 

@@ -31,7 +31,7 @@ import numpy as np
 from toolshift.errors import ToolshiftError
 from toolshift.models.engines.base import ENGINES, Engine, RunRequest
 from toolshift.models.engines.loader import open_engine
-from toolshift.models.hooks import Intervention
+from toolshift.models.hooks import ResidualEdit
 
 VARIANTS: tuple[str, ...] = ("plain", "capture", "steer")
 """What a throughput run can time: plain generation, with residual capture, with an `add` steering hook."""
@@ -49,7 +49,7 @@ def _request(engine: Engine, variant: str, episodes: list[dict[str, Any]]) -> Ru
     if variant == "steer":
         vector = np.random.default_rng(0).standard_normal(engine.hidden_size).astype(np.float32)
         vector /= np.linalg.norm(vector)
-        steer = Intervention(kind="add", layer=engine.n_layers // 2, vector=vector, alpha=1.0)
+        steer = ResidualEdit(kind="add", layer=engine.n_layers // 2, vector=vector, alpha=1.0)
         return RunRequest(variant, episodes, intervention=steer)
     return RunRequest(variant, episodes, capture=variant == "capture")
 

@@ -54,7 +54,7 @@ from toolshift.models.engines.vllm_launch import (
     vllm_platform,
 )
 from toolshift.models.generation import GENERATION_COLUMNS
-from toolshift.models.hooks import Intervention
+from toolshift.models.hooks import ResidualEdit
 from toolshift.models.loading import DTYPES, _fixture_revision, check_safetensors_only
 
 log = logging.getLogger(__name__)
@@ -208,11 +208,11 @@ class VLLMEngine(Engine):
 
     # ----------------------------------------------------------------- interventions
 
-    def supports(self, intervention: Intervention | None) -> bool:
+    def supports(self, intervention: ResidualEdit | None) -> bool:
         """`add` and `ablate` are exact on every family this engine serves (see the module docstring)."""
         return intervention is None or intervention.kind in ("add", "ablate")
 
-    def _register(self, intervention: Intervention | None, key: str) -> dict[str, Any]:
+    def _register(self, intervention: ResidualEdit | None, key: str) -> dict[str, Any]:
         """Send `intervention` to the workers under `key`; the extra_args that select it."""
         if intervention is None:
             return {}

@@ -23,7 +23,7 @@ import numpy as np
 from toolshift.errors import ConfigError
 from toolshift.models.engines.base import RunRequest
 from toolshift.models.engines.loader import open_engine
-from toolshift.models.hooks import Intervention
+from toolshift.models.hooks import ResidualEdit
 
 
 def requests_from_spec(spec: dict[str, Any]) -> list[RunRequest]:
@@ -33,7 +33,7 @@ def requests_from_spec(spec: dict[str, Any]) -> list[RunRequest]:
         raw = item.get("intervention")
         intervention = None
         if raw is not None:
-            intervention = Intervention(
+            intervention = ResidualEdit(
                 kind=raw["kind"],
                 layer=raw.get("layer"),
                 vector=np.asarray(raw["vector"], dtype=np.float32),
