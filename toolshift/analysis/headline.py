@@ -21,7 +21,7 @@ the bootstrap failing to show uncertainty, not certainty. The per-row Bonett-Pri
 `tables/asr.csv` stays finite in both cases.
 
 `headline_table` is the only implementation: the tables (`tables/headline.csv`), the figure
-(`toolshift.report.figures.plot_headline`) and the book (`headline_sentence`) all read its output.
+(`toolshift.report.figures.headline.plot_headline`) and the book (`headline_sentence`) all read its output.
 """
 
 from __future__ import annotations
