@@ -9,8 +9,7 @@ the nominal 5 % plus Monte Carlo error: the count of false positives must not ex
 quantile of Binomial(n_seeds, 0.05) (bounds printed with the measured rates).
 
 The synthetic study comes from `toolshift.checks.planted_truth`, which also turns these checks into the
-report's
-table (tests/test_validation.py).
+report's table (tests/test_validation.py).
 """
 
 from __future__ import annotations

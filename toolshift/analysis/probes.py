@@ -7,11 +7,10 @@ relative decrease of 1e-12), so a fit is deterministic. Accuracy predicts "harmf
 is > 0.
 
 The vectors file stores two accuracies per condition and layer (`toolshift.analysis.vectors`): probes fitted
-on
-the ``direct`` states of the training prompts and scored on every condition by stratified k-fold
-cross-validation over prompts (`cross_condition_accuracy`: a prompt's states under any condition are
-never in both the fitting and the scored fold), and a probe fitted on all training prompts and
-scored on the test prompts (`held_out_accuracy`).
+on the ``direct`` states of the training prompts and scored on every condition by stratified k-fold
+cross-validation over prompts (`cross_condition_accuracy`: a prompt's states under any condition are never in
+both the fitting and the scored fold), and a probe fitted on all training prompts and scored on the test
+prompts (`held_out_accuracy`).
 """
 
 from __future__ import annotations

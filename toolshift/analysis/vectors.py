@@ -15,8 +15,7 @@ probed and used for layer selection. Output: ``vectors/{model}/{dataset}.nc`` wi
 - ``norm_tool_vector`` (layer);
 - ``probe_accuracy`` (condition, layer): harmful-vs-harmless logistic probes fitted on ``direct`` states
   and scored on each condition by k-fold cross-validation over the train prompts
-  (`toolshift.analysis.probes`);
-  the ``direct`` row is the probe's own CV accuracy;
+  (`toolshift.analysis.probes`); the ``direct`` row is the probe's own CV accuracy;
 - ``probe_test_accuracy`` (condition, layer): the probe fitted on all train ``direct`` states, scored
   on each condition's test prompts (NaN without test prompts);
 - ``pca`` (condition, prompt_id, layer, component) and ``pca_explained_variance_ratio`` (layer,
@@ -164,12 +163,11 @@ def compute_vectors(
 ) -> xr.Dataset:
     """Compute the vectors file of one model on one dataset (see the module docstring).
 
-    `acts` maps condition -> activations dataset; it must hold ``direct`` and ``tool``. Prompts are
-    aligned by prompt_id on the prompts of ``direct`` (that are also in `prompts`): every other
-    condition must have all of them (extra prompts of another condition are ignored). Layers and
-    hidden sizes must agree across conditions. `splits` (a splits table, `toolshift.datasets.splits`)
-    restricts
-    estimation to its train prompts; None uses every prompt as train. `seed` fixes the probes' folds.
+    `acts` maps condition -> activations dataset; it must hold ``direct`` and ``tool``. Prompts are aligned by
+    prompt_id on the prompts of ``direct`` (that are also in `prompts`): every other condition must have all
+    of them (extra prompts of another condition are ignored). Layers and hidden sizes must agree across
+    conditions. `splits` (a splits table, `toolshift.datasets.splits`) restricts estimation to its train
+    prompts; None uses every prompt as train. `seed` fixes the probes' folds.
     """
     missing = [c for c in REQUIRED_CONDITIONS if c not in acts]
     if missing:

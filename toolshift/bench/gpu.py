@@ -1,24 +1,22 @@
 """GPU benchmark at real scale: a randomly initialised Qwen2.5-VL-7B (the real configuration, no download).
 
 Builds `Qwen2_5_VLForConditionalGeneration` from the Qwen2.5-VL-7B-Instruct configuration written out below,
-with random weights, in bfloat16 on CUDA, and times greedy generation on synthetic prompts (one image
-each, of the right shapes) with and without the project's residual capture (`toolshift.models.hooks`), and
-with an
-`add` hook at alpha 0. Reports prompts/s, new tokens/s and peak GPU memory for each, plus the overhead
-ratios; every variant is run `--repeats` times interleaved and summarised by medians.
+with random weights, in bfloat16 on CUDA, and times greedy generation on synthetic prompts (one image each, of
+the right shapes) with and without the project's residual capture (`toolshift.models.hooks`), and with an
+`add` hook at alpha 0. Reports prompts/s, new tokens/s and peak GPU memory for each, plus the overhead ratios;
+every variant is run `--repeats` times interleaved and summarised by medians.
 
 Usage (any CUDA machine, about 17 GB of GPU memory for the weights):
 
     python -m toolshift.bench.gpu --out results/bench/bench_gpu.json
 
 Then, for each engine of `--engines` (hf, vllm), it saves the same random model (bf16) with a Qwen2.5-VL
-processor at the published image-size limits into a temporary directory, loads it once per engine in a
-fresh process (`toolshift.models.engines.throughput`) and reports the load time and new tokens/s plain, with
-capture and with steering. Last, it projects the GPU-hours of `--config` (config/paper.yaml) from those
-measured rates and the study's counts (toolshift.bench.study_cost over `snakemake -n`): condition tokens at
-the
-capture rate, intervention tokens at the steering rate, one load per loading job. The projection is an
-upper bound on decoding (every generation runs to max_new_tokens) and leaves out the judges.
+processor at the published image-size limits into a temporary directory, loads it once per engine in a fresh
+process (`toolshift.models.engines.throughput`) and reports the load time and new tokens/s plain, with capture
+and with steering. Last, it projects the GPU-hours of `--config` (config/paper.yaml) from those measured rates
+and the study's counts (toolshift.bench.study_cost over `snakemake -n`): condition tokens at the capture rate,
+intervention tokens at the steering rate, one load per loading job. The projection is an upper bound on
+decoding (every generation runs to max_new_tokens) and leaves out the judges.
 
 `--tiny` shrinks the model (2 layers, hidden 256) to check the script itself, on CPU with `--device cpu`.
 Without CUDA (and no `--device cpu`) it stops with one line and exit status 2.

@@ -225,9 +225,8 @@ ENGINE_FIXTURE: dict[str, int] = {"hidden_size": 64, "num_layers": 4, "num_heads
 def engine_figures(work: Path, n: int = 32, max_new_tokens: int = 32) -> dict[str, Any]:
     """New tokens/s of the `hf` and `vllm` engines on the same Qwen2.5-VL fixture (plain, with capture, with
     steering; toolshift.models.engines.throughput, one process and one load per engine) and their agreement on
-    the
-    fixtures
-    (toolshift.models.engines.equivalence). Without a vLLM environment the vLLM figures say why they are
+    the fixtures (toolshift.models.engines.equivalence). Without a vLLM environment the vLLM figures say why
+    they are
     missing."""
     from toolshift.models.engines.environment import vllm_python
     from toolshift.models.engines.throughput import measure_in_subprocess

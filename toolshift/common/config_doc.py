@@ -5,8 +5,8 @@
 
 The schema is the one source: each key's path, type (with its allowed values and bounds), default and
 description are read from it, so the reference cannot drift from what
-`toolshift.common.config.validate_config`
-accepts (`tests/test_docs.py` compares the committed file with this output).
+`toolshift.common.config.validate_config` accepts (`tests/test_docs.py` compares the committed file with this
+output).
 """
 
 from __future__ import annotations

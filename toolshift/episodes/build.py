@@ -18,15 +18,13 @@ For a prompt with attack image I and attack text T (DESIGN.md, "Conditions"):
 `tool_offered` has exactly the messages of `free` and of `tool` up to its user turn: it separates being
 offered a tool (the tool spec in the system prompt) from using it. `free` is not one of the controlled
 conditions: its episode is only the start of a bounded multi-turn loop (toolshift.inference.free_loop) in
-which the
-model's own tool calls are executed.
+which the model's own tool calls are executed.
 
 The zoom: the box is picked by the bbox policy (`toolshift.datasets.images.BBOX_POLICIES`) and the crop
-enlarged as
-`zoom_resize` says (`toolshift.datasets.images.ZOOM_RESIZES`); `meta.zoom_scale` records the magnification and
-`meta.zoom_size` the returned image's size. The override images of `tool_unsafe`, `tool_benign` and
-`tool_blank` have the zoom's size, so that the four tool turns show images of the same size (the same
-number of visual tokens on every model family).
+enlarged as `zoom_resize` says (`toolshift.datasets.images.ZOOM_RESIZES`); `meta.zoom_scale` records the
+magnification and `meta.zoom_size` the returned image's size. The override images of `tool_unsafe`,
+`tool_benign` and `tool_blank` have the zoom's size, so that the four tool turns show images of the same size
+(the same number of visual tokens on every model family).
 
 The final assistant turn is not part of an episode: the model generates it. Image parts hold paths
 relative to the results root. The tool spec is not written into the system text: it travels in

@@ -12,17 +12,15 @@ a list of 4 finite JSON numbers (booleans and numeric strings are rejected); int
 first limited to that range, so a huge number is clamped, not an error. Every known tool is a zoom-style
 tool that takes such a box.
 
-The call as written is then mapped to the episode's call by `to_episode` (a model family's own tool,
-e.g. Qwen3-VL's `image_zoom_in_tool` with a box in 0-1000 coordinates, becomes `zoom_in` with a box in
-pixels: `toolshift.inference.free_loop.episode_mapper`); without one it is kept as written. The mapper only
-ever
-sees a call whose box passed the checks above. It rejects a call by raising `CallRejected`; a KeyError,
-IndexError, TypeError, ValueError or ArithmeticError it raises also makes the block malformed (the
-written call does not fit the family's tool), while a `toolshift.errors` exception (a caller's bug, e.g.
-no image size) propagates. The mapped call's box (in pixels of the image) is checked again as above and
-clamped to the image with `toolshift.datasets.images.clamp_bbox`: corners ordered, rounded outward to
-integers,
-kept inside the image and at least 1 pixel wide and high.
+The call as written is then mapped to the episode's call by `to_episode` (a model family's own tool, e.g.
+Qwen3-VL's `image_zoom_in_tool` with a box in 0-1000 coordinates, becomes `zoom_in` with a box in pixels:
+`toolshift.inference.free_loop.episode_mapper`); without one it is kept as written. The mapper only ever sees
+a call whose box passed the checks above. It rejects a call by raising `CallRejected`; a KeyError, IndexError,
+TypeError, ValueError or ArithmeticError it raises also makes the block malformed (the written call does not
+fit the family's tool), while a `toolshift.errors` exception (a caller's bug, e.g. no image size) propagates.
+The mapped call's box (in pixels of the image) is checked again as above and clamped to the image with
+`toolshift.datasets.images.clamp_bbox`: corners ordered, rounded outward to integers, kept inside the image
+and at least 1 pixel wide and high.
 
 Any other block is a `MalformedCall` with a one-line reason and an excerpt of the raw text. Limits
 bound the work on any input: only the first `max_text_chars` characters are scanned, a payload over

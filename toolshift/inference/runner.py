@@ -1,22 +1,20 @@
 """One inference job end to end: load the model once, generate every run of the job, write the contracts.
 
-A job is a (model, dataset, shard) and either every condition (rule `infer`, residual capture on) or a
-set of interventions (rules `intervene` and `transfer`, a hook per run, no capture). The model is
-loaded once into the job's engine (`generation.engine`, or the model entry's `engine`: `hf` or `vllm`,
+A job is a (model, dataset, shard) and either every condition (rule `infer`, residual capture on) or a set of
+interventions (rules `intervene` and `transfer`, a hook per run, no capture). The model is loaded once into
+the job's engine (`generation.engine`, or the model entry's `engine`: `hf` or `vllm`,
 toolshift.models.engines) and serves all its runs; each run still writes its own shard files, which
 `merge_runs` concatenates into `runs/…/responses.parquet` + `activations.nc` and
-`interventions/…/responses.parquet`. An intervention the engine cannot apply exactly falls back to the
-`hf` engine in the same job; the `engine` column of every responses table says which engine ran it.
-An intervention job also writes the KL cost of its interventions on its harmless test prompts
-(`InferenceJob.costs`, toolshift.inference.intervention_cost) with the same load; the cost reads logits, so
-under
-`vllm` the job closes the vLLM engine first and loads the model into `hf` for it.
+`interventions/…/responses.parquet`. An intervention the engine cannot apply exactly falls back to the `hf`
+engine in the same job; the `engine` column of every responses table says which engine ran it. An intervention
+job also writes the KL cost of its interventions on its harmless test prompts (`InferenceJob.costs`,
+toolshift.inference.intervention_cost) with the same load; the cost reads logits, so under `vllm` the job
+closes the vLLM engine first and loads the model into `hf` for it.
 
 A job whose engine is `vllm` while vLLM cannot be imported here is run, whole, by the vLLM environment's
 interpreter (`python -m toolshift.inference.runner JOB.json`, toolshift.models.engines.environment), its
-output streamed
-into this job's log. Writing goes through atomic helpers, so a killed job leaves nothing that Snakemake
-would take as complete.
+output streamed into this job's log. Writing goes through atomic helpers, so a killed job leaves nothing that
+Snakemake would take as complete.
 """
 
 from __future__ import annotations

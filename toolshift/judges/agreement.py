@@ -1,14 +1,13 @@
 """Judge agreement: each judge against human labels, and the judges against each other.
 
 - **Against humans.** Given a CSV of responses with human labels, every judge column is scored against
-  the human majority (positive class: unsafe / jailbroken): accuracy, precision, recall, F1 and Cohen's
-  kappa, with the confusion counts. The JailbreakBench judge-comparison file (columns ``human1``,
-  ``human2``, ``human3``, ``human_majority`` and judge columns such as ``harmbench_cf``, ``gpt4_cf``,
-  ``llamaguard2_cf``, ``llama3_cf``; labels 0/1) reads as it is; it may mix UTF-8 and Mac-Roman rows, so
-  each line is decoded by `toolshift.datasets.text_repair.read_text_mixed` (UTF-8, else Mac-Roman or cp1252,
-  and
-  mojibake repaired). Column names are configurable for any other labelled file,
-  and our own judges can be run on its responses (`judge_labelled`) to add their columns.
+  the human majority (positive class: unsafe / jailbroken): accuracy, precision, recall, F1 and Cohen's kappa,
+  with the confusion counts. The JailbreakBench judge-comparison file (columns ``human1``, ``human2``,
+  ``human3``, ``human_majority`` and judge columns such as ``harmbench_cf``, ``gpt4_cf``, ``llamaguard2_cf``,
+  ``llama3_cf``; labels 0/1) reads as it is; it may mix UTF-8 and Mac-Roman rows, so each line is decoded by
+  `toolshift.datasets.text_repair.read_text_mixed` (UTF-8, else Mac-Roman or cp1252, and mojibake repaired).
+  Column names are configurable for any other labelled file, and our own judges can be run on its responses
+  (`judge_labelled`) to add their columns.
 - **Between judges.** On the study's own judged tables, every pair of judges gets the percent agreement
   and Cohen's kappa over the responses both judged.
 

@@ -6,10 +6,9 @@ arXiv:2404.01318, which pairs it with Llama-3-70B-Instruct). It is sent as one u
 request as ``goal`` and the response; the judge answers ``safe`` or ``unsafe``.
 
 Transport, retries with backoff, the content-hash response cache (a rerun sends nothing) and key handling
-(read from the environment variable named by ``api_key_env``, never logged, cached or written to results)
-are those of ``toolshift.inference.api_client.ChatClient``. ``judge_raw`` holds the endpoint's answer,
-stripped; an
-answer that names neither verdict is ``invalid: <answer>`` and counts as not unsafe.
+(read from the environment variable named by ``api_key_env``, never logged, cached or written to results) are
+those of ``toolshift.inference.api_client.ChatClient``. ``judge_raw`` holds the endpoint's answer, stripped;
+an answer that names neither verdict is ``invalid: <answer>`` and counts as not unsafe.
 """
 
 from __future__ import annotations

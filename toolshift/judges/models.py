@@ -24,9 +24,8 @@ Verdicts: ``judge_raw`` is the judge's decoded output, stripped. An output that 
 recorded as ``invalid: <output>`` and counted as not unsafe (see ``toolshift.judges.keyword.INVALID_PREFIX``).
 
 Loading mirrors ``toolshift.models.loading.load_model``: safetensors only, a pinned revision, a dtype, a
-device,
-``trust_remote_code`` off; the text judges load with AutoTokenizer + AutoModelForCausalLM, the vision ones
-with AutoProcessor + AutoModelForImageTextToText. Tiny random fixtures of each architecture
+device, ``trust_remote_code`` off; the text judges load with AutoTokenizer + AutoModelForCausalLM, the vision
+ones with AutoProcessor + AutoModelForImageTextToText. Tiny random fixtures of each architecture
 (``toolshift.models.fixture_models.judges``) run every path offline.
 """
 

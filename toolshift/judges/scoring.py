@@ -16,10 +16,9 @@ Columns are found by name (case-insensitive) unless given:
 - the request (model and API judges only): ``goal``, ``behavior``, ``request``, ``question``, ``prompt``,
   ``test_case``, ``instruction``.
 
-JSON may be a list of records, an object mapping ids to records, or an object mapping ids to lists of
-records (HarmBench's ``{behavior_id: [{generation, human_0, ...}, ...]}``); the id becomes column ``id``.
-The file is decoded line by line by `toolshift.datasets.text_repair.read_text_mixed` (UTF-8 mixed with
-Mac-Roman or
+JSON may be a list of records, an object mapping ids to records, or an object mapping ids to lists of records
+(HarmBench's ``{behavior_id: [{generation, human_0, ...}, ...]}``); the id becomes column ``id``. The file is
+decoded line by line by `toolshift.datasets.text_repair.read_text_mixed` (UTF-8 mixed with Mac-Roman or
 cp1252).
 
 The default judge is the offline keyword judge on every distinct shipped list. ``--config`` takes the

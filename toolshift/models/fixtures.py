@@ -1,13 +1,12 @@
 """Tiny, randomly initialised fixture models of real VLM architectures, built offline from a seed.
 
-A fixture is a real `transformers` architecture at toy size (one per model family: Qwen2.5-VL and
-DeepEyes, LLaVA, Qwen3-VL, LLaVA-OneVision, InternVL3-hf, Gemma 3, Idefics3, SmolVLM; the builders are in
+A fixture is a real `transformers` architecture at toy size (one per model family: Qwen2.5-VL and DeepEyes,
+LLaVA, Qwen3-VL, LLaVA-OneVision, InternVL3-hf, Gemma 3, Idefics3, SmolVLM; the builders are in
 `toolshift.models.fixture_models`), with a byte-level BPE tokenizer trained here on a generated corpus, a
-processor
-and a chat template written for this project in the form of the family's public one.
-It is saved with `save_pretrained` and loaded back through exactly the path a hub model takes
-(`AutoProcessor` + `AutoModelForImageTextToText`). Its outputs are noise: it exists so that every stage
-of the pipeline runs, and is tested, on a machine with no model weights.
+processor and a chat template written for this project in the form of the family's public one. It is saved
+with `save_pretrained` and loaded back through exactly the path a hub model takes (`AutoProcessor` +
+`AutoModelForImageTextToText`). Its outputs are noise: it exists so that every stage of the pipeline runs, and
+is tested, on a machine with no model weights.
 
 The same seed gives byte-identical files.
 """
@@ -69,8 +68,7 @@ def build_fixture(
 
     `planted` (Qwen2.5-VL only; `true` or `{layer, direct_asr, rel_reduction}`) makes the planted-mechanism
     fixture of `toolshift.models.fixture_models.planted`, calibrated on `mini` with the episode options
-    `episodes`
-    (the run's `episodes:` section); its record goes into the marker under `planted`.
+    `episodes` (the run's `episodes:` section); its record goes into the marker under `planted`.
     """
     import torch
     from transformers import GenerationConfig

@@ -68,10 +68,10 @@ def make_book(
     (`write_book_pages`), then the HTML (`build_html`).
 
     `sources` is the repository's static book folder; when `book_dir` is elsewhere (a test's temporary
-    directory, a results folder per config) the static pages are copied there first, provided toolshift
-    owns that folder (`toolshift.common.guards.claim_book_dir`: new, empty or marked; anything else is refused
-    with a ConfigError before a file is touched). `tables`,
-    `prompts` and `splits` map a name to a CSV or parquet file (see `write_book_pages`).
+    directory, a results folder per config) the static pages are copied there first, provided toolshift owns
+    that folder (`toolshift.common.guards.claim_book_dir`: new, empty or marked; anything else is refused with
+    a ConfigError before a file is touched). `tables`, `prompts` and `splits` map a name to a CSV or parquet
+    file (see `write_book_pages`).
 
     Fixture models (`source: fixture`), `book.show_completions` and `headline_judge` come from the
     config; captions from the JSON object {figure name: caption} the figures rule writes. Returns

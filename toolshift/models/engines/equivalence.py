@@ -1,12 +1,11 @@
 """The vllm engine against the HF reference on a fixture model, in float32: the figures issue 11 asks for.
 
-One case per family: a fixture (hidden 64, 2 heads: vLLM's CPU attention needs head_dim 32 or more),
-synthetic episodes, and four runs: `none` (captured), `add0` (add with alpha 0), `add` (alpha * v at
-layer ADD_LAYER, captured) and `ablate` (directional ablation of v, captured). HF runs in this process
-(the reference the DAG uses); vLLM runs all four in one `generate` call in the vLLM environment, through
-`python -m toolshift.models.engines.vllm_check` (toolshift.models.engines.environment.vllm_python finds it),
-with
-chunked prefill (VLLM_ARGS).
+One case per family: a fixture (hidden 64, 2 heads: vLLM's CPU attention needs head_dim 32 or more), synthetic
+episodes, and four runs: `none` (captured), `add0` (add with alpha 0), `add` (alpha * v at layer ADD_LAYER,
+captured) and `ablate` (directional ablation of v, captured). HF runs in this process (the reference the DAG
+uses); vLLM runs all four in one `generate` call in the vLLM environment, through `python -m
+toolshift.models.engines.vllm_check` (toolshift.models.engines.environment.vllm_python finds it), with chunked
+prefill (VLLM_ARGS).
 
     python -m toolshift.models.engines.equivalence [--family F ...] [--out FILE]
 

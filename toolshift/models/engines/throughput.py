@@ -5,12 +5,11 @@
 
 Loads the engine once (timed: `load_s`), runs a short warm-up (one episode, two tokens, not timed), then
 generates for N synthetic episodes (toolshift.models.fixtures.synthetic_episodes) once per variant, with eos
-and
-pad suppressed so that every episode gets exactly T new tokens (HF: min_new_tokens; vLLM: min_tokens).
-Variants (VARIANTS): `plain`; `capture` records the last-prompt-token states at every layer; `steer` adds
-a random vector (norm 1) at the middle layer at every position. Prints one JSON object: engine, family,
-model, dtype, n, max_new_tokens, load_s, warmup_s and per variant gen_s, new_tokens, tokens_per_s.
-`--engine vllm` runs in the vLLM environment: from another interpreter it re-runs itself with
+and pad suppressed so that every episode gets exactly T new tokens (HF: min_new_tokens; vLLM: min_tokens).
+Variants (VARIANTS): `plain`; `capture` records the last-prompt-token states at every layer; `steer` adds a
+random vector (norm 1) at the middle layer at every position. Prints one JSON object: engine, family, model,
+dtype, n, max_new_tokens, load_s, warmup_s and per variant gen_s, new_tokens, tokens_per_s. `--engine vllm`
+runs in the vLLM environment: from another interpreter it re-runs itself with
 toolshift.models.engines.environment.vllm_python(); `measure_in_subprocess` does the same from library code.
 """
 

@@ -2,8 +2,7 @@
 
 Each builder takes the toy sizes and returns a `FixtureParts` (model, processor, generation tokens);
 `toolshift.models.fixtures.build_fixture` seeds it, records it and saves it. Builders import their
-transformers
-classes lazily, so importing this package is cheap.
+transformers classes lazily, so importing this package is cheap.
 """
 
 from __future__ import annotations

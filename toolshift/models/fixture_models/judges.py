@@ -11,10 +11,8 @@
 
 Every fixture saves a tokenizer (or processor) trained here on the generated corpus of
 ``toolshift.models.fixture_models.common``, with ``safe``/``unsafe``/``Yes``/``No`` added as whole tokens so
-the
-random model's greedy output is sometimes a verdict. The same seed gives byte-identical files; the outputs
-are noise.
-A ``FIXTURE.json`` marker records the build, as for the VLM fixtures.
+the random model's greedy output is sometimes a verdict. The same seed gives byte-identical files; the outputs
+are noise. A ``FIXTURE.json`` marker records the build, as for the VLM fixtures.
 """
 
 from __future__ import annotations

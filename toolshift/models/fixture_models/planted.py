@@ -2,8 +2,7 @@
 layer L, put there by hand so that the whole DAG can be checked against a known effect.
 
 It starts as the random Qwen2.5-VL fixture (`toolshift.models.fixture_models.qwen`) and its weights are then
-set
-by hand; nothing in the package knows about it: transformers saves, loads and generates with it as with
+set by hand; nothing in the package knows about it: transformers saves, loads and generates with it as with
 any checkpoint, and every hook, capture and intervention runs on it unchanged.
 
 The mechanism, in an orthonormal basis of the residual stream (rotated at the end by a seeded random
