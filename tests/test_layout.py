@@ -4,6 +4,7 @@ modules short enough to read (the structure docs/development.md describes)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,24 @@ def test_modules_stay_short(path):
     rel = str(path.relative_to(PACKAGE))
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES or rel in LONG_MODULES, f"toolshift/{rel} has {n} lines (> {MAX_LINES})"
+
+
+SCRIPTS = sorted((PACKAGE.parent / "workflow_scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_rule_scripts_import_the_installed_package(script):
+    """No rule script edits sys.path: toolshift is installed in the rules' environment."""
+    assert "sys.path" not in script.read_text(encoding="utf-8"), script.name
+
+
+def test_every_rule_script_is_named_after_a_rule_that_runs_it():
+    rules = {}
+    for smk in (PACKAGE.parent / "rules").glob("*.smk"):
+        text = smk.read_text(encoding="utf-8")
+        for rule, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", text, re.M | re.S):
+            for script in re.findall(r'"\.\./workflow_scripts/(\w+)\.py"', body):
+                rules.setdefault(script, set()).add(rule)
+    assert set(rules) == {p.stem for p in SCRIPTS}
+    for script, by in rules.items():
+        assert script in by, f"workflow_scripts/{script}.py is run by rules {sorted(by)}, none named {script}"

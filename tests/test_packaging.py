@@ -57,3 +57,24 @@ def test_the_installed_package_version_matches():
     import toolshift
 
     assert importlib.metadata.version("toolshift") == toolshift.__version__
+
+
+def test_the_rules_environments_install_this_checkout(tmp_path):
+    """Under --use-conda each rule environment's post-deploy script installs the checkout whose Snakefile
+    runs (rules/common.smk exports TOOLSHIFT_REPO), editable and without dependencies."""
+    import subprocess
+
+    common = (REPO / "rules" / "common.smk").read_text()
+    assert 'os.environ["TOOLSHIFT_REPO"]' in common
+    for env in ("environment.yml", "envs/vllm.yml"):
+        script = (REPO / env).with_suffix(".post-deploy.sh")
+        text = script.read_text()
+        assert 'pip install --no-deps -e "${TOOLSHIFT_REPO:?' in text, script
+        # without TOOLSHIFT_REPO the script stops at once, naming the variable (nothing is installed)
+        fake_bin = tmp_path / "bin"
+        fake_bin.mkdir(exist_ok=True)
+        (fake_bin / "python").write_text("#!/bin/sh\nexit 0\n")
+        (fake_bin / "python").chmod(0o755)
+        env_vars = {"PATH": f"{fake_bin}:/usr/bin:/bin"}
+        proc = subprocess.run(["bash", str(script)], env=env_vars, capture_output=True, text=True)
+        assert proc.returncode != 0 and "TOOLSHIFT_REPO" in proc.stderr, (script, proc.stderr)
