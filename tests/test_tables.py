@@ -4,6 +4,7 @@ and representation tables of the vectors."""
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+import toolshift.analysis.tables as tables_module
 from toolshift.analysis.stats import (
     bootstrap_relative_reduction_ci,
     paired_bootstrap_ci,
@@ -20,7 +22,9 @@ from toolshift.analysis.stats import (
 from toolshift.analysis.tables import (
     asr_by_category_table,
     asr_table,
+    condition_rank,
     free_tool_use_table,
+    holm_column,
     intervention_rank,
     over_refusal_table,
 )
@@ -305,6 +309,19 @@ def test_per_category_rows_compare_within_the_category():
     assert b.loc[("tool", "none"), "rel_reduction"] == pytest.approx(1.0)
     # A sorts before B, both after nothing: per-category rows only
     assert list(dict.fromkeys(t[t.judge == "keyword"]["category"])) == ["A", "B"]
+    # sorted by judge, then category, then condition and intervention
+    assert list(zip(t.judge, t.category, t.condition, t.intervention, strict=True)) == [
+        ("j2", "A", "tool", "none"),
+        ("j2", "B", "tool", "none"),
+        ("keyword", "A", "direct", "none"),
+        ("keyword", "A", "direct", "add_a1"),
+        ("keyword", "A", "tool", "none"),
+        ("keyword", "A", "tool", "ablate"),
+        ("keyword", "B", "direct", "none"),
+        ("keyword", "B", "direct", "add_a1"),
+        ("keyword", "B", "tool", "none"),
+        ("keyword", "B", "tool", "ablate"),
+    ]
 
 
 def test_transfer_table():
@@ -506,3 +523,357 @@ def test_unpaired_rows_are_named_per_category():
         by_cat = asr_table(pd.DataFrame(rows), by_category=True)
     assert by_cat.attrs["n_unpaired"] == {"m/d/tool/none/keyword/cat": 1}
     assert set(by_cat["category"]) == {"cat"}
+
+
+def test_judged_table_errors_name_the_table_the_column_and_the_duplicate_key():
+    df = _judged()
+    with pytest.raises(ContractError, match=r"^judged table: missing column\(s\) unsafe$"):
+        asr_table(df.drop(columns="unsafe"))
+    with pytest.raises(ContractError, match=r"^judged table: missing column\(s\) category$"):
+        asr_by_category_table(df)
+    # the key must be unique, not the whole row: the same key with another response is a duplicate too
+    twin = df.iloc[:1].assign(response="other text")
+    key = "model='m', dataset='d', condition='direct', intervention='none', judge='keyword', prompt_id='h01'"
+    with pytest.raises(ContractError, match="^" + re.escape(f"judged table: duplicate row for {key}") + "$"):
+        asr_table(pd.concat([df, twin]))
+
+
+def test_groups_without_pairs_and_the_unpaired_warning():
+    rows = _rows("tool_unsafe", "none", {"h09": 1})  # no direct/none row for h09: nothing left to compare
+    rows += _rows("direct", "add_a1", {"h01": 0, "h08": 1})  # h08 has no direct/none row
+    rows += _rows("direct", "none", {"h01": 1, "h02": 0})
+    rows += _rows("tool", "none", {"h01": 0, "h02": 0})  # paired on all of direct's prompts
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = asr_table(pd.DataFrame(rows), n_boot=100)
+    # one warning, listing the groups in the order they first appear; no numpy warning from the empty group
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (
+            UserWarning,
+            "asr_table: dropped 2 harmful row(s) without a direct/none pair: "
+            "m/d/tool_unsafe/none/keyword (1), m/d/direct/add_a1/keyword (1)",
+        )
+    ]
+    assert caught[0].filename != tables_module.__file__  # stacklevel: it points at the caller
+    assert t.attrs["n_unpaired"] == {"m/d/tool_unsafe/none/keyword": 1, "m/d/direct/add_a1/keyword": 1}
+    empty = _row(t, "tool_unsafe", "none")
+    assert (empty.n, empty.n_unsafe, empty.paired_subset, empty.n_boot_used, empty.low_boot_share) == (
+        0,
+        0,
+        True,
+        0,
+        True,
+    )
+    for column in (
+        "asr",
+        "asr_ci_low",
+        "asr_ci_high",
+        "rel_reduction",
+        "rel_reduction_ci_low",
+        "rel_reduction_ci_high",
+        "mcnemar_p",
+        "holm_p",
+        "asr_ref_paired",
+        "rel_reduction_boot_ci_low",
+        "rel_reduction_boot_ci_high",
+    ):
+        assert math.isnan(empty[column]), column
+    add = _row(t, "direct", "add_a1")
+    assert (add.n, add.n_unsafe, add.asr_ref_paired, add.paired_subset) == (1, 0, 1.0, True)
+    tool = _row(t, "tool", "none")
+    assert (tool.n, tool.n_unsafe, tool.asr_ref_paired, tool.paired_subset) == (2, 0, 0.5, False)
+
+
+def test_rows_without_a_reference_have_float_nan_comparisons():
+    t = asr_table(pd.DataFrame(_rows("tool", "none", {p: p <= "h03" for p in H})), n_boot=50)
+    assert (t.n[0], t.n_unsafe[0], t.asr[0]) == (10, 3, 0.3)
+    for column in (
+        "rel_reduction",
+        "rel_reduction_ci_low",
+        "rel_reduction_ci_high",
+        "mcnemar_p",
+        "holm_p",
+        "asr_ref_paired",
+        "rel_reduction_boot_ci_low",
+        "rel_reduction_boot_ci_high",
+    ):
+        assert t[column].dtype == np.float64 and math.isnan(t[column][0]), column
+
+
+def test_asr_by_category_table_passes_n_boot_seed_and_split_on():
+    ids = [f"p{i:02d}" for i in range(20)]
+    base = np.array([i % 3 != 0 for i in range(20)])  # 13 unsafe
+    treat = np.array([i % 4 == 1 for i in range(20)])  # 5 unsafe, 4 of them unsafe under direct too
+    df = pd.DataFrame(
+        _judged_rows("direct", "none", base.tolist(), ids) + _judged_rows("tool", "none", treat.tolist(), ids)
+    )
+
+    def tool(t):
+        return t[t["condition"] == "tool"].iloc[0]
+
+    r = tool(asr_by_category_table(df))  # the defaults: 2000 replicates, seed 0
+    lo, hi, used = bootstrap_relative_reduction_ci(base, treat, 2000, 0)
+    assert (r.n_boot, r.n_boot_used, r.rel_reduction_boot_ci_low, r.rel_reduction_boot_ci_high) == (
+        2000,
+        used,
+        lo,
+        hi,
+    )
+    assert (lo, hi) != bootstrap_relative_reduction_ci(base, treat, 2000, 1)[:2]  # the seed shows
+    lo, hi, used = bootstrap_relative_reduction_ci(base, treat, 300, 7)
+    assert (lo, hi) != bootstrap_relative_reduction_ci(base, treat, 300, 0)[:2]
+    for t in (asr_by_category_table(df, n_boot=300, seed=7), asr_table(df, n_boot=300, seed=7)):
+        r = tool(t)
+        assert (r.n_boot, r.n_boot_used, r.rel_reduction_boot_ci_low, r.rel_reduction_boot_ci_high) == (
+            300,
+            used,
+            lo,
+            hi,
+        )
+    splits = pd.DataFrame({"prompt_id": ids, "dataset": "d", "split": ["test"] * 10 + ["validation"] * 10})
+    test = asr_by_category_table(df, n_boot=50, splits=splits)  # split defaults to test
+    assert list(zip(test.split, test.condition, test.n, test.n_unsafe, strict=True)) == [
+        ("test", "direct", 10, 6),  # p01 p02 p04 p05 p07 p08
+        ("test", "tool", 10, 3),  # p01 p05 p09
+    ]
+    val = asr_by_category_table(df, n_boot=50, splits=splits, split="validation")
+    assert list(zip(val.split, val.condition, val.n, val.n_unsafe, strict=True)) == [
+        ("validation", "direct", 10, 7),  # p10 p11 p13 p14 p16 p17 p19
+        ("validation", "tool", 10, 2),  # p13 p17
+    ]
+
+
+def test_split_defaults_to_test():
+    splits = _splits({"h01", "h02", "h05", "h06", "h09", "h10", "b01", "b04"})
+    t = asr_table(_judged(), n_boot=50, splits=splits)
+    assert set(t["split"]) == {"test"} and _row(t, "direct", "none").n == 6
+    o = over_refusal_table(_judged(), splits=splits)
+    assert set(o["split"]) == {"test"} and o.n.tolist() == [2, 2]
+
+
+def test_over_refusal_table_without_harmless_rows_keeps_its_columns():
+    judged = _judged()
+    t = over_refusal_table(judged[judged["harmful"]])
+    assert t.empty and list(t.columns) == list(OVER_REFUSAL_COLUMNS)
+
+
+def test_condition_rank():
+    ids = ["zeta_custom", "text_trail", "alpha_custom", "tool", "direct"]
+    assert sorted(ids, key=condition_rank) == ["direct", "tool", "text_trail", "alpha_custom", "zeta_custom"]
+
+
+def test_intervention_rank_none_before_negative_add_and_unknown_ids_alphabetical():
+    ids = ["zz_custom", "add_a-1", "aa_custom", "none", "mm_custom"]
+    assert sorted(ids, key=intervention_rank) == ["none", "add_a-1", "aa_custom", "mm_custom", "zz_custom"]
+
+
+def test_holm_families_by_hand():
+    """Families: model, dataset, judge, split, category, and condition rows apart from intervention rows."""
+    cols = ("condition", "intervention", "split", "category", "mcnemar_p")
+    rows = [
+        ("direct", "none", "test", "A", 1.0),  # the reference: 1, not counted
+        ("tool", "none", "test", "A", 0.01),  # with tool_offered: 2 x 0.01
+        ("tool_offered", "none", "test", "A", 0.04),  # max(0.02, 1 x 0.04)
+        ("direct", "add_a1", "test", "A", 0.03),  # max(2 x 0.02, 1 x 0.03)
+        ("tool", "subtract", "test", "A", 0.02),  # 2 x 0.02
+        ("tool", "none", "validation", "A", 0.01),  # alone in its split
+        ("tool", "none", "test", "B", 0.01),  # alone in its category
+    ]
+    table = pd.DataFrame([dict(zip(cols, r, strict=True)) for r in rows]).assign(
+        model="m", dataset="d", judge="keyword"
+    )
+    assert holm_column(table).tolist() == pytest.approx([1.0, 0.02, 0.04, 0.04, 0.04, 0.01, 0.01])
+    # without split and category columns: one condition family of 4 (4 x 0.01 = 0.04 for all) and one of 2
+    assert holm_column(table.drop(columns=["split", "category"])).tolist() == pytest.approx(
+        [1.0] + [0.04] * 6
+    )
+    with pytest.raises(ContractError, match=r"^asr table: missing column\(s\) mcnemar_p$"):
+        holm_column(table.drop(columns="mcnemar_p"))
+
+
+def test_transfer_rows_take_the_reference_and_add_run_of_their_own_judge():
+    rows = []
+    for judge, direct, add, transfer in (("keyword", "h08", "h04", "h06"), ("j2", "h05", "h02", "h03")):
+        rows += _rows("direct", "none", {p: p <= direct for p in H}, judge=judge)
+        rows += _rows("direct", "add_a1", {p: p <= add for p in H}, judge=judge)
+        rows += _rows("direct", "transfer_a1_from_src", {p: p <= transfer for p in H}, judge=judge)
+    rows += _rows("direct", "transfer_a2_from_src", {p: p <= "h07" for p in H})  # no add_a2 run
+    rows += _rows("direct", "transfer_a1_from_src", {p: p == "h01" for p in H}, judge="j3")  # no direct run
+    asr = asr_table(pd.DataFrame(rows), n_boot=50)
+    tr = transfer_table(asr)  # no vectors: no layer and no cosine
+    assert list(tr.columns) == list(TRANSFER_COLUMNS)
+    cols = [
+        "model",
+        "judge",
+        "split",
+        "intervention",
+        "alpha",
+        "n",
+        "asr",
+        "direct_asr",
+        "in_dataset_add_asr",
+    ]
+    expected = pd.DataFrame(
+        [
+            ("m", "j2", "all", "transfer_a1_from_src", 1.0, 10, 0.3, 0.5, 0.2),
+            ("m", "j3", "all", "transfer_a1_from_src", 1.0, 10, 0.1, math.nan, math.nan),
+            ("m", "keyword", "all", "transfer_a1_from_src", 1.0, 10, 0.6, 0.8, 0.4),
+            ("m", "keyword", "all", "transfer_a2_from_src", 2.0, 10, 0.7, 0.8, math.nan),
+        ],
+        columns=cols,
+    )
+    pd.testing.assert_frame_equal(tr[cols], expected)
+    assert tr[["layer", "cos_tool_vectors"]].isna().all().all()
+    target_only = {
+        ("m", "d"): xr.Dataset(
+            {"tool_vector": (("layer", "hidden"), np.ones((2, 2)))},
+            coords={"layer": [0, 1]},
+            attrs={"selected_layer": 1},
+        )
+    }  # the source's vectors are missing: no layer and no cosine either
+    assert transfer_table(asr, target_only)[["layer", "cos_tool_vectors"]].isna().all().all()
+    none = transfer_table(asr[~asr["intervention"].str.startswith("transfer")])
+    assert none.empty and list(none.columns) == list(TRANSFER_COLUMNS)
+    with pytest.raises(ContractError, match=r"^asr table: missing column\(s\) holm_p$"):
+        transfer_table(asr.drop(columns="holm_p"))
+
+
+_P = ["p0", "p1", "p2", "p3", "p4", "p5"]  # p0..p2 harmful
+
+
+def _vectors_by_hand(split) -> xr.Dataset:
+    """A vectors file set by hand at its selected layer 1 (layer 0 is a decoy): ``direct`` projects the
+    harmful prompts to 1 and the harmless to 0, so positions are projections; ``tool`` puts p0, p1, p2 at
+    0.2, 0.5, 0.8. Tool vector (0.3, 0.4) (norm 0.5), tool shift (0.6, 0.8) (norm 1), direct shift 0."""
+    direct = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    tool = np.array([0.2, 0.5, 0.8, 0.1, 0.0, 0.0])
+    proj = np.stack([np.stack([2 * direct, direct], axis=1), np.stack([2 * tool, tool], axis=1)])
+    per_layer = {  # (direct, tool) at layers 0 and 1
+        "cos_shift_tool": [[0.5, 0.0], [0.5, 0.9]],
+        "cos_shift_refusal": [[0.5, 0.0], [0.5, 0.1]],
+        "probe_accuracy": [[0.5, 0.9], [0.5, 0.7]],
+        "probe_test_accuracy": [[0.5, 0.85], [0.5, 0.65]],
+    }
+    shift = np.zeros((2, 2, 2))
+    shift[1, 1] = [0.6, 0.8]
+    return xr.Dataset(
+        {
+            "projection": (("condition", "prompt_id", "layer"), proj),
+            "harmful": (("prompt_id",), np.array([True, True, True, False, False, False])),
+            "tool_vector": (("layer", "hidden"), np.array([[1.0, 0.0], [0.3, 0.4]])),
+            "shift": (("condition", "layer", "hidden"), shift),
+            **{name: (("condition", "layer"), np.array(v)) for name, v in per_layer.items()},
+        },
+        coords={
+            "condition": ["direct", "tool"],
+            "prompt_id": _P,
+            "layer": [0, 1],
+            "split": ("prompt_id", split),
+        },
+        attrs={"selected_layer": 1},
+    )
+
+
+def test_representation_table_by_hand():
+    ds = _vectors_by_hand(["test"] * 6)
+    # conditions out of order, harmful as 0/1 integers, a zero tool vector and no probes
+    other = (
+        ds.sel(condition=["tool", "direct"])
+        .drop_vars(["probe_accuracy", "probe_test_accuracy"])
+        .assign(harmful=ds["harmful"].astype(int), tool_vector=ds["tool_vector"] * 0.0)
+    )
+    t = representation_table({("m2", "x"): ds, ("m1", "y"): other})
+    assert list(t.columns) == list(REPRESENTATION_COLUMNS)
+    assert list(zip(t.model, t.dataset, t.condition, t.layer, t.split, t.n_harmful, strict=True)) == [
+        ("m1", "y", "direct", 1, "test", 3),
+        ("m1", "y", "tool", 1, "test", 3),
+        ("m2", "x", "direct", 1, "test", 3),
+        ("m2", "x", "tool", 1, "test", 3),
+    ]
+    half = 1.96 * 0.3 / math.sqrt(3)  # the sd of 0.2, 0.5, 0.8 is 0.3
+    position = ["refusal_position", "refusal_position_ci_low", "refusal_position_ci_high"]
+    for model in ("m1", "m2"):  # integers read as a mask, like booleans
+        r = t[t.model == model].set_index("condition")
+        assert r.loc["tool", position].tolist() == pytest.approx([0.5, 0.5 - half, 0.5 + half])
+        assert r.loc["direct", position].tolist() == pytest.approx([1.0, 1.0, 1.0])  # all at 1: sd 0
+        assert r.loc["tool", ["cos_shift_tool", "cos_shift_refusal"]].tolist() == [0.9, 0.1]
+    m2 = t[t.model == "m2"]
+    assert m2.shift_norm_ratio.tolist() == pytest.approx([0.0, 2.0])  # |shift| 0 and 1 over 0.5
+    assert m2.probe_accuracy.tolist() == [0.9, 0.7] and m2.probe_test_accuracy.tolist() == [0.85, 0.65]
+    assert (
+        t[t.model == "m1"][["shift_norm_ratio", "probe_accuracy", "probe_test_accuracy"]].isna().all().all()
+    )
+
+
+@pytest.mark.parametrize(
+    ("test_ids", "mean", "half"),
+    [
+        (["p3", "p4", "p5"], math.nan, math.nan),  # no harmful test prompt
+        (["p0", "p3", "p4", "p5"], 0.2, math.nan),  # one: no spread
+        (["p0", "p1", "p3", "p4", "p5"], 0.35, 1.96 * 0.15),  # the sd of 0.2, 0.5 is 0.3 / sqrt(2)
+    ],
+)
+def test_refusal_position_interval_needs_two_harmful_prompts(test_ids, mean, half):
+    ds = _vectors_by_hand(["test" if p in test_ids else "train" for p in _P])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning about an empty or one-element slice
+        r = representation_table({("m", "x"): ds}).set_index("condition").loc["tool"]
+    assert r.n_harmful == len(test_ids) - 3
+    np.testing.assert_allclose(
+        [r.refusal_position, r.refusal_position_ci_low, r.refusal_position_ci_high],
+        [mean, mean - half, mean + half],
+    )
+
+
+def test_representation_table_errors_and_empty_input():
+    with pytest.raises(ContractError, match=r"^vectors for m/x: missing attribute 'selected_layer'$"):
+        representation_table({("m", "x"): xr.Dataset()})
+    assert list(representation_table({}).columns) == list(REPRESENTATION_COLUMNS)
+
+
+def test_free_tool_use_table_by_hand():
+    runs = [  # used_tool, unsafe, n_tool_calls, n_malformed_calls, stop_reason
+        (True, True, 1, 0, "answer"),
+        (True, False, 3, 1, "max_turns"),
+        (True, True, 2, 0, "max_turns"),
+        (False, True, 0, 0, "answer"),
+        (False, False, 0, 2, "answer"),
+    ]
+    judged = pd.DataFrame(
+        [
+            dict(prompt_id=f"h{i}", model="m", dataset="d", condition="free", intervention="none",
+                 judge="keyword", harmful=True, unsafe=unsafe, used_tool=used, n_tool_calls=calls,
+                 n_malformed_calls=bad, stop_reason=stop)
+            for i, (used, unsafe, calls, bad, stop) in enumerate(runs)
+        ]
+    )  # fmt: skip
+    expected = pd.DataFrame(
+        {
+            "model": ["m", "m"],
+            "dataset": ["d", "d"],
+            "judge": ["keyword", "keyword"],
+            "used_tool": [False, True],  # sorted, not in the order of the input
+            "n": [2, 3],
+            "n_unsafe": [1, 2],
+            "asr": [0.5, 2 / 3],
+            "asr_ci_low": [wilson_ci(1, 2)[0], wilson_ci(2, 3)[0]],
+            "asr_ci_high": [wilson_ci(1, 2)[1], wilson_ci(2, 3)[1]],
+            "mean_tool_calls": [0.0, 2.0],
+            "n_malformed_calls": [2, 1],
+            "n_stopped_at_max_turns": [0, 2],
+            "split": ["all", "all"],
+        }
+    )
+    pd.testing.assert_frame_equal(free_tool_use_table(judged), expected)
+    splits = pd.DataFrame({"prompt_id": [f"h{i}" for i in range(5)], "dataset": "d", "split": "train"})
+    splits.loc[[0, 3], "split"] = "test"
+    t = free_tool_use_table(judged, splits=splits)  # split defaults to test: h0 and h3
+    assert list(zip(t.used_tool, t.n, t.n_unsafe, t.split, strict=True)) == [
+        (False, 1, 1, "test"),
+        (True, 1, 1, "test"),
+    ]
+    none = free_tool_use_table(judged.assign(condition="tool"))
+    assert none.empty and list(none.columns) == list(FREE_TOOL_USE_COLUMNS)
+    msg = r"^judged free runs lack column 'stop_reason' \(written by the free tool loop\)$"
+    with pytest.raises(ContractError, match=msg):
+        free_tool_use_table(judged.drop(columns="stop_reason"))
