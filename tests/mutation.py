@@ -47,10 +47,10 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_headline.py",
     ),
     "analysis.tables": ("tests/test_tables.py", "tests/test_stats.py"),
-    "analysis.vector_tables": ("tests/test_tables.py", "tests/test_vectors.py"),
     "analysis.contrasts": ("tests/test_contrasts.py", "tests/test_headline.py"),
     "analysis.magnification": ("tests/test_magnification.py",),
     "analysis.vectors": ("tests/test_vectors.py", "tests/test_tables.py"),
+    "analysis.vector_tables": ("tests/test_tables.py", "tests/test_vectors.py"),
     # the hooks on the Qwen2.5-VL fixture only: the LLaVA cases run the same hook code, twice as slowly
     "models.hooks": ("tests/test_hooks.py", "tests/test_interventions.py", "-knot llava"),
     "analysis.interventions": (
