@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
+from toolshift import __version__
+from toolshift.analysis.probes import DEFAULT_FOLDS, DEFAULT_L2, cross_condition_accuracy, held_out_accuracy
 from toolshift.analysis.vectors import (
     N_COMPONENTS,
     VECTOR_VARS,
     compute_vectors,
     cosine,
+    evaluation_prompts,
     pca_by_layer,
     read_vectors,
+    refusal_position,
     tool_vector_cosines,
+    unit,
     write_vectors,
 )
 from toolshift.datasets.splits import make_splits
@@ -30,24 +38,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _planted(seed: int = 0) -> dict:
+def _planted(seed: int = 0, hidden: int = HIDDEN) -> dict:
     rng = np.random.default_rng(seed)
-    v = np.zeros((N_LAYERS, HIDDEN))
-    r = np.zeros((N_LAYERS, HIDDEN))
+    v = np.zeros((N_LAYERS, hidden))
+    r = np.zeros((N_LAYERS, hidden))
     for layer in range(N_LAYERS):
-        u = _unit(rng.standard_normal(HIDDEN))
-        w = rng.standard_normal(HIDDEN)
+        u = _unit(rng.standard_normal(hidden))
+        w = rng.standard_normal(hidden)
         w = _unit(w - (w @ u) * u)
         theta = np.deg2rad(ANGLES_DEG[layer])
         v[layer] = TOOL_NORM * u
         r[layer] = REFUSAL_NORM * (np.cos(theta) * u + np.sin(theta) * w)
     ids = [f"x-h-{i:03d}" for i in range(N_HARMFUL)] + [f"x-b-{i:03d}" for i in range(N_HARMLESS)]
     harmful = np.array([True] * N_HARMFUL + [False] * N_HARMLESS)
-    base = rng.standard_normal((N_LAYERS, HIDDEN)) * 3
-    latent = rng.standard_normal((len(ids), N_LAYERS, HIDDEN)) * PROMPT_SD
+    base = rng.standard_normal((N_LAYERS, hidden)) * 3
+    latent = rng.standard_normal((len(ids), N_LAYERS, hidden)) * PROMPT_SD
 
     def noise() -> np.ndarray:
-        return rng.standard_normal((len(ids), N_LAYERS, HIDDEN)) * NOISE_SD
+        return rng.standard_normal((len(ids), N_LAYERS, hidden)) * NOISE_SD
 
     h_direct = base + latent + harmful[:, None, None] * r + noise()
     h = {
@@ -151,6 +159,41 @@ def test_cosine_is_nan_safe():
     assert cosine(np.array([1.0, 1]), np.array([-3.0, -3])) == pytest.approx(-1)
 
 
+def test_cosine_is_float64_clipped_and_warning_free():
+    # float32 inputs are promoted before any arithmetic: in float32 the norm of (1, 1e-4) rounds to 1
+    a = np.array([1.0, 1e-4], dtype=np.float32)
+    b = np.array([1.0, 0.0], dtype=np.float32)
+    a64 = a.astype(np.float64)
+    expected = a64[0] / np.sqrt(a64 @ a64)
+    assert expected < 1 - 1e-9
+    assert cosine(a, b) == pytest.approx(expected, rel=1e-13, abs=0)
+    assert cosine(b, a) == pytest.approx(expected, rel=1e-13, abs=0)
+    assert cosine(a, b).dtype == np.float64
+    # rounding can push v.v / (|v| |v|) past 1: the result stays in [-1, 1]
+    v = np.array([0.1, 0.1, 0.3])
+    assert np.sum(v * v) / np.linalg.norm(v) ** 2 > 1
+    assert cosine(v, v) == 1.0 and cosine(v, -v) == -1.0
+    # a zero norm (here one that underflows: |1e-170| squared is below the smallest double) gives NaN,
+    # and no floating-point warning, whichever side it is on
+    tiny, big = np.array([1e-170]), np.array([1e150])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(cosine(tiny, big)) and np.isnan(cosine(big, tiny))
+        assert np.isnan(cosine(np.zeros(3), np.ones(3)))
+
+
+def test_unit_scales_each_row_to_norm_one():
+    v = np.array([[3.0, 4.0], [0.0, 0.0], [0.3, 0.4], [1e-170, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = unit(v)
+    np.testing.assert_allclose(out[[0, 2]], [[0.6, 0.8], [0.6, 0.8]], rtol=1e-12)
+    assert np.all(np.isnan(out[[1, 3]]))  # zero norm (row 3: it underflows) -> NaN, documented
+    f32 = np.array([1.0, 1e-4], dtype=np.float32)  # float32 norm rounds to 1; float64 does not
+    f64 = f32.astype(np.float64)
+    np.testing.assert_allclose(unit(f32), f64 / np.sqrt(f64 @ f64), rtol=1e-13, atol=0)
+
+
 def test_missing_condition_errors(planted):
     acts = {c: ds for c, ds in planted["acts"].items() if c != "tool"}
     with pytest.raises(ContractError, match="tool"):
@@ -197,8 +240,12 @@ def test_read_vectors_rejects_bad_files(planted, tmp_path):
     write_vectors(planted["ds"], path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(ContractError, match="x.nc"):
+    with pytest.raises(ContractError, match=r"x\.nc: cannot be read as netCDF \(OSError: "):
         read_vectors(path)
+    netcdf3 = tmp_path / "classic.nc"  # a netCDF3 file (scipy): not the HDF5 netCDF4 that h5netcdf reads
+    planted["ds"].to_netcdf(netcdf3, engine="scipy")
+    with pytest.raises(ContractError, match=r"classic\.nc: cannot be read as netCDF \(OSError: "):
+        read_vectors(netcdf3)
     with pytest.raises(ContractError, match="not found"):
         read_vectors(tmp_path / "absent.nc")
     partial = tmp_path / "partial.nc"
@@ -284,6 +331,10 @@ def test_pca_coordinates_and_signs():
     np.testing.assert_allclose(np.abs(again), np.abs(coords), atol=1e-9)
     small, r = pca_by_layer(fit[:1], fit[None, :1])  # rank 0: zeros, not NaN
     assert np.all(small == 0) and np.all(r == 0)
+    one, r = pca_by_layer(fit[:1], fit[None])  # one fitted prompt has no second component: 0 for every state
+    assert np.all(one[..., 1] == 0) and np.all(r == 0)
+    _, tiny_ratios = pca_by_layer(fit * 1e-3, fit[None] * 1e-3)  # ratios do not depend on the data's scale
+    np.testing.assert_allclose(tiny_ratios, ratios, rtol=1e-9)
 
 
 def test_vectors_pca_separates_tool_from_direct(split_run):
@@ -312,9 +363,280 @@ def test_tool_vector_cosines(planted, split_run):
         tool_vector_cosines(planted["ds"], planted["ds"].isel(layer=slice(0, 2)))
 
 
+def _tool_vectors(tv: list, layers: list[int]) -> xr.Dataset:
+    return xr.Dataset(
+        {"tool_vector": (("layer", "hidden"), np.array(tv, dtype=float))}, coords={"layer": layers}
+    )
+
+
+def test_tool_vector_cosines_by_hand():
+    source = _tool_vectors([[1, 0], [1, 1], [0, 2]], [2, 5, 7])
+    target = _tool_vectors([[3, 0], [-1, 1], [1, 1]], [2, 5, 7])
+    cos = tool_vector_cosines(source, target)
+    assert cos.dims == ("layer",) and list(cos.coords["layer"].values) == [2, 5, 7]
+    np.testing.assert_allclose(cos.values, [1.0, 0.0, 1 / np.sqrt(2)], atol=1e-15)
+    for name, a, b in (
+        ("source", source.rename(tool_vector="v"), target),
+        ("target", source, target.drop_vars("tool_vector")),
+    ):
+        with pytest.raises(ContractError, match=f"^{name} vectors: missing variable 'tool_vector'$"):
+            tool_vector_cosines(a, b)
+    other_layers = _tool_vectors([[3, 0], [-1, 1], [1, 1]], [1, 2, 3])  # same shape, other layers
+    with pytest.raises(ContractError, match=re.escape("cannot be compared: (3, 2) vs (3, 2)")):
+        tool_vector_cosines(source, other_layers)
+
+
 def test_split_without_harmful_train_prompts_errors(planted):
     prompts = _with_categories(planted["prompts"])
     splits = make_splits(prompts, seed=0)
     splits.loc[splits["harmful"], "split"] = "test"
     with pytest.raises(ContractError, match="no harmful train prompt"):
         compute_vectors(planted["acts"], prompts, model="m", dataset="x", splits=splits)
+
+
+# --------------------------------------------------------------------------- bad inputs, recorded settings
+
+
+def _no_direct_no_tool(inputs: dict) -> str:
+    inputs["acts"] = {"text_trail": inputs["acts"]["text_trail"]}
+    return "vectors for m/x: missing activations of condition(s) direct, tool; got ['text_trail']"
+
+
+def _no_harmful_column(inputs: dict) -> str:
+    inputs["prompts"] = inputs["prompts"].drop(columns="harmful")
+    return "prompts table: missing column(s) harmful"
+
+
+def _no_resid(inputs: dict) -> str:
+    inputs["acts"]["tool_blank"] = inputs["acts"]["tool_blank"].rename(resid="state")
+    return "activations of condition 'tool_blank': no variable 'resid'"
+
+
+def _transposed_resid(inputs: dict) -> str:
+    inputs["acts"]["tool"] = inputs["acts"]["tool"].transpose("layer", "prompt_id", "hidden")
+    return (
+        "activations of condition 'tool': resid has dims ('layer', 'prompt_id', 'hidden'), "
+        "expected ('prompt_id', 'layer', 'hidden')"
+    )
+
+
+def _duplicate_prompt(inputs: dict) -> str:
+    ds = inputs["acts"]["text_trail"]
+    inputs["acts"]["text_trail"] = xr.concat([ds, ds.isel(prompt_id=[5])], dim="prompt_id")
+    return f"activations of condition 'text_trail': duplicate prompt_id {str(ds['prompt_id'].values[5])!r}"
+
+
+def _unknown_prompt(inputs: dict) -> str:
+    ids = [str(p) for p in inputs["acts"]["direct"]["prompt_id"].values]
+    inputs["acts"]["direct"] = inputs["acts"]["direct"].assign_coords(prompt_id=["x-z-999"] + ids[1:])
+    return "activations of condition 'direct': prompt_id 'x-z-999' is not in the prompts table (1 unknown)"
+
+
+def _other_layers(inputs: dict) -> str:
+    ds = inputs["acts"]["tool_blank"]
+    inputs["acts"]["tool_blank"] = ds.assign_coords(layer=ds["layer"].values + 10)  # same number of layers
+    return "activations of condition 'tool_blank': layers differ from those of 'direct'"
+
+
+def _other_hidden_size(inputs: dict) -> str:
+    inputs["acts"]["text_trail"] = inputs["acts"]["text_trail"].isel(hidden=slice(0, 32))
+    return f"activations of condition 'text_trail': hidden size 32, 'direct' has {HIDDEN}"
+
+
+INPUT_CASES = {
+    "no direct, no tool": _no_direct_no_tool,
+    "prompts table without harmful": _no_harmful_column,
+    "no resid variable": _no_resid,
+    "resid dims in another order": _transposed_resid,
+    "duplicate prompt": _duplicate_prompt,
+    "prompt not in the prompts table": _unknown_prompt,
+    "same number of layers, other layers": _other_layers,
+    "other hidden size": _other_hidden_size,
+}
+
+
+@pytest.mark.parametrize("case", list(INPUT_CASES))
+def test_bad_inputs_raise_one_line_errors_naming_the_condition(case):
+    planted = _planted()
+    inputs = {"acts": planted["acts"], "prompts": planted["prompts"]}
+    message = INPUT_CASES[case](inputs)
+    with pytest.raises(ContractError, match=f"^{re.escape(message)}$"):
+        compute_vectors(inputs["acts"], inputs["prompts"], model="m", dataset="x")
+
+
+def _train_criterion(h: dict, harmful: np.ndarray, train: np.ndarray, select_on: np.ndarray) -> np.ndarray:
+    """Criterion (a) by hand: the mean tool - direct shift of the harmful `select_on` prompts along the
+    unit train refusal direction, over the pooled within-class SD of the train direct projections."""
+    refusal = h["direct"][train & harmful].mean(axis=0) - h["direct"][train & ~harmful].mean(axis=0)
+    r_hat = refusal / np.linalg.norm(refusal, axis=-1, keepdims=True)
+    diff = (h["tool"] - h["direct"])[select_on & harmful]
+    shift = np.einsum("plh,lh->pl", diff, r_hat).mean(axis=0)
+    proj = np.einsum("plh,lh->pl", h["direct"][train], r_hat)
+    y = harmful[train]
+    ss = ((proj[y] - proj[y].mean(axis=0)) ** 2).sum(axis=0) + ((proj[~y] - proj[~y].mean(axis=0)) ** 2).sum(
+        axis=0
+    )
+    return shift / np.sqrt(ss / (train.sum() - 2))
+
+
+def _aligned(p: dict, ds: xr.Dataset) -> tuple[dict, np.ndarray]:
+    """The planted states (as stored: float32) and labels in the prompt order of `ds`."""
+    order = [p["ids"].index(str(i)) for i in ds["prompt_id"].values]
+    conditions = [str(c) for c in ds["condition"].values]
+    h = {c: p["h"][c][order].astype(np.float32).astype(np.float64) for c in conditions}
+    return h, p["harmful"][order]
+
+
+def test_run_without_splits_records_its_defaults():
+    p = _planted(hidden=8)  # a small hidden size keeps the probes fast
+    acts = {c: p["acts"][c] for c in ("direct", "tool")}
+    ds = compute_vectors(acts, p["prompts"], model="m", dataset="x")
+    h, harmful = _aligned(p, ds)
+    everything = np.ones(len(harmful), dtype=bool)
+    # no split: every prompt is train, and layer selection runs on train; the last 20 % of layers (1 of 4)
+    # are excluded
+    expected_scores = _train_criterion(h, harmful, everything, everything)
+    expected_scores[3] = np.nan
+    np.testing.assert_allclose(ds["layer_score"].values, expected_scores, rtol=1e-9)
+    assert ds.attrs == {
+        "model": "m",
+        "dataset": "x",
+        "conditions": "direct,tool",
+        "n_harmful": N_HARMFUL,
+        "n_harmless": N_HARMLESS,
+        "n_prompts": N_HARMFUL + N_HARMLESS,
+        "splits": "all",
+        "selected_layer": int(np.nanargmax(expected_scores)),
+        "selection_criterion": "refusal_shift_sd",
+        "selection_split": "train",
+        "exclude_last_frac": 0.2,
+        "probe_folds": DEFAULT_FOLDS,
+        "position": "last_prompt_token",
+        "toolshift_version": __version__,
+        "note": "cosines are NaN where a vector is zero; refusal_direction is NaN without harmless prompts",
+    }
+    # the probes' folds come from seed 0 by default (and the folds matter on this data)
+    seed0 = cross_condition_accuracy(h, "direct", harmful, k=DEFAULT_FOLDS, seed=0, l2=DEFAULT_L2)
+    seed1 = cross_condition_accuracy(h, "direct", harmful, k=DEFAULT_FOLDS, seed=1, l2=DEFAULT_L2)
+    assert not np.array_equal(seed0["tool"], seed1["tool"])
+    for c in ("direct", "tool"):
+        np.testing.assert_array_equal(ds["probe_accuracy"].sel(condition=c).values, seed0[c])
+    # activations without a position attribute record an empty position
+    bare = {c: xr.Dataset(a.data_vars, coords=a.coords) for c, a in acts.items()}
+    assert compute_vectors(bare, p["prompts"], model="m", dataset="x").attrs["position"] == ""
+
+
+def test_run_with_splits_passes_every_setting_through():
+    p = _planted(hidden=8)
+    prompts = _with_categories(p["prompts"])
+    splits = make_splits(prompts, seed=1)
+    # another dataset's rows for the same prompt ids, all test, listed last: only dataset x's rows count
+    other = splits.assign(dataset="y", split="test")
+    table = pd.concat([splits, other], ignore_index=True)
+    settings = {"exclude_last_frac": 0.0, "probe_folds": 3, "probe_l2": 0.1, "seed": 7}
+    ds = compute_vectors(p["acts"], prompts, model="m", dataset="x", splits=table, **settings)
+    h, harmful = _aligned(p, ds)
+    ids = [str(i) for i in ds["prompt_id"].values]
+    split = splits.set_index("prompt_id").loc[ids, "split"].to_numpy()
+    assert list(ds["split"].values) == list(split)
+    train, validation, test = (split == s for s in ("train", "validation", "test"))
+    assert ds["category"].dims == ("prompt_id",)
+    assert list(ds["category"].values) == list(prompts.set_index("prompt_id").loc[ids, "category"])
+    # layer selection on the validation prompts, no layer excluded
+    expected_scores = _train_criterion(h, harmful, train, validation)
+    np.testing.assert_allclose(ds["layer_score"].values, expected_scores, rtol=1e-9)
+    assert ds.attrs["selected_layer"] == int(np.argmax(expected_scores))
+    assert (
+        ds.attrs["selection_criterion"] == "refusal_shift_sd" and ds.attrs["selection_split"] == "validation"
+    )
+    assert ds.attrs["exclude_last_frac"] == 0.0 and ds.attrs["probe_folds"] == 3
+    assert ds.attrs["conditions"] == "direct,tool,tool_blank,text_trail"
+    # probes: cross-validated over the train prompts with these folds, seed and l2; held out on test
+    cv = cross_condition_accuracy(
+        {c: s[train] for c, s in h.items()}, "direct", harmful[train], k=3, seed=7, l2=0.1
+    )
+    held = held_out_accuracy(
+        h["direct"][train], harmful[train], {c: s[test] for c, s in h.items()}, harmful[test], l2=0.1
+    )
+    for c in h:
+        np.testing.assert_array_equal(ds["probe_accuracy"].sel(condition=c).values, cv[c])
+        np.testing.assert_array_equal(ds["probe_test_accuracy"].sel(condition=c).values, held[c])
+
+
+# --------------------------------------------------------------------------- evaluation prompts, positions
+
+
+def test_evaluation_prompts_are_the_test_split_else_all():
+    ds = xr.Dataset(coords={"prompt_id": ["a", "b", "c"]})
+    for split in (None, ["train", "validation", "validation"]):
+        if split is not None:
+            ds = ds.assign_coords(split=("prompt_id", split))
+        mask, which = evaluation_prompts(ds)
+        assert which == "all" and mask.dtype == bool
+        assert list(ds["prompt_id"].values[mask]) == ["a", "b", "c"]
+    mask, which = evaluation_prompts(ds.assign_coords(split=("prompt_id", ["train", "test", "validation"])))
+    assert which == "test" and list(ds["prompt_id"].values[mask]) == ["b"]
+
+
+def _projections(projection: np.ndarray, harmful: np.ndarray, split: list[str]) -> xr.Dataset:
+    n = projection.shape[1]
+    return xr.Dataset(
+        {"projection": (("condition", "prompt_id", "layer"), projection)},
+        coords={
+            "condition": ["direct", "tool"],
+            "prompt_id": [f"p{i}" for i in range(n)],
+            "layer": np.arange(projection.shape[2]),
+            "harmful": ("prompt_id", harmful),
+            "split": ("prompt_id", split),
+        },
+    )
+
+
+def test_refusal_position_by_hand():
+    rng = np.random.default_rng(3)
+    harmful = np.array([True] * 4 + [False] * 4)
+    split = ["train", "test", "test", "test"] * 2  # evaluation prompts: p1-p3 (harmful), p5-p7 (harmless)
+    proj = rng.normal(size=(2, 8, 3)) * 3
+    proj[:, [0, 4]] = 100.0  # train prompts: far off, and not used
+    proj[0, 1:4, 1], proj[0, 5:8, 1] = [0.6, 0.5, 0.4], [0.1, 0.0, -0.1]  # layer 1: a gap of 0.5
+    proj[0, 1:4, 2], proj[0, 5:8, 2] = [1.0, 2.0, 3.0], [3.0, 2.0, 1.0]  # layer 2: no gap
+    ds = _projections(proj, harmful, split)
+    test = np.array(split) == "test"
+    direct, y = proj[0, test], harmful[test]
+    lo = direct[~y].mean(axis=0)
+    gap = direct[y].mean(axis=0) - lo
+    assert gap[1] == pytest.approx(0.5) and gap[2] == 0
+    expected = (proj[:, test] - lo) / np.where(gap == 0, np.nan, gap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pos = refusal_position(ds)
+        assert pos.dims == ("condition", "prompt_id", "layer")
+        assert list(pos["prompt_id"].values) == ["p1", "p2", "p3", "p5", "p6", "p7"]
+        np.testing.assert_allclose(pos.values, expected, rtol=1e-12)  # NaN at layer 2
+        # harmful stored as 0/1 integers means the same
+        as_int = ds.assign_coords(harmful=("prompt_id", harmful.astype(int)))
+        np.testing.assert_allclose(refusal_position(as_int).values, expected, rtol=1e-12)
+        # no harmless evaluation prompt: NaN everywhere, same dims
+        all_harmful = refusal_position(ds.assign_coords(harmful=("prompt_id", np.ones(8, dtype=bool))))
+        assert all_harmful.dims == pos.dims and all_harmful.shape == pos.shape
+        assert np.all(np.isnan(all_harmful.values))
+    with pytest.raises(ContractError, match="^vectors dataset: missing variable 'projection'$"):
+        refusal_position(ds.drop_vars("projection"))
+
+
+def test_write_vectors_names_the_file_in_its_errors(planted, tmp_path):
+    ds, path = planted["ds"], tmp_path / "x.nc"
+    no_attr = ds.copy()
+    del no_attr.attrs["selected_layer"]
+    cases = {
+        "missing variable 'projection'": ds.drop_vars("projection"),
+        "variable 'projection' has dims ('prompt_id', 'condition', 'layer'), "
+        "expected ('condition', 'prompt_id', 'layer')": ds.assign(
+            projection=ds["projection"].transpose("prompt_id", "condition", "layer")
+        ),
+        "missing attribute 'selected_layer'": no_attr,
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ContractError, match=f"^{re.escape(f'{path}: {message}')}$"):
+            write_vectors(bad, path)
+    assert not path.exists()
