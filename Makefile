@@ -68,9 +68,11 @@ report: $(STAMP)
 test: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
-# Every test except the end-to-end ones (marker `e2e`: each test that runs Snakemake); CI calls `make test`.
+# Every test except the end-to-end ones (marker `e2e`: each test that runs Snakemake) and the slow ones
+# (marker `slow`: the calibrated planted fixture, the vLLM environment), on every core (pytest-xdist);
+# CI calls `make test`, which runs them all.
 test-fast: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not e2e"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "not e2e and not slow" -n auto
 
 bench: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m toolshift.bench

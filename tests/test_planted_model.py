@@ -21,6 +21,8 @@ from toolshift.models.generation import encode, generate
 from toolshift.models.hooks import capture_last_token
 from toolshift.models.loading import load_model
 
+pytestmark = pytest.mark.slow
+
 EPISODES = {"bbox_policy": "text_lines", "zoom_lines": 2, "zoom_resize": "pixels"}
 SIZE = {"hidden_size": 64, "num_layers": 6, "num_heads": 2}
 

@@ -24,6 +24,8 @@ from toolshift.models.engines.environment import vllm_importable, vllm_python
 from toolshift.models.engines.equivalence import FAMILIES as DEFAULT_FAMILIES
 from toolshift.models.engines.vllm import VLLM_FAMILIES
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
