@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from toolshift.analysis.contrasts import (
     LOWER,
     NOT_SHOWN,
     SUPPORTED,
+    Claim,
     contrasts_table,
     refusal_ablation_condition,
     verdict,
@@ -311,3 +313,112 @@ def test_book_fragment_details(table):
     assert contrasts_markdown(table.iloc[:0], label="t").endswith(
         "no row.\n\nNo claim has both of its runs in this run.\n"
     )
+
+
+def test_default_split_and_default_bootstrap():
+    """Without `split` the ``test`` split counts; the default interval is n_boot 2000, seed 0 (on 30 pairs,
+    where 2001 replicates or seed 1 give other limits)."""
+    from toolshift.analysis.stats import paired_bootstrap_diff_ci
+
+    ids = P + ["b" + p for p in P]
+    splits = pd.DataFrame(
+        {
+            "prompt_id": ids,
+            "dataset": "d",
+            "category": "c",
+            "harmful": [p.startswith("h") for p in ids],
+            "split": ["test" if i % 2 else "validation" for i in range(120)],
+        }
+    )
+    t = contrasts_table(_planted(), n_boot=50, splits=splits)
+    assert set(t.split) == {"test"} and set(t.n) == {30}
+    rows = _run("tool", "none", _first(6), ids=P[:30]) + _run(
+        "tool", "subtract", set(range(15, 30)), ids=P[:30]
+    )
+    r = contrasts_table(pd.DataFrame(rows)).iloc[0]
+    a, b = np.arange(30) < 6, np.arange(30) >= 15
+    assert (r.diff_ci_low, r.diff_ci_high) == paired_bootstrap_diff_ci(a, b, n_boot=2000, seed=0)
+    assert r.diff_ci_low == pytest.approx(0.0325, abs=1e-9)
+
+
+def test_unpaired_warning_names_each_contrast_at_the_callers_line():
+    rows = _run("direct", "none", set(), ids=P[:10]) + _run("tool", "none", set(), ids=P[2:10])
+    rows += _run("tool", "subtract", set(), ids=P[:10])
+    with pytest.warns(UserWarning) as record:
+        contrasts_table(pd.DataFrame(rows), n_boot=20)
+    assert [str(w.message) for w in record] == [
+        "contrasts_table: dropped 4 harmful prompt(s) without a partner: "
+        "m/d/keyword: direct/none vs tool/none (2), m/d/keyword: tool/none vs tool/subtract (2)"
+    ]
+    assert record[0].filename == __file__
+
+
+def test_a_row_without_pairs_raises_no_numpy_warning():
+    rows = _run("direct", "none", _first(3), ids=P[:3]) + _run("tool", "none", _first(3), ids=P[3:6])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        r = contrasts_table(pd.DataFrame(rows), n_boot=50).iloc[0]
+    assert [w.category for w in record] == [UserWarning]  # the unpaired prompts; no empty-mean warning
+    assert math.isnan(r.asr_a) and math.isnan(r.asr_b)
+
+
+def test_pairs_of_absent_runs_are_skipped():
+    claim = Claim(
+        "placeholder_claim",
+        "A placeholder sentence.",
+        HIGHER,
+        lambda runs: [(("direct", "none"), ("tool", "absent")), (("direct", "none"), ("tool", "none"))],
+    )
+    rows = _run("direct", "none", _first(10)) + _run("tool", "none", _first(20))
+    t = contrasts_table(pd.DataFrame(rows), n_boot=20, claims=[claim])
+    assert list(zip(t.claim, t.contrast, strict=True)) == [("placeholder_claim", "direct/none vs tool/none")]
+    adding = {c.id: c for c in CLAIMS}["adding_shift_beats_random"]
+    add, rnd = ("direct", "add_a1"), ("direct", "random_a1_s0")
+    assert adding.pairs(frozenset({add, rnd})) == [(add, rnd)]
+    assert adding.pairs(frozenset({("tool", "add_a1"), ("tool", "random_a1_s0")})) == []
+    assert adding.pairs(frozenset({add, ("tool", "random_a1_s0")})) == []
+
+
+def _md_row(**values):
+    row = {
+        "model": "zeta/M-7B", "dataset": "set (v2)", "judge": "keyword", "split": "test",
+        "claim": "removing_shift_raises_asr", "contrast": "tool/none vs tool/subtract",
+        "condition_a": "tool", "intervention_a": "none", "condition_b": "tool", "intervention_b": "subtract",
+        "n": 6, "n_unpaired": 0, "n_unsafe_a": 3, "n_unsafe_b": 4, "asr_a": 0.5, "asr_b": 4 / 6,
+        "diff": 4 / 6 - 0.5, "diff_ci_low": -0.5, "diff_ci_high": 5 / 6, "n_only_a": 2, "n_only_b": 3,
+        "mcnemar_p": 0.25, "holm_p": 0.5, "expected": HIGHER, "verdict": NOT_SHOWN,
+    }  # fmt: skip
+    return {**row, **values}
+
+
+def test_book_fragment_cells_names_and_order():
+    nan = math.nan
+    frame = pd.DataFrame(
+        [
+            _md_row(),
+            _md_row(
+                intervention_b="ablate", n=nan, asr_a=nan, asr_b=nan, diff=nan, mcnemar_p=nan, holm_p=nan
+            ),
+            _md_row(claim="placeholder_claim", mcnemar_p=0.0004, holm_p=0.02, verdict=SUPPORTED),
+            _md_row(model="alpha", dataset="d"),
+        ],
+        columns=list(CONTRASTS_COLUMNS),
+    )
+    md = contrasts_markdown(frame)
+    removing = {c.id: c.sentence for c in CLAIMS}["removing_shift_raises_asr"]
+    assert (
+        f"| **removing_shift_raises_asr**: {removing} | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
+        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | not shown |\n"
+        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | not shown |\n"
+        "| **placeholder_claim**: — | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
+        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | **supported** |\n```\n"
+    ) in md
+    assert "the exact McNemar p of the paired verdicts and the Holm-adjusted p within the claim's tests" in md
+    # tables in row order (zeta before alpha: not sorted); names are slugs without outer dashes
+    assert (
+        "every row is in `tables/contrasts.csv`.\n\n```{table} Claims and their tests: zeta/M-7B / set (v2)\n"
+        in md
+    )
+    assert ":name: table-contrasts-zeta-m-7b-set-v2\n" in md
+    assert "|\n```\n\n```{table} Claims and their tests: alpha / d\n:name: table-contrasts-alpha-d\n" in md
+    assert md.endswith("|\n```\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,10 @@ from toolshift.analysis.interventions import (
     parse_intervention_id,
     residual_edit,
     resolve_layer,
+    transfer_alphas,
+    transfer_id,
     transfer_pairs,
+    transfer_sources,
     vectors_dataset,
 )
 from toolshift.common.config import load_config, validate_config
@@ -505,3 +509,210 @@ def test_runs_read_their_base_condition_episodes():
     assert not is_condition("ablate_refusal_tool")
     with pytest.raises(ConfigError, match="text_prior.jsonl"):
         run_episodes("ablate_refusal_text_prior", files)
+
+
+# ----------------------------------------------------------------- exact messages, edge rules, DAG helpers
+
+
+def _exactly(message: str) -> str:
+    """A pytest.raises pattern matching `message` and nothing more."""
+    return "^" + re.escape(message) + "$"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "scale"}, "intervention kind 'scale' is not one of " + ", ".join(KINDS)),
+        ({"kind": "add", "alpha": float("nan")}, "intervention add: alpha nan must be a finite number"),
+        ({"kind": "subtract", "alpha": 2}, "intervention subtract: alpha is fixed at -1, got 2"),
+        ({"kind": "random", "seed": -1}, "intervention random: seed -1 must be a non-negative integer"),
+        ({"kind": "add", "seed": 0}, "intervention add: takes no seed, got 0"),
+        (
+            {"kind": "add", "base_condition": "tool"},
+            "intervention add: base_condition must be 'direct', got 'tool'",
+        ),
+        ({"kind": "add", "prompts": "subset"}, "intervention add: prompts 'subset' must be 'all'"),
+        ({"kind": "transfer", "source": "a b"}, "intervention transfer: source 'a b' must be a dataset name"),
+        ({"kind": "add", "source": "mini"}, "intervention add: takes no source, got 'mini'"),
+    ],
+)
+def test_bad_specs_name_the_field_and_the_value(kwargs, message):
+    with pytest.raises(ConfigError, match=_exactly(message)):
+        InterventionSpec(**kwargs)
+
+
+def test_seed_is_stored_as_a_python_int():
+    spec = InterventionSpec("random", seed=np.int64(3))
+    assert type(spec.seed) is int and spec.id == "random_a1_s3"
+
+
+def test_ablate_refusal_messages_list_the_conditions(monkeypatch):
+    monkeypatch.setattr(toolshift, "CONDITIONS", ("direct", "tool", "text_prior"))
+    with pytest.raises(
+        ConfigError,
+        match=_exactly(
+            "intervention ablate_refusal: base_condition 'free' must be a controlled condition "
+            "(direct, tool, text_prior)"
+        ),
+    ):
+        InterventionSpec("ablate_refusal", base_condition="free")
+    with pytest.raises(
+        ConfigError,
+        match=_exactly(
+            "interventions.ablate_refusal: 'free' is not a controlled condition "
+            "(one of direct, tool, text_prior)"
+        ),
+    ):
+        ablate_refusal_conditions({"ablate_refusal": ["free"]}, ["direct", "tool", "free"])
+    with pytest.raises(
+        ConfigError,
+        match=_exactly("interventions.ablate_refusal: 'text_prior' is not in conditions (direct, tool)"),
+    ):
+        ablate_refusal_conditions({"ablate_refusal": ["text_prior"]}, ["direct", "tool"])
+    assert ablate_refusal_conditions(True) == []  # a section that is not a mapping names no condition
+
+
+def test_parse_messages():
+    with pytest.raises(ConfigError, match=_exactly("intervention id 3 must be a string")):
+        parse_intervention_id(3)
+    with pytest.raises(
+        ConfigError,
+        match=_exactly(
+            "intervention id 'scale_a1' is not one of add_a<alpha>, subtract, ablate, "
+            "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>, ablate_refusal_<condition>"
+        ),
+    ):
+        parse_intervention_id("scale_a1")
+
+
+TRANSFER_SHAPE = "expected {pairs: [[source, target]], alphas: [numbers]}"
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ([1], "interventions: expected a mapping, got [1]"),
+        (
+            {"zoom": 1, "scale": True},
+            "interventions: unknown key(s) scale, zoom; known: " + ", ".join(CONFIG_KEYS),
+        ),
+        ({"add": True}, "interventions.add: expected {alphas: [numbers]}, got True"),
+        (
+            {"add": {"alphas": [1], "seeds": [0]}},
+            "interventions.add: expected {alphas: [numbers]}, got {'alphas': [1], 'seeds': [0]}",
+        ),
+        ({"add": {"alphas": ["1"]}}, "interventions.add.alphas: '1' is not a number"),
+        ({"random": True}, "interventions.random: expected {alphas: [numbers], seeds: [integers]}, got True"),
+        ({"random": {"alphas": ["x"], "seeds": [0]}}, "interventions.random.alphas: 'x' is not a number"),
+        ({"random": {"seeds": [0.5]}}, "interventions.random.seeds: 0.5 is not an integer"),
+        (
+            {"transfer": {"pairs": [["a", "b"]], "alphas": ["x"]}},
+            "interventions.transfer.alphas: 'x' is not a number",
+        ),
+        ({"transfer": True}, f"interventions.transfer: {TRANSFER_SHAPE}, got True"),
+        ({"transfer": {"alphas": [1]}}, f"interventions.transfer: {TRANSFER_SHAPE}, got {{'alphas': [1]}}"),
+    ],
+)
+def test_expand_bad_config_messages(cfg, message):
+    with pytest.raises(ConfigError, match=_exactly(message)):
+        expand_interventions(cfg, "b")
+
+
+def test_expand_false_sections_and_random_alphas():
+    off = {k: False for k in ("add", "subtract", "ablate", "random", "ablate_refusal", "transfer")}
+    assert expand_interventions(off, "b") == [] and transfer_pairs({"transfer": False}) == []
+    specs = expand_interventions({"random": {"alphas": [0.5, 2], "seeds": [3, 0]}})
+    assert [s.id for s in specs] == ["random_a0.5_s3", "random_a0.5_s0", "random_a2_s3", "random_a2_s0"]
+    assert [(s.alpha, s.seed) for s in specs] == [(0.5, 3), (0.5, 0), (2.0, 3), (2.0, 0)]
+    # the config's conditions reach every dataset's expansion
+    assert all_intervention_ids({"ablate_refusal": True}, ["a", "b"], ["tool", "free", "direct"]) == [
+        "ablate_refusal_tool",
+        "ablate_refusal_direct",
+    ]
+    assert transfer_pairs({"transfer": {"pairs": [["a", "b"], ("a", "b"), ["b", "a"]]}}) == [
+        ("a", "b"),
+        ("b", "a"),
+    ]
+
+
+def test_transfer_alphas_and_sources():
+    cfg = {"transfer": {"pairs": [["a", "b"], ["c", "b"], ["b", "a"], ["a", "b"]], "alphas": [1, 0.5]}}
+    alphas = transfer_alphas(cfg)
+    assert alphas == [1.0, 0.5] and [type(a) for a in alphas] == [float, float]
+    default = transfer_alphas({"transfer": {"pairs": [["a", "b"]]}})
+    assert default == [1.0] and type(default[0]) is float
+    for none in (
+        None,
+        {},
+        {"transfer": None},
+        {"transfer": False},
+        {"transfer": {"pairs": [], "alphas": [2]}},
+    ):
+        assert transfer_alphas(none) == [] and transfer_sources(none, "b") == []
+    assert transfer_sources(cfg, "b") == ["a", "c"]
+    assert transfer_sources(cfg, "a") == ["b"] and transfer_sources(cfg, "c") == []
+    # the DAG's transfer runs of a target are exactly the expansion's
+    ids = [s.id for s in expand_interventions(cfg, "b")]
+    assert ids == [transfer_id(a, s) for s in transfer_sources(cfg, "b") for a in alphas]
+    assert ids == ["transfer_a1_from_a", "transfer_a0.5_from_a", "transfer_a1_from_c", "transfer_a0.5_from_c"]
+    bad = {"transfer": {"pairs": [["a", "b"]], "alphas": []}}
+    with pytest.raises(
+        ConfigError, match=_exactly("interventions.transfer.alphas: expected a non-empty list, got []")
+    ):
+        transfer_alphas(bad)
+    bad = {"transfer": {"pairs": [["a", "b"]], "alphas": [True]}}
+    with pytest.raises(ConfigError, match=_exactly("interventions.transfer.alphas: True is not a number")):
+        transfer_alphas(bad)
+    with pytest.raises(
+        ConfigError,
+        match=_exactly(
+            "interventions.transfer.pairs: ['a', 'a'] is not a [source, target] pair of two datasets"
+        ),
+    ):
+        transfer_sources({"transfer": {"pairs": [["a", "a"]]}}, "a")
+
+
+def test_resolve_layer_messages_and_edges():
+    def selected(layer):
+        return xr.Dataset(attrs={"selected_layer": layer})
+
+    assert resolve_layer("auto", 4, selected(0)) == 0 and resolve_layer("auto", 4, selected(np.int64(3))) == 3
+    for bad in (1.5, True, "1"):
+        with pytest.raises(
+            ContractError, match=_exactly(f"vectors file: selected_layer {bad!r} is not an integer")
+        ):
+            resolve_layer("auto", 4, selected(bad))
+    for n_layers in (0, -2, 4.0, True):
+        message = f"interventions.layer: the model has {n_layers!r} layers, expected a positive integer"
+        with pytest.raises(ConfigError, match=_exactly(message)):
+            resolve_layer("auto", n_layers)
+    with pytest.raises(
+        ConfigError, match=_exactly("interventions.layer: 'middle' must be 'auto' or an integer")
+    ):
+        resolve_layer("middle", 4)
+    for layer in (4, -5):
+        message = (
+            f"interventions.layer: {layer} is out of range for a model with 4 layers (expected -4..3): "
+            "set interventions.layer to auto or to a layer in that range"
+        )
+        with pytest.raises(ConfigError, match=_exactly(message)):
+            resolve_layer(layer, 4)
+
+
+def test_non_finite_vector_messages(vectors, planted):
+    from toolshift.analysis.interventions import _tool_vector_at
+
+    np.testing.assert_array_equal(
+        _tool_vector_at(vectors, 1), vectors["tool_vector"].values[1]
+    )  # the default
+    nan = vectors.copy(deep=True)
+    nan["tool_vector"][1, 0] = np.nan
+    with pytest.raises(
+        ContractError, match=_exactly("vectors dataset: tool_vector at layer 1 is not finite")
+    ):
+        intervention_vector(InterventionSpec("add"), nan, 1)
+    inf = planted.copy(deep=True)
+    inf["refusal_direction"][1, 3] = np.inf
+    message = "vectors dataset: refusal_direction at layer 1 is not finite (NaN: no harmless train prompts)"
+    with pytest.raises(ContractError, match=_exactly(message)):
+        intervention_vector(InterventionSpec("ablate_refusal", base_condition="tool"), inf, 1)
