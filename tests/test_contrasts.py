@@ -71,7 +71,7 @@ def _planted() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def table() -> pd.DataFrame:
     return contrasts_table(_planted(), n_boot=400, seed=0)
 

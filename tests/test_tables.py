@@ -77,7 +77,7 @@ def _judged() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def table() -> pd.DataFrame:
     with pytest.warns(UserWarning, match="dropped 1 harmful row"):
         return asr_table(_judged(), n_boot=500, seed=0)

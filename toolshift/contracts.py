@@ -298,16 +298,22 @@ def read_table(path: str | os.PathLike[str], columns: Iterable[str]) -> pd.DataF
     return df
 
 
+def check_prompts(df: pd.DataFrame, where: str | os.PathLike[str]) -> None:
+    """A prompts table's rows: at least one, unique `prompt_id`, boolean `harmful` (ContractError naming
+    `where`)."""
+    if df.empty:
+        raise ContractError(f"{where}: no prompts")
+    dup = df["prompt_id"][df["prompt_id"].duplicated()]
+    if len(dup):
+        raise ContractError(f"{where}: duplicate prompt_id {dup.iloc[0]!r}")
+    if df["harmful"].dtype != bool:
+        raise ContractError(f"{where}: column harmful must be boolean, got {df['harmful'].dtype}")
+
+
 def read_prompts(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read `prompts.parquet` and check its contract (columns, unique ids, boolean `harmful`)."""
     df = read_table(path, PROMPT_COLUMNS)
-    if df.empty:
-        raise ContractError(f"{path}: no prompts")
-    dup = df["prompt_id"][df["prompt_id"].duplicated()]
-    if len(dup):
-        raise ContractError(f"{path}: duplicate prompt_id {dup.iloc[0]!r}")
-    if df["harmful"].dtype != bool:
-        raise ContractError(f"{path}: column harmful must be boolean, got {df['harmful'].dtype}")
+    check_prompts(df, path)
     return df
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from toolshift.contracts import PROMPT_COLUMNS, SKIPPED_COLUMNS, write_parquet
+from toolshift.contracts import PROMPT_COLUMNS, SKIPPED_COLUMNS, check_prompts, write_parquet
 from toolshift.datasets.downloads import DataSource, data_source
 from toolshift.datasets.images import save_png
 from toolshift.datasets.sources import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
@@ -361,12 +361,6 @@ def write_prompts(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     missing = [c for c in PROMPT_COLUMNS if c not in df.columns]
     if missing:
         raise ContractError(f"{path}: prompts table lacks column(s) {', '.join(missing)}")
-    if df.empty:
-        raise ContractError(f"{path}: no prompts")
-    dup = df["prompt_id"][df["prompt_id"].duplicated()]
-    if len(dup):
-        raise ContractError(f"{path}: duplicate prompt_id {dup.iloc[0]!r}")
-    if df["harmful"].dtype != bool:
-        raise ContractError(f"{path}: column harmful must be boolean, got {df['harmful'].dtype}")
+    check_prompts(df, path)
     columns = list(PROMPT_COLUMNS) + ([TEXT_PROMPT_COLUMN] if TEXT_PROMPT_COLUMN in df.columns else [])
     write_parquet(df.loc[:, columns].reset_index(drop=True), path)
