@@ -877,3 +877,29 @@ def test_free_tool_use_table_by_hand():
     msg = r"^judged free runs lack column 'stop_reason' \(written by the free tool loop\)$"
     with pytest.raises(ContractError, match=msg):
         free_tool_use_table(judged.drop(columns="stop_reason"))
+
+
+def test_sort_puts_the_all_row_before_the_categories():
+    """Rows of one (model, dataset, judge): the `all` category first, then the categories by name, each by
+    condition and intervention order."""
+    from toolshift.analysis.tables import _sort
+
+    rows = [
+        ("zeta", "tool", "none"),
+        ("all", "tool", "none"),
+        ("alpha", "direct", "none"),
+        ("all", "direct", "none"),
+    ]
+    table = pd.DataFrame(
+        [
+            {"model": "m", "dataset": "d", "judge": "j", "category": c, "condition": k, "intervention": i}
+            for c, k, i in rows
+        ]
+    )
+    out = _sort(table)
+    assert list(zip(out["category"], out["condition"], strict=True)) == [
+        ("all", "direct"),
+        ("all", "tool"),
+        ("alpha", "direct"),
+        ("zeta", "tool"),
+    ]
