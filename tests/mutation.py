@@ -166,10 +166,16 @@ def source_path(module: str) -> Path:
 
 
 def resolve_modules(names: list[str]) -> tuple[list[str], list[str]]:
-    """(core modules, unknown names) for names given as dotted modules or their last part ("stats")."""
-    short = {m.rpartition(".")[2]: m for m in MODULE_TESTS}
-    found = [n if n in MODULE_TESTS else short.get(n) for n in names]
-    return [m for m in found if m], [n for n, m in zip(names, found, strict=True) if not m]
+    """(core modules, unknown names): a name selects every core module it names in full or by one of its
+    dotted parts ("stats" -> analysis.stats, "episodes" -> episodes.build, "analysis" -> all of analysis)."""
+    found: list[str] = []
+    unknown = []
+    for name in names:
+        hits = [m for m in MODULE_TESTS if name == m or name in m.split(".")]
+        found += [m for m in hits if m not in found]
+        if not hits:
+            unknown.append(name)
+    return found, unknown
 
 
 def module_statuses(module: str) -> dict[str, str]:

@@ -68,8 +68,8 @@ def test_score_rows_count_each_status(tmp_path):
 
 
 def test_modules_are_named_in_full_or_by_their_last_part():
-    assert resolve_modules(["stats", "judges.keyword", "nope"]) == (
-        ["analysis.stats", "judges.keyword"],
+    assert resolve_modules(["stats", "judges.keyword", "episodes", "nope"]) == (
+        ["analysis.stats", "judges.keyword", "episodes.build"],
         ["nope"],
     )
     assert source_path("analysis.stats").as_posix() == "toolshift/analysis/stats.py"
