@@ -49,8 +49,8 @@ rule book:
     conda:
         ENV
     params:
-        book_dir=config["book_dir"],
-        results=RESULTS,
+        book_dir=book_dir_above_index,
+        results=results_above_asr,
         repo=workflow.basedir,
         config=config,
     script:

@@ -14,7 +14,7 @@ if _spec is None or Path(_spec.origin).resolve().parents[1] != Path(workflow.bas
         + (f"{Path(_spec.origin).parent}" if _spec else "none")
         + ": run `make install` or `pip install -e .` in it"
     )
-os.environ["TOOLSHIFT_REPO"] = str(Path(workflow.basedir).resolve())
+os.environ.update(TOOLSHIFT_REPO=str(Path(workflow.basedir).resolve()))
 
 from toolshift.common.config import check_layer_depths, validate_config
 from toolshift.errors import ToolshiftError
@@ -138,19 +138,19 @@ def gpu_job_mem_mb(wildcards):
     return max(config["generation"]["gpu_mem_mb"], 2000)
 
 
-def inference_job_params(wildcards):
+def inference_job_params(wildcards, input):
     """What an inference job needs besides its files: the model entry, generation settings, sharding."""
     return {
-        "results": RESULTS,
+        "results": results_above_prompts(wildcards, input),
         "entry": config["models"][wildcards.model],
         "generation": config["generation"],
         "n_shards": len(SHARDS),
     }
 
 
-def transfer_job_params(wildcards):
+def transfer_job_params(wildcards, input):
     """An unsharded transfer job's parameters: inference_job_params with one shard."""
-    return {**inference_job_params(wildcards), "n_shards": 1}
+    return {**inference_job_params(wildcards, input), "n_shards": 1}
 
 
 def transfer_run_ids(wildcards):
@@ -164,6 +164,38 @@ def transfer_cost_files(wildcards):
         res(f"costs/{wildcards.model}/{wildcards.dataset}/transfer/{source}.parquet")
         for source in transfer_sources(config["interventions"], wildcards.dataset)
     ]
+
+
+def results_root_of(path, pattern):
+    """The folder that holds `path` as `pattern` (the results root above data/*/prompts.parquet). Jobs
+    find the results root this way, from their own files, so that it follows the paths wherever a storage
+    plugin puts them (snakemake --lint)."""
+    return str(Path(path).parents[pattern.count("/")])
+
+
+def results_above_prompts(wildcards, input):
+    """The results root of a job that reads data/{dataset}/prompts.parquet."""
+    return results_root_of(input.prompts, "data/*/prompts.parquet")
+
+
+def results_above_output_prompts(wildcards, output):
+    """The results root of the job that writes data/{dataset}/prompts.parquet."""
+    return results_root_of(output.prompts, "data/*/prompts.parquet")
+
+
+def results_above_table(wildcards, output):
+    """The results root of a job that writes tables/{name}.csv."""
+    return results_root_of(output[0], "tables/*.csv")
+
+
+def results_above_asr(wildcards, input):
+    """The results root of a job that reads tables/asr.csv."""
+    return results_root_of(input.asr, "tables/asr.csv")
+
+
+def book_dir_above_index(wildcards, output):
+    """The book folder of the job that writes its _build/html/index.html."""
+    return results_root_of(output[0], "_build/html/index.html")
 
 
 def model_entry(wildcards):

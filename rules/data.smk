@@ -14,7 +14,7 @@ rule prompts:
     conda:
         ENV
     params:
-        results=RESULTS,
+        results=results_above_output_prompts,
         options=dataset_options,
     script:
         "../workflow_scripts/prompts.py"

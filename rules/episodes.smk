@@ -16,7 +16,7 @@ rule episodes:
     conda:
         ENV
     params:
-        results=RESULTS,
+        results=results_above_prompts,
         conditions=CONDITIONS,
         options=config["episodes"],
     script:

@@ -74,7 +74,7 @@ rule infer_api:
     resources:
         api=1,
     params:
-        results=RESULTS,
+        results=results_above_prompts,
         entry=model_entry,
         max_new_tokens=config["generation"]["max_new_tokens"],
         cache_dir=api_cache_dir,

@@ -26,7 +26,7 @@ rule validate_figstep:
     conda:
         ENV
     params:
-        results=RESULTS,
+        results=results_above_table,
         data_mirror=config["data_mirror"],
         data_cache=config["data_cache"],
         data_lock=config["data_lock"],

@@ -65,7 +65,7 @@ def test_the_rules_environments_install_this_checkout(tmp_path):
     import subprocess
 
     common = (REPO / "rules" / "common.smk").read_text()
-    assert 'os.environ["TOOLSHIFT_REPO"]' in common
+    assert "os.environ.update(TOOLSHIFT_REPO=" in common
     for env in ("environment.yml", "envs/vllm.yml"):
         script = (REPO / env).with_suffix(".post-deploy.sh")
         text = script.read_text()
