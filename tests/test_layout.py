@@ -52,9 +52,8 @@ def library_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__main__.py"}
 
 
-def imports_of(path: Path, module: str) -> set[str]:
+def imports_of(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
     """Every toolshift module `path` imports, at the top or inside a function."""
-    modules = library_modules()
     found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -79,7 +78,8 @@ def imports_of(path: Path, module: str) -> set[str]:
     return found
 
 
-GRAPH = {m: imports_of(p, m) for m, p in library_modules().items()}
+MODULES = library_modules()
+GRAPH = {m: imports_of(p, m, MODULES) for m, p in MODULES.items()}
 
 
 def test_every_subpackage_is_a_layer():
