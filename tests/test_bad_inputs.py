@@ -1236,6 +1236,68 @@ def test_kill_9_of_snakemake_leaves_no_job_running(tmp_path):
     assert left == [], f"job process(es) {left} survived the kill of Snakemake"
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+JOB = """import os, subprocess, sys, time
+from toolshift.processes import child_dies_with_parent, die_with_workflow
+armed = die_with_workflow()
+sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+child = subprocess.Popen(sleeper, preexec_fn=child_dies_with_parent)
+print(armed, os.getpid(), child.pid, sep="|", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+@pytest.mark.parametrize("through_a_shell", [False, True])
+def test_a_job_and_its_children_die_with_snakemake(tmp_path, through_a_shell):
+    """Both ways a job is armed (toolshift.processes), without running Snakemake: a stand-in process named
+    `snakemake` starts the job directly (the parent-death signal) or through a shell that does not exec it,
+    as `--use-conda` does (the pidfd watcher); the job starts a child of its own. kill -9 of the stand-in
+    ends the job and its child within seconds."""
+    (tmp_path / "job.py").write_text(JOB)
+    job = [sys.executable, str(tmp_path / "job.py")]
+    if through_a_shell:
+        job = ["bash", "-c", f"{sys.executable} {tmp_path / 'job.py'}; true"]
+    fake = tmp_path / "snakemake"  # a script named like Snakemake's entry point
+    out = tmp_path / "job.out"
+    start = f"subprocess.Popen({job!r}, stdout=open({str(out)!r}, 'w'))"
+    fake.write_text(f"import subprocess, time\n{start}\ntime.sleep(300)\n")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    proc = subprocess.Popen([sys.executable, str(fake)], env=env, start_new_session=True)
+    pids: list[int] = []
+    try:
+        end = time.monotonic() + 60
+        while not (out.exists() and out.read_text().endswith("\n")):
+            assert proc.poll() is None and time.monotonic() < end, "the job never started"
+            time.sleep(0.05)
+        armed, *rest = out.read_text().strip().split("|")
+        pids = [int(p) for p in rest]
+        assert armed == ("watcher" if through_a_shell else "parent-death signal")
+        assert all(_alive(pid) for pid in pids)
+        os.kill(proc.pid, signal.SIGKILL)  # Snakemake only, not its process group
+        proc.wait(timeout=30)
+        end = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in pids), [pid for pid in pids if _alive(pid)]
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1", "binary"])
 def test_config_file_not_in_utf8(tmp_path, encoding):
     """A config saved as UTF-16 (a Windows editor), latin-1, or a binary file: one line naming the file and
