@@ -1146,6 +1146,19 @@ def test_results_folder_whose_parent_is_a_file(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_output_folders_are_checked_by_the_library(tmp_path):
+    """What the Snakefile calls for `results`, `book_dir` and `data_cache`: a new nested folder is fine; a
+    file in the path and a broken link are named."""
+    from toolshift.common.guards import output_dir_problem
+
+    assert output_dir_problem(tmp_path / "new" / "deeper", "results") is None
+    (tmp_path / "f").write_text("x")
+    problem = output_dir_problem(tmp_path / "f" / "r", "data_cache")
+    assert problem.startswith(f"config: data_cache {tmp_path / 'f' / 'r'}: {tmp_path / 'f'} (a folder above")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert "is a broken symbolic link" in output_dir_problem(tmp_path / "link", "book_dir")
+
+
 def _read_only_folder(folder: Path) -> str | None:
     """Make `folder` read-only for this process, honestly: permission bits (not root), else a read-only
     tmpfs mounted on it (root); returns how, or None when neither works here."""

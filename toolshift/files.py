@@ -46,7 +46,7 @@ def disk_full_cause(exc: BaseException) -> BaseException | None:
 def _path_in_frames(exc: BaseException, folder: Path) -> Path | None:
     """The file under `folder` that the innermost frame of `exc`'s traceback was writing: a local variable
     holding a path inside `folder` (e.g. transformers' `filename` when safetensors fails), else None."""
-    root = str(folder.resolve())
+    roots = {os.path.abspath(folder), str(folder.resolve())}
     frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
     for frame in reversed(frames):
         for value in frame.f_locals.values():
@@ -55,8 +55,9 @@ def _path_in_frames(exc: BaseException, folder: Path) -> Path | None:
                     text = os.path.abspath(os.fspath(value))
                 except (TypeError, ValueError):
                     continue
-                if text.startswith(root + os.sep):
-                    return Path(text).relative_to(root)
+                for root in roots:
+                    if text.startswith(root + os.sep):
+                        return Path(text).relative_to(root)
     return None
 
 
@@ -100,8 +101,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; if the block succeeds, it replaces `path` (an existing
     `path` is removed first), else it is removed and `path` is left as it was. A full disk while the block
-    writes raises DiskFullError naming the file it was writing (the newest file in the folder: e.g. a
-    model's `model.safetensors` in `path`), one line."""
+    writes raises DiskFullError naming the file it was writing (one line): the path inside the folder that
+    the failing frame held (e.g. a model's `model.safetensors`), else the newest file there."""
     target = Path(path)
     tmp: Path | None = None
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from jsonschema import Draft202012Validator, validators
@@ -66,22 +66,22 @@ def read_text_file(path: str | Path, what: str = "config file") -> str:
     fix = f"save it as UTF-8 text (toolshift reads {what}s as UTF-8)"
     for bom, encoding in _BOMS:
         if data.startswith(bom):
-            return _not_utf8(p, what, f"it is {encoding} text (byte-order mark {bom.hex(' ').upper()})", fix)
+            _not_utf8(p, what, f"it is {encoding} text (byte-order mark {bom.hex(' ').upper()})", fix)
     if b"\x00" in data[:4096]:
         if data[:4096].count(b"\x00") * 4 >= min(len(data), 4096) and data[1:2] == b"\x00":
-            return _not_utf8(p, what, "it looks like UTF-16 text without a byte-order mark", fix)
-        return _not_utf8(p, what, "it is a binary file, not text (it holds NUL bytes)", fix)
+            _not_utf8(p, what, "it looks like UTF-16 text without a byte-order mark", fix)
+        _not_utf8(p, what, "it is a binary file, not text (it holds NUL bytes)", fix)
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         byte = data[exc.start : exc.start + 1].hex().upper()
         guess = "latin-1 or Windows-1252, e.g. an accented letter" if data[exc.start] >= 0x80 else "not text"
-        return _not_utf8(p, what, f"byte 0x{byte} on line {line} is not UTF-8 ({guess})", fix)
+        _not_utf8(p, what, f"byte 0x{byte} on line {line} is not UTF-8 ({guess})", fix)
 
 
-def _not_utf8(path: Path, what: str, reason: str, fix: str) -> str:
-    raise ConfigError(f"{path}: {what} is not UTF-8: {reason}; {fix}")
+def _not_utf8(path: Path, what: str, reason: str, fix: str) -> NoReturn:
+    raise ConfigError(f"{path}: {what} is not UTF-8: {reason}; {fix}") from None
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -121,6 +121,8 @@ def output_dir_problem(path: str | os.PathLike[str], key: str) -> str | None:
     probe = target
     while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
         probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        return f"config: {key} {target}: {probe} is a broken symbolic link: point {key} at a folder"
     if not probe.is_dir():
         what = "is" if probe == target else "(a folder above it) is"
         return (
