@@ -96,3 +96,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf results book/_build book/_generated .snakemake
+
+# The dataset lock. A run reads config/datasets.lock.yaml and never edits it: the hashes it lacks are recorded in
+# $(RESULTS)/datasets.lock.yaml, and `make lock-data` copies them into the committed file. After a sha256 mismatch,
+# REFRESH="relpath ..." re-hashes those files (from DATA_MIRROR, else the download cache) to accept them on purpose.
+RESULTS ?= results
+DATA_LOCK ?= config/datasets.lock.yaml
+.PHONY: lock-data
+lock-data: $(STAMP)
+	$(BIN)/python -m toolshift.datasets.lock --lock $(DATA_LOCK) --results $(RESULTS) \
+		$(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(foreach f,$(REFRESH),--refresh $(f))

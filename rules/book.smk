@@ -19,7 +19,7 @@ rule book:
         captions=expand(
             res("figures/{dataset}/{captions}.json"),
             dataset=DATASETS,
-            captions=["captions", "representation.captions"],
+            captions=FIGURE_CAPTIONS,
         ),
         headline_figure=rules.headline_figure.output,
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=HF_MODELS, dataset=DATASETS),
@@ -38,6 +38,7 @@ rule book:
         prompt_images=res(f"data/{DATASETS[0]}/images"),
         prompts=expand(res("data/{dataset}/prompts.parquet"), dataset=DATASETS),
         skipped=expand(res("data/{dataset}/skipped.csv"), dataset=DATASETS),  # read beside each prompts file
+        changes=expand(res("data/{dataset}/changes.csv"), dataset=DATASETS),  # read beside each prompts file
         splits=expand(res("splits/{dataset}.parquet"), dataset=DATASETS),
     output:
         BOOK_INDEX,

@@ -17,8 +17,9 @@ if _spec is None or Path(_spec.origin).resolve().parents[1] != Path(workflow.bas
 os.environ.update(TOOLSHIFT_REPO=str(Path(workflow.basedir).resolve()))
 
 from toolshift.common.config import check_layer_depths, validate_config
+from toolshift.contracts import ACTIVATION_TABLES
 from toolshift.errors import ToolshiftError
-from toolshift.common.guards import check_book_dir, lock_results, unlock_results
+from toolshift.common.guards import check_book_dir, check_output_dirs, lock_results, unlock_results
 from toolshift.analysis.interventions import (
     expand_interventions,
     transfer_alphas,
@@ -33,6 +34,8 @@ try:
     check_layer_depths(config, config["results"])
     # a book_dir toolshift does not own (e.g. a documentation folder of the user's) is refused before any job
     check_book_dir(config["book_dir"], sources=Path(workflow.basedir) / "book")
+    # results, book_dir, data_cache: a path through a file or a read-only folder stops here, not at the first write
+    check_output_dirs(config)
 except ToolshiftError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -61,6 +64,11 @@ ANALYSIS_TABLES = [
     "judge_agreement",
     "judge_human_agreement",
 ]
+# An API model has no activations: with no model on the hf backend the stages that read them (vectors,
+# representation figures, interventions, selection, the analysis tables built from vectors and KL costs) are
+# left out of the DAG, and the book says they are not available for API models.
+if not HF_MODELS:
+    ANALYSIS_TABLES = [t for t in ANALYSIS_TABLES if t not in ACTIVATION_TABLES]
 MODEL_JUDGES = [j for j in JUDGES if j in ("llamaguard", "harmbench")]
 FIGSTEP_FIDELITY = config["validation"]["figstep_fidelity"] is True or (
     config["validation"]["figstep_fidelity"] == "auto" and bool(config["data_mirror"])
@@ -219,12 +227,14 @@ def has_activations(wildcards):
 
 
 def dataset_options(wildcards):
-    """What building a dataset's prompts needs: its config entry and the data mirror, cache and lock."""
+    """What building a dataset's prompts needs: its config entry, the data mirror, cache and lock, and the
+    attack images' size limits."""
     return {
         **config["datasets"][wildcards.dataset],
         "data_mirror": config["data_mirror"],
         "data_cache": config["data_cache"],
         "data_lock": config["data_lock"],
+        "images": config["images"],
     }
 
 

@@ -6,6 +6,7 @@ rule prompts:
         prompts=res("data/{dataset}/prompts.parquet"),
         images=directory(res("data/{dataset}/images")),
         skipped=res("data/{dataset}/skipped.csv"),
+        changes=res("data/{dataset}/changes.csv"),
     log:
         res("logs/prompts/{dataset}.log"),
     benchmark:

@@ -8,8 +8,16 @@ from toolshift.report.figures.registry import figures_of
 
 REPRESENTATION_FIGURES = figures_of("representation_figures")
 BEHAVIOUR_FIGURES = figures_of("figures")
-DATASET_FIGURES = BEHAVIOUR_FIGURES + REPRESENTATION_FIGURES
+# without a model on the hf backend (an API-only study) there are no vectors: no representation figures, and
+# the behaviour figures that need the analysis tables say they are not available for API models
+DATASET_FIGURES = BEHAVIOUR_FIGURES + (REPRESENTATION_FIGURES if HF_MODELS else [])
 (HEADLINE_FIGURE,) = figures_of("headline_figure")
+FIGURE_CAPTIONS = ["captions"] + (["representation.captions"] if HF_MODELS else [])
+ACTIVATION_TABLE_INPUTS = (
+    {"cost": res("tables/intervention_cost.csv"), "selection": res("tables/selection.csv")}
+    if HF_MODELS
+    else {}
+)
 
 
 rule representation_figures:
@@ -31,11 +39,10 @@ rule representation_figures:
 
 rule figures:
     input:
+        **ACTIVATION_TABLE_INPUTS,
         asr=res("tables/asr.csv"),
         asr_by_category=res("tables/asr_by_category.csv"),
-        cost=res("tables/intervention_cost.csv"),
         free_tool_use=res("tables/free_tool_use.csv"),
-        selection=res("tables/selection.csv"),
     output:
         pngs=expand(res("figures/{{dataset}}/{name}.png"), name=BEHAVIOUR_FIGURES),
         svgs=expand(res("figures/{{dataset}}/{name}.svg"), name=BEHAVIOUR_FIGURES),

@@ -750,5 +750,582 @@ def test_matrix_is_listed_in_the_readme():
         "layer beyond the model's depth",
         "config without `interventions.add`",
         "API reply with no text",
+        "a config whose only models are API models",
+        "prompt ids of 215-250 characters",
+        "ids with `/` or `..`",
+        "an 11000 x 11000 attack image",
+        "a 1 x 1 image",
+        "a 0-byte image, then fixed",
+        "a full disk while saving model weights",
+        "a results folder whose parent is a file, or a read-only results root",
+        "`kill -9` of the Snakemake process",
+        "a config file saved as UTF-16 or latin-1, or binary",
     ):
         assert case in readme, case
+
+
+# ------------------------------------------------------------------ checked before any model (issue 22)
+# New names are imported inside the tests, so that this file also runs against code without them.
+
+
+def _custom_csv(folder: Path, rows: list[dict], name: str = "prompts.csv") -> Path:
+    """A custom dataset file (docs/datasets.md) with `rows`: id, prompt, harmful, category, image or text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _text_rows(n: int, harmful: bool, prefix: str) -> list[dict]:
+    kind = "Steps to" if harmful else "Steps to bake"
+    return [
+        {"id": f"{prefix}-{i}", "prompt": f"Placeholder request {prefix} {i}?", "harmful": harmful,
+         "category": "Test", "image": "", "text": f"{kind} item {i}."}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _save_image(path: Path, size: tuple[int, int], mode: str = "RGB") -> Path:
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new(mode, size, "white")
+    if min(size) > 20:
+        ImageDraw.Draw(img).rectangle((size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2), fill="black")
+    img.save(path)
+    return path
+
+
+@pytest.mark.e2e
+def test_api_only_config_with_a_custom_dataset_runs_to_the_book(tmp_path):
+    """The only model is an API model (the fake OpenAI server) and the dataset is a file of one's own (text
+    rows drawn as FigStep typography, an image row, an id with `/`): validation and the DAG leave out every
+    stage that needs activations, and the book is built, saying on those pages that they are not available
+    for API models (~2 min: the book build is most of it)."""
+    from fake_openai_server import FakeOpenAIServer as Server
+
+    data = tmp_path / "my_data"
+    _save_image(data / "pics" / "photo.png", (320, 240))
+    rows = _text_rows(3, True, "h") + _text_rows(3, False, "b")
+    rows.append({"id": "my/photo..1", "prompt": "Placeholder request about a photo?", "harmful": True,
+                 "category": "Test", "image": "pics/photo.png", "text": ""})  # fmt: skip
+    csv = _custom_csv(data, rows)
+    cfg = reduced_config(tmp_path)
+    cfg.pop("data_mirror", None)
+    cfg.update(datasets={"custom": {"path": str(csv)}}, conditions=["direct", "tool"], judges=["keyword"])
+    cfg.update(judge_models={}, interventions={}, stats={"n_boot": 100, "seed": 0})
+    cfg["validation"] = {"figstep_fidelity": False}
+    with Server() as server:
+        cfg["models"] = {
+            "api-vlm": {"backend": "openai", "api": {"base_url": server.base_url, "model": "fake-vlm",
+                                                     "api_key_env": None}}
+        }  # fmt: skip
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+        dry = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2", "--dry-run", timeout=300)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        for rule in ("vectors", "analysis_tables", "representation_figures", "intervene", "infer "):
+            assert f"rule {rule}" not in dry.stdout and f"localrule {rule}" not in dry.stdout, rule
+        proc = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2", timeout=900)
+        assert proc.returncode == 0, proc.stderr[-6000:]
+        assert server.n_requests > 0
+    results, book = Path(cfg["results"]), Path(cfg["book_dir"])
+    assert (book / "_build/html/index.html").is_file()
+    assert not (results / "vectors").exists() and not (results / "tables/selection.csv").exists()
+    prompts = pd.read_parquet(results / "data/custom/prompts.parquet")
+    assert len(prompts) == 7 and "my_photo..1" in set(prompts["prompt_id"])
+    changes = pd.read_csv(results / "data/custom/changes.csv")
+    assert list(changes["prompt_id"]) == ["my_photo..1"] and "'my/photo..1'" in changes["detail"][0]
+    generated = book / "_generated"
+    for fragment in ("vectors.md", "fig_pca.md", "table_selection.md", "table_representation.md"):
+        assert "Not available for API models" in (generated / fragment).read_text(), fragment
+    assert "my_photo..1" in (generated / "datasets.md").read_text()
+    html = (book / "_build/html/representation.html").read_text(encoding="utf-8")
+    assert "Not available for API models" in html
+
+
+def _rows_with_ids(ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "prompt_id": ids,
+            "category": "c",
+            "harmful": True,
+            "question": "q?",
+            "instruction": "Steps to do x.",
+        }
+    )
+
+
+@pytest.mark.parametrize("length", [215, 250])
+def test_long_prompt_ids_are_shortened_before_any_file_name(tmp_path, length):
+    """Ids of 215-250 characters: the prompts rule (the first rule) rewrites them to the id rule's length,
+    lists them, and every file name built from them later (attack image, zoom crop, the free loop's crops,
+    the book's copies) stays far below the file system's 255 bytes."""
+    from toolshift.datasets.prompts import build_prompts
+    from toolshift.episodes.build import build_episodes_by_condition
+    from toolshift.inference.free_loop import crop_relpath
+    from toolshift.report.examples import example_episodes_markdown
+
+    long_ids = [("x" * (length - 2)) + f"-{i}" for i in range(2)]  # two ids that share a long start
+    changes = tmp_path / "changes.csv"
+    prompts = build_prompts("mini", _rows_with_ids(long_ids), tmp_path / "r", changes_csv=changes)
+    ids = list(prompts["prompt_id"])
+    assert len(set(ids)) == 2 and all(len(pid) <= 100 for pid in ids), ids
+    listed = pd.read_csv(changes)
+    assert list(listed["prompt_id"]) == ids and all(listed["change"] == "id_rewritten")
+    assert all(f"'{raw}'" in detail for raw, detail in zip(long_ids, listed["detail"], strict=True))
+    episodes = build_episodes_by_condition(prompts, ["direct", "tool"], tmp_path / "r")
+    files = {c: tmp_path / f"{c}.jsonl" for c in episodes}
+    from toolshift.contracts import write_jsonl
+
+    for condition, records in episodes.items():
+        write_jsonl(records, files[condition])
+    _, copies = example_episodes_markdown(files, tmp_path / "r", "_generated/examples")
+    names = [Path(rel).name for _, rel in copies] + [
+        Path(crop_relpath("episodes/mini/images", ids[0], 9, 9)).name
+    ]
+    names += [p.name for p in (tmp_path / "r").rglob("*")]
+    assert max(len(n.encode()) for n in names) <= 160, max(names, key=len)
+
+
+def test_ids_with_slash_or_dotdot_are_rewritten_listed_and_clashes_name_both_rows(tmp_path):
+    """`/` and `..` never reach a path: such ids are rewritten and listed with their source rows; two ids
+    that rewrite alike stop the build with one line naming both ids and both source rows."""
+    from toolshift.datasets.custom import load_custom
+    from toolshift.datasets.prompts import build_prompts
+
+    rows = _text_rows(1, True, "ok")
+    rows += [dict(rows[0], id="../../etc/passwd"), dict(rows[0], id="a/b"), dict(rows[0], id="..")]
+    csv = _custom_csv(tmp_path / "d", rows)
+    changes = tmp_path / "changes.csv"
+    prompts = build_prompts("custom", load_custom(csv, "custom"), tmp_path / "r", changes_csv=changes)
+    assert list(prompts["prompt_id"][:3]) == ["ok-0", "etc_passwd", "a_b"]
+    assert prompts["prompt_id"][3].startswith("id-")
+    images = tmp_path / "r/data/custom/images"
+    assert sorted(p.name for p in (tmp_path / "r").rglob("*.png")) == sorted(
+        f"{i}.png" for i in prompts["prompt_id"]
+    )
+    assert all(p.parent == images for p in (tmp_path / "r").rglob("*.png"))
+    listed = pd.read_csv(changes)
+    assert list(listed["source"]) == [f"{csv} row {i}" for i in (2, 3, 4)]
+    assert "'../../etc/passwd'" in listed["detail"][0] and "'..'" in listed["detail"][2]
+
+    clash = _custom_csv(
+        tmp_path / "e", [dict(rows[0], id="a/b"), dict(rows[0], id="x"), dict(rows[0], id="a_b")]
+    )
+    with pytest.raises(DataError) as exc:
+        load_custom(clash, "custom")
+    assert_one_line(exc, "'a/b'", f"{clash} row 1", "'a_b'", f"{clash} row 3", "both become 'a_b'")
+    with pytest.raises(DataError) as exc:  # rows of any loader, named by their row numbers
+        build_prompts("mini", _rows_with_ids(["p/1", "p_1"]), tmp_path / "f")
+    assert_one_line(exc, "'p/1' (row 1)", "'p_1' (row 2)", "both become 'p_1'")
+
+
+def test_huge_attack_image_is_downscaled_with_its_factor_and_no_pillow_warning(tmp_path):
+    """An 11000 x 11000 image (above Pillow's own 89-megapixel warning): no raw DecompressionBombWarning,
+    downscaled to images.max_pixels with the factor in changes.csv (or refused naming the prompt and the
+    key with on_too_large: stop); the book gets a thumbnail of it, never the full-size copy."""
+    import warnings
+
+    from PIL import Image
+
+    from toolshift.datasets.custom import load_custom
+    from toolshift.datasets.images import save_thumbnail
+    from toolshift.datasets.prompts import build_prompts
+
+    big = tmp_path / "d" / "big.png"
+    big.parent.mkdir(parents=True)
+    Image.new("1", (11000, 11000), 1).save(big)
+    rows = [dict(_text_rows(1, True, "t")[0], id="big-1", image="big.png", text="")]
+    rows += _text_rows(1, False, "ok")
+    csv = _custom_csv(tmp_path / "d", rows)
+    changes = tmp_path / "changes.csv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (Pillow's DecompressionBombWarning) fails the test
+        prompts = build_prompts("custom", load_custom(csv, "custom"), tmp_path / "r", changes_csv=changes)
+        with Image.open(tmp_path / "r" / prompts["image"][0]) as saved:
+            assert saved.width * saved.height <= 4096 * 4096 and saved.width == saved.height
+        listed = pd.read_csv(changes)
+        assert list(listed["change"]) == ["image_downscaled"] and "11000x11000" in listed["detail"][0]
+        assert "factor 0.372" in listed["detail"][0] and listed["source"][0] == f"{csv} row 1"
+        with pytest.raises(DataError) as exc:
+            build_prompts(
+                "custom", load_custom(csv, "custom"), tmp_path / "s", images={"on_too_large": "stop"}
+            )
+        assert_one_line(exc, "prompt big-1", f"{csv} row 1", "11000x11000", "images.max_pixels")
+        thumb = tmp_path / "thumb.png"
+        save_thumbnail(big, thumb, 768)
+        with Image.open(thumb) as shown:
+            assert shown.size == (768, 768)
+    assert not (tmp_path / "s/data/custom/images/big-1.png").exists()
+
+
+def test_degenerate_image_is_refused_or_skipped_naming_the_row(tmp_path):
+    """A 1 x 1 image (the zoom would be a no-op) stops the prompts rule naming the prompt, its row and the
+    minimum; with images.on_too_small: skip the prompt is left out and listed in skipped.csv."""
+    from toolshift.datasets.custom import load_custom
+    from toolshift.datasets.prompts import build_prompts
+
+    _save_image(tmp_path / "d" / "dot.png", (1, 1))
+    rows = [dict(_text_rows(1, True, "t")[0], id="dot-1", image="dot.png", text="")] + _text_rows(
+        1, True, "ok"
+    )
+    csv = _custom_csv(tmp_path / "d", rows)
+    with pytest.raises(DataError) as exc:
+        build_prompts("custom", load_custom(csv, "custom"), tmp_path / "r")
+    assert_one_line(
+        exc, "prompt dot-1", f"{csv} row 1", "1x1 pixels", "images.min_side", "on_too_small: skip"
+    )
+    skipped = tmp_path / "skipped.csv"
+    prompts = build_prompts(
+        "custom",
+        load_custom(csv, "custom"),
+        tmp_path / "s",
+        images={"on_too_small": "skip"},
+        skipped_csv=skipped,
+    )
+    assert list(prompts["prompt_id"]) == ["ok-0"]
+    listed = pd.read_csv(skipped)
+    assert list(listed["prompt_id"]) == ["dot-1"] and "images.min_side" in listed["reason"][0]
+
+
+def test_empty_image_then_fixed_leaves_the_lock_right(tmp_path, monkeypatch):
+    """A 0-byte image in the mirror fails to decode and its hash is recorded nowhere; once the file is fixed
+    the run records the good hash beside the results, never in the committed lock. A later change of that
+    file is a mismatch naming the lock and the fix, which `make lock-data REFRESH=...` applies."""
+    from toolshift.datasets import downloads
+    from toolshift.datasets.sources import RemoteImage, jailbreakv_image
+
+    committed = tmp_path / "committed.lock.yaml"  # stands for config/datasets.lock.yaml
+    committed.write_text(downloads.DEFAULT_LOCK.read_text(encoding="utf-8"), encoding="utf-8")
+    before = committed.read_bytes()
+    monkeypatch.setattr(downloads, "DEFAULT_LOCK", committed)
+    mirror, results = tmp_path / "mirror", tmp_path / "results"
+    file = jailbreakv_image("figstep/query_99.png")
+    image = mirror / file.relpath
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")
+    source = downloads.data_source(results, data_mirror=mirror)
+    with pytest.raises(DataError) as exc:
+        RemoteImage(file).open(source)
+    assert_one_line(exc, str(image), "empty file", "not recorded")
+    run_lock = results / "datasets.lock.yaml"
+    assert file.relpath not in downloads.read_lock(run_lock) and committed.read_bytes() == before
+
+    _save_image(image, (64, 64))
+    RemoteImage(file).open(source)  # the fixed file: decoded, its hash recorded beside the results
+    assert downloads.read_lock(run_lock) == {file.relpath: downloads.sha256_of(image)}
+    assert committed.read_bytes() == before  # a run never edits the committed lock
+
+    _save_image(image, (80, 64))  # the file changes again: a mismatch that names the lock and the fix
+    with pytest.raises(DataError) as exc:
+        RemoteImage(file).open(source)
+    assert_one_line(
+        exc, str(image), "sha256 mismatch", str(run_lock), f"make lock-data REFRESH={file.relpath}"
+    )
+
+    lock_cli = [
+        sys.executable,
+        "-m",
+        "toolshift.datasets.lock",
+        "--lock",
+        str(committed),
+        "--results",
+        str(results),
+    ]
+    refresh = [*lock_cli, "--mirror", str(mirror), "--refresh", file.relpath]
+    done = subprocess.run(refresh, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert downloads.read_lock(committed)[file.relpath] == downloads.sha256_of(image)
+    RemoteImage(file).open(source)  # accepted
+
+
+def _full_disk_mkstemp(monkeypatch):
+    """Make atomic_path's temporary files point at /dev/full: every write then fails with a real ENOSPC."""
+    import tempfile
+
+    import toolshift.files as files
+
+    real = tempfile.mkstemp
+
+    def full(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        os.close(fd)
+        os.unlink(name)
+        os.symlink("/dev/full", name)
+        return os.open(os.devnull, os.O_RDONLY), name
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", full)
+
+
+def _write_each(kind: str, path: Path) -> None:
+    from PIL import Image
+
+    from toolshift.contracts import write_csv, write_jsonl, write_parquet
+    from toolshift.datasets.images import save_png
+    from toolshift.files import write_netcdf
+
+    frame = pd.DataFrame({"a": np.arange(50_000)})
+    {
+        "parquet": lambda: write_parquet(frame, path),
+        "csv": lambda: write_csv(frame, path),
+        "json": lambda: write_jsonl([{"a": i} for i in range(50_000)], path),
+        "png": lambda: save_png(Image.new("RGB", (300, 300), "red"), path),
+        "netcdf": lambda: write_netcdf(read_activations(path.parent / "src.nc"), path),
+    }[kind]()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a real ENOSPC")
+@pytest.mark.parametrize("kind", ["parquet", "csv", "json", "png", "netcdf"])
+def test_full_disk_in_any_writer_names_the_file(tmp_path, monkeypatch, kind):
+    """A real ENOSPC (writes to /dev/full) in each writer is one line naming the file being written."""
+    target = tmp_path / f"out.{kind}"
+    if kind == "netcdf":
+        _activations(tmp_path / "src.nc")
+    _full_disk_mkstemp(monkeypatch)
+    with pytest.raises(ToolshiftError) as exc:
+        _write_each(kind, target)
+    assert_one_line(exc, f"disk full while writing {target}", "free space", "rerun")
+    assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _fixture_save_fails_with_a_full_disk(monkeypatch) -> None:
+    """safetensors' own error for ENOSPC, raised where transformers writes a weights file (works anywhere)."""
+    import transformers.modeling_utils as modeling_utils
+    from safetensors import SafetensorError
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 16)  # a partial file, as a real full disk leaves
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", full_disk)
+
+
+@pytest.mark.parametrize("how", ["safetensors error", "tmpfs"])
+def test_full_disk_while_saving_model_weights(tmp_path, monkeypatch, capsys, how):
+    """A full disk while a model's weights are saved (safetensors' SafetensorError wrapping ENOSPC): one
+    line naming the weights file, the fix, and no model folder left that a rerun would take as complete.
+    `tmpfs` fills a real 200 KiB tmpfs (needs root and mount; skipped, saying so, without them)."""
+    from types import SimpleNamespace
+
+    from toolshift.common.steps import run_step
+    from toolshift.models.fixtures import build_fixture
+
+    if how == "tmpfs":
+        mount = tmp_path / "small"
+        mount.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not root'})")
+        out = mount / "models" / "fixture-llava"
+    else:
+        _fixture_save_fails_with_a_full_disk(monkeypatch)
+        out = tmp_path / "models" / "fixture-llava"
+    smk = SimpleNamespace(log=[str(tmp_path / "model.log")], rule="model", wildcards={})
+    try:
+        with pytest.raises(SystemExit):
+            run_step(smk, lambda _: build_fixture("llava", out, hidden_size=32, num_layers=2, num_heads=2))
+        remaining = list(out.parent.iterdir()) if out.parent.exists() else []
+    finally:
+        if how == "tmpfs":
+            subprocess.run(["umount", str(mount)], check=True)
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("toolshift error:")]
+    assert f"disk full while writing {out / 'model.safetensors'}" in line and "free space" in line, line
+    assert "unexpected" not in line and "report it" not in line
+    assert remaining == []
+
+
+@pytest.mark.e2e
+def test_results_folder_whose_parent_is_a_file(tmp_path):
+    """`results` under a file: the dry run stops with one line naming the file, before any job."""
+    (tmp_path / "notes.txt").write_text("a file\n")
+    proc = dry_run(tmp_path, config_for(tmp_path, results=str(tmp_path / "notes.txt" / "results")))
+    assert proc.returncode != 0
+    lines = error_lines(proc.stdout + proc.stderr, "is a file, not a folder")
+    assert len(lines) == 1 and str(tmp_path / "notes.txt") in lines[0] and "results" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_output_folders_are_checked_by_the_library(tmp_path):
+    """What the Snakefile calls for `results`, `book_dir` and `data_cache`: a new nested folder is fine; a
+    file in the path and a broken link are named."""
+    from toolshift.common.guards import output_dir_problem
+
+    assert output_dir_problem(tmp_path / "new" / "deeper", "results") is None
+    (tmp_path / "f").write_text("x")
+    problem = output_dir_problem(tmp_path / "f" / "r", "data_cache")
+    assert problem.startswith(f"config: data_cache {tmp_path / 'f' / 'r'}: {tmp_path / 'f'} (a folder above")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert "is a broken symbolic link" in output_dir_problem(tmp_path / "link", "book_dir")
+
+
+def _read_only_folder(folder: Path) -> str | None:
+    """Make `folder` read-only for this process, honestly: permission bits (not root), else a read-only
+    tmpfs mounted on it (root); returns how, or None when neither works here."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return "chmod"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True
+    )
+    return "read-only tmpfs" if done.returncode == 0 else None
+
+
+@pytest.mark.e2e
+def test_read_only_results_root(tmp_path):
+    """A read-only results root (as root, permission bits do not stop writes, so the test mounts a read-only
+    tmpfs there): the dry run stops with one line naming the folder, before any job."""
+    root = tmp_path / "ro"
+    how = _read_only_folder(root)
+    if how is None:
+        pytest.skip("cannot make a folder read-only for root here (mount -t tmpfs -o ro failed)")
+    try:
+        proc = dry_run(tmp_path, config_for(tmp_path, results=str(root)))
+    finally:
+        if how == "chmod":
+            root.chmod(0o755)
+        else:
+            subprocess.run(["umount", str(root)], check=True)
+    assert proc.returncode != 0
+    lines = error_lines(proc.stdout + proc.stderr, "is read-only")
+    assert len(lines) == 1 and str(root) in lines[0] and "results" in lines[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def _job_processes(work: Path) -> list[int]:
+    """The live processes running a rule script of the workflow in `work` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"{work}/.snakemake/scripts/" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    not Path("/proc/self/cmdline").exists(), reason="reads the process table from /proc (Linux)"
+)
+def test_kill_9_of_snakemake_leaves_no_job_running(tmp_path):
+    """`kill -9` of the Snakemake process (not its process group) while a job runs: the job dies with it,
+    so a resume never runs a second copy beside an orphan. The job here is `infer_api` waiting on a slow
+    fake endpoint (~20 s)."""
+    from fake_openai_server import FakeOpenAIServer as Server
+
+    cfg = config_for(tmp_path, datasets={"mini": {"limit_per_class": 2}}, conditions=["direct", "tool"])
+    cfg.update(judges=["keyword"], judge_models={}, interventions={})
+    cfg.pop("data_mirror", None)
+    with Server(delay_s=60) as server:
+        cfg["models"] = {
+            "api-vlm": {"backend": "openai", "api": {"base_url": server.base_url, "model": "fake-vlm",
+                                                     "api_key_env": None, "timeout_s": 120}}
+        }  # fmt: skip
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+        target = Path(cfg["results"]) / "runs/api-vlm/mini/direct/responses.parquet"
+        proc = _start_snakemake(tmp_path, str(target))
+        jobs: list[int] = []
+        try:
+            end = time.monotonic() + 300
+            while not (server.n_requests and (jobs := _job_processes(tmp_path))):
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                assert time.monotonic() < end, "no job started within 300 s"
+                time.sleep(0.2)
+            os.kill(proc.pid, signal.SIGKILL)  # the Snakemake process only, as `kill -9 PID` does
+            proc.wait(timeout=30)
+            end = time.monotonic() + 15
+            while (left := _job_processes(tmp_path)) and time.monotonic() < end:
+                time.sleep(0.2)
+        finally:
+            for pid in _job_processes(tmp_path):  # the orphans of a run without the fix: end them here
+                os.kill(pid, signal.SIGKILL)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert jobs, "no job was running when Snakemake was killed: the test proves nothing"
+    assert left == [], f"job process(es) {left} survived the kill of Snakemake"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+JOB = """import os, subprocess, sys, time
+from toolshift.processes import child_dies_with_parent, die_with_workflow
+armed = die_with_workflow()
+sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+child = subprocess.Popen(sleeper, preexec_fn=child_dies_with_parent)
+print(armed, os.getpid(), child.pid, sep="|", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+@pytest.mark.parametrize("through_a_shell", [False, True])
+def test_a_job_and_its_children_die_with_snakemake(tmp_path, through_a_shell):
+    """Both ways a job is armed (toolshift.processes), without running Snakemake: a stand-in process named
+    `snakemake` starts the job directly (the parent-death signal) or through a shell that does not exec it,
+    as `--use-conda` does (the pidfd watcher); the job starts a child of its own. kill -9 of the stand-in
+    ends the job and its child within seconds."""
+    (tmp_path / "job.py").write_text(JOB)
+    job = [sys.executable, str(tmp_path / "job.py")]
+    if through_a_shell:
+        job = ["bash", "-c", f"{sys.executable} {tmp_path / 'job.py'}; true"]
+    fake = tmp_path / "snakemake"  # a script named like Snakemake's entry point
+    out = tmp_path / "job.out"
+    start = f"subprocess.Popen({job!r}, stdout=open({str(out)!r}, 'w'))"
+    fake.write_text(f"import subprocess, time\n{start}\ntime.sleep(300)\n")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    proc = subprocess.Popen([sys.executable, str(fake)], env=env, start_new_session=True)
+    pids: list[int] = []
+    try:
+        end = time.monotonic() + 60
+        while not (out.exists() and out.read_text().endswith("\n")):
+            assert proc.poll() is None and time.monotonic() < end, "the job never started"
+            time.sleep(0.05)
+        armed, *rest = out.read_text().strip().split("|")
+        pids = [int(p) for p in rest]
+        assert armed == ("watcher" if through_a_shell else "parent-death signal")
+        assert all(_alive(pid) for pid in pids)
+        os.kill(proc.pid, signal.SIGKILL)  # Snakemake only, not its process group
+        proc.wait(timeout=30)
+        end = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in pids), [pid for pid in pids if _alive(pid)]
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1", "binary"])
+def test_config_file_not_in_utf8(tmp_path, encoding):
+    """A config saved as UTF-16 (a Windows editor), latin-1, or a binary file: one line naming the file and
+    the expected encoding, from the library's reader and from `python -m toolshift.common.config`, which
+    checks a config file before a run."""
+    from toolshift.common.config import load_config
+
+    text = "# café config\n" + yaml.safe_dump(config_for(tmp_path))
+    path = tmp_path / f"config-{encoding}.yaml"
+    path.write_bytes(bytes(range(256)) * 8 if encoding == "binary" else text.encode(encoding))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert_one_line(exc, str(path), "not UTF-8", "save it as UTF-8")
+    assert {"utf-16": "UTF-16", "latin-1": "latin-1", "binary": "binary"}[encoding] in str(exc.value)
+    proc = subprocess.run([sys.executable, "-m", "toolshift.common.config", str(path)], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert str(path) in proc.stderr and "UTF-8" in proc.stderr and "Traceback" not in proc.stderr

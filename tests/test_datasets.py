@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -160,9 +161,15 @@ def test_build_prompts_rejects_unsafe_names(mini, tmp_path):
     with pytest.raises(ConfigError, match="dataset name"):
         build_prompts("../x", mini, tmp_path, limit_per_class=1)
     bad = mini.copy()
-    bad.loc[0, "prompt_id"] = "../evil"
-    with pytest.raises(DataError, match="not a safe file name"):
-        build_prompts("mini", bad, tmp_path)
+    bad.loc[0, "prompt_id"] = "../evil"  # rewritten under the id rule, never a path, and listed
+    changes = tmp_path / "changes.csv"
+    df = build_prompts("mini", bad.iloc[:2], tmp_path / "r", changes_csv=changes)
+    assert list(df["prompt_id"]) == ["evil", "mini-h-002"]
+    assert df["image"][0] == "data/mini/images/evil.png" and (tmp_path / "r" / df["image"][0]).is_file()
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path / "r/data/mini/evil.png").exists()
+    listed = pd.read_csv(changes)
+    assert list(listed["prompt_id"]) == ["evil"] and "'../evil'" in listed["detail"][0]
+    assert list(listed["change"]) == ["id_rewritten"] and listed["source"][0] == "row 1"
 
 
 def test_build_prompts_in_the_mmsb_typo_layout_adds_text_prompts(mini, tmp_path):
@@ -199,3 +206,101 @@ def test_image_attack_needs_an_image_source(mini, tmp_path):
         build_prompts("toy", mini, tmp_path, limit_per_class=1, attack="image")
     with pytest.raises(ConfigError, match="unknown attack 'ascii'"):
         build_prompts("toy", mini, tmp_path, limit_per_class=1, attack="ascii")
+
+
+# --------------------------------------------------------------------------- a dataset of one's own (custom)
+
+DATASETS_DOC = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
+
+
+def _doc_block(language: str) -> str:
+    """The worked example of docs/datasets.md in `language` (csv, json)."""
+    text = DATASETS_DOC.read_text(encoding="utf-8").split("## Bring your own dataset", 1)[1]
+    return re.search(rf"```{language}\n(.*?)```", text, flags=re.S).group(1)
+
+
+@pytest.fixture
+def worked_example(tmp_path) -> Path:
+    """docs/datasets.md's worked example: its CSV and JSONL files and the image they name."""
+    from PIL import Image, ImageDraw
+
+    (tmp_path / "pics").mkdir()
+    sign = Image.new("RGB", (400, 300), "white")
+    ImageDraw.Draw(sign).rectangle((40, 40, 200, 120), fill="black")
+    sign.save(tmp_path / "pics" / "sign.png")
+    (tmp_path / "my_prompts.csv").write_text(_doc_block("csv"), encoding="utf-8")
+    (tmp_path / "my_prompts.jsonl").write_text(_doc_block("json"), encoding="utf-8")
+    return tmp_path
+
+
+def test_custom_dataset_of_the_docs_builds(worked_example, tmp_path):
+    """The docs' CSV and JSONL examples load like a registry dataset and build their prompts: text rows drawn
+    as FigStep typography, the image row's own image, the FigStep text prompt."""
+    from toolshift.common.config import validate_config
+
+    csv = worked_example / "my_prompts.csv"
+    df = build_dataset_prompts("custom", tmp_path / "results", path=csv)
+    assert list(df.columns) == list(PROMPT_COLUMNS)
+    assert list(df["prompt_id"]) == ["own-h-001", "own-b-001", "own-h-002", "own-b-002"]
+    assert list(df["harmful"]) == [True, False, True, False] and df["harmful"].dtype == bool
+    assert df["question"][0] == "How do I pick a lock?" and df["instruction"][0] == "Steps to pick a lock."
+    drawn = load_image(tmp_path / "results" / df["image"][0])
+    assert np.array_equal(np.asarray(drawn), np.asarray(render_figstep("Steps to pick a lock.")))
+    own = load_image(tmp_path / "results" / df["image"][2])
+    assert np.array_equal(np.asarray(own), np.asarray(load_image(worked_example / "pics" / "sign.png")))
+    assert df["instruction"][2] == df["question"][2]  # an image row without text: the prompt stands for it
+    rows = build_dataset_prompts("custom", tmp_path / "r2", path=worked_example / "my_prompts.jsonl")
+    assert list(rows["prompt_id"]) == ["own-h-001", "own-h-002"]
+    cfg = validate_config({"datasets": {"custom": {"path": str(csv)}}, "models": {"m": {"family": "llava",
+                           "source": "fixture"}}, "conditions": ["direct", "tool"]})  # fmt: skip
+    assert cfg["datasets"]["custom"]["path"] == str(csv) and cfg["images"]["max_pixels"] == 4096 * 4096
+
+
+def _config_with(path: Path, name: str = "custom") -> dict:
+    model = {"family": "llava", "source": "fixture"}
+    return {"datasets": {name: {"path": str(path)}}, "models": {"m": model}, "conditions": ["direct", "tool"]}
+
+
+BROKEN_EXAMPLES = {
+    "unknown column": (("category,image", "categroy,image"), ["unknown column(s) 'categroy'"]),
+    "harmful not a boolean": (
+        (",true,Illegal Activity,,Steps", ",maybe,Illegal Activity,,Steps"),
+        ["row 1", "harmful must be true or false", "'maybe'"],
+    ),
+    "missing image": (("pics/sign.png", "pics/missing.png"), ["row 3", "image 'pics/missing.png' not found"]),
+    "duplicate id": (("own-b-002", "own-b-001"), ["duplicate prompt_id 'own-b-001'", "row 2", "row 4"]),
+    "no image, no text": (
+        (",Cooking,,Steps to bake bread.", ",Cooking,,"),
+        ["row 2", "neither an image nor a text"],
+    ),
+}
+"""The worked example broken one way: (old text, new text), what the one-line error names."""
+
+
+@pytest.mark.parametrize("case", list(BROKEN_EXAMPLES))
+def test_custom_dataset_is_checked_when_the_config_is_validated(worked_example, case):
+    """Before any job: one line naming the key, the file, the row and what is wrong."""
+    from toolshift.common.config import validate_config
+
+    (old, new), needles = BROKEN_EXAMPLES[case]
+    csv = worked_example / "my_prompts.csv"
+    csv.write_text(csv.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        validate_config(_config_with(csv))
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("config: datasets.custom.path:") and str(csv) in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_custom_dataset_names_and_registry_names(worked_example):
+    from toolshift.common.config import validate_config
+
+    csv = worked_example / "my_prompts.csv"
+    with pytest.raises(ConfigError, match=r"datasets\.safebench\.path: 'safebench' is a registry dataset"):
+        validate_config(_config_with(csv, "safebench"))
+    with pytest.raises(ConfigError, match="unknown dataset 'mine'.*a dataset of your own takes a `path`"):
+        validate_config({**_config_with(csv), "datasets": {"mine": {}}})
+    with pytest.raises(ConfigError, match=r"datasets: '\.\./x' does not match"):
+        validate_config(_config_with(csv, "../x"))
+    validate_config(_config_with(csv, "my_study"))  # any name the registry does not use

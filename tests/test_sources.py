@@ -720,3 +720,21 @@ def test_mmsb_typo_image_layout():
     assert np.array_equal(arr, rgb(render_mmsb_typo("demeans and insults a specific race")))
     with pytest.raises(DataError, match="non-empty"):
         render_mmsb_typo("  ")
+
+
+def test_lock_data_merges_the_runs_new_hashes_into_the_committed_lock(tmp_path):
+    """`make lock-data`: the hashes a run recorded beside its results join the committed lock; an entry both
+    hold with different hashes is refused naming both files and the fix, and nothing is written."""
+    from toolshift.datasets.lock import main, merge_run_lock
+
+    committed, results = tmp_path / "committed.yaml", tmp_path / "results"
+    downloads.write_lock(committed, {"a.csv": "a" * 64})
+    downloads.write_lock(results / downloads.RUN_LOCK_NAME, {"a.csv": "a" * 64, "b.png": "b" * 64})
+    assert main(["--lock", str(committed), "--results", str(results)]) == 0
+    assert read_lock(committed) == {"a.csv": "a" * 64, "b.png": "b" * 64}
+    assert merge_run_lock(committed, results / downloads.RUN_LOCK_NAME) == []  # nothing new the second time
+    downloads.write_lock(results / downloads.RUN_LOCK_NAME, {"b.png": "c" * 64})
+    with pytest.raises(DataError) as exc:
+        merge_run_lock(committed, results / downloads.RUN_LOCK_NAME)
+    assert one_line(exc).startswith("b.png:") and "make lock-data REFRESH=b.png" in str(exc.value)
+    assert read_lock(committed)["b.png"] == "b" * 64

@@ -392,6 +392,15 @@ FREE_COLUMNS: tuple[str, ...] = (
 SKIPPED_COLUMNS: tuple[str, ...] = ("prompt_id", "harmful", "category", "reason")
 """Columns of `data/{dataset}/skipped.csv`: the prompts left out because their image cannot carry them."""
 
+ACTIVATION_TABLES: tuple[str, ...] = ("selection", "transfer", "intervention_cost", "representation")
+"""The tables (`tables/{name}.csv`) built from activations (vector files, KL costs): a study whose models are
+all API models (backend openai: text only) has none; the book says they are not available for API models."""
+
+PROMPT_CHANGES_COLUMNS: tuple[str, ...] = ("prompt_id", "source", "change", "detail")
+"""Columns of `data/{dataset}/changes.csv`: what the prompts rule changed in a prompt it kept (`change`:
+`id_rewritten` with the source id in `detail`, `image_downscaled` with the factor); `source` names the row
+of the dataset file."""
+
 SPLIT_COLUMNS: tuple[str, ...] = ("prompt_id", "dataset", "category", "harmful", "split")
 """`splits/{dataset}.parquet`: one row per prompt of the dataset."""
 

@@ -18,3 +18,15 @@ class ContractError(ToolshiftError):
 
 class DataError(ToolshiftError):
     """An input data file is missing, malformed or fails its checksum."""
+
+
+class DiskFullError(ToolshiftError):
+    """A write failed because its disk (or quota) is full; names the file being written and the fix."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(
+            f"disk full while writing {path} (No space left on device): free space on that disk or point "
+            "`results` at a larger one, then rerun (a failed job leaves no output Snakemake would take as "
+            "complete)"
+        )

@@ -18,6 +18,7 @@ from toolshift.contracts import (
 from toolshift.files import atomic_path
 from toolshift.report.figures.registry import drawing_function, figures_of
 from toolshift.report.figures.style import plot_not_drawn
+from toolshift.report.format import NOT_FOR_API_MODELS
 
 
 def representation(smk, out: dict[str, str]) -> dict[str, str]:
@@ -39,15 +40,22 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
 
     all_judges = table(smk.input.asr, ASR_TABLE_COLUMNS)
     asr = all_judges[all_judges["judge"] == judge]
-    cost = table(smk.input.cost, COST_TABLE_COLUMNS)
-    selection = table(smk.input.selection, SELECTION_COLUMNS)
     kinds = intervention_kinds(smk.config, dataset)
     plot = {name: drawing_function(name) for name in figures_of("figures")}
 
+    def cost():
+        return table(smk.input.cost, COST_TABLE_COLUMNS)
+
+    def selection():
+        return table(smk.input.selection, SELECTION_COLUMNS)
+
     def unless_none(kinds_needed, name, draw):
-        """Draw the figure, or say why not: the config runs none of the interventions it shows (None: any)."""
+        """Draw the figure, or say why not: the config runs none of the interventions it shows (None: any),
+        or has no model with activations (an API-only study: the analysis tables are not in the DAG)."""
         if kinds & set(kinds_needed or kinds):
             return draw()
+        if not has_hf_model(smk.config):
+            return plot_not_drawn(out[name], NOT_FOR_API_MODELS[0].lower() + NOT_FOR_API_MODELS[1:])
         needed = " or ".join(f"`{k}`" for k in kinds_needed) + " " if kinds_needed else ""
         key = f"interventions.{kinds_needed[0]}" if kinds_needed else "interventions"
         return plot_not_drawn(
@@ -67,13 +75,13 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
         "interventions": unless_none(
             ["add", "subtract", "ablate"],
             "interventions",
-            lambda: plot["interventions"](asr, out["interventions"], judge, selection),
+            lambda: plot["interventions"](asr, out["interventions"], judge, selection()),
         ),
         "asr_by_judge": plot["asr_by_judge"](all_judges, out["asr_by_judge"]),
         "intervention_cost": unless_none(
             None,
             "intervention_cost",
-            lambda: plot["intervention_cost"](cost, asr, out["intervention_cost"], judge),
+            lambda: plot["intervention_cost"](cost(), asr, out["intervention_cost"], judge),
         ),
         "free_tool_use": plot["free_tool_use"](
             table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out["free_tool_use"]
@@ -81,9 +89,14 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
     }
 
 
+def has_hf_model(config) -> bool:
+    """Whether some model of the config runs on the hf backend (has activations)."""
+    return any(entry.get("backend", "hf") == "hf" for entry in config["models"].values())
+
+
 def intervention_kinds(config, dataset) -> set[str]:
     """The kinds of intervention the config runs on `dataset` (none without a model on the hf backend)."""
-    if not any(entry.get("backend", "hf") == "hf" for entry in config["models"].values()):
+    if not has_hf_model(config):
         return set()
     return {
         spec.kind for spec in expand_interventions(config["interventions"], dataset, config["conditions"])

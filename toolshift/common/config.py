@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from jsonschema import Draft202012Validator, validators
@@ -44,15 +44,53 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file and validate it; errors name the file."""
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def read_text_file(path: str | Path, what: str = "config file") -> str:
+    """The text of a UTF-8 file (a UTF-8 byte-order mark is dropped). A missing file, or one in another
+    encoding (UTF-16 or UTF-32, e.g. saved by a Windows editor; latin-1 / Windows-1252) or not text at all,
+    raises ConfigError: one line naming the file, what it looks like and the expected encoding."""
+    p = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+        data = p.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{p}: {what} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: {what} cannot be read ({exc.strerror or exc})") from None
+    fix = f"save it as UTF-8 text (toolshift reads {what}s as UTF-8)"
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            _not_utf8(p, what, f"it is {encoding} text (byte-order mark {bom.hex(' ').upper()})", fix)
+    if b"\x00" in data[:4096]:
+        if data[:4096].count(b"\x00") * 4 >= min(len(data), 4096) and data[1:2] == b"\x00":
+            _not_utf8(p, what, "it looks like UTF-16 text without a byte-order mark", fix)
+        _not_utf8(p, what, "it is a binary file, not text (it holds NUL bytes)", fix)
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        byte = data[exc.start : exc.start + 1].hex().upper()
+        guess = "latin-1 or Windows-1252, e.g. an accented letter" if data[exc.start] >= 0x80 else "not text"
+        _not_utf8(p, what, f"byte 0x{byte} on line {line} is not UTF-8 ({guess})", fix)
+
+
+def _not_utf8(path: Path, what: str, reason: str, fix: str) -> NoReturn:
+    raise ConfigError(f"{path}: {what} is not UTF-8: {reason}; {fix}") from None
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it; errors name the file (one not in UTF-8 too)."""
+    text = read_text_file(path)
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     try:
         return validate_config(raw)
     except ConfigError as exc:
@@ -125,11 +163,18 @@ def _check_names(config: dict[str, Any]) -> None:
     from toolshift.datasets.prompts import DATASETS, check_dataset_options
 
     for name, options in config["datasets"].items():
-        if name not in DATASETS:
+        if name not in DATASETS and options.get("path") is None:
             raise ConfigError(
-                f"config: datasets: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})"
+                f"config: datasets: unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))}; a "
+                "dataset of your own takes a `path`, docs/datasets.md)"
             )
-        check_dataset_options(name, options)
+        try:
+            check_dataset_options(name, options)
+        except ConfigError as exc:
+            raise ConfigError(f"config: {exc}") from None
+        if options.get("path") is not None:
+            _check_custom(name, options["path"])
+    _check_images(config.get("images") or {})
     from toolshift.analysis.interventions import ablate_refusal_conditions, transfer_pairs
     from toolshift.datasets.splits import validate_fractions
 
@@ -167,6 +212,26 @@ def _check_names(config: dict[str, Any]) -> None:
                     check_spec(entry["fixture"]["planted"], entry["fixture"]["num_layers"])
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_custom(name: str, path: str) -> None:
+    """A custom dataset's file, read and checked before any job (columns, rows, ids, image files)."""
+    from toolshift.datasets.custom import load_custom
+    from toolshift.errors import DataError
+
+    try:
+        load_custom(path, name)
+    except DataError as exc:
+        raise ConfigError(f"config: datasets.{name}.path: {exc}") from None
+
+
+def _check_images(images: Mapping[str, Any]) -> None:
+    from toolshift.datasets.images import ImageLimits
+
+    try:
+        ImageLimits.from_mapping(images)
+    except ConfigError as exc:
+        raise ConfigError(f"config: {exc}") from None
 
 
 def model_depth(entry: Mapping[str, Any], model_dir: str | Path | None = None) -> int | None:
@@ -237,3 +302,28 @@ def _check_judges(config: dict[str, Any]) -> None:
         from toolshift.inference.api_client import ApiSettings
 
         ApiSettings.from_mapping(config["api_judge"]["api"], where="config: api_judge.api")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m toolshift.common.config FILE...`: check config files as the Snakefile would (encoding,
+    YAML, schema, registries, layers), one line each; exit status 1 if any fails."""
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv)
+    if not paths:
+        print("usage: python -m toolshift.common.config CONFIG.yaml [...]", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in paths:
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            print(f"toolshift error: {exc}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

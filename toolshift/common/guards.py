@@ -5,6 +5,9 @@
   that does not exist yet or holds no file (it is then created and marked), or one an earlier run marked
   with `.toolshift-book`. Anything else (a user's documentation folder, a home directory) is refused with one
   line before any job runs, so a foreign `_build/html/index.html` is never taken as the book either.
+- **Output folders.** The results root, the book folder and the download cache must be folders this user can
+  write: a path through a file, or a read-only folder (a read-only mount refuses even root), is refused with
+  one line when the Snakefile loads, dry runs included, instead of a traceback from the first write.
 - **Results lock.** Snakemake locks its working directory (`.snakemake/`), not the results root: two runs
   started from two working directories on one absolute `results` would write the same files at once. The
   main Snakemake process therefore holds an exclusive `flock` on `{results}/.toolshift.lock` from the
@@ -21,9 +24,10 @@ import fcntl
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from toolshift.errors import ConfigError, ToolshiftError
 
@@ -94,6 +98,56 @@ def claim_book_dir(book_dir: str | os.PathLike[str], sources: str | os.PathLike[
     if book.resolve() != Path(sources).resolve() and not marker.is_file():
         marker.write_text(MARKER_TEXT, encoding="utf-8")
     return book
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process can create a file in `folder` (tried: permission bits say nothing to root, a
+    read-only mount or an immutable folder refuses even root). The probe is an unnamed temporary file."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def output_dir_problem(path: str | os.PathLike[str], key: str) -> str | None:
+    """Why a run could not create or write the folder `path` (config key `key`), one line, or None: a part
+    of the path is a file, or the folder (or, for a new one, the nearest existing folder above it) is
+    read-only."""
+    target = Path(path).absolute()
+    probe = target
+    while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        return f"config: {key} {target}: {probe} is a broken symbolic link: point {key} at a folder"
+    if not probe.is_dir():
+        what = "is" if probe == target else "(a folder above it) is"
+        return (
+            f"config: {key} {target}: {probe} {what} a file, not a folder: point {key} at a folder "
+            "(a new one is created)"
+        )
+    if not _writable(probe):
+        where = (
+            "" if probe == target else f" (the folder above it that exists, {probe}, where it would be made)"
+        )
+        return (
+            f"config: {key} {target} is read-only{where}: point {key} at a folder this user can write, or "
+            "make it writable"
+        )
+    return None
+
+
+def check_output_dirs(config: Mapping[str, Any]) -> None:
+    """ConfigError (one line) unless the run can write its results root, its book folder and its download
+    cache (`results`, `book_dir`, `data_cache`): checked when the Snakefile loads, dry runs included."""
+    for key in ("results", "book_dir", "data_cache"):
+        if config.get(key):
+            problem = output_dir_problem(config[key], key)
+            if problem:
+                raise ConfigError(problem)
 
 
 # --------------------------------------------------------------------------- locks

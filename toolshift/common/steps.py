@@ -5,7 +5,6 @@ Each `workflow_scripts/*.py` file is a thin `main(smk)` over the library, run by
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -16,6 +15,8 @@ from typing import Any
 
 from toolshift import PACKAGE_DIR, REPO_ROOT
 from toolshift.errors import ToolshiftError
+from toolshift.files import disk_full_cause
+from toolshift.processes import die_with_workflow
 
 log = logging.getLogger("toolshift")
 
@@ -104,16 +105,15 @@ def describe_unexpected(exc: BaseException, logfile: str | None) -> str:
     to do. A full disk and exhausted memory get their own advice; anything else is named with where it
     was raised and points at the rule's log for the traceback."""
     where_log = f"full traceback in {logfile}" if logfile else "full traceback above"
+    full = disk_full_cause(exc)  # an OSError (ENOSPC, EDQUOT) or a library error wrapping one
+    if full is not None:
+        target = getattr(full, "filename", None) or _where_raised(exc)
+        return (
+            f"disk full while writing {target} (No space left on device): free space on that disk or "
+            f"point `results` at a larger one, then rerun (Snakemake removed this job's outputs; "
+            f"{where_log})"
+        )
     for cause in _chain(exc):
-        if isinstance(cause, OSError) and (
-            cause.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(cause)
-        ):
-            target = cause.filename or _where_raised(exc)
-            return (
-                f"disk full while writing {target} (No space left on device): free space on that disk or "
-                f"point `results` at a larger one, then rerun (Snakemake removed this job's outputs; "
-                f"{where_log})"
-            )
         if isinstance(cause, MemoryError):
             return (
                 f"out of host memory at {_where_raised(exc)}: lower generation.batch_size or give the job "
@@ -136,12 +136,16 @@ def run_step(smk: Any, main: Callable[[Any], None]) -> None:
 
     A ToolshiftError's line is its message; any other exception gets a line naming its cause, the file
     it concerns and what to do (`describe_unexpected`). Snakemake then deletes the job's outputs, so a
-    failed step never looks complete. Numerical libraries get the job's threads (`limit_threads`).
+    failed step never looks complete. Numerical libraries get the job's threads (`limit_threads`), and the
+    job is armed to die with the Snakemake process that runs it (`toolshift.processes.die_with_workflow`).
     """
+    armed = die_with_workflow()  # a killed Snakemake leaves no job of it running (toolshift.processes)
     limit_threads(getattr(smk, "threads", 1) or 1)
     logfile = smk.log[0] if len(smk.log) else None
     setup_logging(logfile)
-    log.info("rule %s, wildcards %s", smk.rule, dict(smk.wildcards.items()))
+    log.info(
+        "rule %s, wildcards %s (dies with its workflow: %s)", smk.rule, dict(smk.wildcards.items()), armed
+    )
     try:
         main(smk)
     except ToolshiftError as exc:

@@ -10,8 +10,13 @@ import io
 import math
 import numbers
 import os
-from collections.abc import Sequence
+import shutil
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -62,30 +67,146 @@ def as_viewed(img: Image.Image, mode: str = "RGB") -> Image.Image:
     return img.convert(mode)
 
 
+@contextmanager
+def _quiet_bomb_check() -> Iterator[None]:
+    """Pillow's decompression-bomb warning silenced: the pixel limit is toolshift's (`images.max_pixels`,
+    applied by `fit_image` with the prompt named), and a raw warning would name neither file nor fix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def decode_image(source: str | os.PathLike[str] | IO[bytes], where: str, mode: str = "RGB") -> Image.Image:
+    """Decode an image file or stream fully and convert it to `mode` as a viewer shows it (`as_viewed`); a
+    corrupt, truncated or oversized one raises DataError naming `where` (one line, no Pillow warning)."""
+    try:
+        with _quiet_bomb_check(), Image.open(source) as img:
+            img.load()
+            return as_viewed(img, mode)
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{where}: image too large to decode ({exc}); Pillow refuses images above "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels: shrink it below images.max_pixels"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{where}: cannot be decoded as an image ({type(exc).__name__}: {exc})") from None
+
+
 def load_image(path: str | os.PathLike[str], mode: str = "RGB") -> Image.Image:
     """Open an image and decode it fully (a corrupt or truncated file raises DataError naming it), and
     convert it to `mode` as a viewer shows it (`as_viewed`: 16-bit scaled, transparency on white)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: image file not found")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            return as_viewed(img, mode)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{p}: cannot be decoded as an image ({type(exc).__name__}: {exc})") from None
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: cannot be decoded as an image (an empty file, 0 bytes)")
+    return decode_image(p, str(p), mode)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) of an image file, read from its header (nothing is decoded)."""
     p = Path(path)
     try:
-        with Image.open(p) as img:
+        with _quiet_bomb_check(), Image.open(p) as img:
             return img.size
     except FileNotFoundError:
         raise DataError(f"{p}: image file not found") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{p}: cannot be read as an image ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------- size limits
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""`images.max_pixels`: attack images above this many pixels are downscaled (or refused)."""
+
+DEFAULT_MIN_SIDE = 28
+"""`images.min_side`: attack images with a side below this many pixels are refused (or skipped): a zoom
+into a few pixels magnifies nothing (28 px is one Qwen2.5-VL visual token: 14-px patches merged 2 x 2)."""
+
+SIZE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "on_too_large": ("downscale", "stop"),
+    "on_too_small": ("stop", "skip"),
+}
+"""What `images.on_too_large` and `images.on_too_small` may say."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The config's `images:` block: the pixel limit of an attack image and the smallest side it may have."""
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    on_too_large: str = "downscale"
+    min_side: int = DEFAULT_MIN_SIDE
+    on_too_small: str = "stop"
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any] | None) -> ImageLimits:
+        """From the `images:` config block (missing keys take the defaults); ConfigError on a bad value."""
+        limits = cls(**{k: v for k, v in (options or {}).items() if k in cls.__dataclass_fields__})
+        for key, allowed in SIZE_ACTIONS.items():
+            if getattr(limits, key) not in allowed:
+                raise ConfigError(
+                    f"images.{key}: {getattr(limits, key)!r} is not one of {', '.join(allowed)}"
+                )
+        return limits
+
+
+@dataclass(frozen=True)
+class FittedImage:
+    """`fit_image`'s answer: the image to use (None: leave the prompt out, `problem` says why) and, when
+    it was downscaled, the factor (new side / old side) and a line saying so."""
+
+    image: Image.Image | None
+    scale: float = 1.0
+    note: str | None = None
+    problem: str | None = None
+
+
+def fit_image(img: Image.Image, limits: ImageLimits, where: str) -> FittedImage:
+    """Check an attack image against `limits`: a side below `min_side` stops (DataError naming `where`) or
+    is left out (`on_too_small: skip`); more than `max_pixels` pixels stops (`on_too_large: stop`) or is
+    downscaled (same aspect ratio, Lanczos) to at most `max_pixels`, with the factor recorded."""
+    width, height = img.size
+    if min(width, height) < limits.min_side:
+        problem = (
+            f"image is {width}x{height} pixels, a side below images.min_side ({limits.min_side} px): the "
+            "zoom would magnify nothing"
+        )
+        if limits.on_too_small == "skip":
+            return FittedImage(None, problem=problem)
+        raise DataError(
+            f"{where}: {problem}; use a larger image, or set images.on_too_small: skip to leave such prompts "
+            "out (they are listed in skipped.csv and the book)"
+        )
+    if limits.max_pixels is None or width * height <= limits.max_pixels:
+        return FittedImage(img)
+    if limits.on_too_large == "stop":
+        raise DataError(
+            f"{where}: image is {width}x{height} = {width * height} pixels, above images.max_pixels "
+            f"({limits.max_pixels}); shrink it, or set images.on_too_large: downscale"
+        )
+    factor = math.sqrt(limits.max_pixels / (width * height))
+    size = (max(1, math.floor(width * factor)), max(1, math.floor(height * factor)))
+    scale = size[0] / width
+    note = (
+        f"downscaled from {width}x{height} to {size[0]}x{size[1]} pixels (factor {scale:.4g}): above "
+        f"images.max_pixels ({limits.max_pixels})"
+    )
+    return FittedImage(img.resize(size, Image.Resampling.LANCZOS), scale=scale, note=note)
+
+
+def save_thumbnail(src: str | os.PathLike[str], dest: str | os.PathLike[str], max_side: int) -> None:
+    """Write `src` to `dest`: a byte copy when its longer side is at most `max_side`, else a PNG thumbnail
+    of that longer side (same aspect ratio): the book shows thumbnails, never full-size copies."""
+    width, height = image_size(src)
+    if max(width, height) <= max_side:
+        shutil.copyfile(src, dest)
+        return
+    img = load_image(src)
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    with atomic_path(dest) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def png_bytes(img: Image.Image) -> bytes:

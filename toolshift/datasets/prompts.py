@@ -28,9 +28,24 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from toolshift.contracts import PROMPT_COLUMNS, SKIPPED_COLUMNS, check_prompts, write_parquet
+from toolshift.contracts import (
+    PROMPT_CHANGES_COLUMNS,
+    PROMPT_COLUMNS,
+    SKIPPED_COLUMNS,
+    check_prompts,
+    write_parquet,
+)
 from toolshift.datasets.downloads import DataSource, data_source
-from toolshift.datasets.images import save_png
+from toolshift.datasets.images import ImageLimits, fit_image, save_png
+from toolshift.datasets.rows import (  # the row columns and checks (ROW_COLUMNS re-exported)
+    ID_RULE,
+    IMAGE_SOURCE_COLUMN,
+    ROW_COLUMNS,  # noqa: F401
+    SOURCE_ID_COLUMN,
+    TEXT_PROMPT_COLUMN,
+    check_rows,
+    source_rows,
+)
 from toolshift.datasets.sources import BENCHMARKS, RENDERED_ATTACKS, SAFEBENCH_TOPICS, DatasetSpec
 from toolshift.datasets.typography import FIGSTEP_PROMPT, figstep_problem, render_figstep
 from toolshift.datasets.typography_mmsb import mmsb_typo_problem, render_mmsb_typo
@@ -40,60 +55,11 @@ from toolshift.files import atomic_path
 TOPICS: tuple[str, ...] = SAFEBENCH_TOPICS
 """The ten SafeBench topics (FigStep, Gong et al. 2025), in SafeBench's order."""
 
-ROW_COLUMNS: tuple[str, ...] = ("prompt_id", "category", "harmful", "question", "instruction")
-"""The columns a dataset loader returns (the prompts table adds `dataset` and `image`)."""
-
-TEXT_PROMPT_COLUMN = "text_prompt"
-"""Optional column of a loader's rows and of `prompts.parquet`: the text sent with the attack image. The
-prompts table has it when the dataset's attack is not FigStep; without it every row takes FIGSTEP_PROMPT."""
-
-IMAGE_SOURCE_COLUMN = "image_source"
-"""Optional column of a loader's rows: where a downloaded attack image comes from (never written out)."""
-
-OPTIONAL_ROW_COLUMNS: tuple[str, ...] = (TEXT_PROMPT_COLUMN, IMAGE_SOURCE_COLUMN)
-
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _mini_path() -> Path:
     return Path(str(resources.files("toolshift") / "data" / "mini.csv"))
-
-
-def check_rows(rows: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Check a loader's rows (ROW_COLUMNS present, no empty field, unique safe ids, boolean `harmful`)
-    and return them with ROW_COLUMNS (plus `text_prompt` / `image_source` where present); a problem raises
-    DataError naming `where`."""
-    missing = [c for c in ROW_COLUMNS if c not in rows.columns]
-    if missing:
-        raise DataError(f"{where}: missing column(s) {', '.join(missing)}")
-    keep = list(ROW_COLUMNS) + [c for c in OPTIONAL_ROW_COLUMNS if c in rows.columns]
-    rows = rows.loc[:, keep].reset_index(drop=True)
-    if rows.empty:
-        raise DataError(f"{where}: no rows")
-    for col in ("prompt_id", "category", "question", "instruction"):
-        bad = rows[col].isna() | (rows[col].astype(str).str.strip() == "")
-        if bad.any():
-            raise DataError(f"{where}: empty {col} in row {int(bad.idxmax()) + 1}")
-        rows[col] = rows[col].astype(str)
-    if TEXT_PROMPT_COLUMN in rows.columns:  # a missing prompt (NaN) takes the dataset's default later
-        given = rows[TEXT_PROMPT_COLUMN]
-        bad = given.notna() & (given.astype(str).str.strip() == "")
-        if bad.any():
-            raise DataError(f"{where}: empty {TEXT_PROMPT_COLUMN} in row {int(bad.idxmax()) + 1}")
-    harmful = rows["harmful"]
-    if harmful.dtype != bool:
-        mapped = harmful.astype(str).str.strip().str.lower().map({"true": True, "false": False})
-        if mapped.isna().any():
-            i = int(mapped.isna().idxmax())
-            raise DataError(f"{where}: harmful must be true/false, got {harmful.iloc[i]!r} in row {i + 1}")
-        rows["harmful"] = mapped.astype(bool)
-    dup = rows["prompt_id"][rows["prompt_id"].duplicated()]
-    if len(dup):
-        raise DataError(f"{where}: duplicate prompt_id {dup.iloc[0]!r}")
-    for pid in rows["prompt_id"]:
-        if not _SAFE_ID.match(pid):
-            raise DataError(f"{where}: prompt_id {pid!r} is not a safe file name (letters, digits, . _ -)")
-    return rows
 
 
 def load_mini(source: DataSource | None = None) -> pd.DataFrame:
@@ -132,7 +98,10 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise ConfigError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))} (a dataset of your own takes a "
+            "`path`: docs/datasets.md)"
+        ) from None
 
 
 def _default_source() -> DataSource:
@@ -149,8 +118,20 @@ def load_dataset(name: str, source: DataSource | None = None) -> pd.DataFrame:
 def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
     """Config checks of one `datasets:` entry that need the registry: the dataset is known, and a
     `harmless` control is a known dataset with harmless rows that the attack can draw. ConfigError with
-    one line naming the key otherwise."""
-    spec = get_dataset(name)
+    one line naming the key otherwise. A dataset of the user's own (`path` set, toolshift.datasets.custom)
+    takes a name the registry does not use."""
+    path = (options or {}).get("path")
+    if path is not None:
+        from toolshift.datasets.custom import custom_spec
+
+        if name in DATASETS:
+            raise ConfigError(
+                f"datasets.{name}.path: {name!r} is a registry dataset, fetched from its source; give a "
+                "dataset of your own a name of its own (e.g. custom)"
+            )
+        spec = custom_spec(name, path)
+    else:
+        spec = get_dataset(name)
     harmless = (options or {}).get("harmless")
     if harmless is None:
         return
@@ -197,18 +178,25 @@ def image_relpath(dataset: str, prompt_id: str) -> str:
     return f"data/{dataset}/images/{prompt_id}.png"
 
 
+def _own_image(row: Mapping[str, Any]) -> Any:
+    """The row's image source (`image_source`: a downloaded or a user's own image), or None."""
+    image_source = row.get(IMAGE_SOURCE_COLUMN)
+    return image_source if hasattr(image_source, "open") else None
+
+
 def attack_image(attack: str, row: Mapping[str, Any], source: DataSource | None = None) -> Image.Image:
-    """The attack image of one row: `figstep` draws the instruction in FigStep's layout, `mmsb_typo` in
-    MM-SafetyBench's TYPO layout, `image` opens the row's downloaded image (`image_source`)."""
+    """The attack image of one row: the row's own image when it has one (`image_source`: `image` datasets,
+    and the rows of a `custom` dataset that give an image); else `figstep` draws the instruction in
+    FigStep's layout and `mmsb_typo` in MM-SafetyBench's TYPO layout."""
+    own = _own_image(row)
+    if own is not None:
+        return own.open(source or _default_source())
     if attack == "figstep":
         return render_figstep(row["instruction"])
     if attack == "mmsb_typo":
         return render_mmsb_typo(row["instruction"])
     if attack == "image":
-        image_source = row.get(IMAGE_SOURCE_COLUMN)
-        if image_source is None or not hasattr(image_source, "open"):
-            raise DataError(f"prompt {row['prompt_id']}: no attack image to download (image_source missing)")
-        return image_source.open(source or _default_source())
+        raise DataError(f"prompt {row['prompt_id']}: no attack image to download (image_source missing)")
     raise ConfigError(f"unknown attack {attack!r}; known: figstep, mmsb_typo, image")
 
 
@@ -219,7 +207,9 @@ UNRENDERABLE_ACTIONS: tuple[str, ...] = ("stop", "skip")
 
 def attack_problem(attack: str, row: Mapping[str, Any]) -> str | None:
     """Why the attack image of one row would not carry its text (a glyph the font lacks, a text too long
-    for the layout), or None. Downloaded images (`image`) are taken as they are."""
+    for the layout), or None. Images of the row's own (downloaded or given) are taken as they are."""
+    if _own_image(row) is not None:
+        return None
     if attack == "figstep":
         return figstep_problem(row["instruction"])
     if attack == "mmsb_typo":
@@ -233,6 +223,28 @@ def write_skipped(skipped: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         skipped.loc[:, list(SKIPPED_COLUMNS)].to_csv(tmp, index=False)
 
 
+def write_changes(changes: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write what the prompts rule changed (PROMPT_CHANGES_COLUMNS; a header alone when none), atomically."""
+    with atomic_path(Path(path)) as tmp:
+        changes.loc[:, list(PROMPT_CHANGES_COLUMNS)].to_csv(tmp, index=False)
+
+
+def _id_changes(rows: pd.DataFrame, named: Mapping[str, str]) -> list[dict[str, str]]:
+    """One `id_rewritten` change per row whose id the id rule rewrote (`named`: prompt id -> source row)."""
+    if SOURCE_ID_COLUMN not in rows.columns:
+        return []
+    return [
+        {
+            "prompt_id": pid,
+            "source": named[pid],
+            "change": "id_rewritten",
+            "detail": f"source id {old!r} ({ID_RULE})",
+        }
+        for pid, old in zip(rows["prompt_id"], rows[SOURCE_ID_COLUMN], strict=True)
+        if isinstance(old, str)
+    ]
+
+
 def build_prompts(
     dataset: str,
     rows: pd.DataFrame,
@@ -244,16 +256,22 @@ def build_prompts(
     source: DataSource | None = None,
     on_unrenderable: str = "stop",
     skipped_csv: str | os.PathLike[str] | None = None,
+    images: Mapping[str, Any] | None = None,
+    changes_csv: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Make each selected row's attack image under `results_root` and return the prompts table
     (PROMPT_COLUMNS; `image` relative to the results root). Images are written atomically.
 
-    With a non-FigStep attack the table adds the column `text_prompt` (the row's own text prompt, else
-    `text_prompt`); a FigStep table has no such column (every row takes FIGSTEP_PROMPT).
+    With a non-FigStep attack, or rows that give their own `text_prompt`, the table adds the column
+    `text_prompt` (the row's own text prompt, else `text_prompt`); a FigStep table has no such column
+    (every row takes FIGSTEP_PROMPT).
 
     A row whose attack image would not carry its text (`attack_problem`) stops the build with DataError
-    naming the prompt and the reason (`on_unrenderable="stop"`), or is left out (`"skip"`); the rows left
-    out are written to `skipped_csv` when given (SKIPPED_COLUMNS, a header alone when none).
+    naming the prompt and the reason (`on_unrenderable="stop"`), or is left out (`"skip"`). Each image then
+    meets the `images` limits (`toolshift.datasets.images.fit_image`: a side below `min_side` stops or is
+    skipped, more than `max_pixels` is downscaled or stops). The rows left out are written to `skipped_csv`
+    (SKIPPED_COLUMNS), what was changed in the rows kept (rewritten ids, downscaled images) to `changes_csv`
+    (PROMPT_CHANGES_COLUMNS); each a header alone when none.
     """
     if not isinstance(dataset, str) or not _SAFE_ID.match(dataset):
         raise ConfigError(f"dataset name {dataset!r} is not usable as a directory name")
@@ -262,7 +280,10 @@ def build_prompts(
             f"datasets.{dataset}.on_unrenderable: {on_unrenderable!r} is not one of "
             f"{', '.join(UNRENDERABLE_ACTIONS)}"
         )
-    rows = select_rows(check_rows(rows, f"dataset {dataset}"), limit_per_class)
+    limits = ImageLimits.from_mapping(images)
+    checked = check_rows(rows, f"dataset {dataset}")
+    named = dict(zip(checked["prompt_id"], source_rows(checked), strict=True))  # rows as the loader gave them
+    rows = select_rows(checked, limit_per_class)
     skipped = []
     for row in rows.to_dict("records"):
         problem = attack_problem(attack, row)
@@ -274,26 +295,43 @@ def build_prompts(
                 f"datasets.{dataset}.on_unrenderable: skip to leave such prompts out (the book lists them)"
             )
         skipped.append({**{c: row[c] for c in SKIPPED_COLUMNS[:-1]}, "reason": problem})
-    skipped_frame = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
-    if skipped:
-        rows = rows[~rows["prompt_id"].isin(skipped_frame["prompt_id"])].reset_index(drop=True)
-        if rows.empty:
-            raise DataError(
-                f"dataset {dataset}: no prompt can be drawn ({len(skipped)} skipped; first, "
-                f"{skipped[0]['prompt_id']}: {skipped[0]['reason']})"
-            )
+    text_skipped = {r["prompt_id"] for r in skipped}
     root = Path(results_root)
-    images = []
+    images_rel, changes = {}, []
     for row in rows.to_dict("records"):
-        rel = image_relpath(dataset, row["prompt_id"])
-        save_png(attack_image(attack, row, source), root / rel)
-        images.append(rel)
+        pid = row["prompt_id"]
+        if pid in text_skipped:
+            continue
+        where = f"dataset {dataset}, prompt {pid} ({named[pid]})"
+        fitted = fit_image(attack_image(attack, row, source), limits, where)
+        if fitted.image is None:
+            skipped.append({**{c: row[c] for c in SKIPPED_COLUMNS[:-1]}, "reason": fitted.problem})
+            continue
+        if fitted.note:
+            changes.append(
+                {"prompt_id": pid, "source": named[pid], "change": "image_downscaled", "detail": fitted.note}
+            )
+        rel = image_relpath(dataset, pid)
+        save_png(fitted.image, root / rel)
+        images_rel[pid] = rel
+    skipped_frame = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
+    rows = rows[rows["prompt_id"].isin(images_rel)].reset_index(drop=True)
+    if rows.empty:
+        raise DataError(
+            f"dataset {dataset}: no prompt can be drawn ({len(skipped)} skipped; first, "
+            f"{skipped[0]['prompt_id']}: {skipped[0]['reason']})"
+        )
     if skipped_csv is not None:
         write_skipped(skipped_frame, skipped_csv)
-    out = rows.assign(dataset=dataset, image=images)
+    if changes_csv is not None:
+        write_changes(
+            pd.DataFrame(_id_changes(rows, named) + changes, columns=list(PROMPT_CHANGES_COLUMNS)),
+            changes_csv,
+        )
+    out = rows.assign(dataset=dataset, image=[images_rel[pid] for pid in rows["prompt_id"]])
     out["harmful"] = out["harmful"].astype(bool)
     columns = list(PROMPT_COLUMNS)
-    if attack != "figstep":
+    if attack != "figstep" or TEXT_PROMPT_COLUMN in out.columns:
         given = (
             out[TEXT_PROMPT_COLUMN] if TEXT_PROMPT_COLUMN in out.columns else pd.Series(None, index=out.index)
         )
@@ -308,23 +346,36 @@ def build_dataset_prompts(
     limit_per_class: int | None = None,
     harmless: str | None = None,
     *,
+    path: str | os.PathLike[str] | None = None,
     data_mirror: str | os.PathLike[str] | None = None,
     data_cache: str | os.PathLike[str] | None = None,
     data_lock: str | os.PathLike[str] | None = None,
     on_unrenderable: str = "stop",
     skipped_csv: str | os.PathLike[str] | None = None,
+    images: Mapping[str, Any] | None = None,
+    changes_csv: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """Load a registered dataset (and the harmless rows of the `harmless` control dataset, drawn with
-    the same attack) and build its prompts table and attack images (see build_prompts; a row its
-    attack cannot draw stops the build or, with `on_unrenderable="skip"`, goes to `skipped_csv`).
+    """Load a registered dataset, or a `custom` one from the file `path` (toolshift.datasets.custom), with
+    the harmless rows of the `harmless` control dataset, drawn with the same attack, and build its prompts
+    table and attack images (see build_prompts; a row its attack cannot draw stops the build or, with
+    `on_unrenderable="skip"`, goes to `skipped_csv`; `images` holds the size limits, `changes_csv` gets the
+    rewritten ids and downscaled images).
 
     Files come from `data_mirror` when given, else are downloaded into `data_cache` (default
-    `<results_root>/cache/downloads`); hashes not pinned by the registry are checked against and recorded
-    in `data_lock` (default `config/datasets.lock.yaml`)."""
-    spec = get_dataset(dataset)
-    check_dataset_options(dataset, {"harmless": harmless})
+    `<results_root>/cache/downloads`); hashes not pinned by the registry are checked against `data_lock`
+    (default: the committed `config/datasets.lock.yaml`, never written by a run: new entries go to
+    `<results_root>/datasets.lock.yaml`, see toolshift.datasets.downloads)."""
     source = data_source(results_root, data_mirror, data_cache, data_lock)
-    rows = load_dataset(dataset, source)
+    if path is not None:
+        from toolshift.datasets.custom import custom_spec, load_custom
+
+        spec = custom_spec(dataset, path)
+        check_dataset_options(dataset, {"harmless": harmless, "path": path})
+        rows = load_custom(path, dataset)
+    else:
+        spec = get_dataset(dataset)
+        check_dataset_options(dataset, {"harmless": harmless})
+        rows = load_dataset(dataset, source)
     if harmless is not None:
         control = load_dataset(harmless, source)
         control = control[~control["harmful"]]
@@ -344,6 +395,8 @@ def build_dataset_prompts(
         source=source,
         on_unrenderable=on_unrenderable,
         skipped_csv=skipped_csv,
+        images=images,
+        changes_csv=changes_csv,
     )
 
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from toolshift.datasets.downloads import DataSource, RemoteFile, check_relpath, fetch, fetch_archive
-from toolshift.datasets.images import as_viewed, load_image
+from toolshift.datasets.images import decode_image, load_image
 from toolshift.datasets.typography import FIGSTEP_PROMPT
 from toolshift.datasets.typography_mmsb import MMSB_DEFAULT_PROMPT
 from toolshift.errors import DataError
@@ -135,15 +135,25 @@ class EmbeddedImage:
     where: str
 
     def open(self, source: DataSource) -> Image.Image:
+        return decode_image(io.BytesIO(self.data), self.where)
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An attack image that is a file of the user's own (a `custom` dataset's `image` column); `where`
+    names the row that gives it."""
+
+    path: Path
+    where: str
+
+    def open(self, source: DataSource) -> Image.Image:
         try:
-            with Image.open(io.BytesIO(self.data)) as img:
-                img.load()
-                return as_viewed(img, "RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{self.where}: image cannot be decoded ({type(exc).__name__}: {exc})") from None
+            return load_image(self.path)
+        except DataError as exc:
+            raise DataError(f"{self.where}: {exc}") from None
 
 
-ImageSource = RemoteImage | ArchiveImage | EmbeddedImage
+ImageSource = RemoteImage | ArchiveImage | EmbeddedImage | LocalImage
 
 
 @lru_cache(maxsize=4)

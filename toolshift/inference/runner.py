@@ -49,6 +49,7 @@ from toolshift.models.engines.base import Engine, RunRequest, RunResult
 from toolshift.models.engines.loader import engine_name, open_engine
 from toolshift.models.generation import shard as shard_of
 from toolshift.models.gpus import job_device
+from toolshift.processes import child_dies_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def run_in_interpreter(job: InferenceJob, python: str) -> None:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            preexec_fn=child_dies_with_parent,  # the vLLM process goes with a killed job
         ) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:

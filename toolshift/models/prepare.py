@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from toolshift.errors import ConfigError
-from toolshift.files import atomic_dir
+from toolshift.files import atomic_dir, disk_full_cause
 from toolshift.models.fixtures import build_fixture
 
 HUB_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken")
@@ -44,6 +44,8 @@ def prepare_model(
                 entry["hub_id"], revision=entry.get("revision"), local_dir=tmp, allow_patterns=patterns
             )
         except Exception as exc:  # noqa: BLE001 - network, auth and missing-revision errors alike
+            if disk_full_cause(exc) is not None:
+                raise  # atomic_dir names the file it was writing
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             what = f"model {entry['hub_id']!r} at revision {entry.get('revision')!r}"
             raise ConfigError(f"{what} cannot be downloaded: {first}") from None

@@ -26,6 +26,7 @@ import pandas as pd
 from toolshift.common.guards import claim_book_dir, held_lock
 from toolshift.contracts import JUDGED_COLUMNS, read_table
 from toolshift.errors import ContractError, ToolshiftError
+from toolshift.processes import child_dies_with_parent
 from toolshift.report.links import broken_internal_links
 from toolshift.report.pages import CaptionSource, FigureSource, fixture_models_of, write_book_pages
 from toolshift.report.provenance import attach_skipped
@@ -198,7 +199,15 @@ def _jupyter_book_html(book: Path, out: Path, timeout: float) -> Path:
     ]
     env = dict(os.environ, PYTHONHASHSEED="0", PYDEVD_DISABLE_FILE_VALIDATION="1")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+            preexec_fn=child_dies_with_parent,  # a killed book job takes its Jupyter Book build with it
+        )
     except subprocess.TimeoutExpired:
         raise ToolshiftError(f"jupyter-book build of {book} timed out after {timeout:g} s") from None
     output = proc.stdout + "\n" + proc.stderr

@@ -81,3 +81,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def ref_label(prefix: str, name: str) -> str:
     """A MyST label (`{ref}` target) for `name`: `{prefix}-` and its lower-case letters and digits."""
     return f"{prefix}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+NOT_FOR_API_MODELS = (
+    "Not available for API models: an API model (backend openai) returns text only, no activations, so it "
+    "has no tool vector, refusal direction, representation analyses or interventions."
+)
+"""What the book says where a result needs activations and the study has no model on the hf backend."""

@@ -19,13 +19,20 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from toolshift.contracts import ASR_COLUMNS, OVER_REFUSAL_COLUMNS, read_table
+from toolshift.contracts import (
+    ACTIVATION_TABLES,
+    ASR_COLUMNS,
+    OVER_REFUSAL_COLUMNS,
+    read_table,
+)
+from toolshift.datasets.images import save_thumbnail
 from toolshift.errors import ContractError
 from toolshift.report.examples import example_episodes_markdown
-from toolshift.report.figures.registry import FIGURE_NAMES, FIGURE_PAGES
+from toolshift.report.figures.registry import FIGURE_NAMES, FIGURE_PAGES, figures_of
 from toolshift.report.figures.style import pick_judge
 from toolshift.report.format import (
     DASH,
+    NOT_FOR_API_MODELS,
     cell,
     code,
     is_missing,
@@ -55,6 +62,10 @@ from toolshift.report.tables import (
     completions_markdown,
     over_refusal_markdown,
 )
+
+BOOK_IMAGE_MAX_SIDE = 768
+"""The longest side of an example image in the book (attack images, zoom crops): larger ones are shown as
+thumbnails of this side (a FigStep image, 760 px, is copied as it is)."""
 
 GENERATED = "_generated"
 """Folder, inside the book, that holds every generated fragment and the copied figures and images."""
@@ -136,13 +147,27 @@ def _open_vectors(model: str, source: str | os.PathLike[str] | xr.Dataset) -> xr
         ) from None
 
 
-def vectors_markdown(vectors: Mapping[str, str | os.PathLike[str] | xr.Dataset]) -> str:
+def vectors_markdown(
+    vectors: Mapping[str, str | os.PathLike[str] | xr.Dataset],
+    api_models: Sequence[str] = (),
+    api_only: bool = False,
+) -> str:
     """Per vector file: the layer of largest |cos(tool vector, refusal direction)|, that cosine and the norm.
 
-    Model and dataset come from the file's attrs (the mapping's key when an attr is absent).
+    Model and dataset come from the file's attrs (the mapping's key when an attr is absent). A study of API
+    models only (`api_only`) has none: the fragment says they are not available for API models; the API
+    models of a mixed study are named below the table.
     """
+    if api_only:
+        return NOT_FOR_API_MODELS + "\n"
+    note = (
+        f"\nNo vectors for {', '.join(code(m) for m in api_models)}: {NOT_FOR_API_MODELS[0].lower()}"
+        f"{NOT_FOR_API_MODELS[1:]}\n"
+        if api_models
+        else ""
+    )
     if not vectors:
-        return "No vector files in this run.\n"
+        return "No vector files in this run.\n" + note
     rows = []
     for key, source in vectors.items():
         ds = _open_vectors(key, source)
@@ -168,7 +193,7 @@ def vectors_markdown(vectors: Mapping[str, str | os.PathLike[str] | xr.Dataset])
         "cos(tool vector, refusal dir.)",
         "norm",
     ]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows) + note
 
 
 def figure_markdown(name: str, png_rel: str | None, caption: str, has_svg: bool) -> str:
@@ -226,8 +251,12 @@ def _one_figure(
 
 
 def _figure_fragments(
-    figures: Mapping[str, FigureSource], captions: Mapping[str, CaptionSource]
+    figures: Mapping[str, FigureSource],
+    captions: Mapping[str, CaptionSource],
+    missing: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, str], list[tuple[Path, str]]]:
+    """The figure fragments and the files to copy; `missing` says why a figure is not there (by name)."""
+    missing = dict(missing or {})
     copies: list[tuple[Path, str]] = []
     figure_md: dict[str, str] = {}
     for name, source in figures.items():
@@ -247,7 +276,8 @@ def _figure_fragments(
             figure_md[name] = md
             copies += more
     fragments = {
-        f"fig_{name}.md": figure_md.get(name) or figure_markdown(name, None, "", False)
+        f"fig_{name}.md": figure_md.get(name)
+        or (f"{missing[name]}\n" if name in missing else figure_markdown(name, None, "", False))
         for name in FIGURE_NAMES
     }
     others = [md for name, md in figure_md.items() if name not in FIGURE_PAGES]
@@ -333,6 +363,8 @@ def write_book_pages(
     book = Path(book_dir)
     if not (book / "_config.yml").exists():
         raise ContractError(f"{book}: not a book folder (no _config.yml)")
+    api_models = [name for name, entry in models_of(config) if entry.get("backend", "hf") != "hf"]
+    api_only = bool(api_models) and len(api_models) == len(models_of(config))
     asr = read_table(asr_csv, ASR_COLUMNS)
     if asr.empty:
         raise ContractError(f"{asr_csv}: no rows")
@@ -364,7 +396,7 @@ def write_book_pages(
         "asr_conditions.md": asr_conditions_markdown(asr, judge),
         "asr_table.md": asr_full_markdown(asr),
         "over_refusal.md": over_refusal_markdown(over_refusal),
-        "vectors.md": vectors_markdown(vectors),
+        "vectors.md": vectors_markdown(vectors, api_models, api_only),
         "completions.md": completions_markdown(judged, show_completions),
         "headline.md": headline_markdown(headline),
         "examples.md": examples,
@@ -384,12 +416,15 @@ def write_book_pages(
         "every judge, and the last section here compares them.\n",
     }
     for name in TABLE_PAGES:
-        fragments[f"table_{name}.md"] = analysis_table_markdown(name, tables.get(name), judge)
+        missing = NOT_FOR_API_MODELS if api_only and name in ACTIVATION_TABLES else None
+        fragments[f"table_{name}.md"] = analysis_table_markdown(name, tables.get(name), judge, missing)
     others = [analysis_table_markdown(n, t, judge) for n, t in sorted(tables.items()) if n not in TABLE_PAGES]
     fragments["tables_other.md"] = "\n".join(others) if others else "% No further tables.\n"
-    figure_fragments, copies = _figure_fragments(figures, dict(captions or {}))
+    not_drawn = (
+        {name: NOT_FOR_API_MODELS for name in figures_of("representation_figures")} if api_only else {}
+    )
+    figure_fragments, copies = _figure_fragments(figures, dict(captions or {}), not_drawn)
     fragments.update(figure_fragments)
-    copies += example_copies
 
     tmp = Path(tempfile.mkdtemp(prefix=".generated-", dir=book))
     try:
@@ -399,6 +434,10 @@ def write_book_pages(
             dest = tmp / Path(rel).relative_to(GENERATED)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
+        for src, rel in example_copies:  # attack images and zoom crops: thumbnails, never full-size copies
+            dest = tmp / Path(rel).relative_to(GENERATED)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            save_thumbnail(src, dest, BOOK_IMAGE_MAX_SIDE)
         tmp.chmod(0o755)
         target = book / GENERATED
         if target.exists():

@@ -136,9 +136,13 @@ def datasets_markdown(prompts: Mapping[str, pd.DataFrame], config: Mapping[str, 
 
     rows = []
     for name, df in prompts.items():
-        spec = DATASETS.get(name)
-        harmful = df["harmful"].astype(bool)
         options = (config.get("datasets") or {}).get(name) if isinstance(config.get("datasets"), dict) else {}
+        spec = DATASETS.get(name)
+        if spec is None and (options or {}).get("path"):
+            from toolshift.datasets.custom import custom_spec
+
+            spec = custom_spec(name, options["path"])
+        harmful = df["harmful"].astype(bool)
         skipped = df.attrs.get("skipped")
         n_skipped = 0 if skipped is None else len(skipped)
         rows.append(
@@ -156,19 +160,47 @@ def datasets_markdown(prompts: Mapping[str, pd.DataFrame], config: Mapping[str, 
         )
     header = ["dataset", "what it is", "attack", "license", "harmful", "harmless", "categories"]
     header += ["skipped", "options"]
-    return markdown_table(header, rows) + skipped_markdown(prompts)
+    return markdown_table(header, rows) + skipped_markdown(prompts) + changes_markdown(prompts)
 
 
 def attach_skipped(
     prompts: Mapping[str, pd.DataFrame], paths: Mapping[str, str | os.PathLike[str]] | None
 ) -> Mapping[str, pd.DataFrame]:
-    """Attach to each prompts table (as `attrs["skipped"]`) the `skipped.csv` that the prompts rule writes
-    beside its `prompts.parquet`: the prompts left out because their attack image cannot carry them."""
+    """Attach to each prompts table (as `attrs["skipped"]` and `attrs["changes"]`) the `skipped.csv` and
+    `changes.csv` that the prompts rule writes beside its `prompts.parquet`: the prompts left out (their
+    attack image cannot carry them, or is too small), and what was changed in the ones kept (rewritten ids,
+    downscaled images)."""
     for name, path in (paths or {}).items():
-        csv = Path(path).parent / "skipped.csv"
-        if name in prompts and csv.is_file():
-            prompts[name].attrs["skipped"] = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        for attr in ("skipped", "changes"):
+            csv = Path(path).parent / f"{attr}.csv"
+            if name in prompts and csv.is_file():
+                prompts[name].attrs[attr] = pd.read_csv(csv, dtype=str, keep_default_na=False)
     return prompts
+
+
+def changes_markdown(prompts: Mapping[str, pd.DataFrame]) -> str:
+    """What the prompts rule changed in the prompts it kept: ids rewritten under the id rule (with the
+    source id and row), images downscaled to `images.max_pixels` (with the factor)."""
+    rows = [
+        [
+            code(name),
+            code(str(r["prompt_id"])),
+            cell(str(r["source"])),
+            code(str(r["change"])),
+            cell(str(r["detail"])),
+        ]
+        for name, df in prompts.items()
+        if df.attrs.get("changes") is not None
+        for _, r in df.attrs["changes"].iterrows()
+    ]
+    if not rows:
+        return ""
+    note = (
+        f"\n{len(rows)} change(s) to the prompts as their files gave them (`data/{{dataset}}/changes.csv`): "
+        "ids that break the id rule, rewritten (docs/datasets.md), and images above `images.max_pixels`, "
+        "downscaled:\n\n"
+    )
+    return note + markdown_table(["dataset", "prompt", "source row", "change", "detail"], rows)
 
 
 def skipped_markdown(prompts: Mapping[str, pd.DataFrame]) -> str:
@@ -183,7 +215,8 @@ def skipped_markdown(prompts: Mapping[str, pd.DataFrame]) -> str:
         return ""
     note = (
         f"\n{len(rows)} prompt(s) were left out because their attack image cannot carry their text "
-        "(`datasets.<name>.on_unrenderable: skip`); no result includes them:\n\n"
+        "(`datasets.<name>.on_unrenderable: skip`) or is too small (`images.on_too_small: skip`); no result "
+        "includes them:\n\n"
     )
     return note + markdown_table(["dataset", "prompt", "why it was left out"], rows)
 

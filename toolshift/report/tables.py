@@ -272,12 +272,17 @@ def table_block(label: str, title: str, table_md: str, note: str = "") -> str:
     return fold(f"Table: {title}", block, n_rows) + (f"\n{note}" if note else "")
 
 
-def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | None = None) -> str:
-    """One analysis table as a captioned, labelled table (or a labelled note saying why it has no rows)."""
+def analysis_table_markdown(
+    name: str, table: pd.DataFrame | None, judge: str | None = None, missing: str | None = None
+) -> str:
+    """One analysis table as a captioned, labelled table (or a labelled note saying why it has no rows;
+    `missing` says why a table that is None is not there, e.g. not available for API models)."""
     title = TABLE_TITLES.get(name, name)
     label = ref_label("table", name)
     if table is None:
-        reason = MISSING_TABLE_REASONS.get(name, f"The `{name}` table was not produced in this run.")
+        reason = missing or MISSING_TABLE_REASONS.get(
+            name, f"The `{name}` table was not produced in this run."
+        )
         return f"({label})=\n**{title}.** {reason}\n"
     if table.empty:
         return f"({label})=\n**{title}.** " + EMPTY_TABLE_REASONS.get(name, "No rows in this run.") + "\n"
