@@ -22,6 +22,7 @@ include: "rules/stats.smk"
 include: "rules/plots.smk"
 include: "rules/validation.smk"
 include: "rules/book.smk"
+include: "rules/bundle.smk"
 
 
 rule all:

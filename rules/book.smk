@@ -39,6 +39,7 @@ rule book:
         prompts=expand(res("data/{dataset}/prompts.parquet"), dataset=DATASETS),
         skipped=expand(res("data/{dataset}/skipped.csv"), dataset=DATASETS),  # read beside each prompts file
         splits=expand(res("splits/{dataset}.parquet"), dataset=DATASETS),
+        bundle_record=BUNDLE_RECORD,  # an imported result bundle's record (rules/bundle.smk), if any
     output:
         BOOK_INDEX,
     log:
