@@ -23,6 +23,7 @@ include: "rules/plots.smk"
 include: "rules/validation.smk"
 include: "rules/book.smk"
 include: "rules/bundle.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -3,10 +3,6 @@
 # that only the rules after generation run: judges, vectors, tables, figures and the book.
 from snakemake.io import is_flagged
 
-from toolshift.bundles.importer import check_holds, open_for_import, stage_for_import
-from toolshift.datasets.downloads import DEFAULT_LOCK
-from toolshift.datasets.prompts import DATASETS as DATASET_REGISTRY
-
 # The generation side of the DAG: every rule up to and including generation, with the wildcards of each of
 # its jobs this config runs. A bundle carries those jobs' declared outputs that the rules after generation
 # read; an import puts them in place instead of running these rules. A rule that joins the generation side
@@ -91,14 +87,17 @@ rule bundle:
         float16=config["bundle_float16"],
         benchmarks=generation_benchmarks(BENCHMARK_JOBS),
         gpu_benchmarks=generation_benchmarks(BENCHMARK_JOBS, gpu_only=True),
-        data_lock=config["data_lock"] or str(DEFAULT_LOCK),
-        licenses={d: DATASET_REGISTRY[d].license for d in DATASETS if d in DATASET_REGISTRY},
+        data_lock=config["data_lock"],
+        datasets=DATASETS,
         repo=workflow.basedir,
     script:
         "../workflow_scripts/make_bundle.py"
 
 
 if config["bundle"]:
+    # imported only here: reading a bundle needs pooch and xarray, which a plain DAG build does without
+    from toolshift.bundles.importer import check_holds, open_for_import, stage_for_import
+
     try:
         BUNDLE, BUNDLE_MISMATCH = open_for_import(config)
         IMPORTS_VECTORS = BUNDLE.manifest["activations_dtype"] == "float16"

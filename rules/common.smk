@@ -19,7 +19,7 @@ os.environ.update(TOOLSHIFT_REPO=str(Path(workflow.basedir).resolve()))
 from toolshift.common.config import check_layer_depths, validate_config
 from toolshift.errors import ToolshiftError
 from toolshift.common.guards import check_book_dir, lock_results, unlock_results
-from toolshift.bundles.importer import RECORD as IMPORT_RECORD
+from toolshift.bundles.manifest import IMPORT_RECORD
 from toolshift.analysis.interventions import (
     expand_interventions,
     transfer_alphas,

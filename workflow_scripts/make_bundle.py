@@ -6,6 +6,8 @@ from pathlib import Path
 from toolshift.bundles.manifest import file_record
 from toolshift.bundles.pack import make_bundle
 from toolshift.common.steps import log, run_step
+from toolshift.datasets.downloads import DEFAULT_LOCK
+from toolshift.datasets.prompts import DATASETS
 
 
 def main(smk) -> None:
@@ -18,10 +20,10 @@ def main(smk) -> None:
         config=dict(smk.config),
         repo=Path(smk.params.repo),
         float16=bool(smk.params.float16),
-        data_lock=smk.params.data_lock,
+        data_lock=smk.params.data_lock or DEFAULT_LOCK,
         benchmarks=list(smk.params.benchmarks),
         gpu_benchmarks=list(smk.params.gpu_benchmarks),
-        licenses=dict(smk.params.licenses),
+        licenses={d: DATASETS[d].license for d in smk.params.datasets if d in DATASETS},
     )
     record = file_record(out)
     log.info(

@@ -29,7 +29,13 @@ import pooch
 
 import toolshift
 from toolshift.bundles.archive import BundleArchive, open_bundle_archive, stage
-from toolshift.bundles.manifest import RESULTS_PREFIX, check_compatible, missing_results, results_files
+from toolshift.bundles.manifest import (
+    IMPORT_RECORD,
+    RESULTS_PREFIX,
+    check_compatible,
+    missing_results,
+    results_files,
+)
 from toolshift.datasets.downloads import DOWNLOAD_TIMEOUT_S, data_source
 from toolshift.errors import DataError
 from toolshift.files import atomic_path
@@ -39,8 +45,7 @@ URL_PREFIXES: tuple[str, ...] = ("http://", "https://", "ftp://", "sftp://", "do
 MIRROR_SUBDIR = "bundles"
 """Where a URL's archive lies under the offline `data_mirror` and under the download cache."""
 STAGING_DIR = ".bundle-staging"
-RECORD = "bundle/imported.json"
-"""The import record, relative to the results root: what was imported, from where, with what accepted."""
+RECORD = IMPORT_RECORD
 
 
 def is_url(source: str) -> bool:

@@ -29,6 +29,10 @@ RESULTS_PREFIX = "results/"
 """Files under this archive folder are placed under the results root (`results/runs/...` goes to
 `{results}/runs/...`); `provenance/` and `workflow/` describe the run and are never placed."""
 
+IMPORT_RECORD = "bundle/imported.json"
+"""The import record, relative to the results root: what was imported, from where, with what accepted
+(`toolshift.bundles.importer.place` writes it; the book's provenance page reads it)."""
+
 MAX_METADATA_BYTES = 64 << 20
 """The largest manifest or RO-Crate metadata file an import reads (a bigger one is refused unread)."""
 
