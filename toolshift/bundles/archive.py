@@ -144,6 +144,10 @@ def open_bundle_archive(path: str | os.PathLike[str]) -> BundleArchive:
     archive = Path(path)
     where = str(archive)
     with _open_zip(archive) as zf:
+        seen: set[str] = set()
+        twice = next((n for n in zf.namelist() if n in seen or seen.add(n)), None)
+        if twice is not None:  # checked first: which copy of a name would be read is the archiver's choice
+            raise DataError(f"bundle {where}: member {twice!r} appears twice; refused, nothing extracted")
         try:
             info = zf.getinfo(MANIFEST_NAME)
         except KeyError:
@@ -154,7 +158,7 @@ def open_bundle_archive(path: str | os.PathLike[str]) -> BundleArchive:
             data = _read_capped(zf, info, MAX_METADATA_BYTES, where)
         except _CORRUPT as exc:
             raise DataError(f"bundle {where}: {MANIFEST_NAME} is corrupt ({exc})") from None
-        manifest = read_manifest(data, where)
+        manifest = read_manifest(data, f"bundle {where}")
         check_central_directory(zf, manifest, where)
         if CRATE_NAME not in zf.namelist():
             raise DataError(f"bundle {where}: no {CRATE_NAME} (RO-Crate metadata) at the archive's root")

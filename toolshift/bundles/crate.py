@@ -47,6 +47,10 @@ def encoding_of(name: str) -> str | None:
     return ENCODINGS.get(suffix) or mimetypes.guess_type(name)[0]
 
 
+def _checksums(entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"contentSize": entry["size"], "sha256": entry["sha256"]} if entry else {}
+
+
 def crate_metadata(manifest: Mapping[str, Any], licenses: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The RO-Crate metadata (a JSON object) describing the files of `manifest`. `licenses` maps a dataset
     name to its licence (attached to the dataset's `results/data/{dataset}` folder)."""
@@ -70,6 +74,7 @@ def crate_metadata(manifest: Mapping[str, Any], licenses: Mapping[str, str] | No
             "version": manifest["toolshift_version"],
             "description": "toolshift's Snakemake workflow; its code is the toolshift package at the git "
             f"commit {(manifest.get('rerun') or {}).get('git', {}).get('commit') or 'unknown'}",
+            **_checksums(manifest["files"].get(WORKFLOW_FILE)),
         },
     )
     for profile, (name, version) in PROFILES.items():
@@ -85,7 +90,7 @@ def crate_metadata(manifest: Mapping[str, Any], licenses: Mapping[str, str] | No
     for name, entry in sorted(manifest["files"].items()):
         if name == WORKFLOW_FILE:
             continue
-        properties: dict[str, Any] = {"contentSize": entry["size"], "sha256": entry["sha256"]}
+        properties: dict[str, Any] = _checksums(entry)
         encoding = encoding_of(name)
         if encoding:
             properties["encodingFormat"] = encoding
