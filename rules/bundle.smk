@@ -1,7 +1,7 @@
 # Result bundles (docs/bundles.md). `snakemake bundle` (`make bundle`) packs the generation side of a run into
 # one RO-Crate zip with a checked manifest; `--config bundle=PATH_OR_URL` imports one instead of generating, so
 # that only the rules after generation run: judges, vectors, tables, figures and the book.
-from snakemake.io import is_flagged
+from toolshift.bundles.layout import declared_benchmarks, declared_outputs
 
 # The generation side of the DAG: every rule up to and including generation, with the wildcards of each of
 # its jobs this config runs. A bundle carries those jobs' declared outputs that the rules after generation
@@ -12,7 +12,9 @@ GENERATION_JOBS = {
     "splits": [{"dataset": d} for d in DATASETS],
     "episodes": [{"dataset": d} for d in DATASETS],
     "merge_runs": [{"model": m, "dataset": d} for m in HF_MODELS for d in DATASETS],
-    "infer_api": [{"model": m, "dataset": d, "condition": c} for m in API_MODELS for d in DATASETS for c in CONDITIONS],
+    "infer_api": [
+        {"model": m, "dataset": d, "condition": c} for m in API_MODELS for d in DATASETS for c in CONDITIONS
+    ],
     "merge_interventions": [{"model": m, "dataset": d} for m in HF_MODELS for d in DATASETS],
     "transfer": [
         {"model": m, "dataset": d, "source": s}
@@ -27,7 +29,9 @@ GENERATION_JOBS = {
 # what the generation cost (the GPU seconds a re-run needs).
 SHARD_JOBS = {
     "infer": [{"model": m, "dataset": d, "shard": s} for m in HF_MODELS for d in DATASETS for s in SHARDS],
-    "intervene": [{"model": m, "dataset": d, "shard": s} for m in HF_MODELS for d in DATASETS for s in SHARDS],
+    "intervene": [
+        {"model": m, "dataset": d, "shard": s} for m in HF_MODELS for d in DATASETS for s in SHARDS
+    ],
     "model": [{"model": m} for m in HF_MODELS],
 }
 RECOMPUTED_ON_IMPORT = ("vectors",)
@@ -35,39 +39,8 @@ RECOMPUTED_ON_IMPORT = ("vectors",)
 bundle stores activations as float16: then it imports the run's own vectors, which the interventions used."""
 
 
-def _defined_rule(name):
-    """Snakemake's rule `name`, or None where this config does not define it (transfer, intervene)."""
-    return next((r for r in workflow.rules if r.name == name), None)
-
-
-def _relative(path):
-    return os.path.relpath(path, RESULTS)
-
-
-def generation_files(jobs):
-    """(path relative to the results root, is a folder, rule) of every declared output of `jobs`."""
-    files = []
-    for name, wildcards in jobs.items():
-        step = _defined_rule(name)
-        for wc in wildcards if step is not None else []:
-            for out in step.output:
-                path = out.apply_wildcards(wc)
-                files.append((_relative(path), is_flagged(out, "directory"), name))
-    return files
-
-
-def generation_benchmarks(jobs, gpu_only=False):
-    """The benchmark files (relative to the results root) of `jobs`; with `gpu_only`, of its GPU jobs."""
-    found = []
-    for name, wildcards in jobs.items():
-        step = _defined_rule(name)
-        if step is None or not step.benchmark or (gpu_only and step.resources.get("gpu") != 1):
-            continue
-        found += [_relative(step.benchmark.apply_wildcards(wc)) for wc in wildcards]
-    return sorted(set(found))
-
-
-GENERATION_FILES = generation_files(GENERATION_JOBS)
+WORKFLOW_RULES = {r.name: r for r in workflow.rules}
+GENERATION_FILES = declared_outputs(WORKFLOW_RULES, GENERATION_JOBS, RESULTS)
 BENCHMARK_JOBS = {**SHARD_JOBS, **{k: v for k, v in GENERATION_JOBS.items() if k != "model"}}
 
 
@@ -85,8 +58,8 @@ rule bundle:
     params:
         files=[(rel, step) for rel, _, step in GENERATION_FILES],
         float16=config["bundle_float16"],
-        benchmarks=generation_benchmarks(BENCHMARK_JOBS),
-        gpu_benchmarks=generation_benchmarks(BENCHMARK_JOBS, gpu_only=True),
+        benchmarks=declared_benchmarks(WORKFLOW_RULES, BENCHMARK_JOBS, RESULTS),
+        gpu_benchmarks=declared_benchmarks(WORKFLOW_RULES, BENCHMARK_JOBS, RESULTS, gpu_only=True),
         data_lock=config["data_lock"],
         datasets=DATASETS,
         repo=workflow.basedir,
@@ -110,13 +83,12 @@ if config["bundle"]:
     except ToolshiftError as exc:
         raise WorkflowError(str(exc)) from None
     if BUNDLE_MISMATCH:
-        logger.warning(f"bundle {config['bundle']}: importing it anyway (bundle_accept_mismatch): {BUNDLE_MISMATCH}")
+        logger.warning(
+            f"bundle {config['bundle']}: importing it anyway (bundle_accept_mismatch): {BUNDLE_MISMATCH}"
+        )
 
-    def stage_bundle():
-        """Check the whole bundle and unpack it into its staging folder before the first job."""
-        stage_for_import(BUNDLE, RESULTS, config["bundle_sha256"])
-
-    BEFORE_FIRST_JOB.append(stage_bundle)
+    # before the first job: check the whole bundle and unpack it into its staging folder
+    BEFORE_FIRST_JOB.append(lambda: stage_for_import(BUNDLE, RESULTS, config["bundle_sha256"]))
 
     # The import puts the generation side's files in place; Snakemake then takes them from this rule rather
     # than from the rules that would generate them, and never schedules those.
@@ -139,5 +111,5 @@ if config["bundle"]:
             "../workflow_scripts/import_bundle.py"
 
     for _name in GENERATION_JOBS:
-        if _defined_rule(_name) is not None:
+        if _name in WORKFLOW_RULES:
             workflow.ruleorder("import_bundle", _name)
