@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import re
 import shutil
 import stat
 import tarfile
@@ -20,7 +21,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 import pytest
-from dag import REPO
+import yaml
+from dag import REPO, snakemake
 from rocrate.rocrate import ROCrate
 
 import toolshift
@@ -449,3 +451,129 @@ def test_report_items_and_figure_captions():
         snakemake=Job("third")
     )  # the registry's words before a caption
     assert set(FIGURE_NAMES) >= {"pca", "headline"}
+
+
+# --------------------------------------------------------------------------- through the DAG (e2e)
+
+GENERATION_RULES = {"prompts", "splits", "episodes", "model", "infer", "merge_runs", "intervene"}
+GENERATION_RULES |= {"merge_interventions", "transfer", "infer_api"}
+"""The rules an import must never schedule."""
+RUN_SPECIFIC_PAGES = {"runtimes.md", "config.md", "bundle.md"}
+"""Book fragments about the run itself (its runtimes, paths, the bundle it imported), not its results."""
+
+
+@pytest.fixture(scope="module")
+def bundled(dag_run):
+    """The session's reduced DAG run and its bundle (`snakemake bundle` there: one job, nothing reruns)."""
+    work, cfg = dag_run
+    proc = snakemake(work, "--configfile", "config.yaml", "--cores", "1", "bundle", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, cfg, Path(cfg["results"]) / "bundle/toolshift-bundle.zip"
+
+
+def import_run(work: Path, cfg: dict, bundle: Path, *args: str, **changes):
+    """Snakemake in `work` with the run's config, a fresh results folder and book, importing `bundle`."""
+    work.mkdir(parents=True, exist_ok=True)
+    mine = {**cfg, "results": str(work / "results"), "book_dir": str(work / "book"), "bundle": str(bundle)}
+    (work / "config.yaml").write_text(yaml.safe_dump({**mine, **changes}))
+    return snakemake(work, "--configfile", "config.yaml", *args, timeout=1200)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M) if k != "total"}
+
+
+def toolshift_lines(output: str, needle: str) -> list[str]:
+    return [line for line in output.splitlines() if needle in line]
+
+
+@pytest.mark.e2e
+def test_an_import_reruns_only_what_follows_generation_and_reproduces_the_run(bundled, tmp_path):
+    work, cfg, bundle = bundled
+    dry = import_run(tmp_path, cfg, bundle, "--dry-run", "--quiet", "rules")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout)
+    assert counts["import_bundle"] == 1 and not GENERATION_RULES & set(counts), counts
+    assert {"validate_runs", "vectors", "judge", "asr_table", "figures", "book"} <= set(counts), counts
+    assert not (tmp_path / "results").exists()  # a dry run reads the bundle and writes nothing
+    proc = import_run(tmp_path, cfg, bundle, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    original, imported = Path(cfg["results"]), tmp_path / "results"
+    tables = sorted(p.name for p in (original / "tables").glob("*.csv"))
+    assert tables and tables == sorted(p.name for p in (imported / "tables").glob("*.csv"))
+    for name in tables:  # every table, byte for byte
+        assert (imported / "tables" / name).read_bytes() == (original / "tables" / name).read_bytes(), name
+    figures = sorted(
+        p.relative_to(original).as_posix() for p in (original / "figures").rglob("*") if p.is_file()
+    )
+    for rel in figures:  # every figure's PNG, SVG and captions (matplotlib writes no dates into them here)
+        assert (imported / rel).read_bytes() == (original / rel).read_bytes(), rel
+    for model in dag_models(cfg):  # the vectors, recomputed from the imported activations
+        rel = f"vectors/{model}/mini.nc"
+        assert (imported / rel).read_bytes() == (original / rel).read_bytes(), rel
+    pages, again = Path(cfg["book_dir"]) / "_generated", tmp_path / "book/_generated"
+    fragments = sorted(p.relative_to(pages).as_posix() for p in pages.rglob("*") if p.is_file())
+    assert fragments == sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file())
+    for rel in set(fragments) - RUN_SPECIFIC_PAGES:  # the book's pages, their tables, figures and examples
+        assert (again / rel).read_bytes() == (pages / rel).read_bytes(), rel
+    assert "imported from a result bundle" in (again / "bundle.md").read_text()
+    record = json.loads((imported / RECORD).read_text())
+    assert record["recomputed"] == [f"vectors/{m}/mini.nc" for m in sorted(dag_models(cfg))]
+    nothing = import_run(tmp_path, cfg, bundle, "--dry-run")
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+def dag_models(cfg: dict) -> list[str]:
+    return list(cfg["models"])
+
+
+@pytest.mark.e2e
+def test_a_bad_bundle_stops_the_workflow_in_one_line_and_touches_nothing(bundled, tmp_path):
+    work, cfg, bundle = bundled
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(bundle.read_bytes()[:1000])
+    proc = import_run(tmp_path / "a", cfg, truncated, "--dry-run")
+    assert proc.returncode != 0 and len(toolshift_lines(proc.stderr, "not a complete zip archive")) == 1
+    assert not (tmp_path / "a/results").exists()
+
+    # a member whose bytes differ passes the checks that read no data; the full check before the first job
+    # stops the run before any job writes
+    def flip(name, data):
+        if name and name.endswith("activations.nc"):
+            return name, bytes(b ^ 1 for b in data)
+        return None if name is None else (name, data)
+
+    tampered = rewrite(bundle, tmp_path / "tampered.zip", flip)
+    proc = import_run(tmp_path / "b", cfg, tampered, "--cores", "1")
+    assert proc.returncode != 0 and len(toolshift_lines(proc.stdout + proc.stderr, "its manifest says")) == 1
+    assert not (tmp_path / "b/results").exists()
+
+
+@pytest.mark.e2e
+def test_another_config_is_refused_unless_accepted(bundled, tmp_path):
+    work, cfg, bundle = bundled
+    generation = {**cfg["generation"], "max_new_tokens": 7}
+    proc = import_run(tmp_path / "a", cfg, bundle, "--dry-run", generation=generation)
+    assert proc.returncode != 0
+    assert len(toolshift_lines(proc.stderr, "generation.max_new_tokens: 6 in the bundle, 7 here")) == 1
+    proc = import_run(
+        tmp_path / "b", cfg, bundle, "--dry-run", generation=generation, bundle_accept_mismatch=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bundle_accept_mismatch" in proc.stderr and "import_bundle" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_snakemake_report_lists_every_table_and_figure_with_its_caption(dag_run, tmp_path):
+    work, cfg = dag_run
+    out = tmp_path / "report.zip"
+    proc = snakemake(work, "--configfile", "config.yaml", "--report", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(out) as zf:
+        names = {Path(n).name for n in zf.namelist()}
+        html = zf.read("report/report.html").decode("utf-8")
+    results = Path(cfg["results"])
+    assert {p.name for p in (results / "tables").glob("*.csv")} <= names
+    assert {f"{name}.png" for name in FIGURE_NAMES} <= names
+    captions = json.loads((results / "figures/mini/captions.json").read_text())
+    assert captions["asr_by_condition"][:60] in html  # the drawing function's own caption
