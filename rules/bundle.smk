@@ -64,7 +64,7 @@ rule bundle:
         datasets=DATASETS,
         repo=workflow.basedir,
     script:
-        "../workflow_scripts/make_bundle.py"
+        "../workflow_scripts/bundle.py"
 
 
 if config["bundle"]:
