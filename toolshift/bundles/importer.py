@@ -1,6 +1,7 @@
 """Importing a bundle into a results folder (`snakemake --config bundle=PATH_OR_URL`, rules/bundle.smk).
 
-Three steps, each safe to repeat:
+Three steps, each safe to repeat (step 1 runs in every Snakemake process, jobs included, so this module
+imports pooch and the netCDF stack only when it downloads or places files):
 
 1. `open_for_import` (when the Snakefile loads, dry runs and jobs included): find the archive (a path; a URL
    from `<data_mirror>/bundles/`, the download cache or through pooch), read its manifest, check its central
@@ -25,8 +26,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-import pooch
-
 import toolshift
 from toolshift.bundles.archive import BundleArchive, open_bundle_archive, stage
 from toolshift.bundles.manifest import (
@@ -36,9 +35,7 @@ from toolshift.bundles.manifest import (
     missing_results,
     results_files,
 )
-from toolshift.datasets.downloads import DOWNLOAD_TIMEOUT_S, data_source
 from toolshift.errors import DataError
-from toolshift.files import atomic_path
 
 URL_PREFIXES: tuple[str, ...] = ("http://", "https://", "ftp://", "sftp://", "doi:")
 """Bundle sources fetched through pooch (`doi:` resolves Zenodo, figshare and Dataverse records)."""
@@ -85,6 +82,10 @@ def locate(
     target = Path(cache) / MIRROR_SUBDIR / name
     if target.is_file():  # checked in full before the first job (stage_for_import), not at every load
         return target
+    import pooch
+
+    from toolshift.datasets.downloads import DOWNLOAD_TIMEOUT_S
+
     known = f"sha256:{sha256.lower()}" if sha256 else None
     try:
         downloader = (
@@ -107,8 +108,13 @@ def open_for_import(config: Mapping[str, Any]) -> tuple[BundleArchive, str | Non
     """Find and check the bundle `config["bundle"]` names (see the module docstring, step 1): the archive and
     what differs from this run (None, or the mismatch `bundle_accept_mismatch` accepts)."""
     source = str(config["bundle"])
-    data = data_source(config["results"], config.get("data_mirror"), config.get("data_cache"))
-    path = locate(source, cache=data.cache, mirror=data.mirror, sha256=config.get("bundle_sha256"))
+    mirror, cache = config.get("data_mirror"), config.get("data_cache")
+    if is_url(source):  # the data sources of datasets: the mirror, else the download cache
+        from toolshift.datasets.downloads import data_source
+
+        data = data_source(config["results"], mirror, cache)
+        mirror, cache = data.mirror, data.cache
+    path = locate(source, cache=cache or config["results"], mirror=mirror, sha256=config.get("bundle_sha256"))
     bundle = open_bundle_archive(path)
     accepted = check_compatible(bundle.manifest, config, toolshift.__version__, source)
     return bundle, accepted
@@ -168,6 +174,8 @@ def place(
 
     Every results file goes to its place, except those of the rules in `recomputed` (rerun from the others);
     a wanted folder (a `directory()` output) is emptied first, so that it holds exactly the bundle's files."""
+    from toolshift.files import atomic_path
+
     root = Path(results)
     check_holds(bundle, wanted, source)
     staged = stage_for_import(bundle, root, archive_sha256) / RESULTS_PREFIX.rstrip("/")
