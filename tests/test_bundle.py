@@ -533,7 +533,8 @@ def test_a_bad_bundle_stops_the_workflow_in_one_line_and_touches_nothing(bundled
     truncated = tmp_path / "truncated.zip"
     truncated.write_bytes(bundle.read_bytes()[:1000])
     proc = import_run(tmp_path / "a", cfg, truncated, "--dry-run")
-    assert proc.returncode != 0 and len(toolshift_lines(proc.stderr, "not a complete zip archive")) == 1
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and len(toolshift_lines(output, "not a complete zip archive")) == 1, output
     assert not (tmp_path / "a/results").exists()
 
     # a member whose bytes differ passes the checks that read no data; the full check before the first job
@@ -545,7 +546,8 @@ def test_a_bad_bundle_stops_the_workflow_in_one_line_and_touches_nothing(bundled
 
     tampered = rewrite(bundle, tmp_path / "tampered.zip", flip)
     proc = import_run(tmp_path / "b", cfg, tampered, "--cores", "1")
-    assert proc.returncode != 0 and len(toolshift_lines(proc.stdout + proc.stderr, "its manifest says")) == 1
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and len(toolshift_lines(output, "its manifest says")) == 1, output[-3000:]
     assert not (tmp_path / "b/results").exists()
 
 
@@ -554,13 +556,14 @@ def test_another_config_is_refused_unless_accepted(bundled, tmp_path):
     work, cfg, bundle = bundled
     generation = {**cfg["generation"], "max_new_tokens": 7}
     proc = import_run(tmp_path / "a", cfg, bundle, "--dry-run", generation=generation)
+    output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert len(toolshift_lines(proc.stderr, "generation.max_new_tokens: 6 in the bundle, 7 here")) == 1
+    assert len(toolshift_lines(output, "generation.max_new_tokens: 6 in the bundle, 7 here")) == 1, output
     proc = import_run(
         tmp_path / "b", cfg, bundle, "--dry-run", generation=generation, bundle_accept_mismatch=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "bundle_accept_mismatch" in proc.stderr and "import_bundle" in proc.stdout
+    assert "importing it anyway" in proc.stdout + proc.stderr and "import_bundle" in proc.stdout
 
 
 @pytest.mark.e2e
@@ -577,3 +580,22 @@ def test_snakemake_report_lists_every_table_and_figure_with_its_caption(dag_run,
     assert {f"{name}.png" for name in FIGURE_NAMES} <= names
     captions = json.loads((results / "figures/mini/captions.json").read_text())
     assert captions["asr_by_condition"][:60] in html  # the drawing function's own caption
+
+
+@pytest.mark.e2e
+def test_a_float16_bundle_imports_the_runs_own_vectors(bundled, tmp_path):
+    """Vectors recomputed from rounded activations would differ from those the interventions steered along:
+    a float16 bundle brings the run's own, and the DAG schedules no `vectors` job."""
+    work, cfg, bundle = bundled
+    with zipfile.ZipFile(bundle) as zf:
+        manifest = json.loads(zf.read(MANIFEST_NAME))
+        run_config = yaml.safe_load(zf.read("provenance/config.yaml"))
+    files = [
+        (n[len("results/") :], e["rule"]) for n, e in manifest["files"].items() if n.startswith("results/")
+    ]
+    half = tmp_path / "half.zip"
+    make_bundle(results=cfg["results"], files=files, out=half, config=run_config, repo=REPO, float16=True)
+    dry = import_run(tmp_path / "a", cfg, half, "--dry-run", "--quiet", "rules")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout)
+    assert counts["import_bundle"] == 1 and "vectors" not in counts and "analysis_tables" in counts, counts
