@@ -1,5 +1,5 @@
 # The README's two commands: `make report` and `make test` (and `make test-fast`, `make bench`, `make lint`,
-# `make judge-score`, `make vllm-env`).
+# `make judge-score`, `make vllm-env`, `make bundle`).
 # Each creates or reuses a local virtualenv in .venv and installs what it needs; no root needed.
 
 PYTHON ?= python3
@@ -31,7 +31,7 @@ VLLM_REQUIREMENTS := envs/vllm-requirements.txt
 VLLM_STAMP := $(VLLM_VENV)/.toolshift-vllm-installed
 TEST_VLLM ?= 1
 
-.PHONY: report test test-fast bench lint install vllm-env clean judge-score mutate
+.PHONY: report test test-fast bench lint install vllm-env clean judge-score mutate bundle
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,16 @@ report: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) \
 		$(if $(DATA_MIRROR),--config data_mirror=$(DATA_MIRROR)) $(SNAKEMAKE_ARGS)
 	@echo "The book: $(CURDIR)/book/_build/html/index.html"
+
+# The run's result bundle (docs/bundles.md): its generation side (prompts, conversations, responses, activations,
+# interventions, costs, vectors, config and provenance) in one RO-Crate zip, results/bundle/toolshift-bundle.zip,
+# generating first whatever is missing. BUNDLE_FLOAT16=1 stores the activations as float16. A reviewer rebuilds
+# everything after generation from it without a GPU: snakemake --cores all --config bundle=PATH_OR_URL
+BUNDLE_FLOAT16 ?= 0
+BUNDLE_CONFIG := $(if $(DATA_MIRROR),data_mirror=$(DATA_MIRROR)) $(if $(filter 1,$(BUNDLE_FLOAT16)),bundle_float16=true)
+bundle: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) bundle \
+		$(if $(strip $(BUNDLE_CONFIG)),--config $(BUNDLE_CONFIG)) $(SNAKEMAKE_ARGS)
 
 test: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest

@@ -22,6 +22,8 @@ include: "rules/stats.smk"
 include: "rules/plots.smk"
 include: "rules/validation.smk"
 include: "rules/book.smk"
+include: "rules/bundle.smk"
+include: "rules/report.smk"
 
 
 rule all:

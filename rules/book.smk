@@ -40,6 +40,7 @@ rule book:
         skipped=expand(res("data/{dataset}/skipped.csv"), dataset=DATASETS),  # read beside each prompts file
         changes=expand(res("data/{dataset}/changes.csv"), dataset=DATASETS),  # read beside each prompts file
         splits=expand(res("splits/{dataset}.parquet"), dataset=DATASETS),
+        bundle_record=BUNDLE_RECORD,  # an imported result bundle's record (rules/bundle.smk), if any
     output:
         BOOK_INDEX,
     log:

@@ -20,6 +20,7 @@ from toolshift.common.config import check_layer_depths, validate_config
 from toolshift.contracts import ACTIVATION_TABLES
 from toolshift.errors import ToolshiftError
 from toolshift.common.guards import check_book_dir, check_output_dirs, lock_results, unlock_results
+from toolshift.bundles.manifest import IMPORT_RECORD
 from toolshift.analysis.interventions import (
     expand_interventions,
     transfer_alphas,
@@ -52,6 +53,8 @@ SHARDS = [f"{i:03d}" for i in range(config["generation"]["shards"])]
 COMMON_INTERVENTIONS = [spec.id for spec in expand_interventions(config["interventions"], None, CONDITIONS)]
 TRANSFER_RUNS = [transfer_id(a, "{source}") for a in transfer_alphas(config["interventions"])]
 BOOK_INDEX = f"{config['book_dir']}/_build/html/index.html"
+# the record of an imported result bundle (rules/bundle.smk), which the book's provenance page shows
+BUNDLE_RECORD = [f"{RESULTS}/{IMPORT_RECORD}"] if config["bundle"] else []
 ENV = "../environment.yml"
 VLLM_ENV = "../envs/vllm.yml"
 ANALYSIS_TABLES = [
@@ -104,11 +107,18 @@ wildcard_constraints:
     shard=r"\d{3}",
 
 
+# Checks run once before the first job, by the main process only (never in dry runs): a stage appends a
+# function of no arguments that raises ToolshiftError (rules/bundle.smk checks and unpacks a bundle here).
+BEFORE_FIRST_JOB = []
+
+
 # One run at a time per results root (Snakemake's own lock covers only its working directory): the main
 # process holds {results}/.toolshift.lock from the start of execution to its end. Dry runs and jobs (which
 # Snakemake starts with --no-hooks) never take it; the OS releases it if the run is killed.
 onstart:
     try:
+        for check in BEFORE_FIRST_JOB:
+            check()
         lock_results(RESULTS)
     except ToolshiftError as exc:
         raise WorkflowError(str(exc)) from None

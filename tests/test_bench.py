@@ -74,7 +74,8 @@ def test_quick_bench_skips_end_to_end_and_prints_every_figure(quick):
     result, stdout = quick
     assert result["end_to_end_s"] is None
     assert set(result["verdicts"]) == set(TARGETS)
-    skipped = [k for k in TARGETS if k == "end_to_end_s" or k.startswith("vllm_")]  # full mode only
+    full_only = ("end_to_end_s", "bundle_import_over_full")
+    skipped = [k for k in TARGETS if k in full_only or k.startswith("vllm_")]  # full mode only
     assert skipped and all(result["verdicts"][k] == "-" for k in skipped)
     assert all(result["verdicts"][k] in ("pass", "miss") for k in TARGETS if k not in skipped)
     labels = ("capture overhead", "intervention overhead", "batch 8 / batch 1", "snakemake -n", "skipped")

@@ -22,6 +22,7 @@ LAYERS: tuple[str, ...] = (
     "checks",
     "common",
     "report",
+    "bundles",
     "bench",
 )
 """Lowest first: a module may import from its own layer and the layers before it, never from a later one."""

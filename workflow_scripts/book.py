@@ -31,6 +31,7 @@ def main(smk) -> None:
         splits={Path(p).stem: Path(p) for p in smk.input.splits},  # splits/{dataset}.parquet
         benchmarks_dir=results / "benchmarks",
         repo_dir=Path(smk.params.repo),
+        bundle_record=smk.input.bundle_record[0] if smk.input.bundle_record else None,  # rules/bundle.smk
     )
 
 

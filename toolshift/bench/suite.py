@@ -16,7 +16,9 @@ Figures (targets where the project sets one):
   dataset, shard) for the conditions, and one for the interventions), generations, maximum new tokens;
 - engines: new tokens/s of the `hf` and `vllm` engines on the same fixture, and how far they agree;
 - end to end: wall time of the embedded default (`config/config.yaml`) from scratch (target <= 180 s;
-  skipped by --quick).
+  skipped by --quick);
+- from its bundle: that run's result bundle imported into a fresh folder and the book rebuilt, its wall time
+  over the full run's (target <= 0.25; toolshift.bench.bundle_timing), and the bundle's size.
 
 The two workflow figures (DAG build, end to end) are measured by toolshift.bench.workflow_timing.
 
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from toolshift import REPO_ROOT
+from toolshift.bench.bundle_timing import bundle_figures
 from toolshift.bench.workflow_timing import dag_figures, end_to_end_figures
 from toolshift.errors import ConfigError
 from toolshift.files import atomic_path
@@ -59,6 +62,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "infer_loads_per_model_dataset_shard": ("<=", 1.0),
     "intervene_loads_per_model_dataset_shard": ("<=", 1.0),
     "end_to_end_s": ("<=", 180.0),
+    "bundle_import_over_full": ("<=", 0.25),
 }
 """The figures with a target: (comparison, bound)."""
 
@@ -338,6 +342,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("vllm_responses_equal_share", "vllm responses equal to hf, share", "{:.3f}"),
     ("vllm_max_state_diff", "vllm vs hf captured states, max |diff|", "{:.1e}"),
     ("end_to_end_s", "embedded default, end to end", "{:.0f} s"),
+    ("bundle_import_s", "embedded default from its bundle: import + book", "{:.0f} s"),
+    ("bundle_import_over_full", "from its bundle / end to end", "{:.2f}x"),
+    ("bundle_mb", "embedded default's result bundle", "{:.1f} MB"),
     ("gpu_hf_load_s", "GPU, Qwen2.5-VL-7B bf16: hf load", "{:.0f} s"),
     ("gpu_hf_tokens_per_s_capture", "GPU: hf with capture, new tokens/s", "{:.0f}"),
     ("gpu_hf_tokens_per_s_steer", "GPU: hf with steering, new tokens/s", "{:.0f}"),
@@ -416,6 +423,7 @@ def run_bench(out: str | os.PathLike[str] = DEFAULT_OUT, *, quick: bool = False)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 # keep the other figures: the JSON records the failure and main() exits 1
                 result.update({"end_to_end_s": None, "end_to_end": {"error": str(exc)}})
+            result.update(bundle_figures(work, result["end_to_end_s"]))
         else:
             result.update({"end_to_end_s": None, "end_to_end": {"skipped": "quick mode"}})
     result.update(gpu_figures())

@@ -64,6 +64,7 @@ def make_book(
     splits: Mapping[str, str | os.PathLike[str]] | None = None,
     benchmarks_dir: str | os.PathLike[str] | None = None,
     repo_dir: str | os.PathLike[str] | None = None,
+    bundle_record: str | os.PathLike[str] | None = None,
 ) -> Path:
     """The `book` rule's one call (workflow_scripts/book.py): the generated pages from the result files
     (`write_book_pages`), then the HTML (`build_html`).
@@ -72,7 +73,7 @@ def make_book(
     directory, a results folder per config) the static pages are copied there first, provided toolshift owns
     that folder (`toolshift.common.guards.claim_book_dir`: new, empty or marked; anything else is refused with
     a ConfigError before a file is touched). `tables`, `prompts` and `splits` map a name to a CSV or parquet
-    file (see `write_book_pages`).
+    file (see `write_book_pages`); `bundle_record` is an imported result bundle's record (a JSON file).
 
     Fixture models (`source: fixture`), `book.show_completions` and `headline_judge` come from the
     config; captions from the JSON object {figure name: caption} the figures rule writes. Returns
@@ -118,6 +119,7 @@ def make_book(
         splits=_read_frames(splits),
         benchmarks_dir=benchmarks_dir,
         repo_dir=repo_dir,
+        bundle_record=None if bundle_record is None else json.loads(Path(bundle_record).read_text("utf-8")),
     )
     index = build_html(book_dir)
     if index != Path(index_out).resolve():

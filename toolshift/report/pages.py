@@ -40,6 +40,7 @@ from toolshift.report.format import (
     ref_label,
 )
 from toolshift.report.provenance import (
+    bundle_markdown,
     config_markdown,
     datasets_markdown,
     engines_markdown,
@@ -346,6 +347,7 @@ def write_book_pages(
     splits: Mapping[str, pd.DataFrame] | None = None,
     benchmarks_dir: str | os.PathLike[str] | None = None,
     repo_dir: str | os.PathLike[str] | None = None,
+    bundle_record: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the book's generated fragments into `{book_dir}/_generated/` (replaced as a whole).
 
@@ -355,7 +357,8 @@ def write_book_pages(
     label to a vector file (or dataset). `tables` maps an analysis table's name (`tables/{name}.csv`)
     to its frame. `episodes` maps a condition to its episodes JSONL, whose image paths are relative to
     `results_root`; `prompts` and `splits` map a dataset to its prompt and split tables;
-    `benchmarks_dir` holds the Snakemake benchmark files and `repo_dir` the workflow's git checkout.
+    `benchmarks_dir` holds the Snakemake benchmark files and `repo_dir` the workflow's git checkout;
+    `bundle_record` is an imported result bundle's record (`bundle/imported.json`), if any.
     `judge` picks the headline judge (default: `keyword` if present, else the first in sorted order).
     Completions to harmful prompts appear only with `show_completions=True`, a few per run and
     truncated (`judged` gives them). Returns the `_generated` folder.
@@ -411,6 +414,7 @@ def write_book_pages(
         if benchmarks_dir is not None
         else "No benchmark folder was given to the book.\n",
         "config.md": config_markdown(config),
+        "bundle.md": bundle_markdown(bundle_record),
         "human_labels_note.md": _human_labels_note(config),
         "headline_judge.md": f"Figures and main tables use the **{judge}** judge; {{doc}}`method` lists "
         "every judge, and the last section here compares them.\n",

@@ -410,3 +410,44 @@ def config_markdown(config: Mapping[str, Any]) -> str:
         f"::::{{dropdown}} The configuration, defaults filled in ({text.count(chr(10))} lines)\n\n"
         f"```yaml\n{text}```\n::::\n"
     )
+
+
+def bundle_markdown(record: Mapping[str, Any] | None) -> str:
+    """Where this run's generations come from: generated in this results folder, or imported from a result
+    bundle (the import record `bundle/imported.json`: source, manifest, the run that made it, float16
+    activations and any accepted mismatch)."""
+    if not record:
+        return (
+            "The models' responses, activations and interventions were generated in this results folder (no "
+            "result bundle was imported).\n"
+        )
+    git = record.get("git") or {}
+    made = f"toolshift {code(record.get('toolshift_version'))}"
+    if git.get("commit"):
+        made += f" at commit {code(git['commit'])}" + (
+            " (with uncommitted changes)" if git.get("dirty") else ""
+        )
+    gpu = record.get("gpu_seconds")
+    lines = [
+        "The generation side of this run (prompts, conversations, responses, activations, interventions and "
+        f"their costs) was **imported from a result bundle**, {code(record.get('source'))} (manifest sha256 "
+        f"{code(record.get('manifest_sha256'))}, made {cell(record.get('created'))} by {made}); every file "
+        f"was checked against the bundle's manifest ({record.get('placed_files')} files placed). The judges, "
+        "vectors, tables, figures and this book were computed here from those files.",
+    ]
+    if gpu:
+        lines.append(f"Generating them took {float(gpu) / 3600:.2f} GPU-hours of the original run's jobs.")
+    if record.get("activations_dtype") == "float16":
+        lines.append(
+            "**The bundle stores activations as float16**: the vectors are the original run's own, taken "
+            "from the bundle (the interventions used them), not recomputed from the rounded activations."
+        )
+    elif record.get("recomputed"):
+        lines.append(
+            f"Recomputed here rather than imported: {', '.join(code(r) for r in record['recomputed'])}."
+        )
+    if record.get("accepted_mismatch"):
+        lines.append(
+            f"**Imported with `bundle_accept_mismatch`**, although {cell(record['accepted_mismatch'])}."
+        )
+    return "\n\n".join(lines) + "\n"
