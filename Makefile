@@ -1,13 +1,21 @@
 # The README's two commands: `make report` and `make test` (and `make test-fast`, `make bench`, `make lint`,
-# `make judge-score`, `make vllm-env`, `make bundle`).
+# `make judge-score`, `make vllm-env`, `make bundle`, `make lock`, `make test-latest`).
 # Each creates or reuses a local virtualenv in .venv and installs what it needs; no root needed.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch and torchvision are pinned as a pair that installs and runs on CPU-only machines too;
-# override on a GPU box if you need another build: make report TORCH_SPEC="torch==2.x torchvision==0.y"
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The locked environment (docs/development.md, "The locked environment"): every package at an exact version
+# with its sha256, for CPython 3.11 on Linux x86_64. `make install` (and so report, test, CI) installs it with
+# `pip install --require-hashes`; `make lock` regenerates it (and environment.yml, and the vLLM lock) from
+# pyproject.toml's ranges; LOCK= (empty) installs from those ranges without it, as any other platform must.
+LOCK ?= envs/requirements-lock.txt
+# torch and torchvision are pinned as a pair that installs and runs on CPU-only machines too (PyPI's Linux
+# build, which also runs on NVIDIA GPUs); `make lock` locks this pair. Another build on a GPU box is
+# installed over the locked environment: make install TORCH_SPEC="torch==2.x torchvision==0.y" (add
+# --index-url ... for PyTorch's own index); the book's provenance chapter then lists it as differing.
+LOCKED_TORCH_SPEC := torch==2.14.1 torchvision==0.29.1
+TORCH_SPEC ?= $(LOCKED_TORCH_SPEC)
 STAMP := $(VENV)/.toolshift-installed
 CORES ?= all
 SNAKEMAKE_ARGS ?=
@@ -28,33 +36,61 @@ VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_BASE_PYTHON ?= python3.11
 VLLM_PIP_ARGS ?=
 VLLM_REQUIREMENTS := envs/vllm-requirements.txt
+# Its lock (`make lock` resolves envs/vllm-requirements.txt into it); VLLM_LOCK= builds from the requirements.
+VLLM_LOCK ?= envs/vllm-requirements-lock.txt
 VLLM_STAMP := $(VLLM_VENV)/.toolshift-vllm-installed
 TEST_VLLM ?= 1
+# `make test-latest`: the suite against the newest releases pyproject.toml allows, in their own virtualenv.
+LATEST_VENV ?= .venv-latest
+PYTEST_ARGS ?=
 
-.PHONY: report test test-fast bench lint install vllm-env clean judge-score mutate bundle
+.PHONY: report test test-fast bench lint install vllm-env clean judge-score mutate bundle lock test-latest
 
-$(STAMP): pyproject.toml
+LOCKED_PYTHON_CHECK = -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and \
+	f"$(1) is for CPython 3.11, this is {sys.version.split()[0]}: install without it with $(2)=")'
+
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+ifneq ($(strip $(LOCK)),)
+	$(BIN)/python $(call LOCKED_PYTHON_CHECK,$(LOCK),LOCK)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(if $(filter-out $(LOCKED_TORCH_SPEC),$(TORCH_SPEC)),$(BIN)/python -m pip install --quiet $(TORCH_SPEC))
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+else
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+endif
 	touch $@
 
 install: $(STAMP)
 
-$(VLLM_STAMP): $(VLLM_REQUIREMENTS) envs/torchvision_guard.py pyproject.toml
+# With the lock: every package at its locked version and hash, without dependency resolution (the lock is the
+# whole environment, as the steps below leave it: vllm-lens declares other versions, torchaudio is removed).
+$(VLLM_STAMP): $(VLLM_LOCK) $(VLLM_REQUIREMENTS) envs/torchvision_guard.py pyproject.toml
 	test -x $(VLLM_BIN)/python || $(VLLM_BASE_PYTHON) -m venv $(VLLM_VENV)
+ifneq ($(strip $(VLLM_LOCK)),)
+	$(VLLM_BIN)/python $(call LOCKED_PYTHON_CHECK,$(VLLM_LOCK),VLLM_LOCK)
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_PIP_ARGS) --require-hashes --no-deps \
+		--ignore-requires-python -r $(VLLM_LOCK)
+else
 	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
 	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_PIP_ARGS) -r $(VLLM_REQUIREMENTS)
 	$(VLLM_BIN)/python -m pip install --quiet --no-deps --ignore-requires-python \
 		$$(sed -n 's/^#! no-deps://p' $(VLLM_REQUIREMENTS))
 	$(VLLM_BIN)/python -m pip uninstall --quiet --yes $$(sed -n 's/^#! remove://p' $(VLLM_REQUIREMENTS))
+endif
 	site=$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
 		cp envs/torchvision_guard.py "$$site/toolshift_torchvision_guard.py" && \
 		echo "import toolshift_torchvision_guard" > "$$site/toolshift_torchvision_guard.pth"
+ifneq ($(strip $(VLLM_LOCK)),)
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+else
 	$(VLLM_BIN)/python -c 'import sys, importlib.metadata as m; print(*(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' \
 		$$(sed -n 's/^#! keep://p' $(VLLM_REQUIREMENTS)) | tr ' ' '\n' > $(VLLM_VENV)/constraints.txt
 	$(VLLM_BIN)/python -m pip install --quiet -c $(VLLM_VENV)/constraints.txt -e .
+endif
 	$(VLLM_BIN)/python -c "import torchvision, vllm, toolshift.models.engines.vllm_extension"
 	touch $@
 
@@ -77,6 +113,27 @@ bundle: $(STAMP)
 
 test: $(STAMP) $(if $(filter 1,$(TEST_VLLM)),$(VLLM_STAMP))
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+# The suite against the newest releases within pyproject.toml's ranges (not the lock), in $(LATEST_VENV),
+# upgraded on every call; it first lists where they differ from the lock. Not part of CI: it shows drift
+# before a `make lock` brings it in. PYTEST_ARGS: e.g. -m "not e2e and not slow".
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m toolshift.common.lockfile diff --lock $(or $(LOCK),envs/requirements-lock.txt)
+	PATH="$(abspath $(LATEST_VENV)/bin):$$PATH" $(LATEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the locks: the main one resolved afresh (pip --dry-run --report: the newest releases within
+# pyproject.toml's ranges, with LOCKED_TORCH_SPEC's pair; nothing installed) and environment.yml from it; the
+# vLLM one from a vLLM environment built without a lock in a temporary folder (its recipe's steps cannot be
+# resolved in one go), as installed. Run it with CPython 3.11 on Linux x86_64 (about 10 minutes).
+lock: $(STAMP)
+	$(BIN)/python -m toolshift.common.lockfile main --torch "$(LOCKED_TORCH_SPEC)"
+	$(BIN)/python -m toolshift.common.lockfile environment
+	build=$$(mktemp -d) && { $(MAKE) vllm-env VLLM_VENV=$$build/venv VLLM_LOCK= && \
+		$(BIN)/python -m toolshift.common.lockfile vllm --python $$build/venv/bin/python \
+			--pip-args "$(VLLM_PIP_ARGS)"; status=$$?; rm -rf $$build; exit $$status; }
 
 # Every test except the end-to-end ones (marker `e2e`: each test that runs Snakemake) and the slow ones
 # (marker `slow`: the calibrated planted fixture, the vLLM environment), on every core (pytest-xdist);

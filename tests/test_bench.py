@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from toolshift.bench.suite import TARGETS, median_ratio, table, verdict
+from toolshift.bench.suite import TARGETS, table, verdict
+from toolshift.bench.timing import median_ratio, ratio_interval
 from toolshift.common.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +41,23 @@ def test_quick_bench_writes_every_ratio_as_a_positive_finite_number(quick):
     result, _ = quick
     for key in RATIOS:
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
+        low, high = result[f"{key}_ci95"]  # the 95 % interval from the paired repetitions
+        assert 0 < low <= result[key] <= high, key
     assert result["quick"] is True
     generation = result["generation"]
     assert generation["new_tokens_per_prompt"] == generation["max_new_tokens"]  # fixed work per run
-    assert set(generation["median_s"]) == {"plain", "capture", "add_alpha0", "batch_1", "batch_8"}
+    assert set(generation["median_s"]) == {
+        "plain",
+        "capture",
+        "add_alpha0",
+        "plain_1_token",
+        "batch_1",
+        "batch_8",
+    }
+    assert generation["ratios"]["capture_overhead"]["pairs"] == generation["repeats"]
+    # the fixture's decoding step, its size on disk and parameter count are recorded beside the ratios
+    assert result["decode_step_ms"] > 0 and generation["parameters"] > 0
+    assert generation["fixture_bytes"] > 4 * generation["parameters"]  # float32 weights at least
 
 
 @pytest.mark.e2e
@@ -77,8 +91,10 @@ def test_quick_bench_skips_end_to_end_and_prints_every_figure(quick):
     full_only = ("end_to_end_s", "bundle_import_over_full")
     skipped = [k for k in TARGETS if k in full_only or k.startswith("vllm_")]  # full mode only
     assert skipped and all(result["verdicts"][k] == "-" for k in skipped)
-    assert all(result["verdicts"][k] in ("pass", "miss") for k in TARGETS if k not in skipped)
-    labels = ("capture overhead", "intervention overhead", "batch 8 / batch 1", "snakemake -n", "skipped")
+    assert all(result["verdicts"][k] in ("pass", "miss", "unclear") for k in TARGETS if k not in skipped)
+    assert result["verdicts"]["dag_jobs"] in ("pass", "miss")  # a count: no interval, never unclear
+    labels = ("capture overhead", "intervention overhead", "batch 8 / batch 1", "snakemake -n", "skipped",
+              "decoding step", "95% interval")  # fmt: skip
     for label in labels:
         assert label in stdout
     assert str(result["dag_jobs"]) in stdout
@@ -88,6 +104,25 @@ def test_median_ratio_pairs_repetitions_and_rejects_mismatched_series():
     assert median_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 3.0]) == 2.0
     with pytest.raises(ValueError):
         median_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        ratio_interval([], [])
+
+
+def test_ratio_interval_is_the_t_interval_of_the_paired_log_ratios():
+    from scipy import stats
+
+    numerator, denominator = [1.10, 0.99, 1.30, 1.02, 1.21], [1.0, 0.9, 1.2, 1.0, 1.1]
+    logs = [math.log(a / b) for a, b in zip(numerator, denominator, strict=True)]
+    n, mean = len(logs), sum(logs) / len(logs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)  # by hand: mean +- t(0.975, n-1) * sd / sqrt(n)
+    summary = ratio_interval(numerator, denominator)
+    assert summary["ratio"] == pytest.approx(math.exp(mean))
+    assert summary["ci"] == pytest.approx([math.exp(mean - half), math.exp(mean + half)])
+    assert summary["pairs"] == 5 and summary["median"] == pytest.approx(1.1)
+    # pairing: a common factor per repetition (a slow moment of the machine) cancels out
+    assert ratio_interval([2.0, 20.0, 200.0], [1.0, 10.0, 100.0])["ci"] == pytest.approx([2.0, 2.0])
+    assert ratio_interval([2.0], [1.0])["ci"] is None  # one pair: no interval
 
 
 def test_verdict_and_table_mark_pass_miss_and_unmeasured():
@@ -97,8 +132,36 @@ def test_verdict_and_table_mark_pass_miss_and_unmeasured():
     assert verdict("dag_jobs", 10) == "pass" and verdict("dag_jobs", 12308) == "miss"
     assert verdict("batch8_per_prompt_over_batch1", 0.5) == "-"  # a figure without a target
     assert verdict("capture_overhead", None) == "-"
-    text = table({"capture_overhead": 1.2, "dag_jobs": 7})
-    assert "1.200x" in text and "miss" in text and "skipped" in text
+    assert verdict("decode_step_ms", 30.0) == "pass" and verdict("decode_step_ms", 5.0) == "miss"
+    # with an interval: pass or miss only when all of it is on one side of the bound
+    assert verdict("capture_overhead", 1.01, [1.00, 1.015]) == "pass"
+    assert verdict("capture_overhead", 1.01, [0.99, 1.03]) == "unclear"
+    assert verdict("capture_overhead", 1.05, [1.03, 1.07]) == "miss"
+    text = table({"capture_overhead": 1.2, "capture_overhead_ci95": [1.1, 1.3], "dag_jobs": 7})
+    assert "1.200x [1.100, 1.300]" in text and "miss" in text and "skipped" in text
+
+
+def test_end_to_end_reports_wall_process_tree_cpu_and_the_jobs_cpu_time(tmp_path, monkeypatch):
+    """The end-to-end figures: wall time, the CPU time of every process the run waited for, and the summed
+    `cpu_time` of the benchmark files the jobs wrote (here: a stand-in for Snakemake that burns CPU in a
+    child and writes two benchmark files)."""
+    from toolshift.bench import workflow_timing
+
+    def fake_snakemake(args, cwd, timeout):
+        subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+        header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        for name, cpu in (("a", 1.5), ("b", 2.25)):
+            path = cwd / "results" / "benchmarks" / "stage" / f"{name}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(header + f"3.0\t0:00:03\t10\t10\t10\t10\t0\t0\t50\t{cpu}\n")
+
+    monkeypatch.setattr(workflow_timing, "_run_snakemake", fake_snakemake)
+    result = workflow_timing.end_to_end_figures(tmp_path, cores=2)
+    assert result["end_to_end_jobs_cpu_s"] == pytest.approx(3.75)
+    assert result["end_to_end"]["jobs"] == 2 and result["end_to_end"]["jobs_wall_s"] == pytest.approx(6.0)
+    assert result["end_to_end_cpu_s"] > 0 and result["end_to_end_s"] > 0  # the child's CPU time counts
+    row = next(line for line in table(result).splitlines() if "its jobs, summed benchmark cpu_time" in line)
+    assert row.split()[-3:] == ["4", "s", "-"]  # 3.75 s, no target
 
 
 def test_gpu_bench_uses_the_real_qwen2_5_vl_7b_configuration():

@@ -342,6 +342,29 @@ def test_provenance_has_config_versions_commit_and_runtimes(built):
     assert "| infer" not in text and "12.5" in text and "321" in text
 
 
+def test_provenance_lists_the_locked_versions_and_every_difference(tmp_path):
+    """The software table: installed beside locked, every package off the lock, the whole lock."""
+    from toolshift.report.provenance import software_markdown
+
+    lock = tmp_path / "lock.txt"
+    lock.write_text(
+        "".join(f"{n}=={v} \\\n    --hash=sha256:{'a' * 64}\n" for n, v in
+                [("torch", "2.14.1"), ("transformers", "5.25.0"), ("numpy", "2.4.6")]),
+        encoding="utf-8",
+    )  # fmt: skip
+    same = {"torch": "2.14.1", "transformers": "5.25.0", "numpy": "2.4.6"}
+    text = software_markdown(lock, same)
+    assert "| `transformers` | 5.25.0 | 5.25.0 |" in text and "3 packages at exact versions" in text
+    assert "is the locked one" in text and "differ from the lock" not in text
+    assert "torch==2.14.1\ntransformers==5.25.0" in text.split("Every locked package (3")[1]
+    moved = {**same, "transformers": "5.24.0", "rocrate": "0.16.0"}
+    text = software_markdown(lock, moved)
+    assert "**2 package(s) differ from the lock**" in text
+    assert "| `transformers` | 5.25.0 | 5.24.0 |" in text and "| `rocrate` | not locked | 0.16.0 |" in text
+    missing = software_markdown(tmp_path / "none.txt", same)
+    assert "No lock to compare with" in missing and "none.txt" in missing
+
+
 def test_make_book_without_fixture_models(results, tmp_path):
     """The book rule's one call; a hub model only: no banner; absent figures are noted, not fatal."""
     book = _copy_book(tmp_path / "book")

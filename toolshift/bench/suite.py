@@ -1,29 +1,33 @@
 """`make bench`: the project's speed and storage figures, measured in one run as ratios or counts.
 
 Every timing figure is a ratio of two timings taken in the same process, interleaved repetition by
-repetition (A, B, B, A, ...) and summarised by the median of the per-repetition ratios, so that it holds on
-a noisy or shared machine; absolute seconds are recorded beside them for context only.
+repetition (A, B, B, A, ...), reported as the geometric mean of the per-repetition ratios with a 95 % interval
+from those pairs (toolshift.bench.timing), so that it holds on a noisy or shared machine and says how
+precise it is; absolute seconds are recorded beside them for context only.
 
 Figures (targets where the project sets one):
 
 - capture overhead: generation with residual capture / without (target <= 1.02);
 - intervention overhead: generation with an `add` hook at alpha = 0 / without (target <= 1.02);
 - batching: per-prompt generation time at batch 8 / batch 1;
+- decoding step: the time of one decoding step of the fixture those three are measured on (target >= 20 ms:
+  large enough that the overheads are measured against a realistic step);
 - activation storage: bytes on disk per prompt x layer x hidden value of `activations.nc`, and its write
   time / a raw `numpy.save` of the same array;
 - DAG build: `snakemake -n` wall time for `config/paper.yaml` (target <= 5 s) and its job count (<= 1000);
 - what the paper study costs before it runs (toolshift.bench.study_cost): model loads (<= 1 per (model,
   dataset, shard) for the conditions, and one for the interventions), generations, maximum new tokens;
 - engines: new tokens/s of the `hf` and `vllm` engines on the same fixture, and how far they agree;
-- end to end: wall time of the embedded default (`config/config.yaml`) from scratch (target <= 180 s;
-  skipped by --quick);
+- end to end: wall time of the embedded default (`config/config.yaml`) from scratch (target <= 180 s),
+  beside the CPU time of its process tree and the summed CPU time of its jobs' `benchmark:` files, so that
+  a slower machine (all three grow) is told from a slower package (CPU time grows); skipped by --quick;
 - from its bundle: that run's result bundle imported into a fresh folder and the book rebuilt, its wall time
   over the full run's (target <= 0.25; toolshift.bench.bundle_timing), and the bundle's size.
 
-The two workflow figures (DAG build, end to end) are measured by toolshift.bench.workflow_timing.
+The generation figures are measured by toolshift.bench.generation, the workflow ones (DAG build, end to
+end) by toolshift.bench.workflow_timing. Each measuring step is one entry of STAGES; a new figure is a new
+stage, its ROWS line and, where it has one, its TARGETS entry.
 
-The model is a tiny random Qwen2.5-VL fixture (toolshift.models.fixtures), on the CPU, with a fixed number of
-new tokens per prompt (eos suppressed) so that every timed run does the same work.
 Usage: `python -m toolshift.bench [--out results/bench/bench.json] [--quick]`.
 """
 
@@ -46,6 +50,8 @@ import numpy as np
 
 from toolshift import REPO_ROOT
 from toolshift.bench.bundle_timing import bundle_figures
+from toolshift.bench.generation import engine_figures, generation_figures
+from toolshift.bench.timing import INTERVAL_LEVEL, INTERVAL_METHOD, interleaved_times, ratio_interval
 from toolshift.bench.workflow_timing import dag_figures, end_to_end_figures
 from toolshift.errors import ConfigError
 from toolshift.files import atomic_path
@@ -53,6 +59,7 @@ from toolshift.files import atomic_path
 DEFAULT_OUT = Path("results") / "bench" / "bench.json"
 
 TARGETS: dict[str, tuple[str, float]] = {
+    "decode_step_ms": (">=", 20.0),
     "vllm_max_state_diff": ("<=", 1e-5),
     "vllm_responses_equal_share": (">=", 1.0),
     "capture_overhead": ("<=", 1.02),
@@ -79,196 +86,25 @@ def settings(quick: bool) -> dict[str, Any]:
             "max_new_tokens": 4,
             "batch_size": 8,
             "repeats": 3,
+            "batch_repeats": 3,
             "storage_shape": (32, 4, 64),
             "storage_repeats": 2,
             "dag_repeats": 1,
             "end_to_end": False,
         }
     return {
-        "fixture": {"hidden_size": 256, "num_layers": 4, "num_heads": 4},
+        # a decoding step of about 30 ms on one core of the 2-core development machine (45 M parameters)
+        "fixture": {"hidden_size": 768, "num_layers": 8, "num_heads": 12},
         "n_prompts": 16,
         "max_new_tokens": 16,
         "batch_size": 8,
-        "repeats": 9,
+        "repeats": 12,
+        "batch_repeats": 6,
         "storage_shape": (512, 28, 512),
         "storage_repeats": 5,
         "dag_repeats": 3,
         "end_to_end": True,
     }
-
-
-# --------------------------------------------------------------------------- timing helpers
-
-
-def _seconds(fn: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> float:
-    start = clock()
-    fn()
-    return clock() - start
-
-
-def interleaved_times(
-    variants: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float] = time.perf_counter
-) -> dict[str, list[float]]:
-    """Run every variant `repeats` times, interleaved, alternating the order each repetition (ABBA...).
-    `clock`: wall time by default; `time.process_time` counts this process's CPU only, so that other
-    processes on a shared machine do not enter a compute-bound ratio."""
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(repeats):
-        for name in names if rep % 2 == 0 else names[::-1]:
-            times[name].append(_seconds(variants[name], clock))
-    return times
-
-
-def median_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
-    """The median of the per-repetition ratios numerator[i] / denominator[i]."""
-    if len(numerator) != len(denominator) or not numerator:
-        raise ValueError("median_ratio needs two equally long, non-empty series")
-    return float(statistics.median(a / b for a, b in zip(numerator, denominator, strict=True)))
-
-
-# --------------------------------------------------------------------------- generation figures
-
-
-def _load_fixture_model(work: Path, fixture: dict[str, int]) -> Any:
-    from toolshift.models.fixtures import build_fixture
-    from toolshift.models.loading import load_model
-
-    path = build_fixture("qwen2_5_vl", work / "model", seed=0, **fixture)
-    return load_model(path, "qwen2_5_vl", dtype="float32", device="cpu")
-
-
-def generation_figures(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Capture overhead, intervention overhead (add, alpha 0) and batching, on a tiny Qwen2.5-VL fixture."""
-    import torch
-
-    # one intra-op thread: on a shared machine, spinning thread pools make timings far noisier
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _generation_figures(work, cfg)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _generation_figures(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from toolshift.models.fixtures import synthetic_episodes
-    from toolshift.models.generation import generate
-    from toolshift.models.hooks import ResidualEdit
-
-    loaded = _load_fixture_model(work, cfg["fixture"])
-    max_new = cfg["max_new_tokens"]
-    # every timed run generates exactly max_new tokens per prompt (generate copies this config)
-    loaded.model.generation_config.min_new_tokens = max_new
-    episodes = synthetic_episodes(work, cfg["n_prompts"], conditions=("direct",))
-    zero_add = ResidualEdit(
-        kind="add",
-        layer=loaded.n_layers // 2,
-        vector=np.random.default_rng(0).standard_normal(loaded.hidden_size).astype(np.float32),
-        alpha=0.0,
-    )
-
-    def run(capture: bool, intervention: Any = None, batch_size: int = cfg["batch_size"]) -> Any:
-        return lambda: generate(
-            loaded,
-            episodes,
-            work,
-            batch_size=batch_size,
-            max_new_tokens=max_new,
-            capture=capture,
-            intervention=intervention,
-            progress=False,
-        )
-
-    # warm-up (allocator, kernels, image preprocessing caches); also checks the fixed token count
-    warm, _ = run(False)()
-    n_new = warm["n_new_tokens"].tolist()
-    generation_times = interleaved_times(
-        {
-            "plain": run(False),
-            "capture": run(True),
-            "add_alpha0": run(False, zero_add),
-        },
-        cfg["repeats"],
-        clock=time.process_time,  # compute-bound, one thread: this process's CPU time
-    )
-    batch_times = interleaved_times(
-        {"batch_1": run(False, batch_size=1), "batch_8": run(False, batch_size=8)},
-        cfg["repeats"],
-        clock=time.process_time,
-    )
-    n = len(episodes)
-    return {
-        "capture_overhead": median_ratio(generation_times["capture"], generation_times["plain"]),
-        "intervention_overhead": median_ratio(generation_times["add_alpha0"], generation_times["plain"]),
-        "batch8_per_prompt_over_batch1": median_ratio(batch_times["batch_8"], batch_times["batch_1"]),
-        "generation": {
-            "model": "qwen2_5_vl fixture (random weights)",
-            **{k: int(v) for k, v in cfg["fixture"].items()},
-            "n_prompts": n,
-            "max_new_tokens": max_new,
-            "new_tokens_per_prompt": int(statistics.median(n_new)) if n_new else 0,
-            "batch_size": cfg["batch_size"],
-            "repeats": cfg["repeats"],
-            "torch_threads": torch.get_num_threads(),
-            "median_s": {
-                name: float(statistics.median(ts)) for name, ts in {**generation_times, **batch_times}.items()
-            },
-        },
-    }
-
-
-# --------------------------------------------------------------------------- engine figures
-
-ENGINE_FIXTURE: dict[str, int] = {"hidden_size": 64, "num_layers": 4, "num_heads": 2}
-"""The fixture both engines are timed on (head size 32: vLLM's CPU attention serves no smaller one)."""
-
-
-def engine_figures(work: Path, n: int = 32, max_new_tokens: int = 32) -> dict[str, Any]:
-    """New tokens/s of the `hf` and `vllm` engines on the same Qwen2.5-VL fixture (plain, with capture, with
-    steering; toolshift.models.engines.throughput, one process and one load per engine) and their agreement on
-    the fixtures (toolshift.models.engines.equivalence). Without a vLLM environment the vLLM figures say why
-    they are
-    missing."""
-    from toolshift.models.engines.environment import vllm_python
-    from toolshift.models.engines.throughput import measure_in_subprocess
-    from toolshift.models.fixtures import build_fixture
-
-    model = build_fixture("qwen2_5_vl", work / "engine_model", seed=0, **ENGINE_FIXTURE)
-    out: dict[str, Any] = {
-        "engines": {
-            "fixture": {"family": "qwen2_5_vl", **ENGINE_FIXTURE},
-            "n": n,
-            "max_new_tokens": max_new_tokens,
-        }
-    }
-    try:
-        vllm_python()
-        engines = ("hf", "vllm")
-    except ConfigError as exc:
-        engines = ("hf",)
-        out["engines"]["vllm"] = f"not measured: {exc}"
-    for engine in engines:
-        record = measure_in_subprocess(
-            engine, model, "qwen2_5_vl", n=n, max_new_tokens=max_new_tokens, timeout_s=1800
-        )
-        out["engines"][engine] = record
-        for variant, key in (("plain", ""), ("capture", "_capture"), ("steer", "_steer")):
-            out[f"{engine}_tokens_per_s{key}"] = record["variants"][variant]["tokens_per_s"]
-        out[f"{engine}_load_s"] = record["load_s"]
-    if "vllm" in engines:
-        from toolshift.models.engines.equivalence import FAMILIES, compare
-        from toolshift.models.engines.equivalence import figures as agreement
-
-        per_family = {f: agreement(*compare(f, work / f"equivalence-{f}")) for f in FAMILIES}
-        out["equivalence"] = per_family
-        out["vllm_responses_equal_hf"] = sum(v["responses_equal"] for v in per_family.values())
-        out["vllm_responses_compared"] = sum(v["responses"] for v in per_family.values())
-        out["vllm_max_state_diff"] = max(v["max_abs_state_diff"] for v in per_family.values())
-        out["vllm_responses_equal_share"] = out["vllm_responses_equal_hf"] / out["vllm_responses_compared"]
-    return out
 
 
 # --------------------------------------------------------------------------- storage figures
@@ -295,15 +131,18 @@ def storage_figures(work: Path, shape: tuple[int, int, int], repeats: int) -> di
     write_nc()  # warm-up: imports, h5py/netCDF initialisation
     times = interleaved_times({"netcdf": write_nc, "numpy_save": write_npy}, repeats)
     values = n_prompts * n_layers * hidden
+    write = ratio_interval(times["netcdf"], times["numpy_save"])
     return {
         "activation_bytes_per_value": nc_path.stat().st_size / values,
-        "activation_write_over_numpy_save": median_ratio(times["netcdf"], times["numpy_save"]),
+        "activation_write_over_numpy_save": write["ratio"],
+        "activation_write_over_numpy_save_ci95": write["ci"],
         "storage": {
             "shape": list(shape),
             "netcdf_bytes": nc_path.stat().st_size,
             "numpy_bytes": npy_path.stat().st_size,
             "repeats": repeats,
             "median_s": {name: float(statistics.median(ts)) for name, ts in times.items()},
+            "ratio": write,
         },
     }
 
@@ -311,19 +150,30 @@ def storage_figures(work: Path, shape: tuple[int, int, int], repeats: int) -> di
 # --------------------------------------------------------------------------- report
 
 
-def verdict(name: str, value: float | None) -> str:
-    """`pass` / `miss` against the figure's target, `-` where it has none or was not measured."""
+def verdict(name: str, value: float | None, interval: Sequence[float] | None = None) -> str:
+    """`pass` / `miss` against the figure's target, `-` where it has none or was not measured. With a 95 %
+    `interval`, `pass` / `miss` only where the whole interval is on that side of the bound, else `unclear`
+    (more repetitions, or a quieter machine, would be needed to tell)."""
     if name not in TARGETS or value is None:
         return "-"
     op, bound = TARGETS[name]
-    ok = value <= bound if op == "<=" else value >= bound
-    return "pass" if ok else "miss"
+
+    def ok(x: float) -> bool:
+        return x <= bound if op == "<=" else x >= bound
+
+    if interval is not None:
+        inside = {ok(x) for x in interval}
+        if len(inside) > 1:
+            return "unclear"
+        return "pass" if inside == {True} else "miss"
+    return "pass" if ok(value) else "miss"
 
 
 ROWS: tuple[tuple[str, str, str], ...] = (
     ("capture_overhead", "capture overhead (with / without)", "{:.3f}x"),
     ("intervention_overhead", "intervention overhead (add, alpha 0 / without)", "{:.3f}x"),
     ("batch8_per_prompt_over_batch1", "per-prompt time, batch 8 / batch 1", "{:.3f}x"),
+    ("decode_step_ms", "decoding step of that fixture (CPU, 1 thread)", "{:.1f} ms"),
     ("activation_bytes_per_value", "activations.nc bytes per prompt*layer*hidden", "{:.3f} B"),
     ("activation_write_over_numpy_save", "activations.nc write / numpy.save", "{:.2f}x"),
     ("dag_build_s", "snakemake -n, config/paper.yaml", "{:.1f} s"),
@@ -341,7 +191,9 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("vllm_tokens_per_s_steer", "vllm engine with steering, new tokens/s", "{:.0f}"),
     ("vllm_responses_equal_share", "vllm responses equal to hf, share", "{:.3f}"),
     ("vllm_max_state_diff", "vllm vs hf captured states, max |diff|", "{:.1e}"),
-    ("end_to_end_s", "embedded default, end to end", "{:.0f} s"),
+    ("end_to_end_s", "embedded default, end to end (wall)", "{:.0f} s"),
+    ("end_to_end_cpu_s", "  its process tree, CPU time (user + sys)", "{:.0f} s"),
+    ("end_to_end_jobs_cpu_s", "  its jobs, summed benchmark cpu_time", "{:.0f} s"),
     ("bundle_import_s", "embedded default from its bundle: import + book", "{:.0f} s"),
     ("bundle_import_over_full", "from its bundle / end to end", "{:.2f}x"),
     ("bundle_mb", "embedded default's result bundle", "{:.1f} MB"),
@@ -380,23 +232,74 @@ def gpu_figures(path: Path = GPU_REPORT) -> dict[str, Any]:
     return out
 
 
+def _interval(result: dict[str, Any], key: str) -> list[float] | None:
+    ci = result.get(f"{key}_ci95")
+    return list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+
+
 def table(result: dict[str, Any]) -> str:
-    """A plain-text table of every figure, its target and pass/miss."""
-    lines = [f"{'figure':<48} {'value':>17} {'target':>9} {'':>4}", "-" * 81]
+    """A plain-text table of every figure (with its 95 % interval where it has one), target and verdict."""
+    lines = [f"{'figure':<48} {'value':>27} {'target':>9} {'':>7}", "-" * 94]
     for key, label, fmt in ROWS:
         value = result.get(key)
-        failed = key == "end_to_end_s" and "error" in result.get("end_to_end", {})
+        interval = _interval(result, key)
+        failed = key.startswith("end_to_end") and "error" in result.get("end_to_end", {})
         if value is None:
             shown = "not measured here" if key.startswith("gpu_") else "failed" if failed else "skipped"
         else:
             shown = fmt.format(value)
+            if interval is not None:
+                low, high = (fmt.format(x).rstrip("x").strip() for x in interval)
+                shown += f" [{low}, {high}]"
         target = f"{TARGETS[key][0]} {TARGETS[key][1]:g}" if key in TARGETS else ""
-        lines.append(f"{label:<48} {shown:>17} {target:>9} {verdict(key, value):>4}")
+        lines.append(f"{label:<48} {shown:>27} {target:>9} {verdict(key, value, interval):>7}")
+    lines.append(f"[a, b]: {INTERVAL_LEVEL:.0%} interval from the paired repetitions ({INTERVAL_METHOD}).")
     return "\n".join(lines)
 
 
 def _progress(stage: str) -> None:
     print(f"bench: {stage} ...", file=sys.stderr, flush=True)
+
+
+def _generation(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    return generation_figures(work / "generation", cfg)
+
+
+def _storage(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    return storage_figures(work, cfg["storage_shape"], cfg["storage_repeats"])
+
+
+def _dag(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    return dag_figures(work, cfg["dag_repeats"])
+
+
+def _engines(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    return engine_figures(work)
+
+
+def _end_to_end(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return end_to_end_figures(work)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        # keep the other figures: the JSON records the failure and main() exits 1
+        return {"end_to_end_s": None, "end_to_end": {"error": str(exc)}}
+
+
+def _bundle(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    return bundle_figures(work, cfg["measured"].get("end_to_end_s"))
+
+
+STAGES: tuple[tuple[str, Callable[[Path, dict[str, Any]], dict[str, Any]], bool], ...] = (
+    ("generation: capture, intervention, batching, decoding step", _generation, True),
+    ("activation storage", _storage, True),
+    ("snakemake -n on config/paper.yaml", _dag, True),
+    ("engines: hf and vllm tokens/s, vllm/hf equivalence", _engines, False),
+    ("end to end: the embedded default", _end_to_end, False),
+    ("from its bundle: import and rebuild the book", _bundle, False),
+)
+"""Every measuring step in order: (what it measures, function(work folder, settings) -> figures, whether
+--quick runs it). A step --quick leaves out leaves its figures unmeasured ("skipped" in the table). The
+settings carry the figures measured so far under `measured` (the bundle step reads the full run's time)."""
 
 
 def run_bench(out: str | os.PathLike[str] = DEFAULT_OUT, *, quick: bool = False) -> dict[str, Any]:
@@ -405,30 +308,19 @@ def run_bench(out: str | os.PathLike[str] = DEFAULT_OUT, *, quick: bool = False)
 
     cfg = settings(quick)
     started = time.perf_counter()
+    result: dict[str, Any] = {"quick": quick}
     with tempfile.TemporaryDirectory(prefix="toolshift-bench-") as tmp:
-        work = Path(tmp)
-        result: dict[str, Any] = {"quick": quick}
-        _progress("generation: capture, intervention, batching")
-        result.update(generation_figures(work / "generation", cfg))
-        _progress("activation storage")
-        result.update(storage_figures(work, cfg["storage_shape"], cfg["storage_repeats"]))
-        _progress("snakemake -n on config/paper.yaml")
-        result.update(dag_figures(work, cfg["dag_repeats"]))
-        if cfg["end_to_end"]:
-            _progress("engines: hf and vllm tokens/s, vllm/hf equivalence")
-            result.update(engine_figures(work))
-            _progress("end to end: the embedded default")
-            try:
-                result.update(end_to_end_figures(work))
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                # keep the other figures: the JSON records the failure and main() exits 1
-                result.update({"end_to_end_s": None, "end_to_end": {"error": str(exc)}})
-            result.update(bundle_figures(work, result["end_to_end_s"]))
-        else:
-            result.update({"end_to_end_s": None, "end_to_end": {"skipped": "quick mode"}})
+        for label, measure, in_quick in STAGES:
+            if quick and not in_quick:
+                continue
+            _progress(label)
+            result.update(measure(Path(tmp), {**cfg, "measured": result}))
+    if quick:
+        result.update({"end_to_end_s": None, "end_to_end": {"skipped": "quick mode"}})
     result.update(gpu_figures())
     result["targets"] = {k: {"op": op, "bound": b} for k, (op, b) in TARGETS.items()}
-    result["verdicts"] = {k: verdict(k, result.get(k)) for k in TARGETS}
+    result["verdicts"] = {k: verdict(k, result.get(k), _interval(result, k)) for k in TARGETS}
+    result["intervals"] = {"level": INTERVAL_LEVEL, "method": INTERVAL_METHOD}
     result["machine"] = {
         "python": platform.python_version(),
         "torch": torch.__version__,

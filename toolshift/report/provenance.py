@@ -290,13 +290,65 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def software_markdown() -> str:
-    """toolshift, Python and the key packages, as installed in the environment building the book."""
-    versions = [["toolshift", toolshift.__version__], ["python", platform.python_version()]]
-    versions += [[p, _version(p)] for p in VERSION_PACKAGES]
-    rows = [[code(a), cell(b)] for a, b in versions]
-    return markdown_table(["package", "version"], rows) + (
-        f"\nVersions are those of the environment that built this book ({cell(platform.platform())}).\n"
+def software_markdown(
+    lock: str | os.PathLike[str] | None = None, installed: Mapping[str, str] | None = None
+) -> str:
+    """toolshift, Python and the key packages as installed in the environment building the book beside their
+    locked versions (`envs/requirements-lock.txt`, toolshift.common.lockfile), then every package where the
+    environment differs from the lock and the whole lock in a dropdown. `installed`: name -> version
+    (default: the running environment)."""
+    from toolshift.common.lockfile import LOCKED_PYTHON, MAIN_LOCK, TARGET, canonical, differences, read_lock
+    from toolshift.errors import ConfigError
+
+    lock_path = Path(lock) if lock is not None else MAIN_LOCK
+    shown = (
+        lock_path.relative_to(toolshift.REPO_ROOT)
+        if lock_path.is_relative_to(toolshift.REPO_ROOT)
+        else lock_path
+    )
+    try:
+        locked = read_lock(lock_path)
+    except ConfigError as exc:
+        locked, lock_error = {}, str(exc)
+    else:
+        lock_error = None
+    have = {canonical(p): _version(p) for p in VERSION_PACKAGES} if installed is None else dict(installed)
+    python_locked = ".".join(map(str, LOCKED_PYTHON)) + ".*"
+    rows = [[code("toolshift"), cell(toolshift.__version__), "(this checkout)"]]
+    rows.append([code("python"), cell(platform.python_version()), cell(python_locked)])
+    for package in VERSION_PACKAGES:
+        entry = locked.get(canonical(package))
+        rows.append(
+            [
+                code(package),
+                cell(have.get(canonical(package), "not installed")),
+                cell(entry.version if entry else DASH),
+            ]
+        )
+    out = markdown_table(["package", "installed", f"locked ({code(str(shown))})"], rows)
+    out += f"\nInstalled: the environment that built this book ({cell(platform.platform())}). "
+    if lock_error is not None:
+        return out + f"No lock to compare with: {cell(lock_error)}\n"
+    out += (
+        f"Locked: `make install` installs {len(locked)} packages at exact versions with sha256 ({TARGET}).\n"
+    )
+    diff = differences(locked, None if installed is None else have)
+    if not diff:
+        out += (
+            "\nThe environment that built this book is the locked one: every package at its locked version.\n"
+        )
+    else:
+        out += (
+            f"\n**{len(diff)} package(s) differ from the lock** (another platform, a `TORCH_SPEC` build, "
+            "`make test-latest` or a hand install): the versions below, not the lock, made these results.\n\n"
+        )
+        out += markdown_table(
+            ["package", "locked", "installed"], [[code(n), cell(a), cell(b)] for n, a, b in diff]
+        )
+    listing = "\n".join(f"{name}=={locked[name].version}" for name in sorted(locked))
+    return out + (
+        f"\n::::{{dropdown}} Every locked package ({len(locked)}, {code(str(shown))})\n\n"
+        f"```text\n{listing}\n```\n::::\n"
     )
 
 
