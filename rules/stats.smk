@@ -57,3 +57,19 @@ rule analysis_tables:
         selection=config["selection"],
     script:
         "../workflow_scripts/analysis_tables.py"
+
+
+rule claims_table:
+    input:
+        contrasts=res("tables/contrasts.csv"),
+    output:
+        res("tables/claims.csv"),
+    log:
+        res("logs/stats/claims.log"),
+    benchmark:
+        res("benchmarks/stats/claims.tsv")
+    priority: CRITICAL_PATH
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/claims_table.py"

@@ -447,6 +447,35 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
 )
 """`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
 
+CLAIMS_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "split",
+    "claim",
+    "verdict",
+    "n_rows",
+    "components",
+    "missing",
+)
+"""`tables/claims.csv`: one verdict per (model, dataset, judge, split, claim) from the contrast rows
+(`toolshift.analysis.claims`); ``components`` lists each contrast id's verdict, ``missing`` the ids the run
+has no rows for."""
+
+WORLD_CLAIM_COLUMNS: tuple[str, ...] = (
+    "model",
+    "world",
+    "dataset",
+    "judge",
+    "claim",
+    "expected",
+    "verdict",
+    "passed",
+    "components",
+)
+"""`tables/validation_worlds.csv`: each planted world's (and each random fixture's, the null world) claim
+verdicts against its planted truth (``expected``: the verdicts allowed, joined by `` or ``)."""
+
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",
     "model",

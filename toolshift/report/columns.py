@@ -174,13 +174,17 @@ TABLE_TITLES: dict[str, str] = {
     "judge_agreement": "How far the judges agree with each other",
     "judge_human_agreement": "Each judge against the human majority of the labelled file",
     "validation_planted": "Planted-truth recovery",
-    "validation_planted_model": "The planted-mechanism model through the whole DAG",
+    "validation_planted_model": "The planted worlds through the whole DAG",
+    "validation_worlds": "Each planted world's claim verdicts against its truth",
+    "claims": "One verdict per claim",
     "validation_figstep": "FigStep pixel fidelity",
 }
 """The title of each analysis table's section."""
 
 
 MISSING_TABLE_REASONS: dict[str, str] = {
+    "validation_worlds": "This run has no planted world (a model entry with `fixture.planted`), so there "
+    "is no world x claim table to check.",
     "validation_planted_model": "This run has no planted-mechanism fixture (a model entry with "
     "`fixture.planted`), so there is no positive control to recover.",
     "validation_figstep": "FigStep pixel fidelity was not checked in this run: it needs the original "
@@ -201,5 +205,7 @@ EMPTY_TABLE_REASONS: dict[str, str] = {
     "contrasts": "No claim has both of its runs in this run.",
     "validation_figstep": "No FigStep originals were compared in this run.",
     "validation_planted_model": "The planted model is calibrated on `mini`, which this run does not use.",
+    "validation_worlds": "The planted worlds are calibrated on `mini`, which this run does not use.",
+    "claims": "No claim has a contrast in this run.",
 }
 """What an empty table means, shown instead of an empty table."""

@@ -86,6 +86,8 @@ TABLE_PAGES: dict[str, str] = {
     "intervention_cost": "interventions",
     "validation_planted": "validation",
     "validation_planted_model": "validation",
+    "validation_worlds": "validation",
+    "claims": "intro",
     "validation_figstep": "validation",
     "judge_human_agreement": "validation",
 }

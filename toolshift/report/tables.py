@@ -32,6 +32,7 @@ from toolshift.report.format import (
     value,
     with_ci,
 )
+from toolshift.report.verdicts import claims_markdown, world_claims_markdown
 
 PLANTED_LABEL = "planted: positive control"
 """How tables label a planted-mechanism fixture's rows."""
@@ -297,6 +298,10 @@ def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | 
         body, note = _category_table(table, judge)
     elif name == "validation_figstep" and {"agreement", "identical"} <= set(table.columns):
         body, note = _figstep_table(table)
+    elif name == "claims" and {"model", "dataset", "judge", "claim", "verdict", "missing"} <= set(table):
+        body, note = claims_markdown(table, judge)
+    elif name == "validation_worlds" and {"model", "world", "claim", "passed", "expected"} <= set(table):
+        body, note = world_claims_markdown(table)
     else:
         body = ""
         if name == "selection":
