@@ -195,10 +195,10 @@ def test_the_tool_vector_points_along_d_at_the_planted_layer(planted_worlds, har
 
 
 def test_bad_planted_settings():
-    with pytest.raises(ConfigError, match=r"fixture.planted.layer must be an integer in \[1, 5\], got 6"):
+    with pytest.raises(ConfigError, match=r"fixture.planted.layer must be an integer in \[2, 5\], got 6"):
         check_spec({"layer": 6}, 6)
-    with pytest.raises(ConfigError, match=r"in \[1, 5\], got 0"):
-        check_spec({"layer": 0}, 6)  # layer L - 1 flags the tokens: L needs a layer before it
+    with pytest.raises(ConfigError, match=r"in \[2, 5\], got 1"):
+        check_spec({"layer": 1}, 6)  # layer 0 reads the context and layer L - 1 flags the tokens
     with pytest.raises(ConfigError, match=r"fixture.planted.rel_reduction must be a number in \(0, 1\)"):
         check_spec({"rel_reduction": 1.5}, 6)
     with pytest.raises(ConfigError, match="fixture.planted.world must be one of tool, trace, dilution"):
@@ -230,7 +230,7 @@ def test_the_config_checks_the_planted_entry_before_any_job():
         }
     }
     with pytest.raises(
-        ConfigError, match=r"models.p: fixture.planted.layer must be an integer in \[1, 3\], got 4"
+        ConfigError, match=r"models.p: fixture.planted.layer must be an integer in \[2, 3\], got 4"
     ):
         validate_config(cfg)
     cfg["models"]["p"]["fixture"]["planted"] = {"world": "dilution", "direct_asr": 1.2}

@@ -49,6 +49,7 @@ from toolshift.models.fixture_models.planted_weights import (
     INSTRUCTION_END_TOKEN,
     MARKER_TOKEN,
     N_NUISANCE,
+    READOUT_NORM,
     REFUSAL_TOKEN,
     WORLDS,
     Coefficients,
@@ -184,29 +185,6 @@ def _midpoint_above(values: np.ndarray, n_above: int) -> float:
     return float((ordered[n_above - 1] + ordered[n_above]) / 2)
 
 
-def _image_features(model: Any, processor: Any, paths: list[Path]) -> np.ndarray:
-    """The mean over each image's tokens of what the vision merger's last layer reads (its input), per image
-    (n_images, merger input): the features the planted read-outs project."""
-    import torch
-    from PIL import Image
-
-    captured: list[Any] = []
-    merger = model.model.visual.merger.mlp[2]
-    hook = merger.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
-    out = []
-    try:
-        with torch.inference_mode():
-            for path in paths:
-                with Image.open(path) as image:
-                    inputs = processor.image_processor(images=[image.convert("RGB")], return_tensors="pt")
-                captured.clear()
-                model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
-                out.append(captured[0].float().mean(dim=0).numpy())
-    finally:
-        hook.remove()
-    return np.asarray(out, dtype=np.float64)
-
-
 def _harm_readout(features: np.ndarray, harmful: np.ndarray) -> np.ndarray:
     """A read-out of the image features on which the harmful images lie HARM_SEPARATION harmful-sd above
     the harmless ones: the ridge discriminant (within-class covariance + lambda, lambda set by bisection);
@@ -233,9 +211,9 @@ def _harm_readout(features: np.ndarray, harmful: np.ndarray) -> np.ndarray:
 
 
 def _readouts(features: np.ndarray, harmful: np.ndarray, seed: int) -> np.ndarray:
-    """The image read-outs: `noise` the harm read-out (`_harm_readout`), the nuisance axes seeded random
-    directions orthogonal to the harmful-minus-harmless mean of the features (on average the same for
-    harmful and harmless images)."""
+    """The image read-outs (1 + N_NUISANCE, features), each of norm READOUT_NORM: `noise` the harm read-out
+    (`_harm_readout`), the nuisance axes seeded random directions orthogonal to the harmful-minus-harmless
+    mean of the features (on average the same for harmful and harmless images)."""
     gap = features[harmful].mean(axis=0) - features[~harmful].mean(axis=0)
     gap = gap / np.linalg.norm(gap)
     harm = _harm_readout(features, harmful)
@@ -249,31 +227,38 @@ def _readouts(features: np.ndarray, harmful: np.ndarray, seed: int) -> np.ndarra
         row /= np.linalg.norm(row)
         basis.append(row)
         rows.append(row)
-    return np.asarray(rows)
+    return np.asarray(rows) * READOUT_NORM
 
 
-def _probes(
+def _probe(
     model_dir: Path, episodes: list[dict[str, Any]], root: Path, layer: int, rot: np.ndarray
-) -> dict[str, np.ndarray]:
-    """What the heads of layer L read at the last prompt token, per episode: `shift` (head 0's value,
-    in units of its flag), `noise`, `image` and `nuisance` (n, N_NUISANCE) (head 1's), from the probe and
-    nuisance axes after layer L."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of the probe-mode model over `episodes`: head 0's value at the last prompt token (on
+    `probe_shift`, in units of its flag), and the features of every image in the batch order, the mean
+    over the image's tokens of what the vision merger's last layer reads (n_images, merger input)."""
     import torch
 
     from toolshift.models.generation import encode
     from toolshift.models.loading import load_model
 
     loaded = load_model(model_dir, PLANTED_FAMILY)
-    names = ["probe_shift", "probe_noise", "probe_image", *(f"nuisance_{k}" for k in range(N_NUISANCE))]
-    read = rot[:, [AXES.index(name) for name in names]]
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(episodes), 25):
-            inputs = encode(loaded, episodes[start : start + 25], root)
-            states = loaded.model(**inputs, output_hidden_states=True).hidden_states[layer + 1][:, -1]
-            out.append(states.float().numpy() @ read)
-    values = np.concatenate(out).astype(np.float64)
-    return {"shift": values[:, 0], "noise": values[:, 1], "image": values[:, 2], "nuisance": values[:, 3:]}
+    captured: list[Any] = []
+    merger = loaded.model.model.visual.merger.mlp[2]
+    hook = merger.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
+    read = rot[:, AXES.index("probe_shift")]
+    shift, features = [], []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(episodes), 25):
+                inputs = encode(loaded, episodes[start : start + 25], root)
+                captured.clear()
+                states = loaded.model(**inputs, output_hidden_states=True).hidden_states[layer + 1]
+                shift.append(states[:, -1].float().numpy() @ read)
+                merged = (inputs["image_grid_thw"].prod(dim=1) // 4).tolist()  # tokens per image, 2x2 merge
+                features += [t.mean(dim=0).numpy() for t in torch.split(captured[0].float(), merged)]
+    finally:
+        hook.remove()
+    return np.concatenate(shift).astype(np.float64), np.asarray(features, dtype=np.float64)
 
 
 def calibrate(
@@ -301,25 +286,25 @@ def calibrate(
         root, model_dir = Path(tmp) / "results", Path(tmp) / "model"
         prompts = build_prompts("mini", load_mini(), root)
         harmful = prompts["harmful"].to_numpy(dtype=bool)
-        features = _image_features(model, processor, [root / image for image in prompts["image"]])
-        readouts = _readouts(features, harmful, seed)
         direct_eps = build_episodes_by_condition(prompts, ["direct"], root, **options)["direct"]
         tool_eps = build_episodes_by_condition(prompts[harmful], ["tool"], root, **options)["tool"]
-        plant(model, tokenizer, world=world, layer=layer, rot=rot, readouts=readouts,
+        blank = np.zeros((1 + N_NUISANCE, model.model.visual.merger.mlp[2].weight.shape[1]))
+        plant(model, tokenizer, world=world, layer=layer, rot=rot, readouts=blank,
               coefficients=Coefficients(half_tokens=HALF_TOKENS), probe=True)  # fmt: skip
         model.save_pretrained(model_dir, safe_serialization=True)
         processor.save_pretrained(model_dir)
-        every = _probes(model_dir, direct_eps, root, layer, rot)
-        tool = _probes(model_dir, tool_eps, root, layer, rot)
-    direct = {k: v[harmful] for k, v in every.items()}
-    spread = float(np.std(direct["noise"]))
-    if not np.allclose(tool["noise"], direct["noise"], atol=1e-3 * spread):
-        raise ConfigError("planted fixture: the attack image's offset differs between direct and tool")
-    scale = 1.0 / spread
-    center = -float(np.mean(direct["noise"]) / np.mean(direct["image"]))
-    offsets = scale * (direct["noise"] + center * direct["image"])
-    all_offsets = scale * (every["noise"] + center * every["image"])
-    gap = float(np.mean(tool["shift"]) - np.mean(direct["shift"]))
+        every_shift, features = _probe(model_dir, direct_eps, root, layer, rot)
+        tool_shift, _ = _probe(model_dir, tool_eps, root, layer, rot)
+    # head 1 is linear in the read-outs: an image's value on a read-out row is the row times the mean of
+    # its features (the read-outs are too small to move the norms its attention reads)
+    readouts = _readouts(features, harmful, seed)
+    raw = features @ readouts.T
+    direct_shift = every_shift[harmful]
+    scale = 1.0 / float(np.std(raw[harmful, 0]))
+    center = -float(np.mean(raw[harmful, 0]))
+    all_offsets = scale * (raw[:, 0] + center)
+    offsets = all_offsets[harmful]
+    gap = float(np.mean(tool_shift) - np.mean(direct_shift))
     if not gap > 0.25:
         raise ConfigError(f"planted fixture: the {world} world's tool turn barely moves its head ({gap:.3g})")
     n = offsets.size
@@ -327,19 +312,17 @@ def calibrate(
     n_refuse_tool = round(n * (1 - settings["direct_asr"] * (1 - settings["rel_reduction"])))
     cut_direct = _midpoint_above(offsets, n_refuse_direct)
     shift = (cut_direct - _midpoint_above(offsets, n_refuse_tool)) / gap
-    threshold = cut_direct + shift * float(np.mean(direct["shift"]))
+    threshold = cut_direct + shift * float(np.mean(direct_shift))
     # the nuisance axes: centred over every direct prompt, together NUISANCE_SHARE of the direct states'
     # variance (the rest is along d)
-    raw = every["nuisance"]
-    nuisance_center = -raw.mean(axis=0) / every["image"].mean()
+    nuisance = raw[:, 1:]
     per_axis = float(np.var(all_offsets)) * NUISANCE_SHARE / (1 - NUISANCE_SHARE) / N_NUISANCE
-    nuisance_scale = np.sqrt(per_axis) / raw.std(axis=0)
-    coefficients = Coefficients(
-        shift, scale, center, threshold, HALF_TOKENS, tuple(nuisance_scale), tuple(nuisance_center)
-    )
+    coefficients = Coefficients(shift, scale, center, threshold, HALF_TOKENS,
+                                tuple(np.sqrt(per_axis) / nuisance.std(axis=0)),
+                                tuple(-nuisance.mean(axis=0)))  # fmt: skip
     plant(model, tokenizer, world=world, layer=layer, rot=rot, readouts=readouts, coefficients=coefficients)
-    s_direct = offsets + shift * direct["shift"]
-    s_tool = scale * (tool["noise"] + center * tool["image"]) + shift * tool["shift"]
+    s_direct = offsets + shift * direct_shift
+    s_tool = offsets + shift * tool_shift
     safe_direct, safe_tool = s_direct <= threshold, s_tool <= threshold
     n_flips = int(np.sum(safe_direct & ~safe_tool))
     asr_direct, asr_tool = float(np.mean(safe_direct)), float(np.mean(safe_tool))
@@ -352,8 +335,8 @@ def calibrate(
         "tool_asr": asr_tool,
         "rel_reduction": (asr_direct - asr_tool) / asr_direct,
         "mean_tool_shift": float(np.mean(s_tool - s_direct)),
-        "head_direct": float(np.mean(direct["shift"])),
-        "head_tool": float(np.mean(tool["shift"])),
+        "head_direct": float(np.mean(direct_shift)),
+        "head_tool": float(np.mean(tool_shift)),
         "harm_separation": float(np.mean(offsets) - np.mean(all_offsets[~harmful])),
         "nuisance_share": NUISANCE_SHARE,
         "n_flips": n_flips,

@@ -32,9 +32,17 @@ The LM head reads the final residual at the `gen` position: `I'm sorry` when its
 (small), so that the tool vector, h(tool) - h(direct), points along d.
 
 Attention logits use the two lowest rotary frequencies (slots SLOT_A, SLOT_B of the mrope width section),
-so positions do not matter. `plant` in probe mode writes what the heads of layer L read onto three spare
-axes instead of d (`probe_shift`, `probe_noise`, `probe_image`): the calibration measures them once and
-sets the coefficients, which enter linearly.
+so positions do not matter. `plant` in probe mode writes what head 0 of layer L reads on a spare axis,
+`probe_shift`, instead of d: the calibration measures it once; head 1 is linear in the merger's read-outs,
+which are too small to move any norm, so the calibration computes it from the image features. Every
+coefficient enters linearly.
+
+Two things make the state as rich as a real residual stream where the DAG's controls look: N_NUISANCE
+nuisance axes, read from the attack image by head 1 and carrying most of the `direct` states' variance
+(so that a random direction drawn from their covariance is mostly not d), and the context structure:
+layer 0 spreads one head evenly over the context and layer L's MLP writes the shares of image tokens and
+of newlines it saw at the newline tokens, so that every condition, tool or not, moves the last prompt
+token's state somewhere (never along d).
 """
 
 from __future__ import annotations
@@ -69,8 +77,6 @@ AXES: tuple[str, ...] = (
     "after_image",
     "after_instruction",
     "probe_shift",
-    "probe_noise",
-    "probe_image",
     "context_image",
     "context_newline",
     "structure_image",
@@ -105,9 +111,9 @@ _AFTER_LOGIT = 20.0
 """Dilution world, head 0 of layer L: on a token after the instruction."""
 _GEN_BOOST = 10.0
 _CHAIN = 20.0
-_READOUT_NORM = 0.57
-"""Norm of each image read-out (the merger rows of `noise` and the nuisance axes): small, so the norm keeps
-them linear (the size of a 128-dim Gaussian row of scale 0.05)."""
+READOUT_NORM = 0.05
+"""Norm of each image read-out (the merger rows of `noise` and the nuisance axes): small, so that what they
+write on the image tokens moves no norm, and what layer L reads is linear in them."""
 CONTEXT_EPS = 1e-3
 """Layer 0 writes the share of image tokens and of newlines in the context this small: it changes no norm
 that layers L - 1 and L read."""
@@ -208,9 +214,9 @@ def plant(
     probe: bool = False,
 ) -> None:
     """Set the weights of `world` (module docstring) in place: `rot` is the residual rotation, `readouts`
-    (1 + N_NUISANCE, merger input) the image read-outs of `noise` and the nuisance axes. With `probe`,
-    layer L writes what its heads read, unscaled, on the probe axes (and the nuisance axes) instead of d
-    (the calibration's measurement). The other layers keep their random q/k/v and MLP input weights; what
+    (1 + N_NUISANCE, merger input) the image read-outs of `noise` and the nuisance axes (the merger's rows).
+    With `probe`, layer L writes only what head 0 reads, unscaled, on `probe_shift` (the calibration's
+    measurement). The other layers keep their random q/k/v and MLP input weights; what
     they write is zero."""
     import torch
 
@@ -279,10 +285,6 @@ def plant(
         unit = FLAG
     if probe:
         planted.out(0, 0, axis["probe_shift"], 1.0, unit)
-        planted.out(1, 2, axis["probe_noise"], 1.0)
-        planted.out(1, 3, axis["probe_image"], 1.0)
-        for k, a in enumerate(nuisance):
-            planted.out(1, 4 + k, a, 1.0)
     else:
         planted.out(0, 0, axis["direction"], c.shift, unit)
         planted.out(1, 2, axis["direction"], c.noise_scale)
@@ -326,7 +328,6 @@ def plant(
         merger = model.model.visual.merger.mlp[2]
         weight = torch.zeros_like(merger.weight)
         rows = np.asarray(readouts, dtype=np.float64)
-        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True) * _READOUT_NORM
         for row, name in zip(rows, ["noise", *(f"nuisance_{k}" for k in range(N_NUISANCE))], strict=True):
             weight[axis[name]] = torch.as_tensor(row, dtype=torch.float32)
         bias = torch.zeros_like(merger.bias)
