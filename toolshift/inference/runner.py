@@ -37,10 +37,10 @@ import pandas as pd
 from toolshift import REPO_ROOT, __version__
 from toolshift.analysis.interventions import (
     parse_intervention_id,
-    residual_edit,
     resolve_layer,
     vectors_dataset,
 )
+from toolshift.analysis.steering import residual_edit
 from toolshift.contracts import RESPONSE_COLUMNS, read_episodes, read_prompts, read_responses, write_parquet
 from toolshift.episodes.build import FREE_CONDITION
 from toolshift.errors import ConfigError, ContractError, ToolshiftError
