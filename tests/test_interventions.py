@@ -732,6 +732,9 @@ NEW_IDS = [
     ("shift_a0.5_tool_offered", "shift", {"alpha": 0.5, "control": "tool_offered"}),
     ("relative_a2_text_trail", "relative", {"alpha": 2, "control": "text_trail"}),
     ("add_orth_a1", "add_orth", {"alpha": 1}),
+    ("relative_a0.5_image_turn", "relative", {"alpha": 0.5, "control": "image_turn"}),
+    ("shift_a1_tool_blank_x0.25", "shift", {"alpha": 1, "control": "tool_blank_x0.25"}),  # a size dose
+    ("shift_a1_tool_blank_x9", "shift", {"alpha": 1, "control": "tool_blank_x9"}),  # any scale
 ]
 
 
@@ -764,6 +767,7 @@ def is_condition_run(iid: str) -> bool:
         ("relative_a1_nope", "control 'nope' must be a control condition"),
         ("relative_a1_free", "control 'free' must be a control condition"),
         ("shift_a1.0_text_trail", "is not canonical; write 'shift_a1_text_trail'"),
+        ("shift_a1_tool_blank_x1", "control 'tool_blank_x1' must be a control condition"),
         ("add_orth_a1.50", "is not canonical; write 'add_orth_a1.5'"),
         ("covrandom_a01_s0", "is not canonical; write 'covrandom_a1_s0'"),
     ],
@@ -883,6 +887,10 @@ def test_bad_control_config(cfg, message):
         expand_interventions(cfg)
 
 
+IN_MECH_VECTORS = [iid for iid, _, kw in NEW_IDS if kw.get("control") in (None, "text_trail", "tool_offered")]
+"""The ids of NEW_IDS whose control condition `mech_vectors` has."""
+
+
 @pytest.fixture(scope="module")
 def mech_vectors() -> xr.Dataset:
     """Tool vector, refusal direction, two conditions' shifts and a rank-2 covariance basis, 3 layers."""
@@ -941,7 +949,7 @@ def test_control_vectors_are_what_the_kinds_say(mech_vectors):
     assert abs(orth @ r_hat) < 1e-10
     np.testing.assert_allclose(orth + (tv[0] @ r_hat) * r_hat, tv[0], rtol=1e-12)
     # edits: add at the layer with the spec's alpha, or ablate at every layer
-    edits = {iid: residual_edit(parse_intervention_id(iid), ds, 1) for iid, _, _ in NEW_IDS}
+    edits = {iid: residual_edit(parse_intervention_id(iid), ds, 1) for iid in IN_MECH_VECTORS}
     kinds = {iid: (e.kind, e.layer, e.alpha) for iid, e in edits.items()}
     assert kinds["subtract_direct"] == ("add", 1, -1.0) and kinds["ablate_direct"] == ("ablate", None, 1.0)
     assert kinds["covrandom_subtract_s3"] == ("add", 1, -1.0)
@@ -953,7 +961,7 @@ def test_every_kind_is_an_edit_both_engines_apply_exactly(mech_vectors):
     from toolshift.models.engines.base import Engine
     from toolshift.models.engines.vllm import VLLMEngine
 
-    ids = [iid for iid, _, _ in NEW_IDS] + ["add_a1", "subtract", "ablate", "random_a1_s0"]
+    ids = IN_MECH_VECTORS + ["add_a1", "subtract", "ablate", "random_a1_s0"]
     for iid in ids + ["ablate_refusal_tool", "transfer_a1_from_x"]:
         edit = residual_edit(parse_intervention_id(iid), mech_vectors, 1)
         assert VLLMEngine.supports(object(), edit) and Engine.supports(object(), edit), iid

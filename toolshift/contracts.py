@@ -28,6 +28,16 @@ PROMPT_COLUMNS: tuple[str, ...] = (
 )
 """`prompts.parquet`: one row per prompt; `image` is a path relative to the results root."""
 
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "n_images",
+    "n_visual_tokens",
+    "n_text_tokens",
+    "n_after_instruction",
+    "n_visual_after_instruction",
+)
+"""How a response's prompt splits into tokens (toolshift.models.token_counts: images, their tokens, the rest,
+the tokens after the end of the attack text T and its visual tokens); -1 where the backend cannot count."""
+
 RESPONSE_COLUMNS: tuple[str, ...] = (
     "prompt_id",
     "dataset",
@@ -43,10 +53,11 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "do_sample",
     "engine",
     "zoom_scale",
+    *TOKEN_COLUMNS,
 )
 """`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id; `engine`
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
-magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
+magnification (`meta.zoom_scale`; NaN in conditions without a zoom box); then TOKEN_COLUMNS."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""

@@ -76,9 +76,11 @@ def removal_bases(cfg: dict[str, Any], kind: str) -> list[str]:
 def _controls(value: Any, key: str, controlled: Sequence[str]) -> list[str]:
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"interventions.{key}.conditions: expected a non-empty list, got {value!r}")
+    import toolshift
+
     allowed = [c for c in controlled if c not in NOT_A_CONTROL]
     for c in value:
-        if not isinstance(c, str) or c not in allowed:
+        if not isinstance(c, str) or c in NOT_A_CONTROL or not toolshift.is_controlled_condition(c):
             raise ConfigError(
                 f"interventions.{key}.conditions: {c!r} is not a control condition "
                 f"(one of {', '.join(allowed)})"
