@@ -57,6 +57,8 @@ ANALYSIS_TABLES = [
     "transfer",
     "intervention_cost",
     "representation",
+    "relative_vectors",
+    "tool_gap",
     "asr_by_judge",
     "judge_agreement",
     "judge_human_agreement",

@@ -18,6 +18,7 @@ rule asr_table:
         free_tool_use=res("tables/free_tool_use.csv"),
         contrasts=res("tables/contrasts.csv"),
         asr_by_scale=res("tables/asr_by_scale.csv"),
+        tool_gap=res("tables/tool_gap.csv"),
     log:
         res("logs/stats/asr.log"),
     benchmark:
@@ -28,6 +29,8 @@ rule asr_table:
     params:
         stats=config["stats"],
         judge=config["headline_judge"],
+        interventions=config["interventions"],
+        conditions=CONDITIONS,
     script:
         "../workflow_scripts/asr_table.py"
 
@@ -44,6 +47,7 @@ rule analysis_tables:
         transfer=res("tables/transfer.csv"),
         cost=res("tables/intervention_cost.csv"),
         representation=res("tables/representation.csv"),
+        relative_vectors=res("tables/relative_vectors.csv"),
     log:
         res("logs/stats/analysis.log"),
     benchmark:
@@ -55,6 +59,7 @@ rule analysis_tables:
         stats=config["stats"],
         judge=config["headline_judge"],
         selection=config["selection"],
+        conditions=CONDITIONS,
     script:
         "../workflow_scripts/analysis_tables.py"
 

@@ -59,6 +59,10 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_hooks.py",
         "-knot llava",
     ),
+    "analysis.intervention_controls": ("tests/test_interventions.py",),
+    "analysis.steering": ("tests/test_interventions.py", "tests/test_hooks.py", "-knot llava"),
+    "analysis.mechanism": ("tests/test_mechanism.py", "tests/test_contrasts.py"),
+    "analysis.representation_nulls": ("tests/test_vectors.py", "tests/test_probes.py"),
     "judges.keyword": (
         "tests/test_judges.py",
         "tests/test_judge_scoring.py",

@@ -67,6 +67,18 @@ def _planted() -> pd.DataFrame:
     rows += _run("tool", "ablate_refusal_tool", _first(54))  # 0.9: the positive control works
     rows += _run("direct", "ablate_refusal_direct", set(range(1, 49)))  # 1 vs 1 discordant: no effect
     rows += _run("direct", "ablate_refusal_tool", _first(60))  # names another condition: no pair
+    # the mechanism's specificity controls (issue 23)
+    rows += _run("direct", "shift_a1_text_trail", _first(42))  # 0.7: add beats this control's shift
+    rows += _run("direct", "shift_a1_tool_offered", set(range(3, 9)))  # 0.1, 3 vs 3: as good as add
+    rows += _run("direct", "covrandom_a1_s0", _first(48))  # 0.8: add beats it (42 vs 0)
+    rows += _run("direct", "covrandom_a1_s1", _first(6))  # the same verdicts as add_a1
+    rows += _run("direct", "relative_a1_text_trail", _first(10))  # lowers ASR from 0.8 (38 vs 0)
+    rows += _run("direct", "relative_a1_tool_offered", _first(48))  # no change
+    rows += _run("direct", "subtract_direct", _first(50))  # direct rises by 2 prompts, tool by 30
+    rows += _run("direct", "ablate_direct", _first(48))  # no change; tool/ablate: 6 up, 6 down
+    rows += _run("tool", "covrandom_subtract_s0", _first(12))  # no change: subtract beats it (30 vs 0)
+    rows += _run("tool", "covrandom_ablate_s0", set(range(6, 18)))  # as ablate
+    rows += _run("direct", "add_orth_a1", _first(48))  # the orthogonal component does nothing
     rows += [dict(r, harmful=False, prompt_id="b" + r["prompt_id"]) for r in _run("tool", "none", _first(60))]
     return pd.DataFrame(rows)
 
@@ -93,8 +105,24 @@ def test_columns_rows_and_order(table):
         ("adding_shift_beats_random", "direct/add_a1 vs direct/random_a1_s1"),
         ("refusal_ablation_raises_asr", "direct/none vs direct/ablate_refusal_direct"),
         ("refusal_ablation_raises_asr", "tool/none vs tool/ablate_refusal_tool"),
+        ("adding_shift_beats_control_shift", "direct/add_a1 vs direct/shift_a1_text_trail"),
+        ("adding_shift_beats_control_shift", "direct/add_a1 vs direct/shift_a1_tool_offered"),
+        ("adding_shift_beats_covariance_random", "direct/add_a1 vs direct/covrandom_a1_s0"),
+        ("adding_shift_beats_covariance_random", "direct/add_a1 vs direct/covrandom_a1_s1"),
+        ("relative_shift_lowers_asr", "direct/none vs direct/relative_a1_text_trail"),
+        ("relative_shift_lowers_asr", "direct/none vs direct/relative_a1_tool_offered"),
+        ("removing_shift_raises_asr_more_in_tool", "direct/subtract_direct vs tool/subtract"),
+        ("removing_shift_raises_asr_more_in_tool", "direct/ablate_direct vs tool/ablate"),
+        ("removing_shift_beats_random_removal", "tool/covrandom_subtract_s0 vs tool/subtract"),
+        ("removing_shift_beats_random_removal", "tool/covrandom_ablate_s0 vs tool/ablate"),
+        ("orthogonal_component_lowers_asr", "direct/none vs direct/add_orth_a1"),
+        ("adding_shift_beats_orthogonal_component", "direct/add_a1 vs direct/add_orth_a1"),
     ]
     assert set(table.split) == {"all"} and set(table.n) == {60} and set(table.n_unpaired) == {0}
+    did = table.test == "did_permutation_exact"
+    assert list(table.claim[did].unique()) == ["removing_shift_raises_asr_more_in_tool"]
+    assert set(table.test[~did]) == {"mcnemar_exact"} and table.test_p[~did].equals(table.mcnemar_p[~did])
+    assert table.asr_a_base[~did].isna().all() and table.asr_b_base[~did].isna().all()
     assert [c.id for c in CLAIMS] == list(dict.fromkeys(table.claim))
 
 
@@ -108,6 +136,18 @@ def test_planted_verdicts(table):
         "direct/add_a1 vs direct/random_a1_s1": NOT_SHOWN,
         "tool/none vs tool/ablate_refusal_tool": SUPPORTED,
         "direct/none vs direct/ablate_refusal_direct": NOT_SHOWN,
+        "direct/add_a1 vs direct/shift_a1_text_trail": SUPPORTED,
+        "direct/add_a1 vs direct/shift_a1_tool_offered": NOT_SHOWN,
+        "direct/add_a1 vs direct/covrandom_a1_s0": SUPPORTED,
+        "direct/add_a1 vs direct/covrandom_a1_s1": NOT_SHOWN,
+        "direct/none vs direct/relative_a1_text_trail": SUPPORTED,
+        "direct/none vs direct/relative_a1_tool_offered": NOT_SHOWN,
+        "direct/subtract_direct vs tool/subtract": SUPPORTED,
+        "direct/ablate_direct vs tool/ablate": NOT_SHOWN,
+        "tool/covrandom_subtract_s0 vs tool/subtract": SUPPORTED,
+        "tool/covrandom_ablate_s0 vs tool/ablate": NOT_SHOWN,
+        "direct/none vs direct/add_orth_a1": NOT_SHOWN,
+        "direct/add_a1 vs direct/add_orth_a1": SUPPORTED,
     }
     assert dict(zip(table.contrast, table.verdict, strict=True)) == expected
     r = _row(table, "tool_use_lowers_asr", "direct/none vs tool/none")
@@ -121,6 +161,8 @@ def test_mcnemar_and_holm_equal_an_independent_computation(table):
     judged = _planted()
     judged = judged[judged.harmful]
     for r in table.itertuples(index=False):
+        if r.test != "mcnemar_exact":
+            continue  # the difference in differences: test_did_rows_equal_an_independent_computation
         a = judged[(judged.condition == r.condition_a) & (judged.intervention == r.intervention_a)]
         b = judged[(judged.condition == r.condition_b) & (judged.intervention == r.intervention_b)]
         m = a.merge(b, on="prompt_id", suffixes=("_a", "_b"))
@@ -138,7 +180,7 @@ def test_mcnemar_and_holm_equal_an_independent_computation(table):
         )
         assert (r.diff_ci_low, r.diff_ci_high) == pytest.approx((lo, hi), abs=1e-12)
     for claim, family in table.groupby("claim"):
-        p = family.mcnemar_p.to_numpy()
+        p = family.test_p.to_numpy()
         m = len(p)
         order = np.argsort(p)
         by_hand = np.empty(m)
@@ -248,6 +290,9 @@ def test_every_column_of_one_row_and_the_default_bootstrap():
         "n": 6, "n_unpaired": 0, "n_unsafe_a": 3, "n_unsafe_b": 4, "asr_a": 0.5, "asr_b": 4 / 6,
         "diff": pytest.approx(4 / 6 - 0.5), "diff_ci_low": lo, "diff_ci_high": hi,
         "n_only_a": 2, "n_only_b": 3, "mcnemar_p": p, "holm_p": p, "expected": HIGHER, "verdict": NOT_SHOWN,
+        "test": "mcnemar_exact", "test_p": p,
+        "asr_a_base": pytest.approx(math.nan, nan_ok=True),
+        "asr_b_base": pytest.approx(math.nan, nan_ok=True),
     }  # fmt: skip
     assert contrasts_table(frame, n_boot=300, seed=4).iloc[0]["diff_ci_low"] == pytest.approx(
         paired_bootstrap_diff_ci(a, b, n_boot=300, seed=4)[0]
@@ -424,3 +469,117 @@ def test_book_fragment_cells_names_and_order():
     assert ":name: table-contrasts-zeta-m-7b-set-v2\n" in md
     assert "|\n```\n\n```{table} Claims and their tests: alpha / d\n:name: table-contrasts-alpha-d\n" in md
     assert md.endswith("|\n```\n")
+
+
+# ----------------------------------------------------------------- the mechanism's specificity claims
+
+
+def test_did_rows_equal_an_independent_computation(table):
+    """The difference-in-differences rows: every column from the four runs by hand."""
+    from toolshift.analysis.mechanism import did_permutation_p
+
+    judged = _planted()
+    judged = judged[judged.harmful]
+
+    def verdicts(condition, intervention):
+        run = judged[(judged.condition == condition) & (judged.intervention == intervention)]
+        return run.sort_values("prompt_id").unsafe.to_numpy().astype(int)
+
+    for kind in ("subtract", "ablate"):
+        r = _row(table, "removing_shift_raises_asr_more_in_tool", f"direct/{kind}_direct vs tool/{kind}")
+        d0, d1 = verdicts("direct", "none"), verdicts("direct", f"{kind}_direct")
+        t0, t1 = verdicts("tool", "none"), verdicts("tool", kind)
+        d = (t1 - t0) - (d1 - d0)
+        assert (r.asr_a_base, r.asr_a, r.asr_b_base, r.asr_b) == (d0.mean(), d1.mean(), t0.mean(), t1.mean())
+        assert r["diff"] == pytest.approx(d.mean(), abs=1e-12) and r.expected == HIGHER
+        assert (r.n_only_a, r.n_only_b, r.n_unsafe_a, r.n_unsafe_b) == (
+            int((d < 0).sum()),
+            int((d > 0).sum()),
+            int(d1.sum()),
+            int(t1.sum()),
+        )
+        assert r.test_p == pytest.approx(did_permutation_p(d), rel=1e-12) and math.isnan(r.mcnemar_p)
+        idx = np.random.default_rng(0).integers(0, 60, size=(400, 60))
+        lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+        assert (r.diff_ci_low, r.diff_ci_high) == pytest.approx((lo, hi), abs=1e-12)
+    sub = _row(table, "removing_shift_raises_asr_more_in_tool", "direct/subtract_direct vs tool/subtract")
+    # 30 prompts rise in tool only, 2 in direct only: every |d| = 1, so the test is McNemar's on 30 vs 2
+    assert sub["diff"] == pytest.approx(28 / 60) and sub.test_p == pytest.approx(binomtest(2, 32).pvalue)
+    assert sub.holm_p == pytest.approx(min(1.0, 2 * sub.test_p)) and sub.verdict == SUPPORTED
+    ablate = _row(table, "removing_shift_raises_asr_more_in_tool", "direct/ablate_direct vs tool/ablate")
+    assert (ablate["diff"], ablate.test_p, ablate.verdict) == (0.0, 1.0, NOT_SHOWN)
+
+
+def test_did_separates_a_tool_specific_removal_from_a_general_one():
+    """Planted: removing v raises ASR by the same 30 prompts in tool and in direct (a vector that matters
+    everywhere): the plain removal claim is supported, the difference in differences is not."""
+    rows = _run("direct", "none", _first(20)) + _run("tool", "none", _first(10))
+    rows += _run("tool", "subtract", _first(40)) + _run("direct", "subtract_direct", _first(50))
+    t = contrasts_table(pd.DataFrame(rows), n_boot=200)
+    verdicts = dict(zip(t.claim, t.verdict, strict=True))
+    assert verdicts == {
+        "tool_use_lowers_asr": SUPPORTED,
+        "removing_shift_raises_asr": SUPPORTED,
+        "removing_shift_raises_asr_more_in_tool": NOT_SHOWN,
+    }
+    did = t[t.claim == "removing_shift_raises_asr_more_in_tool"].iloc[0]
+    assert did["diff"] == 0.0 and did.test_p == 1.0
+    # without direct/none there is no difference in differences
+    no_base = [r for r in rows if not (r["condition"] == "direct" and r["intervention"] == "none")]
+    assert "removing_shift_raises_asr_more_in_tool" not in set(contrasts_table(pd.DataFrame(no_base)).claim)
+
+
+def test_mechanism_recipes_pair_only_their_own_runs():
+    claims = {c.id: c for c in CLAIMS}
+    add1, add2 = ("direct", "add_a1"), ("direct", "add_a2")
+    runs = frozenset(
+        {
+            add1,
+            add2,
+            ("direct", "none"),
+            ("direct", "add_a0"),
+            ("direct", "shift_a0_text_trail"),  # alpha 0: no test
+            ("direct", "shift_a2_tool_offered"),
+            ("direct", "shift_a1_text_trail"),
+            ("direct", "shift_a4_text_trail"),  # no add_a4
+            ("tool", "shift_a1_text_trail"),  # not a direct run
+            ("direct", "covrandom_a1_s10"),
+            ("direct", "covrandom_a1_s2"),
+            ("direct", "relative_a1_text_trail"),
+            ("direct", "relative_a0_text_trail"),
+            ("direct", "add_orth_a2"),
+            ("tool", "covrandom_subtract_s3"),
+            ("tool", "covrandom_subtract_s1"),
+            ("tool", "covrandom_ablate_s0"),  # no tool/ablate
+            ("tool", "subtract"),
+            ("direct", "covrandom_subtract_s0"),  # not a tool run
+        }
+    )
+    assert claims["adding_shift_beats_control_shift"].pairs(runs) == [
+        (add1, ("direct", "shift_a1_text_trail")),
+        (add2, ("direct", "shift_a2_tool_offered")),
+    ]
+    assert claims["adding_shift_beats_covariance_random"].pairs(runs) == [
+        (add1, ("direct", "covrandom_a1_s2")),  # seeds in numeric order
+        (add1, ("direct", "covrandom_a1_s10")),
+    ]
+    assert claims["relative_shift_lowers_asr"].pairs(runs) == [
+        (("direct", "none"), ("direct", "relative_a1_text_trail"))
+    ]
+    assert claims["relative_shift_lowers_asr"].pairs(runs - {("direct", "none")}) == []
+    assert claims["orthogonal_component_lowers_asr"].pairs(runs) == [
+        (("direct", "none"), ("direct", "add_orth_a2"))
+    ]
+    assert claims["adding_shift_beats_orthogonal_component"].pairs(runs) == [
+        (add2, ("direct", "add_orth_a2"))
+    ]
+    assert claims["removing_shift_beats_random_removal"].pairs(runs) == [
+        (("tool", "covrandom_subtract_s1"), ("tool", "subtract")),
+        (("tool", "covrandom_subtract_s3"), ("tool", "subtract")),
+    ]
+    did = claims["removing_shift_raises_asr_more_in_tool"]
+    assert did.test == "did_permutation_exact" and did.pairs(runs) == []  # no subtract_direct, no tool/none
+    both = runs | {("direct", "subtract_direct"), ("tool", "none"), ("direct", "ablate_direct")}
+    assert did.pairs(both) == [(("direct", "subtract_direct"), ("tool", "subtract"))]  # no tool/ablate
+    assert did.pairs(both - {("direct", "none")}) == []
+    assert {c.test for c in CLAIMS} - {"mcnemar_exact"} == {"did_permutation_exact"}

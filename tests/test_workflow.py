@@ -261,8 +261,19 @@ def test_splits_and_analysis_tables(dag):
     assert (headline.loc[headline["model"] != MEAN_MODEL, "n"] == n_test).all()
     selection = pd.read_csv(results / "tables/selection.csv")
     assert sorted(selection["model"]) == sorted(MODELS) and selection["layer"].between(0, N_LAYERS - 1).all()
-    for name in ("representation", "asr_by_category"):
+    for name in ("representation", "asr_by_category", "relative_vectors", "tool_gap"):
         assert set(pd.read_csv(results / f"tables/{name}.csv")["model"]) == set(MODELS), name
+    gap = pd.read_csv(results / "tables/tool_gap.csv")
+    assert set(gap["intervention"]) == {
+        "add_a0", "add_a4", "random_a4_s0", "shift_a4_text_trail", "relative_a4_text_trail",
+        "covrandom_a4_s0", "add_orth_a4",
+    }  # fmt: skip
+    relative = pd.read_csv(results / "tables/relative_vectors.csv")
+    ok = relative[relative["status"] == "ok"]
+    assert {"direct", "text_trail", "tool_offered"} <= set(ok["reference"]) and "tool" not in set(
+        ok["reference"]
+    )
+    assert (ok["layer"].to_numpy() == selection.set_index("model").loc[ok["model"], "layer"].to_numpy()).all()
     costs = pd.read_csv(results / "tables/intervention_cost.csv")
     assert set(costs["model"]) == set(MODELS) and set(costs["intervention"]) == set(INTERVENTIONS)
     assert (costs.loc[costs["intervention"] == "add_a0", "kl_mean"] == 0).all()  # alpha 0 costs nothing
@@ -277,7 +288,16 @@ def test_splits_and_analysis_tables(dag):
         ("removing_shift_raises_asr", "ablate"),
         ("adding_shift_beats_random", "random_a4_s0"),
         ("refusal_ablation_raises_asr", "ablate_refusal_tool_blank"),
+        ("adding_shift_beats_control_shift", "shift_a4_text_trail"),
+        ("adding_shift_beats_covariance_random", "covrandom_a4_s0"),
+        ("relative_shift_lowers_asr", "relative_a4_text_trail"),
+        ("removing_shift_raises_asr_more_in_tool", "ablate"),
+        ("removing_shift_beats_random_removal", "ablate"),
+        ("orthogonal_component_lowers_asr", "add_orth_a4"),
+        ("adding_shift_beats_orthogonal_component", "add_orth_a4"),
     }
+    did = contrasts[contrasts["test"] == "did_permutation_exact"]
+    assert set(did["claim"]) == {"removing_shift_raises_asr_more_in_tool"} and did["test_p"].notna().all()
     assert (contrasts["n"] == n_test).all() and contrasts["verdict"].notna().all()
     for model in MODELS:
         vectors = xr.open_dataset(results / f"vectors/{model}/mini.nc", engine="h5netcdf")

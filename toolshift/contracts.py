@@ -28,6 +28,16 @@ PROMPT_COLUMNS: tuple[str, ...] = (
 )
 """`prompts.parquet`: one row per prompt; `image` is a path relative to the results root."""
 
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "n_images",
+    "n_visual_tokens",
+    "n_text_tokens",
+    "n_after_instruction",
+    "n_visual_after_instruction",
+)
+"""How a response's prompt splits into tokens (toolshift.models.token_counts: images, their tokens, the rest,
+the tokens after the end of the attack text T and its visual tokens); -1 where the backend cannot count."""
+
 RESPONSE_COLUMNS: tuple[str, ...] = (
     "prompt_id",
     "dataset",
@@ -43,10 +53,11 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "do_sample",
     "engine",
     "zoom_scale",
+    *TOKEN_COLUMNS,
 )
 """`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id; `engine`
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
-magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
+magnification (`meta.zoom_scale`; NaN in conditions without a zoom box); then TOKEN_COLUMNS."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""
@@ -155,11 +166,17 @@ REPRESENTATION_COLUMNS: tuple[str, ...] = (
     "refusal_position_ci_high",
     "probe_accuracy",
     "probe_test_accuracy",
-)
+    "cos_shift_refusal_ci_low", "cos_shift_refusal_ci_high", "cos_shift_refusal_p",
+    "refusal_shift", "refusal_shift_ci_low", "refusal_shift_ci_high", "refusal_shift_p",
+    "probe_test_accuracy_ci_low", "probe_test_accuracy_ci_high", "probe_test_accuracy_p",
+    "probe_accuracy_change", "probe_accuracy_change_ci_low", "probe_accuracy_change_ci_high",
+    "probe_accuracy_change_p",
+)  # fmt: skip
 """`tables/representation.csv`: per condition, at each file's selected layer: the cosine of its shift
 from ``direct`` with the tool vector and the refusal direction, the shift's norm over the tool vector's,
 the mean position of the harmful evaluation prompts along the refusal direction (0 = harmless direct,
-1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy."""
+1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy; `_ci_low`,
+`_ci_high`, `_p`: the file's ``shift_null`` (toolshift.analysis.representation_nulls)."""
 
 COST_COLUMNS: tuple[str, ...] = (
     "model",
@@ -444,8 +461,10 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "holm_p",
     "expected",
     "verdict",
-)
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
+    "test", "test_p", "asr_a_base", "asr_b_base",
+)  # fmt: skip
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); ``test`` names
+the test of ``test_p`` (Holm's input): ``mcnemar_exact`` or ``did_permutation_exact`` (analysis.mechanism)."""
 
 CLAIMS_COLUMNS: tuple[str, ...] = (
     "model",

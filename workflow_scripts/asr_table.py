@@ -1,11 +1,13 @@
 """Rule asr_table: judged tables + splits -> ASR (test, validation, per category), over-refusal, headline,
-the claims' paired contrasts, ASR by zoom scale."""
+the claims' paired contrasts, ASR by zoom scale, the share of the tool gap each added vector closes."""
 
 import pandas as pd
 
 from toolshift.analysis.contrasts import contrasts_table
 from toolshift.analysis.headline import headline_table
+from toolshift.analysis.interventions import skipped_interventions
 from toolshift.analysis.magnification import asr_by_scale_table
+from toolshift.analysis.mechanism import tool_gap_table
 from toolshift.analysis.tables import (
     asr_by_category_table,
     asr_table,
@@ -33,6 +35,8 @@ def main(smk) -> None:
     write_csv(headline_table(judged, judge=smk.params.judge, split="test", **kw), smk.output.headline)
     write_csv(contrasts_table(judged, split="test", **kw), smk.output.contrasts)
     write_csv(asr_by_scale_table(judged, splits=splits, split="test"), smk.output.asr_by_scale)
+    skipped = skipped_interventions(smk.params.interventions, smk.params.conditions)
+    write_csv(tool_gap_table(judged, split="test", skipped=skipped, **kw), smk.output.tool_gap)
 
 
 run_step(snakemake, main)

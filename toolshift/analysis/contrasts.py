@@ -24,6 +24,12 @@ without a partner are dropped and counted in ``n_unpaired``):
 Orientation: A is always the run the claim starts from, B the one it predicts a change for; for
 ``adding_shift_beats_random`` A is ``direct``/``add_a{α}`` and B ``direct``/``random_a{α}_s{seed}``, so
 the claim predicts ASR_B > ASR_A (the random vector leaves ASR higher than the tool vector does).
+
+The mechanism-specificity claims (issue 23) use the same columns, except the difference-in-differences
+claim ``removing_shift_raises_asr_more_in_tool`` (``Claim.test`` = DID_TEST): A is the removal in
+``direct`` (``subtract_direct``/``ablate_direct``), B the removal in ``tool``, ``diff`` the difference in
+differences with its exact permutation p in ``test_p`` (toolshift.analysis.mechanism). Every row has
+``test`` and ``test_p`` (= ``mcnemar_p`` for McNemar rows), and Holm adjusts ``test_p``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from toolshift.analysis.interventions import NO_INTERVENTION, parse_intervention_id
+from toolshift.analysis.mechanism import DID_TEST, did_row
 from toolshift.analysis.stats import holm_adjust, mcnemar_exact, paired_bootstrap_diff_ci
 from toolshift.analysis.tables import _check, _select
 from toolshift.contracts import CONTRASTS_COLUMNS
@@ -48,6 +55,8 @@ Run = tuple[str, str]
 
 ALPHA = 0.05
 """The family-wise level of the verdicts (Holm-adjusted McNemar p below it)."""
+MCNEMAR_TEST = "mcnemar_exact"
+"""The `test` of a McNemar row of the contrasts table."""
 HIGHER = "asr_b > asr_a"
 LOWER = "asr_b < asr_a"
 SUPPORTED, CONTRADICTED, NOT_SHOWN = "supported", "contradicted", "not shown"
@@ -62,6 +71,8 @@ class Claim:
     sentence: str
     expected: str
     pairs: Callable[[frozenset[Run]], list[tuple[Run, Run]]]
+    test: str = MCNEMAR_TEST
+    """MCNEMAR_TEST (A vs B) or DID_TEST (A and B each against its condition's run without intervention)."""
 
 
 def _both(a: Run, b: Run) -> Callable[[frozenset[Run]], list[tuple[Run, Run]]]:
@@ -110,6 +121,65 @@ def _refusal_ablation(runs: frozenset[Run]) -> list[tuple[Run, Run]]:
     return out
 
 
+def _direct_runs(runs: frozenset[Run], kind: str) -> dict[tuple[float, str], str]:
+    """The ``direct`` runs of one intervention kind with alpha > 0: (alpha, control or seed) -> id."""
+    out = {}
+    for condition, intervention in runs:
+        spec = _spec(intervention) if condition == "direct" else None
+        if spec is not None and spec.kind == kind and spec.alpha > 0:
+            label = spec.control or ("" if spec.seed is None else f"{spec.seed:09d}")
+            out[(spec.alpha, label)] = intervention
+    return out
+
+
+def _add_versus(kind: str) -> Callable[[frozenset[Run]], list[tuple[Run, Run]]]:
+    """direct/add_a{α} vs every direct run of `kind` at the same α > 0 (by α, then control or seed)."""
+
+    def pairs(runs: frozenset[Run]) -> list[tuple[Run, Run]]:
+        adds = {alpha: i for (alpha, _), i in _direct_runs(runs, "add").items()}
+        return [
+            (("direct", adds[alpha]), ("direct", i))
+            for (alpha, _), i in sorted(_direct_runs(runs, kind).items())
+            if alpha in adds
+        ]
+
+    return pairs
+
+
+def _direct_lowered_by(kind: str) -> Callable[[frozenset[Run]], list[tuple[Run, Run]]]:
+    """direct/none vs every direct run of `kind` with α > 0."""
+
+    def pairs(runs: frozenset[Run]) -> list[tuple[Run, Run]]:
+        a = ("direct", NO_INTERVENTION)
+        return [(a, ("direct", i)) for _, i in sorted(_direct_runs(runs, kind).items())] if a in runs else []
+
+    return pairs
+
+
+def _removal_in_both(runs: frozenset[Run]) -> list[tuple[Run, Run]]:
+    """(direct/{kind}_direct, tool/{kind}) for subtract and ablate, with both conditions' plain runs."""
+    bases = ("direct", NO_INTERVENTION) in runs and ("tool", NO_INTERVENTION) in runs
+    return [
+        (("direct", f"{kind}_direct"), ("tool", kind))
+        for kind in ("subtract", "ablate")
+        if bases and ("direct", f"{kind}_direct") in runs and ("tool", kind) in runs
+    ]
+
+
+def _removal_vs_random(runs: frozenset[Run]) -> list[tuple[Run, Run]]:
+    """tool/covrandom_{kind}_s{seed} vs tool/{kind}, for subtract and ablate, by seed."""
+    out = []
+    for kind in ("subtract", "ablate"):
+        controls = []
+        for condition, intervention in runs:
+            spec = _spec(intervention) if condition == "tool" else None
+            if spec is not None and spec.kind == f"covrandom_{kind}":
+                controls.append((spec.seed, intervention))
+        if ("tool", kind) in runs:
+            out += [(("tool", i), ("tool", kind)) for _, i in sorted(controls)]
+    return out
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "tool_use_lowers_asr",
@@ -147,6 +217,63 @@ CLAIMS: tuple[Claim, ...] = (
         HIGHER,
         _refusal_ablation,
     ),
+    Claim(
+        "adding_shift_beats_control_shift",
+        "The tool shift is more than the shift any control condition produces: adding α times the tool "
+        "vector to `direct` runs lowers ASR more than adding a control condition's own shift from `direct`, "
+        "rescaled to the tool vector's norm: A = `add_a{α}`, B = `shift_a{α}_{control}`.",
+        HIGHER,
+        _add_versus("shift"),
+    ),
+    Claim(
+        "adding_shift_beats_covariance_random",
+        "Adding α times the tool vector lowers ASR more than a random direction drawn from the covariance of "
+        "the `direct` activations (not only an isotropic one), of the same norm: A = `add_a{α}`, B = "
+        "`covrandom_a{α}_s{seed}`.",
+        HIGHER,
+        _add_versus("covrandom"),
+    ),
+    Claim(
+        "relative_shift_lowers_asr",
+        "The part of the tool shift that a control does not share is causal: adding α times the "
+        "control-relative vector, the mean of h(tool) − h(control), to `direct` runs lowers ASR: A = "
+        "`direct`, B = `relative_a{α}_{control}`.",
+        LOWER,
+        _direct_lowered_by("relative"),
+    ),
+    Claim(
+        "removing_shift_raises_asr_more_in_tool",
+        "Removing the tool vector raises ASR more in `tool` runs than in `direct` runs (a difference in "
+        "differences, tested exactly over prompts): A = `direct` with it removed (`subtract_direct`, "
+        "`ablate_direct`), B = `tool` with it removed (`subtract`, `ablate`), each against its condition "
+        "without intervention.",
+        HIGHER,
+        _removal_in_both,
+        DID_TEST,
+    ),
+    Claim(
+        "removing_shift_beats_random_removal",
+        "Removing the tool vector from `tool` runs raises ASR more than removing a covariance-random "
+        "direction of the same norm: A = `covrandom_subtract_s{seed}` / `covrandom_ablate_s{seed}`, B = "
+        "`subtract` / `ablate`.",
+        HIGHER,
+        _removal_vs_random,
+    ),
+    Claim(
+        "orthogonal_component_lowers_asr",
+        "Diagnostic: the component of the tool vector orthogonal to the refusal direction, added alone to "
+        "`direct` runs, lowers ASR (A = `direct`, B = `add_orth_a{α}`). *Not shown* where the tool vector "
+        "acts through the refusal direction; *supported* where it also acts outside it.",
+        LOWER,
+        _direct_lowered_by("add_orth"),
+    ),
+    Claim(
+        "adding_shift_beats_orthogonal_component",
+        "The tool vector acts through the refusal direction: adding it lowers ASR more than adding only its "
+        "component orthogonal to the refusal direction: A = `add_a{α}`, B = `add_orth_a{α}`.",
+        HIGHER,
+        _add_versus("add_orth"),
+    ),
 )
 """Every claim tested in `tables/contrasts.csv`, in the order the table and the book show them."""
 
@@ -179,6 +306,10 @@ def _contrast_row(a_v: dict[str, bool], b_v: dict[str, bool], n_boot: int, seed:
         "n_only_a": int(np.sum(a & ~b)),
         "n_only_b": int(np.sum(b & ~a)),
         "mcnemar_p": mcnemar_exact(a, b) if n else math.nan,
+        "test": MCNEMAR_TEST,
+        "test_p": mcnemar_exact(a, b) if n else math.nan,
+        "asr_a_base": math.nan,
+        "asr_b_base": math.nan,
     }
 
 
@@ -221,6 +352,13 @@ def contrasts_table(
                 if a not in runs or b not in runs:
                     continue
                 contrast = f"{a[0]}/{a[1]} vs {b[0]}/{b[1]}"
+                if claim.test == DID_TEST:
+                    bases = [(a[0], NO_INTERVENTION), (b[0], NO_INTERVENTION)]
+                    if any(base not in runs for base in bases):
+                        continue
+                    stats = did_row(runs[bases[0]], runs[a], runs[bases[1]], runs[b], n_boot, seed)
+                else:
+                    stats = _contrast_row(runs[a], runs[b], n_boot, seed)
                 row = {
                     "model": model,
                     "dataset": dataset,
@@ -232,13 +370,13 @@ def contrasts_table(
                     "intervention_a": a[1],
                     "condition_b": b[0],
                     "intervention_b": b[1],
-                    **_contrast_row(runs[a], runs[b], n_boot, seed),
+                    **stats,
                     "expected": claim.expected,
                 }
                 if row["n_unpaired"]:
                     unpaired[f"{model}/{dataset}/{judge}: {contrast}"] = row["n_unpaired"]
                 family.append(row)
-            adjusted = holm_adjust([r["mcnemar_p"] for r in family])
+            adjusted = holm_adjust([r["test_p"] for r in family])
             for row, p in zip(family, adjusted, strict=True):
                 row["holm_p"] = float(p)
                 row["verdict"] = verdict(row["holm_p"], row["diff"], claim.expected)
@@ -258,6 +396,7 @@ __all__ = [
     "ALPHA",
     "CLAIMS",
     "Claim",
+    "MCNEMAR_TEST",
     "contrasts_table",
     "refusal_ablation_condition",
     "verdict",

@@ -1,6 +1,11 @@
 """Statistics for ASR tables: Wilson intervals, exact McNemar tests, the Bonett-Price interval of a ratio of
 paired proportions, paired bootstrap intervals and Holm.
 
+Wilson intervals, the exact McNemar test and Holm's adjustment are statsmodels'
+(`proportion_confint(method="wilson")`, `mcnemar(exact=True)`, `multipletests(method="holm")`), wrapped for
+the package's edge cases and checked against hand-computed references in tests/test_stats.py; the
+Bonett-Price interval of a paired ratio, which statsmodels lacks, is written out here.
+
 Arguments that are not meaningful numbers (k > n, mismatched pair lengths, conf outside (0, 1)) raise
 ValueError: these functions are called by the library, not fed by users directly.
 """
@@ -12,7 +17,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binom, norm
+from scipy.stats import norm
 
 
 @lru_cache(maxsize=64)
@@ -23,19 +28,17 @@ def _z(conf: float) -> float:
 
 
 def wilson_ci(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (nan, nan) when n = 0."""
+    """Wilson score interval for k successes in n trials (statsmodels' `proportion_confint`, method
+    "wilson"); exactly 0 / 1 at k = 0 / k = n; (nan, nan) when n = 0."""
+    from statsmodels.stats.proportion import proportion_confint
+
     if n < 0 or k < 0 or k > n:
         raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k!r}, n={n!r}")
     if n == 0:
         return (math.nan, math.nan)
-    z = _z(conf)
-    p = k / n
-    z2n = z * z / n
-    centre = (p + z2n / 2) / (1 + z2n)
-    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return (lo, hi)
+    _z(conf)
+    lo, hi = proportion_confint(int(k), int(n), alpha=1 - conf, method="wilson")
+    return (0.0 if k == 0 else max(0.0, float(lo)), 1.0 if k == n else min(1.0, float(hi)))
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,10 +50,11 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided exact McNemar p for paired booleans: binomial test of the discordant pairs at 1/2.
-
-    p = 1 when there is no discordant pair.
+    """Two-sided exact McNemar p for paired booleans: binomial test of the discordant pairs at 1/2
+    (statsmodels' `mcnemar(exact=True)`). p = 1 when there is no discordant pair.
     """
+    from statsmodels.stats.contingency_tables import mcnemar
+
     a, b = _paired(a, b)
     a = a.astype(bool)
     b = b.astype(bool)
@@ -58,8 +62,8 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
     only_b = int(np.sum(~a & b))
     if only_a + only_b == 0:
         return 1.0
-    # Binomial(n, 1/2) is symmetric, so the two-sided exact p (scipy's binomtest) is twice the smaller tail
-    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), only_a + only_b, 0.5)))
+    table = [[int(np.sum(a & b)), only_a], [only_b, int(np.sum(~a & ~b))]]
+    return float(min(1.0, mcnemar(table, exact=True).pvalue))
 
 
 def relative_reduction(base: np.ndarray | float, treat: np.ndarray | float) -> float:
@@ -253,12 +257,15 @@ def percentile_ci(values: np.ndarray, conf: float = 0.95) -> tuple[float, float]
 
 
 def holm_adjust(pvalues: np.ndarray | list[float]) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values for one family of tests; NaN stays NaN and is not counted.
+    """Holm (1979) step-down adjusted p-values for one family of tests (statsmodels' `multipletests`,
+    method "holm"); NaN stays NaN and is not counted.
 
     With m finite p-values sorted p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1)
     p_(j)). Rejecting where the adjusted p < alpha controls the family-wise error rate at alpha under any
     dependence between the tests.
     """
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(pvalues, dtype=np.float64)
     if p.ndim != 1:
         raise ValueError(f"holm_adjust needs a 1-D array of p-values, got shape {p.shape}")
@@ -266,13 +273,6 @@ def holm_adjust(pvalues: np.ndarray | list[float]) -> np.ndarray:
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise ValueError(f"holm_adjust: p-values must lie in [0, 1], got {p[finite].tolist()}")
     out = np.full_like(p, np.nan)
-    vals = p[finite]
-    m = vals.size
-    if m == 0:
-        return out
-    order = np.argsort(vals, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * vals[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.maximum.accumulate(scaled)
-    out[finite] = adjusted
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
     return out

@@ -30,6 +30,8 @@ from toolshift.report.format import (
     code,
     is_missing,
     markdown_table,
+    number_with_ci,
+    p_value,
     ref_label,
 )
 from toolshift.report.provenance import (
@@ -79,7 +81,9 @@ TABLE_PAGES: dict[str, str] = {
     "asr_by_judge": "behaviour",
     "judge_agreement": "behaviour",
     "representation": "representation",
+    "relative_vectors": "representation",
     "selection": "interventions",
+    "tool_gap": "interventions",
     "contrasts": "interventions",
     "asr_by_scale": "behaviour",
     "transfer": "interventions",
@@ -139,38 +143,52 @@ def _open_vectors(model: str, source: str | os.PathLike[str] | xr.Dataset) -> xr
 
 
 def vectors_markdown(vectors: Mapping[str, str | os.PathLike[str] | xr.Dataset]) -> str:
-    """Per vector file: the layer of largest |cos(tool vector, refusal direction)|, that cosine and the norm.
-
-    Model and dataset come from the file's attrs (the mapping's key when an attr is absent).
+    """Per vector file, at its selected layer (``selected_layer``, the layer `tables/selection.csv`
+    reports; never the best of all layers): cos(tool vector, refusal direction) with its bootstrap interval
+    and permutation p (the file's ``relative_null`` of reference ``direct``, when present) and the tool
+    vector's norm. Model and dataset come from the file's attrs (the mapping's key when an attr is absent).
     """
     if not vectors:
         return "No vector files in this run.\n"
     rows = []
     for key, source in vectors.items():
         ds = _open_vectors(key, source)
-        if "cos_tool_refusal" not in ds.variables:
-            raise ContractError(f"vectors for model {key!r}: missing variable 'cos_tool_refusal'")
-        cos = ds["cos_tool_refusal"]
-        layers = list(cos["layer"].values) if "layer" in cos.coords else list(range(cos.sizes["layer"]))
-        values = [float(v) for v in cos.values]
-        finite = [i for i, v in enumerate(values) if not is_missing(v)]
-        row = [code(ds.attrs.get("model", key)), code(ds.attrs.get("dataset", "?")), str(len(values))]
-        if not finite:
-            rows.append(row + [DASH, DASH, DASH])
-            continue
-        best = max(finite, key=lambda i: abs(values[i]))
-        norm = ds["norm_tool_vector"].values[best] if "norm_tool_vector" in ds.variables else None
-        norm_text = DASH if is_missing(norm) else f"{float(norm):.3g}"
-        rows.append(row + [str(layers[best]), f"{values[best]:+.3f}", norm_text])
+        for name in ("cos_tool_refusal", "norm_tool_vector"):
+            if name not in ds.variables:
+                raise ContractError(f"vectors for model {key!r}: missing variable {name!r}")
+        if "selected_layer" not in ds.attrs:
+            raise ContractError(f"vectors for model {key!r}: missing attribute 'selected_layer'")
+        layer = int(ds.attrs["selected_layer"])
+        cos = float(ds["cos_tool_refusal"].sel(layer=layer))
+        norm = float(ds["norm_tool_vector"].sel(layer=layer))
+        lo = hi = p = None
+        if "relative_null" in ds.variables and "direct" in [str(r) for r in ds["reference"].values]:
+            null = ds["relative_null"].sel(reference="direct")
+            lo, hi, p = (float(null.sel(quantity=q)) for q in ("ci_low", "ci_high", "p_perm"))
+        rows.append(
+            [
+                code(ds.attrs.get("model", key)),
+                code(ds.attrs.get("dataset", "?")),
+                str(ds.sizes["layer"]),
+                str(layer),
+                number_with_ci(cos, lo, hi),
+                p_value(p),
+                DASH if is_missing(norm) else f"{norm:.3g}",
+            ]
+        )
     header = [
         "model",
         "dataset",
         "layers",
-        "layer of largest abs(cos)",
-        "cos(tool vector, refusal dir.)",
+        "selected layer",
+        "cos(tool vector, refusal dir.) [95 % CI]",
+        "p (perm.)",
         "norm",
     ]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows) + (
+        "\nInterval: bootstrap over the train harmful prompts; p: the tool and direct labels shuffled within "
+        "each prompt.\n"
+    )
 
 
 def figure_markdown(name: str, png_rel: str | None, caption: str, has_svg: bool) -> str:

@@ -16,6 +16,7 @@ from toolshift.report.columns import (
     EMPTY_TABLE_REASONS,
     MISSING_TABLE_REASONS,
     TABLE_COLUMNS,
+    TABLE_NOTES,
     TABLE_TITLES,
     int_cell,
     yes_no,
@@ -292,6 +293,16 @@ def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | 
             "`direct` on the same prompts; trend ρ: Spearman's correlation between the scale and the paired "
             "change of the verdict from `direct` (negative: more magnification, fewer unsafe answers)."
         )
+    if (
+        name == "tool_gap"
+        and judge is not None
+        and "judge" in table.columns
+        and (table["judge"] == judge).any()
+    ):
+        table = table[table["judge"] == judge]
+        note = f"Judge **{judge}**. " + TABLE_NOTES[name]
+    if name in ("representation", "relative_vectors"):
+        note = TABLE_NOTES[name]
     if name == "asr_by_judge":
         body, note = _pivot_by_judge(table)
     elif name == "asr_by_category" and {"intervention", "judge", "category"} <= set(table.columns):
@@ -381,6 +392,8 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "the harmful test prompts they share (n), each run's ASR, the difference ASR B − ASR A in "
         "percentage points with a 95 % paired bootstrap interval, the exact McNemar p of the paired "
         f"verdicts and the Holm-adjusted p within the claim's tests for that model and dataset. "
+        "For the difference-in-differences claim (`removing_shift_raises_asr_more_in_tool`) B − A is "
+        "[ASR(B) − ASR(tool)] − [ASR(A) − ASR(direct)] and p its exact paired permutation test. "
         f"*supported*: Holm p < {ALPHA:g} with the predicted sign; *contradicted*: Holm p < {ALPHA:g} "
         "with the other sign; *not shown*: otherwise. A claim whose runs are not in this run has no row."
     )
@@ -413,7 +426,7 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
                     pct(r.asr_a),
                     pct(r.asr_b),
                     with_ci(r.diff, r.diff_ci_low, r.diff_ci_high),
-                    p_value(r.mcnemar_p),
+                    p_value(r.mcnemar_p if is_missing(getattr(r, "test_p", None)) else r.test_p),
                     p_value(r.holm_p),
                     f"**{r.verdict}**" if r.verdict != NOT_SHOWN else str(r.verdict),
                 ]
