@@ -29,12 +29,8 @@ PROMPT_COLUMNS: tuple[str, ...] = (
 """`prompts.parquet`: one row per prompt; `image` is a path relative to the results root."""
 
 TOKEN_COLUMNS: tuple[str, ...] = (
-    "n_images",
-    "n_visual_tokens",
-    "n_text_tokens",
-    "n_after_instruction",
-    "n_visual_after_instruction",
-)
+    "n_images", "n_visual_tokens", "n_text_tokens", "n_after_instruction", "n_visual_after_instruction"
+)  # fmt: skip
 """How a response's prompt splits into tokens (toolshift.models.token_counts: images, their tokens, the rest,
 the tokens after the end of the attack text T and its visual tokens); -1 where the backend cannot count."""
 
@@ -455,8 +451,10 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "holm_p",
     "expected",
     "verdict",
+    *("test", "margin", "tost_p", "tost_ci_low", "tost_ci_high"),
 )
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); `test` is
+`mcnemar` or `tost` (equivalence within `margin`: toolshift.analysis.contrasts)."""
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",

@@ -31,7 +31,8 @@ def main(smk) -> None:
     )
     write_csv(free_tool_use_table(judged, splits=splits, split="test"), smk.output.free_tool_use)
     write_csv(headline_table(judged, judge=smk.params.judge, split="test", **kw), smk.output.headline)
-    write_csv(contrasts_table(judged, split="test", **kw), smk.output.contrasts)
+    margin = stats["equivalence_margin"]
+    write_csv(contrasts_table(judged, split="test", equivalence_margin=margin, **kw), smk.output.contrasts)
     write_csv(asr_by_scale_table(judged, splits=splits, split="test"), smk.output.asr_by_scale)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from toolshift.analysis.contrasts import ALPHA, CLAIMS, NOT_SHOWN
+from toolshift.analysis.contrasts import ALPHA, CLAIMS, INCONCLUSIVE, NOT_SHOWN
 from toolshift.checks.figstep_fidelity import FIGSTEP_MIN_AGREEMENT
 from toolshift.episodes.build import EPISODE_CONDITIONS
 from toolshift.report.columns import (
@@ -361,6 +361,14 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
     return markdown_table(header, rows)
 
 
+def _tost_cell(row: object) -> str:
+    """The TOST p of an equivalence row and its margin in points (a dash for a McNemar row)."""
+    test = getattr(row, "test", None)
+    if test != "tost":
+        return DASH
+    return f"{p_value(row.tost_p)} (± {value(100 * row.margin)})"  # type: ignore[attr-defined]
+
+
 def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str = "table-contrasts") -> str:
     """Each claim sentence next to its tests, one table per model and dataset, for the book.
 
@@ -377,7 +385,12 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "percentage points with a 95 % paired bootstrap interval, the exact McNemar p of the paired "
         f"verdicts and the Holm-adjusted p within the claim's tests for that model and dataset. "
         f"*supported*: Holm p < {ALPHA:g} with the predicted sign; *contradicted*: Holm p < {ALPHA:g} "
-        "with the other sign; *not shown*: otherwise. A claim whose runs are not in this run has no row."
+        "with the other sign; *not shown*: otherwise. The equivalence claims (a text-only control goes "
+        "back to `direct`) are tested by a paired TOST within ± the margin: *supported* when its p < "
+        f"{ALPHA:g} (the difference lies within the margin), *contradicted* when the runs differ (Holm p "
+        f"< {ALPHA:g}) by more than the margin (its {100 - 200 * ALPHA:g} % interval lies outside), "
+        "*inconclusive* otherwise: a difference that is not significant is not read as equivalence. A "
+        "claim whose runs are not in this run has no row."
     )
     if rows.empty:
         return intro + "\n\nNo claim has both of its runs in this run.\n"
@@ -392,6 +405,7 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "B − A, points [95 % CI]",
         "McNemar p",
         "Holm p",
+        "TOST p (± margin, points)",
         "verdict",
     ]
     for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
@@ -410,7 +424,8 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
                     with_ci(r.diff, r.diff_ci_low, r.diff_ci_high),
                     p_value(r.mcnemar_p),
                     p_value(r.holm_p),
-                    f"**{r.verdict}**" if r.verdict != NOT_SHOWN else str(r.verdict),
+                    _tost_cell(r),
+                    f"**{r.verdict}**" if r.verdict not in (NOT_SHOWN, INCONCLUSIVE) else str(r.verdict),
                 ]
             )
         name = re.sub(r"[^a-z0-9]+", "-", f"{label} {model} {dataset}".lower()).strip("-")
