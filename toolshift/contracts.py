@@ -456,6 +456,20 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
 """`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); `test` is
 `mcnemar` or `tost` (equivalence within `margin`: toolshift.analysis.contrasts)."""
 
+TOKEN_COUNT_COLUMNS: tuple[str, ...] = (
+    "model", "family", "dataset", "split", "condition", "n", *TOKEN_COLUMNS,
+    "n_after_instruction_min", "n_after_instruction_max",
+)  # fmt: skip
+"""`tables/token_counts.csv`: per (model, dataset, condition) the mean token counts of the harmful prompts
+without intervention, and the range of `n_after_instruction` (toolshift.analysis.tokens)."""
+
+TOKENS_MODEL_COLUMNS: tuple[str, ...] = (
+    "model", "dataset", "judge", "split", "term", "coef", "se", "z", "p", "ci_low", "ci_high",
+    "n", "n_unsafe", "reference", "dropped_levels", "converged", "note",
+)  # fmt: skip
+"""`tables/tokens_model.csv`: one row per term of the logistic model unsafe ~ level + n_after_instruction per
+(model, dataset, judge); the tokens term is `n_after_instruction` (per token; toolshift.analysis.tokens)."""
+
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",
     "model",

@@ -272,6 +272,34 @@ def table_block(label: str, title: str, table_md: str, note: str = "") -> str:
     return fold(f"Table: {title}", block, n_rows) + (f"\n{note}" if note else "")
 
 
+def _token_counts_markdown(table: pd.DataFrame, label: str, title: str) -> str:
+    """`tables/token_counts.csv` per family: the table of the family's first model (the others of the
+    family named), each condition's mean counts."""
+    spec = TABLE_COLUMNS["token_counts"]
+    out = [
+        f"({label})=\n**{title}.** Per family, the mean token counts of each condition's prompts (harmful "
+        "test prompts): images, the tokens the images add, the other tokens, the tokens after the end of "
+        "the attack text T (its range over prompts) and the visual tokens among them. A control holds "
+        "constant what its column shows unchanged against `tool`. Every model's rows are in "
+        "`tables/token_counts.csv`.\n"
+    ]
+    families = table.assign(family=table["family"].fillna("").astype(str).replace("", "(family unknown)"))
+    for family, sub in families.groupby("family", sort=False):
+        models = list(dict.fromkeys(sub["model"].astype(str)))
+        first = sub[sub["model"] == models[0]]
+        for dataset, rows in first.groupby("dataset", sort=False):
+            body = markdown_table(
+                [h for h, _ in spec], [[fmt(r) for _, fmt in spec] for r in rows.itertuples()]
+            )
+            others = f" (also {', '.join(code(m) for m in models[1:])})" if len(models) > 1 else ""
+            name = re.sub(r"[^a-z0-9]+", "-", f"{label} {family} {dataset}".lower()).strip("-")
+            out.append(
+                f"```{{table}} {family}: {models[0]} / {dataset}\n:name: {name}\n\n{body}```\n"
+                + (f"Model {code(models[0])}{others}.\n" if others else "")
+            )
+    return "\n".join(out)
+
+
 def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | None = None) -> str:
     """One analysis table as a captioned, labelled table (or a labelled note saying why it has no rows)."""
     title = TABLE_TITLES.get(name, name)
@@ -290,6 +318,19 @@ def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | 
             f"Judge **{judge}**; harmful test prompts binned by the zoom's magnification (quantile bins); "
             "`direct` on the same prompts; trend ρ: Spearman's correlation between the scale and the paired "
             "change of the verdict from `direct` (negative: more magnification, fewer unsafe answers)."
+        )
+    if name == "token_counts":
+        return _token_counts_markdown(table, label, title)
+    if name == "tokens_model" and judge is not None and (table["judge"] == judge).any():
+        table = table[table["judge"] == judge]
+        note = (
+            f"Judge **{judge}**. Logistic regression of an unsafe answer on the condition's level and the "
+            "tokens after the attack text (`n_after_instruction`, log-odds per token), per model, on the "
+            "harmful test prompts without intervention; Wald intervals. Conditions that differ from another "
+            "only in how many tokens follow T share its level (the blank size dose `tool_blank`'s, "
+            "`text_trail_long` `text_trail`'s, `image_after` `image_no_tool`'s). A negative, significant "
+            "`n_after_instruction` is what dilution predicts; a `tool` level below `direct` that survives it "
+            "is what tool interaction predicts."
         )
     if name == "asr_by_judge":
         body, note = _pivot_by_judge(table)
