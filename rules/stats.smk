@@ -19,6 +19,8 @@ rule asr_table:
         contrasts=res("tables/contrasts.csv"),
         asr_by_scale=res("tables/asr_by_scale.csv"),
         tool_gap=res("tables/tool_gap.csv"),
+        token_counts=res("tables/token_counts.csv"),
+        tokens_model=res("tables/tokens_model.csv"),
     log:
         res("logs/stats/asr.log"),
     benchmark:
@@ -31,6 +33,7 @@ rule asr_table:
         judge=config["headline_judge"],
         interventions=config["interventions"],
         conditions=CONDITIONS,
+        families={name: entry.get("family", "") for name, entry in config["models"].items()},
     script:
         "../workflow_scripts/asr_table.py"
 

@@ -92,7 +92,8 @@ def test_same_seed_same_bytes_and_the_record(planted_worlds, tmp_path):
         ), name
     for world, folder in planted_worlds.items():
         record = read_fixture_marker(folder)["planted"]
-        assert record["world"] == world and record["truth"] == {k: list(v) for k, v in WORLD_TRUTH[world].items()}
+        assert record["world"] == world
+        assert record["truth"] == {k: list(v) for k, v in WORLD_TRUTH[world].items()}
         assert record["layer"] == 2 and record["direct_asr"] == 0.9 and record["rel_reduction"] == 0.75
         direction = np.asarray(record["direction"])
         assert direction.shape == (64,) and np.linalg.norm(direction) == pytest.approx(1.0)
@@ -146,7 +147,8 @@ def test_the_trace_world_moves_with_any_tool_turn(world_runs):
         np.testing.assert_allclose(runs[condition][2], s_tool, atol=1e-3)
     for condition in NO_TOOL:
         np.testing.assert_allclose(runs[condition][2], s_direct, atol=1e-3)
-    assert verdicts(world_runs, "trace", "text_trail").mean() < verdicts(world_runs, "trace", "direct").mean() - 0.4
+    drop = verdicts(world_runs, "trace", "direct").mean() - verdicts(world_runs, "trace", "text_trail").mean()
+    assert drop > 0.4
 
 
 def test_the_dilution_world_follows_the_tokens_after_the_instruction(planted_worlds, world_runs):

@@ -29,12 +29,8 @@ PROMPT_COLUMNS: tuple[str, ...] = (
 """`prompts.parquet`: one row per prompt; `image` is a path relative to the results root."""
 
 TOKEN_COLUMNS: tuple[str, ...] = (
-    "n_images",
-    "n_visual_tokens",
-    "n_text_tokens",
-    "n_after_instruction",
-    "n_visual_after_instruction",
-)
+    "n_images", "n_visual_tokens", "n_text_tokens", "n_after_instruction", "n_visual_after_instruction"
+)  # fmt: skip
 """How a response's prompt splits into tokens (toolshift.models.token_counts: images, their tokens, the rest,
 the tokens after the end of the attack text T and its visual tokens); -1 where the backend cannot count."""
 
@@ -462,9 +458,12 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "expected",
     "verdict",
     "test", "test_p", "asr_a_base", "asr_b_base",
+    "margin", "tost_p", "tost_ci_low", "tost_ci_high",
 )  # fmt: skip
 """`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); ``test`` names
-the test of ``test_p`` (Holm's input): ``mcnemar_exact`` or ``did_permutation_exact`` (analysis.mechanism)."""
+the test of ``test_p`` (Holm's input): ``mcnemar_exact`` or ``did_permutation_exact`` (analysis.mechanism),
+or ``tost`` (an equivalence row within ``margin``, its own ``tost_p``; ``test_p`` its McNemar p:
+toolshift.analysis.contrasts)."""
 
 CLAIMS_COLUMNS: tuple[str, ...] = (
     "model",
@@ -494,6 +493,20 @@ WORLD_CLAIM_COLUMNS: tuple[str, ...] = (
 )
 """`tables/validation_worlds.csv`: each planted world's (and each random fixture's, the null world) claim
 verdicts against its planted truth (``expected``: the verdicts allowed, joined by `` or ``)."""
+
+TOKEN_COUNT_COLUMNS: tuple[str, ...] = (
+    "model", "family", "dataset", "split", "condition", "n", *TOKEN_COLUMNS,
+    "n_after_instruction_min", "n_after_instruction_max",
+)  # fmt: skip
+"""`tables/token_counts.csv`: per (model, dataset, condition) the mean token counts of the harmful prompts
+without intervention, and the range of `n_after_instruction` (toolshift.analysis.tokens)."""
+
+TOKENS_MODEL_COLUMNS: tuple[str, ...] = (
+    "model", "dataset", "judge", "split", "term", "coef", "se", "z", "p", "ci_low", "ci_high",
+    "n", "n_unsafe", "reference", "dropped_levels", "converged", "note",
+)  # fmt: skip
+"""`tables/tokens_model.csv`: one row per term of the logistic model unsafe ~ level + n_after_instruction per
+(model, dataset, judge); the tokens term is `n_after_instruction` (per token; toolshift.analysis.tokens)."""
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",
