@@ -70,6 +70,7 @@ rule analysis_tables:
 rule claims_table:
     input:
         contrasts=res("tables/contrasts.csv"),
+        tokens_model=res("tables/tokens_model.csv"),
     output:
         res("tables/claims.csv"),
     log:

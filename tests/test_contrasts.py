@@ -595,7 +595,9 @@ def test_mechanism_recipes_pair_only_their_own_runs():
     both = runs | {("direct", "subtract_direct"), ("tool", "none"), ("direct", "ablate_direct")}
     assert did.pairs(both) == [(("direct", "subtract_direct"), ("tool", "subtract"))]  # no tool/ablate
     assert did.pairs(both - {("direct", "none")}) == []
-    assert {c.test for c in CLAIMS} - {"mcnemar_exact"} == {"did_permutation_exact"}
+    assert {c.test for c in CLAIMS} - {"mcnemar_exact"} == {"did_permutation_exact", "tost"}
+
+
 # --------------------------------------------------------------------------- claim 2: the controls
 
 

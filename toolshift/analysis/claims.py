@@ -18,6 +18,11 @@ documented rule, per model, dataset, judge and split:
 
 A claim is thus never supported by a non-significant difference (each row's verdict already needs its
 Holm-adjusted test, or its equivalence test), and one contradicted component is enough to contradict it.
+
+With the tokens model (`tables/tokens_model.csv`, toolshift.analysis.tokens) a fifth row per key, `dose`
+(DOSE), reads its `n_after_instruction` term: *supported* when it is negative with Wald p < 0.05 (more
+tokens after the instruction, whatever they are, fewer unsafe answers: the dilution explanation),
+*contradicted* when positive with p < 0.05, *not shown* otherwise.
 """
 
 from __future__ import annotations
@@ -77,27 +82,46 @@ CLAIM_GROUPS: tuple[ClaimGroup, ...] = (
     ),
     ClaimGroup(
         "mechanism",
-        "Claim 3: removing the tool shift from tool runs raises ASR and adding it to direct runs lowers ASR "
-        "more than norm-matched random vectors do (given that ablating the refusal direction moves ASR).",
+        "Claim 3: removing the tool shift from tool runs raises ASR, adding it to direct runs lowers ASR "
+        "more than norm-matched random vectors do and more than its part orthogonal to the refusal "
+        "direction (given that ablating the refusal direction moves ASR at all).",
         (
             Component("removing_shift_raises_asr"),
             Component("adding_shift_beats_random"),
+            Component("adding_shift_beats_orthogonal_component"),
             Component("refusal_ablation_raises_asr", mode="any", precondition=True),
         ),
     ),
     ClaimGroup(
         "specificity",
         "Mechanism specificity: the tool vector beats the control conditions' own shifts and random "
-        "directions drawn from the activations' covariance, and removing it matters more in tool runs "
-        "than in direct runs.",
+        "directions drawn from the activations' covariance, its part that no control shares lowers ASR, "
+        "and removing it matters more in tool runs than in direct runs, and more than removing a "
+        "covariance-random direction.",
         (
             Component("adding_shift_beats_control_shift"),
             Component("adding_shift_beats_covariance_random"),
+            Component("relative_shift_lowers_asr"),
             Component("removing_shift_raises_asr_more_in_tool"),
+            Component("removing_shift_beats_random_removal"),
         ),
     ),
 )
-"""The claims in the order the table and the book show them."""
+"""The claims read from `tables/contrasts.csv`, in the order the table and the book show them. The
+diagnostic ``orthogonal_component_lowers_asr`` (whether the tool vector also acts outside the refusal
+direction) is in no claim: either answer is compatible with the study's."""
+
+DOSE = ClaimGroup(
+    "dose",
+    "Dose: in the logistic model unsafe ~ level + tokens after the instruction (`tables/tokens_model.csv`), "
+    "more tokens after the attack text lower the odds of an unsafe answer whatever they hold (the "
+    "dilution explanation). Supported: the tokens term is negative with p < 0.05.",
+    (Component("n_after_instruction"),),
+)
+"""The dilution reading, from the tokens model's `n_after_instruction` term (not a claim of the study: the
+alternative its controls must rule out; the validation chapter checks it on every planted world)."""
+ALPHA = 0.05
+"""The level of the tokens term's Wald test."""
 
 KEYS: tuple[str, ...] = ("model", "dataset", "judge", "split")
 
@@ -134,10 +158,38 @@ def claim_verdict(group: ClaimGroup, by_component: dict[str, str]) -> str:
     return SUPPORTED if all(v == SUPPORTED for v in tests) else NOT_SHOWN
 
 
-def claims_table(contrasts: pd.DataFrame, groups: tuple[ClaimGroup, ...] = CLAIM_GROUPS) -> pd.DataFrame:
+def dose_verdict(coef: Any, p: Any) -> str:
+    """The dose claim's verdict from the tokens term: SUPPORTED (negative, p < ALPHA), CONTRADICTED
+    (positive, p < ALPHA), NOT_SHOWN otherwise (no estimate included)."""
+    if pd.isna(coef) or pd.isna(p) or not float(p) < ALPHA or float(coef) == 0:
+        return NOT_SHOWN
+    return SUPPORTED if float(coef) < 0 else CONTRADICTED
+
+
+def _dose_rows(tokens_model: pd.DataFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
+    require_columns(tokens_model, (*KEYS, "term", "coef", "p", "note"), "tokens model table")
+    term = DOSE.components[0].id
+    out = {}
+    for r in tokens_model[tokens_model["term"] == term].itertuples(index=False):
+        verdict = dose_verdict(r.coef, r.p)
+        note = "" if pd.isna(r.note) or r.note == "" else f" ({r.note})"
+        detail = f"{term}: {verdict}, coef {float(r.coef):.3g}, p {float(r.p):.3g}{note}"
+        if pd.isna(r.coef):
+            detail = f"{term}: {verdict}, no estimate{note}"
+        out[tuple(getattr(r, k) for k in KEYS)] = {"verdict": verdict, "components": detail}
+    return out
+
+
+def claims_table(
+    contrasts: pd.DataFrame,
+    tokens_model: pd.DataFrame | None = None,
+    groups: tuple[ClaimGroup, ...] = CLAIM_GROUPS,
+) -> pd.DataFrame:
     """One row per (model, dataset, judge, split, claim) present in `contrasts` (CLAIMS_COLUMNS), in the
-    order of the contrasts' keys, then `groups`."""
+    order of the contrasts' keys, then `groups`, then DOSE when `tokens_model` is given (``not tested``
+    where it has no tokens term for those keys)."""
     require_columns(contrasts, (*KEYS, "claim", "verdict"), "contrasts table")
+    doses = None if tokens_model is None else _dose_rows(tokens_model)
     rows: list[dict[str, Any]] = []
     for key, frame in contrasts.groupby(list(KEYS), sort=True):
         by_id = {str(k): list(v) for k, v in frame.groupby("claim", sort=False)["verdict"]}
@@ -154,16 +206,30 @@ def claims_table(contrasts: pd.DataFrame, groups: tuple[ClaimGroup, ...] = CLAIM
                     "missing": "; ".join(missing),
                 }
             )
+        if doses is not None:
+            dose = doses.get(tuple(key))
+            rows.append(
+                {
+                    **dict(zip(KEYS, key, strict=True)),
+                    "claim": DOSE.id,
+                    "verdict": NOT_TESTED if dose is None else dose["verdict"],
+                    "n_rows": int(dose is not None),
+                    "components": "" if dose is None else dose["components"],
+                    "missing": DOSE.components[0].id if dose is None else "",
+                }
+            )
     return pd.DataFrame(rows, columns=list(CLAIMS_COLUMNS))
 
 
 __all__ = [
     "CLAIM_GROUPS",
+    "DOSE",
     "VERDICTS",
     "ClaimGroup",
     "Component",
     "claim_verdict",
     "claims_table",
     "component_verdict",
+    "dose_verdict",
     "row_verdict",
 ]

@@ -86,7 +86,6 @@ EQUIVALENCE_MARGIN = 0.1
 """The default equivalence margin (absolute ASR) of the TOST rows (config ``stats.equivalence_margin``)."""
 
 
-
 @dataclass(frozen=True)
 class Claim:
     """One claim: `pairs` maps the runs present (for one model, dataset, judge) to the (A, B) pairs to test,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from toolshift.analysis.claims import CLAIM_GROUPS, INCONCLUSIVE, NOT_TESTED
+from toolshift.analysis.claims import CLAIM_GROUPS, DOSE, INCONCLUSIVE, NOT_TESTED
 from toolshift.contracts import CLAIMS_COLUMNS, WORLD_CLAIM_COLUMNS, require_columns
 from toolshift.errors import ContractError
 from toolshift.models.fixture_models.planted import NULL_TRUTH
@@ -34,7 +34,7 @@ def _truth(model: str, record: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     truth = record.get("truth")
     if not isinstance(truth, Mapping):
         raise ContractError(f"{model}: FIXTURE.json's 'planted' has no 'truth' (built before the worlds)")
-    known = {g.id for g in CLAIM_GROUPS}
+    known = {g.id for g in (*CLAIM_GROUPS, DOSE)}
     unknown = sorted(set(truth) - known)
     if unknown:
         raise ContractError(f"{model}: FIXTURE.json's truth names unknown claim(s) {', '.join(unknown)}")
@@ -54,7 +54,7 @@ def world_claim_table(
     `worlds` maps each planted model to its record (`FIXTURE.json`'s ``planted``), `null_models` are the
     random-weight fixtures, checked on the datasets the worlds were calibrated on; `claims` is the DAG's
     claims table. Rows: the worlds in the given order, then the null models, each claim in CLAIM_GROUPS
-    order.
+    order, then DOSE.
     """
     require_columns(claims, CLAIMS_COLUMNS, "claims table")
     sel = claims[(claims["judge"] == judge) & (claims["split"] == split)]
@@ -67,7 +67,7 @@ def world_claim_table(
     checked += [(model, NULL_WORLD, dataset, NULL_ALLOWED) for model in null_models for dataset in datasets]
     rows = []
     for model, world, dataset, truth in checked:
-        for group in CLAIM_GROUPS:
+        for group in (*CLAIM_GROUPS, DOSE):
             if group.id not in truth:
                 continue
             verdict, components = verdicts.get((model, dataset, group.id), (NOT_TESTED, ""))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from toolshift.analysis.claims import CLAIM_GROUPS
+from toolshift.analysis.claims import CLAIM_GROUPS, DOSE
 from toolshift.report.format import DASH, cell, code, markdown_table
 
 CLAIM_HEADERS: dict[str, str] = {
@@ -14,6 +14,7 @@ CLAIM_HEADERS: dict[str, str] = {
     "controls": "2 controls",
     "mechanism": "3 mechanism",
     "specificity": "mechanism specificity",
+    "dose": "dose (tokens after the instruction)",
 }
 """Column headers of the claims, in CLAIM_GROUPS order."""
 
@@ -23,7 +24,8 @@ RULE_NOTE = (
     "enough for the refusal-ablation positive control), *contradicted* when any row is; a claim is "
     "*contradicted* when any of its contrast ids is, *supported* when all are, *inconclusive* when the "
     "positive control does not move ASR, *not tested* when the run lacks some of its contrasts, and "
-    "*not shown* otherwise."
+    "*not shown* otherwise. *dose* reads the tokens model's `n_after_instruction` term (supported: "
+    "negative, p < 0.05): the dilution explanation, which the controls must rule out."
 )
 
 
@@ -37,7 +39,7 @@ def claims_markdown(table: pd.DataFrame, judge: str | None) -> tuple[str, str]:
     rows = table
     if judge is not None and (table["judge"] == judge).any():
         rows = table[table["judge"] == judge]
-    claims = [g.id for g in CLAIM_GROUPS if g.id in set(rows["claim"])]
+    claims = [g.id for g in (*CLAIM_GROUPS, DOSE) if g.id in set(rows["claim"])]
     body = []
     for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
         by_claim = dict(zip(sub["claim"], sub["verdict"], strict=True))
@@ -56,7 +58,7 @@ def world_claims_markdown(table: pd.DataFrame) -> tuple[str, str]:
     claim, each cell the DAG's verdict, marked wrong (with what the world allows) when it fails; returns
     (table, note)."""
     passed = table["passed"].astype(str).str.lower().isin(["true", "1", "1.0"])
-    claims = [g.id for g in CLAIM_GROUPS if g.id in set(table["claim"])]
+    claims = [g.id for g in (*CLAIM_GROUPS, DOSE) if g.id in set(table["claim"])]
     body = []
     for (model, world, dataset), sub in table.assign(_ok=passed).groupby(
         ["model", "world", "dataset"], sort=False

@@ -98,25 +98,30 @@ WORLD_TRUTH: dict[str, dict[str, tuple[str, ...]]] = {
         "controls": (SUPPORTED,),
         "mechanism": (SUPPORTED,),
         "specificity": (SUPPORTED,),
+        "dose": (NOT_SHOWN,),
     },
     "trace": {
         "behaviour": (SUPPORTED,),
         "controls": (CONTRADICTED,),
         "mechanism": (SUPPORTED,),
         "specificity": (NOT_SHOWN, CONTRADICTED),
+        "dose": (NOT_SHOWN,),
     },
     "dilution": {
         "behaviour": (SUPPORTED,),
         "controls": (CONTRADICTED, NOT_SHOWN),
         "mechanism": (SUPPORTED,),
         "specificity": (NOT_SHOWN, CONTRADICTED),
+        "dose": (SUPPORTED,),
     },
 }
-"""The verdicts each claim may get in each world (claim ids of `toolshift.analysis.claims.CLAIM_GROUPS`):
-behaviour and the causal role of the shift hold in every world; only the tool world's shift is specific to
-tool interaction, so only there may the controls and the specificity tests come out supported."""
+"""The verdicts each claim may get in each world (claim ids of `toolshift.analysis.claims`: CLAIM_GROUPS
+and DOSE): behaviour and the causal role of the shift hold in every world; only the tool world's shift is
+specific to tool interaction, so only there may the controls and the specificity tests come out supported;
+only the dilution world's refusals follow the tokens after the instruction, so only there may the tokens
+model name the dose."""
 NULL_TRUTH: dict[str, tuple[str, ...]] = {
-    claim: (NOT_SHOWN,) for claim in ("behaviour", "controls", "mechanism", "specificity")
+    claim: (NOT_SHOWN,) for claim in ("behaviour", "controls", "mechanism", "specificity", "dose")
 }
 """The random-weight fixtures (the null world): no claim may come out supported or contradicted."""
 
