@@ -1,5 +1,5 @@
-"""Claim verdicts from the contrast rows (toolshift.analysis.claims): the component and claim rules, and the
-claims table of synthetic contrasts shaped like each planted world's."""
+"""Claim verdicts from the contrast rows (toolshift.analysis.claims): the component and claim rules, the
+claims table of synthetic contrasts shaped like each planted world's, and the tokens model's dose claim."""
 
 from __future__ import annotations
 
@@ -33,10 +33,14 @@ WORLD_ROWS: dict[str, dict[str, list[str]]] = {
         "text_prior_equivalent_to_direct": [S],
         "removing_shift_raises_asr": [S, S],
         "adding_shift_beats_random": [S] * 6,
+        "adding_shift_beats_orthogonal_component": [S],
         "refusal_ablation_raises_asr": [N, S],  # direct is at the ceiling: the tool row carries it
         "adding_shift_beats_control_shift": [S, S, S],
         "adding_shift_beats_covariance_random": [S, S, S],
-        "removing_shift_raises_asr_more_in_tool": [S],
+        "relative_shift_lowers_asr": [S, S, S],
+        "removing_shift_raises_asr_more_in_tool": [S, S],
+        "removing_shift_beats_random_removal": [S, S],
+        "orthogonal_component_lowers_asr": [N],  # a diagnostic: in no claim
     },
     "trace": {
         "tool_use_lowers_asr": [S],
@@ -50,10 +54,14 @@ WORLD_ROWS: dict[str, dict[str, list[str]]] = {
         "text_prior_equivalent_to_direct": [S],
         "removing_shift_raises_asr": [S, S],
         "adding_shift_beats_random": [S] * 6,
+        "adding_shift_beats_orthogonal_component": [S],
         "refusal_ablation_raises_asr": [N, S],
         "adding_shift_beats_control_shift": [N, S, S],
         "adding_shift_beats_covariance_random": [S, S, S],
-        "removing_shift_raises_asr_more_in_tool": [S],
+        "relative_shift_lowers_asr": [N, S, S],  # h(tool) - h(text_trail) holds no shift
+        "removing_shift_raises_asr_more_in_tool": [S, S],
+        "removing_shift_beats_random_removal": [S, S],
+        "orthogonal_component_lowers_asr": [S],  # either way: a diagnostic
     },
     "null": {
         "tool_use_lowers_asr": [N],
@@ -67,10 +75,14 @@ WORLD_ROWS: dict[str, dict[str, list[str]]] = {
         "text_prior_equivalent_to_direct": [S],
         "removing_shift_raises_asr": [N, N],
         "adding_shift_beats_random": [N] * 6,
+        "adding_shift_beats_orthogonal_component": [N],
         "refusal_ablation_raises_asr": [N, N],
         "adding_shift_beats_control_shift": [N, N, N],
         "adding_shift_beats_covariance_random": [N, N, N],
-        "removing_shift_raises_asr_more_in_tool": [N],
+        "relative_shift_lowers_asr": [N, N, N],
+        "removing_shift_raises_asr_more_in_tool": [N, N],
+        "removing_shift_beats_random_removal": [N, N],
+        "orthogonal_component_lowers_asr": [N],
     },
 }
 
@@ -103,7 +115,8 @@ def test_row_and_component_rules():
 
 def test_claim_rule():
     mechanism = next(g for g in CLAIM_GROUPS if g.id == "mechanism")
-    ok = {"removing_shift_raises_asr": S, "adding_shift_beats_random": S, "refusal_ablation_raises_asr": S}
+    ok = {"removing_shift_raises_asr": S, "adding_shift_beats_random": S, "refusal_ablation_raises_asr": S,
+          "adding_shift_beats_orthogonal_component": S}  # fmt: skip
     assert claim_verdict(mechanism, ok) == S
     assert claim_verdict(mechanism, {**ok, "adding_shift_beats_random": N}) == N
     assert claim_verdict(mechanism, {**ok, "adding_shift_beats_random": C}) == C
@@ -115,25 +128,13 @@ def test_claim_rule():
     )
 
 
-def test_every_claim_component_is_a_contrast_id_or_one_the_issue_names():
-    """The components name the contrast ids of tables/contrasts.csv: today's CLAIMS and the ones the
-    behaviour and mechanism work adds (named here once, as the aggregation reads them)."""
-    components = {c.id for g in CLAIM_GROUPS for c in g.components}
-    added = {
-        "override_beats_text_trail",
-        "override_beats_text_trail_long",
-        "tool_beats_image_after",
-        "tool_beats_image_turn",
-        "text_trail_equivalent_to_direct",
-        "text_trail_long_equivalent_to_direct",
-        "text_prior_equivalent_to_direct",
-        "adding_shift_beats_control_shift",
-        "adding_shift_beats_covariance_random",
-        "removing_shift_raises_asr_more_in_tool",
-    }
-    assert components <= {c.id for c in CLAIMS} | added
-    assert {c.id for c in CLAIMS} <= components
-    assert set(WORLD_ROWS["tool"]) == components
+def test_every_contrast_id_is_in_one_claim_but_the_diagnostic():
+    """The components are the contrast ids of tables/contrasts.csv (`CLAIMS`), each in one claim; only the
+    diagnostic orthogonal-component row is in none."""
+    components = [c.id for g in CLAIM_GROUPS for c in g.components]
+    assert len(components) == len(set(components))
+    assert set(components) == {c.id for c in CLAIMS} - {"orthogonal_component_lowers_asr"}
+    assert set(WORLD_ROWS["tool"]) == {c.id for c in CLAIMS}
 
 
 def test_the_claims_table_of_three_worlds():
@@ -156,6 +157,7 @@ def test_the_claims_table_of_three_worlds():
     }
     row = table[(table["model"] == "tool") & (table["claim"] == "controls")].iloc[0]
     assert row["n_rows"] == 11 and row["missing"] == ""
+    assert "dose" not in set(table["claim"])  # no tokens model given
     assert "override_beats_text_trail: supported" in row["components"]
     assert table["claim"].tolist()[:4] == [g.id for g in CLAIM_GROUPS]
 
@@ -178,3 +180,32 @@ def test_each_judge_and_split_gets_its_own_verdicts():
     table = claims_table(both)
     controls = table[table["claim"] == "controls"].set_index("judge")["verdict"]
     assert controls.to_dict() == {"keyword": S, "llamaguard": C}
+
+
+def tokens_model(coef: float, p: float, model: str = "tool", note: str = "") -> pd.DataFrame:
+    keys = {"model": model, "dataset": "mini", "judge": "keyword", "split": "test"}
+    rows = [
+        {**keys, "term": "Intercept", "coef": 2.0, "p": 0.01, "note": note},
+        {**keys, "term": "level[tool]", "coef": -1.0, "p": 0.02, "note": note},
+        {**keys, "term": "n_after_instruction", "coef": coef, "p": p, "note": note},
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("coef", "p", "verdict"),
+    [(-0.05, 0.001, S), (0.05, 0.001, C), (-0.05, 0.2, N), (float("nan"), float("nan"), N), (0.0, 0.0, N)],
+)
+def test_the_dose_claim_reads_the_tokens_term(coef, p, verdict):
+    table = claims_table(contrasts_of({"tool": WORLD_ROWS["tool"]}), tokens_model(coef, p))
+    dose = table[table["claim"] == "dose"].iloc[0]
+    assert table["claim"].tolist()[-1] == "dose" and dose["verdict"] == verdict and dose["n_rows"] == 1
+    assert dose["components"].startswith(f"n_after_instruction: {verdict}")
+
+
+def test_a_model_the_tokens_model_lacks_has_its_dose_not_tested():
+    table = claims_table(contrasts_of(WORLD_ROWS), tokens_model(-0.1, 0.001, model="trace"))
+    dose = table[table["claim"] == "dose"].set_index("model")
+    assert dose.loc["trace", "verdict"] == S
+    assert dose.loc["tool", "verdict"] == "not tested"
+    assert dose.loc["tool", "missing"] == "n_after_instruction"

@@ -352,13 +352,14 @@ def world_record(world: str) -> dict:
 
 
 RIGHT = {
-    "planted-tool": dict.fromkeys(["behaviour", "controls", "mechanism", "specificity"], "supported"),
+    "planted-tool": {**dict.fromkeys(["behaviour", "controls", "mechanism", "specificity"], "supported"),
+                     "dose": "not shown"},
     "planted-trace": {"behaviour": "supported", "controls": "contradicted", "mechanism": "supported",
-                      "specificity": "not shown"},
+                      "specificity": "not shown", "dose": "not shown"},
     "planted-dilution": {"behaviour": "supported", "controls": "not shown", "mechanism": "supported",
-                         "specificity": "contradicted"},
+                         "specificity": "contradicted", "dose": "supported"},
     "fixture-llava": {"behaviour": "not shown", "controls": "not shown", "mechanism": "inconclusive",
-                      "specificity": "not shown"},
+                      "specificity": "not shown", "dose": "not shown"},
 }  # fmt: skip
 WORLDS = {"planted-tool": "tool", "planted-trace": "trace", "planted-dilution": "dilution"}
 
@@ -371,8 +372,9 @@ def world_table(verdicts: dict[str, dict[str, str]]) -> pd.DataFrame:
 def test_every_cell_of_the_right_verdicts_passes():
     table = world_table(RIGHT)
     assert list(table.columns) == list(WORLD_CLAIM_COLUMNS)
-    assert len(table) == 16 and table["passed"].all()
-    assert table["world"].tolist()[::4] == ["tool", "trace", "dilution", "null"]
+    assert len(table) == 20 and table["passed"].all()
+    assert table["world"].tolist()[::5] == ["tool", "trace", "dilution", "null"]
+    assert table["claim"].tolist()[:5] == ["behaviour", "controls", "mechanism", "specificity", "dose"]
     row = table[(table["model"] == "planted-dilution") & (table["claim"] == "controls")].iloc[0]
     assert row["expected"] == "contradicted or not shown"
 
@@ -384,6 +386,8 @@ def test_every_cell_of_the_right_verdicts_passes():
         ("planted-tool", "specificity", "not shown"),  # v derived from the wrong control
         ("planted-trace", "controls", "supported"),  # the textual trace passed off as tool interaction
         ("planted-dilution", "behaviour", "not shown"),
+        ("planted-dilution", "dose", "not shown"),  # the tokens model no longer names the dose
+        ("planted-tool", "dose", "supported"),
         ("fixture-llava", "behaviour", "supported"),  # a false positive in the null world
     ],
 )

@@ -108,11 +108,12 @@ FIXTURE_BANNER = (
 
 
 PLANTED_BANNER = (
-    "The planted-mechanism fixture is a positive control: its weights were set by hand so that a tool "
-    "turn lowers its ASR through a known direction. Its effect was put there on purpose; it shows that the "
-    "pipeline finds such an effect, not that real models have one."
+    "The planted worlds are positive controls: their weights were set by hand so that a tool turn, its "
+    "text alone, or the tokens after the instruction lower ASR through a known direction. Their effects "
+    "were put there on purpose; they show what the pipeline finds and how it tells such effects apart, not "
+    "that real models have one."
 )
-"""Added to the warning when a planted-mechanism fixture is in the run."""
+"""Added to the warning when a planted world is in the run."""
 
 
 OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if c != "split")

@@ -60,14 +60,14 @@ def world_claims_markdown(table: pd.DataFrame) -> tuple[str, str]:
     passed = table["passed"].astype(str).str.lower().isin(["true", "1", "1.0"])
     claims = [g.id for g in (*CLAIM_GROUPS, DOSE) if g.id in set(table["claim"])]
     body = []
-    for (model, world, dataset), sub in table.assign(_ok=passed).groupby(
+    for (model, world, dataset), sub in table.assign(ok=passed).groupby(
         ["model", "world", "dataset"], sort=False
     ):
         cells = {}
         for r in sub.itertuples(index=False):
-            mark = "✓" if r._ok else f"✗ (expected {r.expected})"
+            mark = "✓" if r.ok else f"✗ (expected {r.expected})"
             text = f"{r.verdict} {mark}"
-            cells[r.claim] = text if r._ok else f"**{text}**"
+            cells[r.claim] = text if r.ok else f"**{text}**"
         body.append([code(model), cell(world), code(dataset), *(cells.get(c, DASH) for c in claims)])
     header = ["model", "world", "dataset", *(CLAIM_HEADERS.get(c, c) for c in claims)]
     n_wrong = int((~passed).sum())
