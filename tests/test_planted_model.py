@@ -2,9 +2,9 @@
 behaviour and the mechanism each records (toolshift.models.fixture_models.planted), checked on rendered
 episodes of every condition.
 
-Each world is built once per session (`planted_worlds`, as the embedded default configures it) and run once
-over every condition (`world_runs`): the package's own generate, capture at the last prompt token, the
-keyword judge.
+Each world is built once per session (conftest's `planted_world_dirs`, as the embedded default configures
+it) and run once over every condition (`world_runs`): the package's own generate, capture at the last
+prompt token, the keyword judge.
 """
 
 from __future__ import annotations
@@ -33,20 +33,14 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 EPISODES = CONFIG["episodes"]
-WORLD_MODELS = {"tool": "planted-tool", "trace": "planted-trace", "dilution": "planted-dilution"}
 N_CHECKED = 20
 """Harmful prompts every condition is run on (the calibration conditions, direct and tool, run on all 50)."""
 
 
 @pytest.fixture(scope="session")
-def planted_worlds(tmp_path_factory) -> dict[str, Path]:
-    """Each world built once, with the embedded default's model entry and episode options."""
-    root = tmp_path_factory.mktemp("planted_worlds")
-    out = {}
-    for world, model in WORLD_MODELS.items():
-        fixture = dict(CONFIG["models"][model]["fixture"])
-        out[world] = build_fixture("qwen2_5_vl", root / model, episodes=EPISODES, **fixture)
-    return out
+def planted_worlds(planted_world_dirs) -> dict[str, Path]:
+    """Each world built once per session (conftest), as the embedded default configures it."""
+    return planted_world_dirs
 
 
 @pytest.fixture(scope="session")
