@@ -38,7 +38,7 @@ CONDITIONS = [
     "direct", "tool_offered", "tool", "tool_unsafe", "tool_benign", "tool_blank", "text_trail", "text_prior",
     "image_no_tool", "image_after", "image_turn", "text_trail_long",
 ]  # fmt: skip
-"""The controlled conditions the claims read (the blank size dose and `free` left out: no claim needs them)."""
+"""The controlled conditions the claims read (not the blank size dose nor `free`: no claim needs them)."""
 CHECKS = {
     "asr_drop",
     "rel_reduction",
