@@ -56,5 +56,6 @@ rule validate_planted_model:
         negative_controls=RANDOM_FIXTURES,
         datasets=DATASETS,
         judge=config["headline_judge"],
+        worlds_must_pass=config["validation"]["worlds_must_pass"],
     script:
         "../workflow_scripts/validate_planted_model.py"

@@ -24,12 +24,12 @@ from PIL import Image
 from toolshift.checks import figstep_fidelity, planted_truth
 from toolshift.checks.figstep_fidelity import figstep_fidelity_summary, figstep_fidelity_table
 from toolshift.checks.planted_truth import planted_truth_table
-from toolshift.checks.planted_worlds import world_claim_table
+from toolshift.checks.planted_worlds import check_world_cells, world_claim_table
 from toolshift.contracts import CLAIMS_COLUMNS, FIDELITY_COLUMNS, PLANTED_COLUMNS, WORLD_CLAIM_COLUMNS
 from toolshift.datasets.downloads import DataSource, data_source, read_lock
 from toolshift.datasets.sources import SAFEBENCH_CSV
 from toolshift.datasets.typography import render_figstep
-from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.errors import ConfigError, ContractError, DataError, ToolshiftError
 from toolshift.models.fixture_models.planted import WORLD_TRUTH
 
 CHECKS = {
@@ -397,6 +397,12 @@ def test_one_wrong_verdict_fails_its_cell_and_only_it(model, claim, verdict):
     table = world_table(wrong)
     failed = table.loc[~table["passed"], ["model", "claim"]].values.tolist()
     assert failed == [[model, claim]]
+    with pytest.raises(ToolshiftError) as exc:  # what fails rule validate_planted_model
+        check_world_cells(table)
+    assert f"1 of 20 world x claim cells wrong ({model} (" in one_line(
+        exc
+    ) and f"{claim}: {verdict}" in one_line(exc)
+    check_world_cells(world_table(RIGHT))
 
 
 def test_a_claim_the_run_lacks_and_a_record_without_truth():

@@ -4,7 +4,7 @@ tables/validation_worlds.csv (each world's claim verdicts against its truth;
 toolshift.checks.planted_worlds)."""
 
 from toolshift.checks.planted_model import planted_recovery_tables
-from toolshift.checks.planted_worlds import world_claim_tables
+from toolshift.checks.planted_worlds import check_world_cells, world_claim_tables
 from toolshift.common.steps import log, run_step
 from toolshift.contracts import write_csv
 
@@ -39,6 +39,8 @@ def main(smk) -> None:
             what,
             f" (failed: {', '.join(names)})" if len(names) else "",
         )
+    if smk.params.worlds_must_pass:
+        check_world_cells(worlds)
     write_csv(table, smk.output.recovery)
     write_csv(worlds, smk.output.worlds)
 

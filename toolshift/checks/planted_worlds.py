@@ -20,7 +20,7 @@ import pandas as pd
 
 from toolshift.analysis.claims import CLAIM_GROUPS, DOSE, INCONCLUSIVE, NOT_TESTED
 from toolshift.contracts import CLAIMS_COLUMNS, WORLD_CLAIM_COLUMNS, require_columns
-from toolshift.errors import ContractError
+from toolshift.errors import ContractError, ToolshiftError
 from toolshift.models.fixture_models.planted import NULL_TRUTH
 
 NULL_WORLD = "null"
@@ -110,3 +110,18 @@ def world_claim_tables(
         return pd.DataFrame(columns=list(WORLD_CLAIM_COLUMNS))
     claims = pd.read_csv(claims_csv, keep_default_na=False)
     return world_claim_table(claims, worlds=worlds, null_models=null_models, judge=judge)
+
+
+def check_world_cells(table: pd.DataFrame) -> None:
+    """Raise a one-line ToolshiftError naming every wrong cell of a world x claim table (none: return)."""
+    wrong = table[~table["passed"].astype(bool)]
+    if wrong.empty:
+        return
+    cells = "; ".join(
+        f"{r.model} ({r.world}) {r.claim}: {r.verdict}, expected {r.expected}" for r in wrong.itertuples()
+    )
+    raise ToolshiftError(
+        f"planted worlds: {len(wrong)} of {len(table)} world x claim cells wrong ({cells}): a stage of the "
+        "pipeline no longer tells the planted explanations apart (validation.worlds_must_pass: false writes "
+        "the table with them marked)"
+    )
