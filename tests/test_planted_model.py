@@ -116,9 +116,9 @@ def verdicts(world_runs, world, condition) -> np.ndarray:
     return world_runs[world][condition][1][:N_CHECKED]
 
 
-IMAGE_TOOL = ("tool", "tool_unsafe", "tool_benign", "tool_blank")
-TEXT_TOOL = ("text_trail",)
-NO_TOOL = ("direct", "tool_offered", "text_prior", "image_no_tool")
+IMAGE_TOOL = ("tool", "tool_unsafe", "tool_benign", "tool_blank", "tool_blank_x0.25", "tool_blank_x4")
+TEXT_TOOL = ("text_trail", "text_trail_long")
+NO_TOOL = ("direct", "tool_offered", "text_prior", "image_no_tool", "image_after", "image_turn")
 
 
 def test_the_tool_world_moves_only_when_a_tool_turn_returns_an_image(world_runs):
@@ -137,6 +137,7 @@ def test_the_tool_world_moves_only_when_a_tool_turn_returns_an_image(world_runs)
 def test_the_trace_world_moves_with_any_tool_turn(world_runs):
     runs = world_runs["trace"]
     s_direct, s_tool = runs["direct"][2][:N_CHECKED], runs["tool"][2][:N_CHECKED]
+    assert set(IMAGE_TOOL + TEXT_TOOL + NO_TOOL) == set(CONDITIONS)
     for condition in (*IMAGE_TOOL, *TEXT_TOOL):
         np.testing.assert_allclose(runs[condition][2], s_tool, atol=1e-3)
     for condition in NO_TOOL:
@@ -146,24 +147,28 @@ def test_the_trace_world_moves_with_any_tool_turn(world_runs):
 
 
 def test_the_dilution_world_follows_the_tokens_after_the_instruction(planted_worlds, world_runs):
-    """s = offset + shift * n / (n + n0) with n the tokens from the instruction's last token on, whatever
-    they are: two conditions with the same count give the same s, prompt by prompt."""
+    """s = offset + shift * g(n), n the tokens after the instruction (as the runner counts them), whatever
+    they are: prompt by prompt, every condition's g is one rising function of n, close to (n + 1) / (n + 1
+    + n0) (the instruction's last token counts too)."""
     record = read_fixture_marker(planted_worlds["dilution"])["planted"]
     runs = world_runs["dilution"]
-    offset = runs["direct"][2][:N_CHECKED] - record["shift"] * dose(runs["direct"][3][:N_CHECKED])
+    shift, head_direct = record["shift"], record["calibration"]["head_direct"]
+    offset = runs["direct"][2][:N_CHECKED] - shift * head_direct
+    by_n: dict[int, list[float]] = {}
     for condition in CONDITIONS:
         s, n = runs[condition][2][:N_CHECKED], runs[condition][3][:N_CHECKED]
-        np.testing.assert_allclose(s, offset + record["shift"] * dose(n), atol=2e-3, err_msg=condition)
-    counts = {c: int(np.median(runs[c][3])) for c in CONDITIONS}
-    assert counts["direct"] == counts["text_prior"] == counts["image_no_tool"] == counts["tool_offered"]
-    assert counts["tool"] > 10 * counts["direct"] and counts["text_trail"] > 8 * counts["direct"]
-
-
-def dose(n: np.ndarray) -> np.ndarray:
-    """The dilution world's head: the share of its attention on the n tokens after the instruction (the
-    instruction's last token included) against the sink."""
-    n = n + 1
-    return n / (n + HALF_TOKENS)
+        for g, count in zip((s - offset) / shift, n, strict=True):
+            by_n.setdefault(int(count), []).append(float(g))
+    counts = sorted(by_n)
+    assert all(np.ptp(by_n[n]) < 2e-3 for n in counts)  # the same count, the same shift, whatever the tokens
+    heads = [float(np.mean(by_n[n])) for n in counts]
+    assert heads == sorted(heads) and heads[-1] > 2 * heads[0]  # more tokens, more shift
+    np.testing.assert_allclose(heads, [(n + 1) / (n + 1 + HALF_TOKENS) for n in counts], atol=0.05)
+    median = {c: int(np.median(runs[c][3])) for c in CONDITIONS}
+    assert median["direct"] == median["text_prior"] == median["image_no_tool"] == median["tool_offered"]
+    assert median["tool"] > 10 * median["direct"] and median["text_trail"] > 8 * median["direct"]
+    assert median["image_after"] > median["image_no_tool"]
+    assert median["text_trail_long"] > median["text_trail"]
 
 
 def test_the_tool_vector_points_along_d_at_the_planted_layer(planted_worlds, harmful_episodes):
