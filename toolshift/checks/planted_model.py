@@ -1,7 +1,7 @@
-"""Does the whole DAG find the mechanism planted in the planted-mechanism fixture? (the positive control)
+"""Does the whole DAG find the mechanism planted in each planted world? (the positive controls)
 
-`toolshift.models.fixture_models.planted` builds a model whose refusals are read from a direction d at layer
-L, with a calibrated direct ASR and relative reduction in `tool` (its record is in the model's
+`toolshift.models.fixture_models.planted` builds models (the worlds) whose refusals are read from a direction d
+at layer L, with a calibrated direct ASR and relative reduction in `tool` (its record is in the model's
 `FIXTURE.json`). After the DAG has run on it, unchanged, `recovery_table` compares what the DAG's own outputs
 say with what was planted, one row per claim:
 
@@ -365,7 +365,7 @@ def planted_recovery_tables(
         record = marker.get("planted")
         if not record:
             raise ContractError(
-                f"{folder}: not a planted-mechanism fixture (its FIXTURE.json has no 'planted')"
+                f"{folder}: not a planted world (its FIXTURE.json has no 'planted')"
             )
         dataset = record["calibration"]["dataset"]
         if dataset not in datasets:

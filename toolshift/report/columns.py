@@ -286,8 +286,8 @@ TABLE_NOTES: dict[str, str] = {
 MISSING_TABLE_REASONS: dict[str, str] = {
     "validation_worlds": "This run has no planted world (a model entry with `fixture.planted`), so there "
     "is no world x claim table to check.",
-    "validation_planted_model": "This run has no planted-mechanism fixture (a model entry with "
-    "`fixture.planted`), so there is no positive control to recover.",
+    "validation_planted_model": "This run has no planted world (a model entry with `fixture.planted`), so "
+    "there is no positive control to recover.",
     "validation_figstep": "FigStep pixel fidelity was not checked in this run: it needs the original "
     "SafeBench "
     "images. Set `data_mirror` to a folder holding `figstep_safebench/`, or set "
@@ -309,7 +309,7 @@ EMPTY_TABLE_REASONS: dict[str, str] = {
     "token_counts": "No response of this run records token counts.",
     "tokens_model": "No model of this run has harmful test responses with token counts.",
     "validation_figstep": "No FigStep originals were compared in this run.",
-    "validation_planted_model": "The planted model is calibrated on `mini`, which this run does not use.",
+    "validation_planted_model": "The planted worlds are calibrated on `mini`, which this run does not use.",
     "validation_worlds": "The planted worlds are calibrated on `mini`, which this run does not use.",
     "claims": "No claim has a contrast in this run.",
 }

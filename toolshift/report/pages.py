@@ -122,7 +122,7 @@ OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if 
 
 def banner_markdown(fixture_models: Sequence[str], planted: Sequence[str] = ()) -> str:
     """The fixture warning admonition, or a MyST comment (renders nothing) when no fixture model is used;
-    `planted` are the planted-mechanism fixtures among them (labelled as the positive control)."""
+    `planted` are the planted worlds among them (labelled as positive controls)."""
     if not fixture_models:
         return "% No fixture model in this run: no fixture warning.\n"
     names = ", ".join(code(m) + (f" ({PLANTED_LABEL})" if m in planted else "") for m in fixture_models)
@@ -439,7 +439,7 @@ def fixture_models_of(config: Mapping[str, Any]) -> list[str]:
 
 
 def planted_models_of(config: Mapping[str, Any]) -> list[str]:
-    """The config's planted-mechanism fixtures (`fixture.planted` set)."""
+    """The config's planted worlds (`fixture.planted` set)."""
     return [
         name
         for name, entry in models_of(config)

@@ -36,12 +36,12 @@ from toolshift.report.format import (
 from toolshift.report.verdicts import claims_markdown, world_claims_markdown
 
 PLANTED_LABEL = "planted: positive control"
-"""How tables label a planted-mechanism fixture's rows."""
+"""How tables label a planted world's rows."""
 
 
 def asr_headline_markdown(asr: pd.DataFrame, judge: str, planted: Sequence[str] = ()) -> str:
     """Per model and dataset: ASR without and with the tool, the relative reduction and McNemar p; the
-    `planted` models (planted-mechanism fixtures) are labelled as the positive control."""
+    `planted` models (planted worlds) are labelled as positive controls."""
     rows = asr[(asr["intervention"] == "none") & (asr["judge"] == judge)]
     out = []
     for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
