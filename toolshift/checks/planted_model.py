@@ -364,9 +364,7 @@ def planted_recovery_tables(
         marker = read_fixture_marker(folder) or {}
         record = marker.get("planted")
         if not record:
-            raise ContractError(
-                f"{folder}: not a planted world (its FIXTURE.json has no 'planted')"
-            )
+            raise ContractError(f"{folder}: not a planted world (its FIXTURE.json has no 'planted')")
         dataset = record["calibration"]["dataset"]
         if dataset not in datasets:
             continue
