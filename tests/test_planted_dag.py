@@ -35,10 +35,11 @@ WORLDS = {model: world for world, model in PLANTED_WORLDS.items()}
 TOOL = PLANTED_WORLDS["tool"]
 CONTROL = "fixture-llava"
 CONDITIONS = [
-    "direct", "tool_offered", "tool", "tool_unsafe", "tool_benign", "tool_blank", "text_trail", "text_prior",
-    "image_no_tool", "image_after", "image_turn", "text_trail_long",
+    "direct", "tool_offered", "tool", "tool_blank", "text_trail", "text_prior", "image_no_tool", "image_after",
+    "image_turn", "text_trail_long",
 ]  # fmt: skip
-"""The controlled conditions the claims read (not the blank size dose nor `free`: no claim needs them)."""
+"""The controlled conditions the claims read, with one override (`tool_blank`: the claims read every override
+the same way) and no size dose or `free`."""
 CHECKS = {
     "asr_drop",
     "rel_reduction",
@@ -65,16 +66,16 @@ def planted_config(work: Path) -> dict:
     cfg["generation"].update(max_new_tokens=6, batch_size=25, shards=1, device="cpu")
     cfg["interventions"] = {
         "layer": "auto",
-        "add": {"alphas": [0, 1, 4]},
+        "add": {"alphas": [1, 4]},
         "subtract": ["tool", "direct"],
         "ablate": ["tool", "direct"],
         "random": {"alphas": [1], "seeds": [0, 1, 2]},
-        "covrandom": {"alphas": [1], "seeds": [0, 1, 2]},
-        "control_shift": {"conditions": ["text_trail", "tool_offered", "image_turn"], "alphas": [1]},
-        "relative": {"conditions": ["text_trail", "tool_offered", "image_turn"], "alphas": [1]},
+        "covrandom": {"alphas": [1], "seeds": [0, 1]},
+        "control_shift": {"conditions": ["text_trail", "tool_offered"], "alphas": [1]},
+        "relative": {"conditions": ["text_trail", "tool_offered"], "alphas": [1]},
         "add_orth": {"alphas": [1]},
         "covrandom_remove": {"seeds": [0]},
-        "ablate_refusal": ["direct", "tool"],
+        "ablate_refusal": ["tool"],
     }
     cfg["judges"] = ["keyword"]
     cfg["stats"].update(n_boot=500)
