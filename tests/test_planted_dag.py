@@ -35,8 +35,8 @@ WORLDS = {model: world for world, model in PLANTED_WORLDS.items()}
 TOOL = PLANTED_WORLDS["tool"]
 CONTROL = "fixture-llava"
 CONDITIONS = [
-    "direct", "tool_offered", "tool", "tool_blank", "text_trail", "text_prior", "image_no_tool", "image_after",
-    "image_turn", "text_trail_long",
+    "direct", "tool_offered", "tool", "tool_blank", "text_trail", "text_prior", "image_no_tool",
+    "image_after", "image_turn", "text_trail_long",
 ]  # fmt: skip
 """The controlled conditions the claims read, with one override (`tool_blank`: the claims read every override
 the same way) and no size dose or `free`."""
