@@ -49,7 +49,11 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "analysis.tables": ("tests/test_tables.py", "tests/test_stats.py"),
     "analysis.contrasts": ("tests/test_contrasts.py", "tests/test_headline.py"),
     "analysis.claim_pairs": ("tests/test_contrasts.py",),
-    "analysis.claims": ("tests/test_claims.py", "tests/test_validation.py", "-kworld or cell or claim or judge"),
+    "analysis.claims": (
+        "tests/test_claims.py",
+        "tests/test_validation.py",
+        "-kworld or cell or claim or judge",
+    ),
     "analysis.magnification": ("tests/test_magnification.py",),
     "analysis.vectors": ("tests/test_vectors.py", "tests/test_tables.py"),
     "analysis.vector_tables": ("tests/test_tables.py", "tests/test_vectors.py"),

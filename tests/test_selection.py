@@ -79,6 +79,31 @@ def test_activation_scores_equal_the_standardised_refusal_shift():
     assert sel.layer == 2 and sel.candidates == (0, 1, 2, 3)
 
 
+def test_a_layer_without_a_refusal_direction_has_no_score_and_the_others_keep_theirs():
+    """Layers whose harmful and harmless states do not differ (zero, or float rounding away from it) get
+    NaN, whatever the tool shift there: criterion (a) holds at the others (a planted world's early
+    layers)."""
+    rng = np.random.default_rng(2)
+    n_layers, d = 4, 16
+    refusal = np.zeros((n_layers, d))
+    refusal[2:, 0] = 6.0
+    refusal[1, 0] = 1e-9  # rounding, not a direction
+    shift = np.zeros((n_layers, d))
+    shift[:, 0] = [0.0, 0.0, 2.0, 1.0]
+    shift[:2, 1] = 3.0  # an early, prompt-invariant shift: the fallback would blow it up
+    direct_t, _, harm_t = _states(rng, 400, n_layers, d, refusal, shift)
+    direct_v, tool_v, harm_v = _states(rng, 100, n_layers, d, refusal, shift)
+    for states in (direct_t, direct_v, tool_v):
+        states[:, :2] = states[0, :2]  # the early layers: the same state for every prompt
+    tool_v[:, :2] += shift[:2]
+    scores, criterion = activation_layer_scores(direct_val=direct_v, tool_val=tool_v, harmful_val=harm_v,
+                                                direct_train=direct_t, harmful_train=harm_t, refusal=refusal,
+                                                tool_vector=shift)  # fmt: skip
+    assert criterion == "refusal_shift_sd" and np.isnan(scores[:2]).all()
+    np.testing.assert_allclose(scores[2:], [2.0, 1.0], atol=0.15)
+    assert select_from_scores(scores, criterion, exclude_last_frac=0.0).layer == 2
+
+
 def test_activation_scores_without_harmless_prompts_use_the_tool_shift_effect_size():
     rng = np.random.default_rng(1)
     d = 8
