@@ -127,10 +127,10 @@ def test_the_tool_world_moves_only_when_a_tool_turn_returns_an_image(world_runs)
     s_direct, s_tool = runs["direct"][2][:N_CHECKED], runs["tool"][2][:N_CHECKED]
     assert np.all(s_tool - s_direct > 1.0)
     for condition in IMAGE_TOOL:
-        np.testing.assert_allclose(runs[condition][2], s_tool, atol=1e-3)
+        np.testing.assert_allclose(runs[condition][2][:N_CHECKED], s_tool, atol=1e-3)
         assert (verdicts(world_runs, "tool", condition) == verdicts(world_runs, "tool", "tool")).all()
     for condition in (*TEXT_TOOL, *NO_TOOL):
-        np.testing.assert_allclose(runs[condition][2], s_direct, atol=1e-3)
+        np.testing.assert_allclose(runs[condition][2][:N_CHECKED], s_direct, atol=1e-3)
         assert (verdicts(world_runs, "tool", condition) == verdicts(world_runs, "tool", "direct")).all()
 
 
@@ -139,9 +139,9 @@ def test_the_trace_world_moves_with_any_tool_turn(world_runs):
     s_direct, s_tool = runs["direct"][2][:N_CHECKED], runs["tool"][2][:N_CHECKED]
     assert set(IMAGE_TOOL + TEXT_TOOL + NO_TOOL) == set(CONDITIONS)
     for condition in (*IMAGE_TOOL, *TEXT_TOOL):
-        np.testing.assert_allclose(runs[condition][2], s_tool, atol=1e-3)
+        np.testing.assert_allclose(runs[condition][2][:N_CHECKED], s_tool, atol=1e-3)
     for condition in NO_TOOL:
-        np.testing.assert_allclose(runs[condition][2], s_direct, atol=1e-3)
+        np.testing.assert_allclose(runs[condition][2][:N_CHECKED], s_direct, atol=1e-3)
     drop = verdicts(world_runs, "trace", "direct").mean() - verdicts(world_runs, "trace", "text_trail").mean()
     assert drop > 0.4
 
