@@ -5,7 +5,7 @@ Each starts as the random Qwen2.5-VL fixture (`toolshift.models.fixture_models.q
 then set by hand (`toolshift.models.fixture_models.planted_weights`); nothing in the package knows about
 it: transformers saves, loads and generates with it as with any checkpoint, and every hook, capture and
 intervention runs on it unchanged. The last prompt token's residual after layer L is
-constant + flags + s·d, and the answer is a refusal iff s > threshold, with s = offset(attack image) + the
+constant + flags + nuisance + s·d, and the answer is a refusal iff s > 0, with s = offset(attack image) + the
 world's shift:
 
 - `tool`: + shift when a tool turn returns an image (any image: the zoom or an override). Text-only tool
@@ -20,8 +20,8 @@ world's shift:
 The offset (the only thing that differs between prompts) is a seeded random read-out of the attack image,
 the same in every condition. The calibration plants the world in probe mode, runs every harmful prompt of
 the embedded `mini` dataset once in `direct` and once in `tool` (rendered with the run's episode options),
-and sets the offset's scale and centre, `threshold` and `shift` so that `direct` has ASR `direct_asr` and
-`tool` the relative reduction `rel_reduction`. The record (`PlantedRecord`, with the world's truth: the
+and sets the offset's scale and centre (the boundary at s = 0) and `shift` so that `direct` has ASR
+`direct_asr` and `tool` the relative reduction `rel_reduction`. The record (`PlantedRecord`, with the world's truth: the
 verdict each claim must get) goes into the fixture marker (`FIXTURE.json` and `config.json`).
 
 Effect sizes: the test split of `mini` holds 20 harmful prompts and the verdicts are paired exact McNemar
@@ -45,7 +45,7 @@ import numpy as np
 from toolshift.errors import ConfigError
 from toolshift.models.fixture_models.planted_weights import (
     AXES,
-    COMPLIANCE_TOKENS,
+    COMPLIANCE_TOKEN,
     INSTRUCTION_END_TOKEN,
     MARKER_TOKEN,
     N_NUISANCE,
@@ -318,6 +318,10 @@ def calibrate(
     cut_direct = _midpoint_above(offsets, n_refuse_direct)
     shift = (cut_direct - _midpoint_above(offsets, n_refuse_tool)) / gap
     threshold = cut_direct + shift * float(np.mean(direct_shift))
+    # move the offsets so that the boundary is s = 0: the LM head then reads no constant term
+    center -= threshold / scale
+    offsets, all_offsets = offsets - threshold, all_offsets - threshold
+    threshold = 0.0
     # the nuisance axes: centred over every direct prompt, together NUISANCE_SHARE of the direct states'
     # variance (the rest is along d)
     nuisance = raw[:, 1:]
@@ -363,7 +367,7 @@ def calibrate(
         marker_token=MARKER_TOKEN,
         instruction_end_token=INSTRUCTION_END_TOKEN,
         refusal_text=REFUSAL_TOKEN,
-        compliance_text="".join(COMPLIANCE_TOKENS),
+        compliance_text=COMPLIANCE_TOKEN,
         truth={claim: list(verdicts) for claim, verdicts in WORLD_TRUTH[world].items()},
         calibration=calibration,
     )

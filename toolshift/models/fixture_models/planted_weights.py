@@ -7,11 +7,12 @@ direction, not a coordinate axis). Only three places write anything:
 - the embeddings: every token holds `constant` (CONSTANT); a few tokens also hold one flag: `marker`
   (`<tool_response>`, which opens every tool turn and only tool turns), `vision_end` (`<|vision_end|>`,
   which closes every image), `instruction_end` (` words.`, the last token of the attack instruction,
-  FigStep's text prompt), `sink` (the system turn's role token), `gen` (the newline ending the generation
-  prompt), `refuse` and the answer chain. `<tool_response>` and ` words.` are added to every world's
-  tokenizer as single tokens, so that every world counts tokens alike. The vision merger writes
-  `constant`, `image` (a flag) and `noise` (a seeded random linear read-out of the image features) on
-  every image token;
+  FigStep's text prompt), `sink` (the system turn's role token), `gen` (the newline, which ends the
+  generation prompt), and the two answers `refuse` (`I'm sorry`) and `comply` (`Sure, here`), flagged
+  ANSWER_FLAG. `<tool_response>`, ` words.` and `Sure, here` are added to every world's tokenizer as
+  single tokens, so that every world counts tokens alike. The vision merger writes `constant`, `image` (a
+  flag), `noise` (a read-out of the image features that tells `mini`'s harmful images from its harmless
+  ones) and the nuisance read-outs on every image token;
 - layer A = L - 1, whose two heads flag what follows a token: head 1 writes `after_image` on every token
   after the first `<|vision_end|>` (so the attack image, always the first image, is the one image without
   it), and head 0 writes `after_marker` after a `<tool_response>` (the tool world) or `after_instruction`
@@ -27,9 +28,9 @@ direction, not a coordinate axis). Only three places write anything:
   | `dilution` | every token after the instruction, against one sink token (the | shift * n / (n + n0), n   |
   |            | system turn's role token) worth n0 of them                     | tokens after it           |
 
-The LM head reads the final residual at the `gen` position: `I'm sorry` when its projection on d exceeds
-`threshold`, else `S` of `Sure, here`; every following token is fixed. The flags layer A writes are FLAG
-(small), so that the tool vector, h(tool) - h(direct), points along d.
+The LM head reads the final residual of the last prompt token: `I'm sorry` when its projection on d
+exceeds `threshold` (0 once calibrated), else `Sure, here`, then the end of turn. The flags layer A
+writes are FLAG (small), so that the tool vector, h(tool) - h(direct), points along d.
 
 Attention logits use the two lowest rotary frequencies (slots SLOT_A, SLOT_B of the mrope width section),
 so positions do not matter. `plant` in probe mode writes what head 0 of layer L reads on a spare axis,
@@ -63,10 +64,7 @@ AXES: tuple[str, ...] = (
     "direction",
     "gen",
     "refuse",
-    "s",
-    "ure",
-    "comma",
-    "here",
+    "comply",
     "image",
     "noise",
     "marker",
@@ -81,20 +79,24 @@ AXES: tuple[str, ...] = (
     "context_newline",
     "structure_image",
     "structure_newline",
+    *(f"nuisance_in_{k}" for k in range(8)),
     *(f"nuisance_{k}" for k in range(8)),
 )
 """The residual axes the mechanism uses (before the rotation), in this order."""
 N_NUISANCE = 8
-"""Nuisance axes: image read-outs of the attack image that vary from prompt to prompt and that nothing
-reads (a real residual stream varies in many directions, not only along d)."""
+"""Nuisance axes: read-outs of the attack image (merger rows on `nuisance_in_k`) that head 1 of layer L
+writes, amplified, on `nuisance_k` of the last prompt token, where they vary from prompt to prompt and
+nothing reads them (a real residual stream varies in many directions, not only along d). The image tokens
+never hold what the last token holds, so an edit along a direction of the last token's states (an
+ablation at every layer) leaves the image read-outs alone."""
 MARKER_TOKEN = "<tool_response>"
 INSTRUCTION_END_TOKEN = " words."
 """The last token of FigStep's text prompt (`...approximately 100 words.`): the end of the instruction."""
 VISION_END_TOKEN = "<|vision_end|>"
 REFUSAL_TOKEN = "I'm sorry"
-COMPLIANCE_TOKENS: tuple[str, ...] = ("S", "ure", ",", " here")
-"""The compliant answer `Sure, here`, token by token (tokens of the fixture's trained BPE)."""
-CHAIN_AXES: tuple[str, ...] = ("s", "ure", "comma", "here")
+"""The refusal: one token of every fixture's vocabulary (`toolshift.models.fixture_models.common`)."""
+COMPLIANCE_TOKEN = "Sure, here"
+"""The compliant answer, added to the worlds' tokenizer as one token (it is in no prompt)."""
 
 CONSTANT = 10.0
 """The `constant` axis' value on every token: large against the flags, so that a vector added to the
@@ -109,8 +111,13 @@ _TOOL_LOGIT = 40.0
 """Tool world, head 0 of layer L: per flag (image, after_marker); the attack image sits at 1.5 times it."""
 _AFTER_LOGIT = 20.0
 """Dilution world, head 0 of layer L: on a token after the instruction."""
-_GEN_BOOST = 10.0
-_CHAIN = 20.0
+ANSWER_FLAG = 20.0
+"""The embedding flag of the two answer tokens (which no prompt holds): large, so that no vector an
+intervention adds makes a prompt token look like an answer to the LM head."""
+_ANSWER_LOGIT = 60.0
+"""What the LM head gives `I'm sorry` and `Sure, here` (before the norm) at every position, besides
++-s: far above any other token at the last prompt token, below the end of turn after an answer."""
+_END = 10.0
 READOUT_NORM = 0.05
 """Norm of each image read-out (the merger rows of `noise` and the nuisance axes): small, so that what they
 write on the image tokens moves no norm, and what layer L reads is linear in them."""
@@ -149,13 +156,12 @@ def rotation(hidden_size: int, seed: int) -> np.ndarray:
 
 
 def add_world_tokens(model: Any, tokenizer: Any) -> None:
-    """Add `<tool_response>` and ` words.` to the tokenizer as single (non-special) tokens; grow the
-    embeddings."""
+    """Add `<tool_response>`, ` words.` and `Sure, here` to the tokenizer as single (non-special) tokens;
+    grow the embeddings."""
     from tokenizers import AddedToken
 
-    tokenizer.add_tokens(
-        [AddedToken(t, normalized=False, special=False) for t in (MARKER_TOKEN, INSTRUCTION_END_TOKEN)]
-    )
+    added = (MARKER_TOKEN, INSTRUCTION_END_TOKEN, COMPLIANCE_TOKEN)
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in added])
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
 
 
@@ -265,8 +271,8 @@ def plant(
     planted.value(2, axis["noise"])
     planted.value(3, axis["image"])
     nuisance = [axis[f"nuisance_{k}"] for k in range(N_NUISANCE)]
-    for k, a in enumerate(nuisance):
-        planted.value(4 + k, a)
+    for k in range(N_NUISANCE):
+        planted.value(4 + k, axis[f"nuisance_in_{k}"])
     # head 0: the world's shift
     if world == "trace":
         planted.key(0, slot_a, axis["marker"], _MARKER_LOGIT)
@@ -309,8 +315,7 @@ def plant(
     with torch.no_grad():
         embed = np.zeros(tuple(text.embed_tokens.weight.shape))
         embed[:, axis["constant"]] = CONSTANT
-        refuse = token_id(tokenizer, REFUSAL_TOKEN)
-        chain = [token_id(tokenizer, t) for t in COMPLIANCE_TOKENS]
+        refuse, comply = token_id(tokenizer, REFUSAL_TOKEN), token_id(tokenizer, COMPLIANCE_TOKEN)
         gen = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"][-1]
         for token, name in (
             (MARKER_TOKEN, "marker"),
@@ -320,15 +325,14 @@ def plant(
             embed[token_id(tokenizer, token), axis[name]] = 1.0
         embed[gen, axis["gen"]] = 1.0
         embed[sink_token(tokenizer), axis["sink"]] = 1.0
-        embed[refuse, axis["refuse"]] = 1.0
-        for token, name in zip(chain, CHAIN_AXES, strict=True):
-            embed[token, axis[name]] = 1.0
+        embed[refuse, axis["refuse"]] = ANSWER_FLAG
+        embed[comply, axis["comply"]] = ANSWER_FLAG
         text.embed_tokens.weight.copy_(reads(embed))
 
         merger = model.model.visual.merger.mlp[2]
         weight = torch.zeros_like(merger.weight)
         rows = np.asarray(readouts, dtype=np.float64)
-        for row, name in zip(rows, ["noise", *(f"nuisance_{k}" for k in range(N_NUISANCE))], strict=True):
+        for row, name in zip(rows, ["noise", *(f"nuisance_in_{k}" for k in range(N_NUISANCE))], strict=True):
             weight[axis[name]] = torch.as_tensor(row, dtype=torch.float32)
         bias = torch.zeros_like(merger.bias)
         bias[axis["constant"]] = CONSTANT
@@ -358,16 +362,13 @@ def plant(
             attn.o_proj.weight.copy_(writes(heads.o))
         text.norm.weight.fill_(1.0)
 
+        # the answer: `I'm sorry` iff s > threshold (the calibration makes it 0, so that the constant axis,
+        # which an added vector may move, does not shift the boundary), then the end of turn
         head = np.zeros(tuple(model.lm_head.weight.shape))
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        head[refuse, axis["direction"]] = 1.0
-        head[refuse, axis["constant"]] = -c.threshold / CONSTANT
-        head[refuse, axis["gen"]] = _GEN_BOOST
-        head[chain[0], axis["direction"]] = -1.0
-        head[chain[0], axis["constant"]] = c.threshold / CONSTANT
-        head[chain[0], axis["gen"]] = _GEN_BOOST
-        for token, name in zip(chain[1:], CHAIN_AXES[:-1], strict=True):
-            head[token, axis[name]] = _CHAIN
-        head[end, axis[CHAIN_AXES[-1]]] = _CHAIN
-        head[end, axis["refuse"]] = _CHAIN
+        for token, sign in ((refuse, 1.0), (comply, -1.0)):
+            head[token, axis["direction"]] = sign
+            head[token, axis["constant"]] = (_ANSWER_LOGIT - sign * c.threshold) / CONSTANT
+        head[end, axis["refuse"]] = head[end, axis["comply"]] = _END
+        head[end, axis["constant"]] = -_END * ANSWER_FLAG / 2 / CONSTANT
         model.lm_head.weight.copy_(reads(head))
