@@ -21,8 +21,9 @@ The offset (the only thing that differs between prompts) is a seeded random read
 the same in every condition. The calibration plants the world in probe mode, runs every harmful prompt of
 the embedded `mini` dataset once in `direct` and once in `tool` (rendered with the run's episode options),
 and sets the offset's scale and centre (the boundary at s = 0) and `shift` so that `direct` has ASR
-`direct_asr` and `tool` the relative reduction `rel_reduction`. The record (`PlantedRecord`, with the world's truth: the
-verdict each claim must get) goes into the fixture marker (`FIXTURE.json` and `config.json`).
+`direct_asr` and `tool` the relative reduction `rel_reduction`. The record (`PlantedRecord`, with the
+world's truth: the verdict each claim must get) goes into the fixture marker (`FIXTURE.json`,
+`config.json`).
 
 Effect sizes: the test split of `mini` holds 20 harmful prompts and the verdicts are paired exact McNemar
 tests, Holm-adjusted within a claim's family of rows. All the prompts a world flips between two
