@@ -23,7 +23,11 @@ from toolshift.episodes.build import build_episodes_by_condition
 from toolshift.errors import ConfigError
 from toolshift.judges.keyword import keyword_judge
 from toolshift.models.fixture_models.planted import HALF_TOKENS, WORLD_TRUTH, check_spec, reliability
-from toolshift.models.fixture_models.planted_weights import COMPLIANCE_TOKEN, INSTRUCTION_END_TOKEN, MARKER_TOKEN
+from toolshift.models.fixture_models.planted_weights import (
+    COMPLIANCE_TOKEN,
+    INSTRUCTION_END_TOKEN,
+    MARKER_TOKEN,
+)
 from toolshift.models.fixtures import build_fixture, read_fixture_marker
 from toolshift.models.generation import encode, generate
 from toolshift.models.loading import load_model
