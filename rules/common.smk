@@ -63,6 +63,8 @@ ANALYSIS_TABLES = [
     "transfer",
     "intervention_cost",
     "representation",
+    "relative_vectors",
+    "tool_gap",
     "asr_by_judge",
     "judge_agreement",
     "judge_human_agreement",
@@ -84,7 +86,7 @@ RANDOM_FIXTURES = [
 VALIDATION_TABLES = (
     ["validation_planted"]
     + (["validation_figstep"] if FIGSTEP_FIDELITY else [])
-    + (["validation_planted_model"] if PLANTED_MODELS else [])
+    + (["validation_planted_model", "validation_worlds"] if PLANTED_MODELS else [])
 )
 # Scheduling priorities: the inference chain first (models, prompts, episodes, infer, vectors, intervene,
 # their merges), then the rest of the chain every result waits on (judge models, judges, tables, behaviour

@@ -18,6 +18,9 @@ rule asr_table:
         free_tool_use=res("tables/free_tool_use.csv"),
         contrasts=res("tables/contrasts.csv"),
         asr_by_scale=res("tables/asr_by_scale.csv"),
+        tool_gap=res("tables/tool_gap.csv"),
+        token_counts=res("tables/token_counts.csv"),
+        tokens_model=res("tables/tokens_model.csv"),
     log:
         res("logs/stats/asr.log"),
     benchmark:
@@ -28,6 +31,9 @@ rule asr_table:
     params:
         stats=config["stats"],
         judge=config["headline_judge"],
+        interventions=config["interventions"],
+        conditions=CONDITIONS,
+        families={name: entry.get("family", "") for name, entry in config["models"].items()},
     script:
         "../workflow_scripts/asr_table.py"
 
@@ -44,6 +50,7 @@ rule analysis_tables:
         transfer=res("tables/transfer.csv"),
         cost=res("tables/intervention_cost.csv"),
         representation=res("tables/representation.csv"),
+        relative_vectors=res("tables/relative_vectors.csv"),
     log:
         res("logs/stats/analysis.log"),
     benchmark:
@@ -55,5 +62,23 @@ rule analysis_tables:
         stats=config["stats"],
         judge=config["headline_judge"],
         selection=config["selection"],
+        conditions=CONDITIONS,
     script:
         "../workflow_scripts/analysis_tables.py"
+
+
+rule claims_table:
+    input:
+        contrasts=res("tables/contrasts.csv"),
+        tokens_model=res("tables/tokens_model.csv"),
+    output:
+        res("tables/claims.csv"),
+    log:
+        res("logs/stats/claims.log"),
+    benchmark:
+        res("benchmarks/stats/claims.tsv")
+    priority: CRITICAL_PATH
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/claims_table.py"

@@ -39,10 +39,12 @@ rule validate_planted_model:
     input:
         asr=res("tables/asr.csv"),
         contrasts=res("tables/contrasts.csv"),
+        claims=res("tables/claims.csv"),
         models=expand(res("models/{model}"), model=PLANTED_MODELS),
         vectors=expand(res("vectors/{model}/{dataset}.nc"), model=PLANTED_MODELS, dataset=DATASETS),
     output:
-        res("tables/validation_planted_model.csv"),
+        recovery=res("tables/validation_planted_model.csv"),
+        worlds=res("tables/validation_worlds.csv"),
     log:
         res("logs/validation/planted_model.log"),
     benchmark:
@@ -54,5 +56,6 @@ rule validate_planted_model:
         negative_controls=RANDOM_FIXTURES,
         datasets=DATASETS,
         judge=config["headline_judge"],
+        worlds_must_pass=config["validation"]["worlds_must_pass"],
     script:
         "../workflow_scripts/validate_planted_model.py"

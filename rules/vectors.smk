@@ -20,5 +20,6 @@ rule vectors:
         exclude_last_frac=config["interventions"]["exclude_last_frac"],
         probes=config["probes"],
         seed=config["stats"]["seed"],
+        n_boot=config["stats"]["n_boot"],
     script:
         "../workflow_scripts/vectors.py"

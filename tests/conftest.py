@@ -1,6 +1,6 @@
 """Shared pytest fixtures: the shared benchmark data (skip, or fail under CI=true, without it), the default
-fixture models built and loaded once per session, and (tests/dag.py) the reduced DAG run the end-to-end
-tests share."""
+fixture models and the planted worlds built (and loaded) once per session, and (tests/dag.py) the reduced
+DAG run the end-to-end tests share."""
 
 from __future__ import annotations
 
@@ -72,6 +72,36 @@ def fixture_models(fixture_model_dirs) -> dict:
     from toolshift.models.loading import load_model
 
     return {family: load_model(path, family) for family, path in fixture_model_dirs.items()}
+
+
+PLANTED_WORLDS: dict[str, str] = {
+    "tool": "planted-tool",
+    "trace": "planted-trace",
+    "dilution": "planted-dilution",
+}
+"""The planted worlds of the embedded default: world -> model entry."""
+
+
+@pytest.fixture(scope="session")
+def planted_world_dirs(tmp_path_factory) -> dict:
+    """The planted worlds built once per session from the embedded default's model entries and episode
+    options (each build calibrates on `mini`): world -> model directory. tests/test_planted_model.py checks
+    them; tests/test_planted_dag.py hands them to its DAG run as built."""
+    import yaml
+
+    from toolshift.models.fixtures import build_fixture
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    root = tmp_path_factory.mktemp("planted_worlds")
+    return {
+        world: build_fixture(
+            cfg["models"][model]["family"],
+            root / model,
+            episodes=cfg["episodes"],
+            **cfg["models"][model]["fixture"],
+        )
+        for world, model in PLANTED_WORLDS.items()
+    }
 
 
 @pytest.fixture(scope="session")

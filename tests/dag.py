@@ -17,8 +17,21 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 MODELS = ("fixture-qwen2_5_vl", "fixture-llava")
 N_LAYERS = 3
 PER_CLASS = 4
-INTERVENTIONS = ("add_a0", "add_a4", "ablate", "random_a4_s0", "ablate_refusal_tool_blank")
-"""In expand order; the refusal ablation's base is a condition no other intervention runs on."""
+INTERVENTIONS = (
+    "add_a0",
+    "add_a4",
+    "ablate",
+    "ablate_direct",
+    "random_a4_s0",
+    "shift_a4_text_trail",
+    "relative_a4_text_trail",
+    "covrandom_a4_s0",
+    "add_orth_a4",
+    "covrandom_ablate_s0",
+    "ablate_refusal_tool_blank",
+)
+"""In expand order; the refusal ablation's base is a condition no other intervention runs on; one run of
+every kind of the mechanism's specificity controls."""
 
 
 def reduced_config(work: Path) -> dict:
@@ -36,9 +49,14 @@ def reduced_config(work: Path) -> dict:
     cfg["interventions"] = {
         "layer": "auto",
         "add": {"alphas": [0, 4]},
-        "ablate": True,
+        "ablate": ["tool", "direct"],
         "subtract": False,
         "random": {"alphas": [4], "seeds": [0]},
+        "covrandom": {"alphas": [4], "seeds": [0]},
+        "control_shift": {"conditions": ["text_trail"], "alphas": [4]},
+        "relative": {"conditions": ["text_trail"], "alphas": [4]},
+        "add_orth": {"alphas": [4]},
+        "covrandom_remove": {"seeds": [0]},
         "ablate_refusal": ["tool_blank"],
     }
     cfg["stats"] = {"n_boot": 200, "seed": 0}

@@ -48,6 +48,12 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     ),
     "analysis.tables": ("tests/test_tables.py", "tests/test_stats.py"),
     "analysis.contrasts": ("tests/test_contrasts.py", "tests/test_headline.py"),
+    "analysis.claim_pairs": ("tests/test_contrasts.py",),
+    "analysis.claims": (
+        "tests/test_claims.py",
+        "tests/test_validation.py",
+        "-kworld or cell or claim or judge",
+    ),
     "analysis.magnification": ("tests/test_magnification.py",),
     "analysis.vectors": ("tests/test_vectors.py", "tests/test_tables.py"),
     "analysis.vector_tables": ("tests/test_tables.py", "tests/test_vectors.py"),
@@ -59,6 +65,10 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_hooks.py",
         "-knot llava",
     ),
+    "analysis.intervention_controls": ("tests/test_interventions.py",),
+    "analysis.steering": ("tests/test_interventions.py", "tests/test_hooks.py", "-knot llava"),
+    "analysis.mechanism": ("tests/test_mechanism.py", "tests/test_contrasts.py"),
+    "analysis.representation_nulls": ("tests/test_vectors.py", "tests/test_probes.py"),
     "judges.keyword": (
         "tests/test_judges.py",
         "tests/test_judge_scoring.py",

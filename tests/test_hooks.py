@@ -7,7 +7,8 @@ import pytest
 import torch
 import xarray as xr
 
-from toolshift.analysis.interventions import parse_intervention_id, residual_edit
+from toolshift.analysis.interventions import parse_intervention_id
+from toolshift.analysis.steering import residual_edit
 from toolshift.errors import ConfigError
 from toolshift.models.fixtures import FIXTURE_FAMILIES, synthetic_episodes
 from toolshift.models.generation import encode, generate
@@ -179,6 +180,53 @@ def test_ablate_refusal_removes_the_refusal_direction_at_every_layer(family, mod
     assert any(((h @ v_hat).abs() > 1e-2 * h.norm(dim=-1)).any() for h in states)
     plain = forward(loaded, inputs[family], output_hidden_states=True).hidden_states[2]
     assert ((plain @ r_hat).abs() > 1e-2 * plain.norm(dim=-1)).any()  # without the hook it is there
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+def test_control_edits_from_a_vectors_file_act_as_their_kinds_say(family, models, inputs):
+    """The specificity controls through the runner's path (vectors file -> residual_edit -> hook):
+    `subtract_direct` adds -v at the layer, `shift_a2_text_trail` adds twice the control's shift rescaled
+    to |v|, and `covrandom_ablate_s0` leaves no component along its covariance-random direction at any
+    layer (the same direction `covrandom_a1_s0` adds)."""
+    loaded = models[family]
+    n, hidden = loaded.n_layers, loaded.hidden_size
+    tool = np.stack([random_vector(hidden, 30 + i, scale=0.2) for i in range(n)])
+    trail = np.stack([random_vector(hidden, 40 + i, scale=1.0) for i in range(n)])
+    basis = np.stack(
+        [np.stack([random_vector(hidden, 50 + i, 1.0), random_vector(hidden, 60 + i, 0.3)]) for i in range(n)]
+    )
+    vectors = xr.Dataset(
+        {
+            "tool_vector": (("layer", "hidden"), tool),
+            "shift": (("condition", "layer", "hidden"), np.stack([np.zeros_like(tool), trail])),
+            "cov_basis": (("layer", "cov_component", "hidden"), basis),
+        },
+        coords={"layer": np.arange(n), "condition": ["direct", "text_trail"]},
+    )
+    with capture_last_token(loaded) as base:
+        forward(loaded, inputs[family])
+    expected = {
+        "subtract_direct": -tool[LAYER],
+        "shift_a2_text_trail": 2 * trail[LAYER] / np.linalg.norm(trail[LAYER]) * np.linalg.norm(tool[LAYER]),
+    }
+    for iid, change in expected.items():
+        with apply_intervention(loaded, residual_edit(parse_intervention_id(iid), vectors, LAYER)):
+            with capture_last_token(loaded) as edited:
+                forward(loaded, inputs[family])
+        np.testing.assert_allclose(
+            edited.array()[:, LAYER] - base.array()[:, LAYER],
+            np.broadcast_to(change, base.array()[:, LAYER].shape),
+            atol=1e-5,
+        )
+    added = residual_edit(parse_intervention_id("covrandom_a1_s0"), vectors, LAYER).vector
+    hook = residual_edit(parse_intervention_id("covrandom_ablate_s0"), vectors, LAYER)
+    assert hook.kind == "ablate" and hook.layer is None
+    np.testing.assert_allclose(hook.vector, added / np.linalg.norm(added), rtol=1e-6)
+    unit = torch.from_numpy(hook.vector)
+    with apply_intervention(loaded, hook), capture_last_token(loaded) as store:
+        out = forward(loaded, inputs[family], output_hidden_states=True)
+    for h in [*out.hidden_states[:-1], *torch.from_numpy(store.array()).unbind(1)]:
+        assert ((h @ unit).abs() <= 1e-4 * h.norm(dim=-1)).all()
 
 
 @pytest.mark.parametrize("family", FIXTURE_FAMILIES)

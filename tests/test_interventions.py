@@ -19,16 +19,16 @@ from toolshift.analysis.interventions import (
     ablate_refusal_conditions,
     all_intervention_ids,
     expand_interventions,
-    intervention_vector,
     parse_intervention_id,
-    residual_edit,
     resolve_layer,
+    skipped_interventions,
     transfer_alphas,
     transfer_id,
     transfer_pairs,
     transfer_sources,
     vectors_dataset,
 )
+from toolshift.analysis.steering import intervention_vector, residual_edit, vector_at
 from toolshift.common.config import load_config, validate_config
 from toolshift.errors import ConfigError, ContractError
 
@@ -579,7 +579,10 @@ def test_parse_messages():
         ConfigError,
         match=_exactly(
             "intervention id 'scale_a1' is not one of add_a<alpha>, subtract, ablate, "
-            "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>, ablate_refusal_<condition>"
+            "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>, ablate_refusal_<condition>, "
+            "subtract_direct, ablate_direct, covrandom_a<alpha>_s<seed>, covrandom_subtract_s<seed>, "
+            "covrandom_ablate_s<seed>, shift_a<alpha>_<condition>, relative_a<alpha>_<condition>, "
+            "add_orth_a<alpha>"
         ),
     ):
         parse_intervention_id("scale_a1")
@@ -700,11 +703,8 @@ def test_resolve_layer_messages_and_edges():
 
 
 def test_non_finite_vector_messages(vectors, planted):
-    from toolshift.analysis.interventions import _tool_vector_at
 
-    np.testing.assert_array_equal(
-        _tool_vector_at(vectors, 1), vectors["tool_vector"].values[1]
-    )  # the default
+    np.testing.assert_array_equal(vector_at(vectors, 1), vectors["tool_vector"].values[1])  # the default
     nan = vectors.copy(deep=True)
     nan["tool_vector"][1, 0] = np.nan
     with pytest.raises(
@@ -716,3 +716,307 @@ def test_non_finite_vector_messages(vectors, planted):
     message = "vectors dataset: refusal_direction at layer 1 is not finite (NaN: no harmless train prompts)"
     with pytest.raises(ContractError, match=_exactly(message)):
         intervention_vector(InterventionSpec("ablate_refusal", base_condition="tool"), inf, 1)
+
+
+# ----------------------------------------------------------------- the mechanism's specificity controls
+
+
+NEW_IDS = [
+    ("subtract_direct", "subtract", {"base_condition": "direct"}),
+    ("ablate_direct", "ablate", {"base_condition": "direct"}),
+    ("covrandom_a1_s0", "covrandom", {"alpha": 1, "seed": 0}),
+    ("covrandom_a0.5_s12", "covrandom", {"alpha": 0.5, "seed": 12}),
+    ("covrandom_subtract_s3", "covrandom_subtract", {"seed": 3}),
+    ("covrandom_ablate_s0", "covrandom_ablate", {"seed": 0}),
+    ("shift_a1_text_trail", "shift", {"alpha": 1, "control": "text_trail"}),
+    ("shift_a0.5_tool_offered", "shift", {"alpha": 0.5, "control": "tool_offered"}),
+    ("relative_a2_text_trail", "relative", {"alpha": 2, "control": "text_trail"}),
+    ("add_orth_a1", "add_orth", {"alpha": 1}),
+    ("relative_a0.5_image_turn", "relative", {"alpha": 0.5, "control": "image_turn"}),
+    ("shift_a1_tool_blank_x0.25", "shift", {"alpha": 1, "control": "tool_blank_x0.25"}),  # a size dose
+    ("shift_a1_tool_blank_x9", "shift", {"alpha": 1, "control": "tool_blank_x9"}),  # any scale
+]
+
+
+@pytest.mark.parametrize("iid, kind, kwargs", NEW_IDS)
+def test_control_ids_round_trip(iid, kind, kwargs):
+    spec = InterventionSpec(kind, **kwargs)
+    assert spec.id == iid and parse_intervention_id(iid) == spec
+    base = {"subtract": "tool", "ablate": "tool", "covrandom_subtract": "tool", "covrandom_ablate": "tool"}
+    assert spec.base_condition == kwargs.get("base_condition", base.get(kind, "direct"))
+    fixed = {"subtract": -1.0, "covrandom_subtract": -1.0, "ablate": 1.0, "covrandom_ablate": 1.0}
+    assert spec.alpha == float(kwargs.get("alpha", fixed.get(kind, 1.0)))
+    assert not is_condition_run(iid)
+
+
+def is_condition_run(iid: str) -> bool:
+    from toolshift.inference.runner import is_condition
+
+    return is_condition(iid)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("subtract_tool", "is not one of"),  # the default base is never written
+        ("ablate_text_trail", "is not one of"),
+        ("covrandom_a1", "is not one of"),
+        ("covrandom_subtract_a1_s0", "is not one of"),
+        ("shift_a1_direct", "control 'direct' must be a control condition"),
+        ("shift_a1_tool", "control 'tool' must be a control condition"),
+        ("relative_a1_nope", "control 'nope' must be a control condition"),
+        ("relative_a1_free", "control 'free' must be a control condition"),
+        ("shift_a1.0_text_trail", "is not canonical; write 'shift_a1_text_trail'"),
+        ("shift_a1_tool_blank_x1", "control 'tool_blank_x1' must be a control condition"),
+        ("add_orth_a1.50", "is not canonical; write 'add_orth_a1.5'"),
+        ("covrandom_a01_s0", "is not canonical; write 'covrandom_a1_s0'"),
+    ],
+)
+def test_bad_control_ids(bad, message):
+    with pytest.raises(ConfigError, match=re.escape(repr(bad)) + ".*" + re.escape(message)):
+        parse_intervention_id(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "subtract", "base_condition": "text_trail"}, "base_condition must be 'tool' or 'direct'"),
+        (
+            {"kind": "covrandom_ablate", "seed": 0, "base_condition": "direct"},
+            "base_condition must be 'tool'",
+        ),
+        ({"kind": "covrandom", "alpha": 1}, "seed None must be a non-negative integer"),
+        ({"kind": "covrandom_subtract", "seed": 0, "alpha": 1}, "alpha is fixed at -1"),
+        ({"kind": "shift", "alpha": 1}, "control None must be a control condition"),
+        ({"kind": "add", "control": "text_trail"}, "takes no control"),
+        ({"kind": "add_orth", "seed": 1}, "takes no seed"),
+    ],
+)
+def test_bad_control_specs(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        InterventionSpec(**kwargs)
+
+
+CONTROLS_CFG = {
+    "add": {"alphas": [1]},
+    "subtract": ["tool", "direct"],
+    "ablate": ["direct", "tool"],
+    "random": {"seeds": [0]},
+    "covrandom": {"alphas": [1, 2], "seeds": [0, 1]},
+    "control_shift": {"conditions": ["text_trail", "text_prior"], "alphas": [1]},
+    "relative": {"conditions": ["tool_offered"]},
+    "add_orth": {"alphas": [0.5]},
+    "covrandom_remove": {"seeds": [4]},
+    "ablate_refusal": ["direct"],
+}
+
+
+def test_expand_controls_in_order_and_skip_absent_conditions():
+    conditions = ["direct", "tool", "text_trail", "tool_offered"]  # no text_prior
+    ids = [s.id for s in expand_interventions(CONTROLS_CFG, "b", conditions)]
+    assert ids == [
+        "add_a1",
+        "subtract",
+        "subtract_direct",
+        "ablate_direct",
+        "ablate",
+        "random_a1_s0",
+        "shift_a1_text_trail",
+        "relative_a1_tool_offered",
+        "covrandom_a1_s0",
+        "covrandom_a1_s1",
+        "covrandom_a2_s0",
+        "covrandom_a2_s1",
+        "add_orth_a0.5",
+        "covrandom_subtract_s4",
+        "covrandom_ablate_s4",
+        "ablate_refusal_direct",
+    ]
+    assert skipped_interventions(CONTROLS_CFG, conditions) == {
+        "shift_a1_text_prior": "not run: condition text_prior is not in this run's conditions"
+    }
+    # every condition configured (None): nothing skipped, text_prior runs
+    assert skipped_interventions(CONTROLS_CFG, None) == {}
+    assert "shift_a1_text_prior" in [s.id for s in expand_interventions(CONTROLS_CFG)]
+    assert skipped_interventions(None, conditions) == {} and skipped_interventions([1], conditions) == {}
+    # covrandom_remove follows the removals that run on tool
+    only_subtract = {"subtract": True, "covrandom_remove": {"seeds": [0, 1]}}
+    assert [s.id for s in expand_interventions(only_subtract)] == [
+        "subtract",
+        "covrandom_subtract_s0",
+        "covrandom_subtract_s1",
+    ]
+    on_direct = {"ablate": ["direct"], "covrandom_remove": {"seeds": [0]}}
+    with pytest.raises(
+        ConfigError, match="covrandom_remove: its runs are the controls of subtract and ablate"
+    ):
+        expand_interventions(on_direct)
+    assert set(CONFIG_KEYS) >= {"covrandom", "control_shift", "relative", "add_orth", "covrandom_remove"}
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (
+            {"subtract": ["tool", "text_trail"]},
+            "interventions.subtract: expected true, false or a list of tool",
+        ),
+        ({"ablate": []}, "interventions.ablate: expected true, false or a list"),
+        ({"covrandom": {"alphas": [1]}}, "interventions.covrandom: expected {alphas: [...], seeds: [...]}"),
+        ({"covrandom": {"seeds": [0.5]}}, "interventions.covrandom.seeds: 0.5 is not an integer"),
+        (
+            {"control_shift": {"alphas": [1]}},
+            "interventions.control_shift: expected {alphas: [...], conditions",
+        ),
+        (
+            {"control_shift": {"conditions": ["tool"]}},
+            "'tool' is not a control condition (one of tool_offered",
+        ),
+        ({"relative": {"conditions": ["direct"]}}, "interventions.relative.conditions: 'direct' is not a"),
+        ({"relative": {"conditions": []}}, "interventions.relative.conditions: expected a non-empty list"),
+        (
+            {"relative": {"conditions": ["text_trail"], "alphas": ["x"]}},
+            "relative.alphas: 'x' is not a number",
+        ),
+        ({"add_orth": True}, "interventions.add_orth: expected {alphas: [...]}, got True"),
+        ({"covrandom_remove": {"seeds": []}}, "covrandom_remove.seeds: expected a non-empty list"),
+    ],
+)
+def test_bad_control_config(cfg, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        expand_interventions(cfg)
+
+
+IN_MECH_VECTORS = [iid for iid, _, kw in NEW_IDS if kw.get("control") in (None, "text_trail", "tool_offered")]
+"""The ids of NEW_IDS whose control condition `mech_vectors` has."""
+
+
+@pytest.fixture(scope="module")
+def mech_vectors() -> xr.Dataset:
+    """Tool vector, refusal direction, two conditions' shifts and a rank-2 covariance basis, 3 layers."""
+    rng = np.random.default_rng(11)
+    n_layers, hidden = 3, 16
+    tv = rng.standard_normal((n_layers, hidden)) * 2
+    r = rng.standard_normal((n_layers, hidden))
+    conditions = ["direct", "tool", "text_trail", "tool_offered"]
+    shift = np.stack(
+        [np.zeros_like(tv), tv, 0.3 * rng.standard_normal((n_layers, hidden)), np.zeros_like(tv)]
+    )
+    references = [c for c in conditions if c != "tool"]
+    relative = np.stack([tv - shift[conditions.index(c)] for c in references])
+    axes = np.linalg.qr(rng.standard_normal((hidden, 2)))[0].T  # two orthonormal axes
+    basis = np.stack([np.stack([5.0 * axes[0], 0.5 * axes[1], np.zeros(hidden)]) for _ in range(n_layers)])
+    return xr.Dataset(
+        {
+            "tool_vector": (("layer", "hidden"), tv),
+            "refusal_direction": (("layer", "hidden"), r),
+            "shift": (("condition", "layer", "hidden"), shift),
+            "relative_vector": (("reference", "layer", "hidden"), relative),
+            "cov_basis": (("layer", "cov_component", "hidden"), basis),
+        },
+        coords={"layer": np.arange(n_layers), "condition": conditions, "reference": references},
+        attrs={"axes": axes.tolist()},
+    )
+
+
+def test_control_vectors_are_what_the_kinds_say(mech_vectors):
+    ds = mech_vectors
+    tv, r = ds["tool_vector"].values, ds["refusal_direction"].values
+    norm = np.linalg.norm(tv[1])
+    v = intervention_vector(parse_intervention_id("subtract_direct"), ds, 1)
+    np.testing.assert_array_equal(v, tv[1])
+    np.testing.assert_allclose(
+        intervention_vector(parse_intervention_id("ablate_direct"), ds, 1), tv[1] / norm
+    )
+    # the control's shift, rescaled to the tool vector's norm; a control with a zero shift adds nothing
+    tt = ds["shift"].sel(condition="text_trail").values[1]
+    v = intervention_vector(parse_intervention_id("shift_a2_text_trail"), ds, 1)
+    np.testing.assert_allclose(v, tt / np.linalg.norm(tt) * norm, rtol=1e-12)
+    zero = intervention_vector(parse_intervention_id("shift_a1_tool_offered"), ds, 1)
+    assert not zero.any()
+    # float rounding is not a shift: below ZERO_SHIFT * |v| nothing is added, above it the direction counts
+    from toolshift.analysis.steering import ZERO_SHIFT, norm_matched
+
+    u = np.ones(16) / 4.0
+    assert not norm_matched(u * 0.999 * ZERO_SHIFT * norm, norm).any()
+    np.testing.assert_allclose(norm_matched(u * 1.001 * ZERO_SHIFT * norm, norm), u * norm, rtol=1e-12)
+    # the control-relative vector, as stored: the tool vector minus the control's shift
+    v = intervention_vector(parse_intervention_id("relative_a1_text_trail"), ds, 2)
+    np.testing.assert_allclose(v, tv[2] - ds["shift"].sel(condition="text_trail").values[2], rtol=1e-12)
+    # the component of v orthogonal to r_hat: v = orth + (v . r_hat) r_hat
+    orth = intervention_vector(parse_intervention_id("add_orth_a1"), ds, 0)
+    r_hat = r[0] / np.linalg.norm(r[0])
+    assert abs(orth @ r_hat) < 1e-10
+    np.testing.assert_allclose(orth + (tv[0] @ r_hat) * r_hat, tv[0], rtol=1e-12)
+    # edits: add at the layer with the spec's alpha, or ablate at every layer
+    edits = {iid: residual_edit(parse_intervention_id(iid), ds, 1) for iid in IN_MECH_VECTORS}
+    kinds = {iid: (e.kind, e.layer, e.alpha) for iid, e in edits.items()}
+    assert kinds["subtract_direct"] == ("add", 1, -1.0) and kinds["ablate_direct"] == ("ablate", None, 1.0)
+    assert kinds["covrandom_subtract_s3"] == ("add", 1, -1.0)
+    assert kinds["covrandom_ablate_s0"] == ("ablate", None, 1.0)
+    assert kinds["shift_a0.5_tool_offered"] == ("add", 1, 0.5) and kinds["add_orth_a1"] == ("add", 1, 1.0)
+
+
+def test_every_kind_is_an_edit_both_engines_apply_exactly(mech_vectors):
+    from toolshift.models.engines.base import Engine
+    from toolshift.models.engines.vllm import VLLMEngine
+
+    ids = IN_MECH_VECTORS + ["add_a1", "subtract", "ablate", "random_a1_s0"]
+    for iid in ids + ["ablate_refusal_tool", "transfer_a1_from_x"]:
+        edit = residual_edit(parse_intervention_id(iid), mech_vectors, 1)
+        assert VLLMEngine.supports(object(), edit) and Engine.supports(object(), edit), iid
+
+
+def test_covariance_directions(mech_vectors):
+    from toolshift.analysis.steering import covariance_direction
+
+    ds = mech_vectors
+    axes = np.array(ds.attrs["axes"])
+    norm = np.linalg.norm(ds["tool_vector"].values[0])
+    draws = np.stack(
+        [intervention_vector(parse_intervention_id(f"covrandom_a1_s{s}"), ds, 0) for s in range(400)]
+    )
+    np.testing.assert_allclose(np.linalg.norm(draws, axis=1), norm, rtol=1e-12)
+    # every direction lies in the span of the basis, mostly along its large axis (sd 5 against 0.5)
+    inside = draws @ axes.T
+    np.testing.assert_allclose(np.linalg.norm(inside, axis=1), norm, rtol=1e-9)
+    share_big = np.mean(np.abs(inside[:, 0]) > np.abs(inside[:, 1]))
+    print("covariance directions along the large axis:", share_big)
+    assert share_big > 0.9
+    # isotropic random directions of the same norm are not confined to the span
+    iso = np.stack([intervention_vector(parse_intervention_id(f"random_a1_s{s}"), ds, 0) for s in range(50)])
+    assert np.all(np.linalg.norm(iso @ axes.T, axis=1) < 0.9 * norm)
+    # the same seed: the same direction for the add, subtract and ablate controls
+    seed7 = intervention_vector(parse_intervention_id("covrandom_a1_s7"), ds, 0)
+    np.testing.assert_array_equal(
+        intervention_vector(parse_intervention_id("covrandom_subtract_s7"), ds, 0), seed7
+    )
+    np.testing.assert_allclose(
+        intervention_vector(parse_intervention_id("covrandom_ablate_s7"), ds, 0), seed7 / norm, rtol=1e-12
+    )
+    # pinned: z from default_rng(seed), one draw per component, times the basis
+    z = np.random.default_rng(7).standard_normal(3)
+    g = z @ ds["cov_basis"].values[0]
+    np.testing.assert_allclose(seed7, g / np.linalg.norm(g) * norm, rtol=1e-12)
+    with pytest.raises(ContractError, match="cov_basis is zero"):
+        covariance_direction(0, np.zeros((2, 4)), 1.0)
+
+
+def test_control_vectors_fail_clearly(mech_vectors):
+    ds = mech_vectors
+    with pytest.raises(
+        ContractError, match="shift has no condition 'text_prior' \\(conditions: direct, tool"
+    ):
+        intervention_vector(parse_intervention_id("shift_a1_text_prior"), ds, 0)
+    with pytest.raises(ContractError, match="relative_vector has no reference 'text_prior'"):
+        intervention_vector(parse_intervention_id("relative_a1_text_prior"), ds, 0)
+    with pytest.raises(ContractError, match="missing variable 'cov_basis'"):
+        intervention_vector(parse_intervention_id("covrandom_a1_s0"), ds.drop_vars("cov_basis"), 0)
+    zero_r = ds.copy(deep=True)
+    zero_r["refusal_direction"][:] = 0
+    with pytest.raises(ContractError, match="refusal_direction at layer 0 is zero; add_orth_a1 is undefined"):
+        intervention_vector(parse_intervention_id("add_orth_a1"), zero_r, 0)
+    zero_v = ds.copy(deep=True)
+    zero_v["tool_vector"][:] = 0
+    with pytest.raises(ContractError, match="tool_vector at layer 0 is zero; covrandom_a1_s0 is undefined"):
+        intervention_vector(parse_intervention_id("covrandom_a1_s0"), zero_v, 0)

@@ -111,3 +111,27 @@ def test_bad_inputs():
         fit_logistic(np.zeros((4, 2)), np.ones(4, bool))
     with pytest.raises(ValueError, match="x"):
         fit_logistic(np.zeros(4), np.array([True, False, True, False]))
+
+
+def test_accuracy_null_rejects_a_probe_that_reads_the_labels_and_not_one_that_guesses():
+    """The probe-accuracy null of the representation table: bootstrap interval over prompts, and a
+    one-sided p from shuffling the harmful labels among the scored prompts (the probe stays fixed)."""
+    from toolshift.analysis.representation_nulls import accuracy_null
+
+    x, y = planted(n=200, signal=2.0, seed=3)
+    probe = fit_logistic(x[:100], y[:100])
+    est, lo, hi, p = accuracy_null(probe.predict(x[100:]), y[100:], 1000, 0)
+    assert est == probe.accuracy(x[100:], y[100:]) and est > 0.9
+    assert lo <= est <= hi and p < 0.01
+    # a probe fitted on noise: its accuracy on new prompts is not told from shuffled labels
+    rng = np.random.default_rng(4)
+    rates = []
+    for s in range(60):
+        noise = rng.standard_normal((80, 10))
+        labels = rng.random(80) < 0.5
+        guess = fit_logistic(noise[:40], labels[:40]) if labels[:40].any() and not labels[:40].all() else None
+        if guess is not None:
+            rates.append(accuracy_null(guess.predict(noise[40:]), labels[40:], 300, s)[3] < 0.05)
+    print("probe accuracy null, rejection rate on noise:", np.mean(rates))
+    assert np.mean(rates) < 0.12
+    assert all(math.isnan(v) for v in accuracy_null(np.array([], bool), np.array([], bool), 10, 0))

@@ -186,6 +186,36 @@ def test_analysis_tables_say_why_they_are_empty_or_missing():
     assert ":name: table-validation-planted" in md and "| `cos` | d | 1 | 0.998 | > 0.99 | yes |" in md
 
 
+def test_the_claims_and_world_tables_pivot_one_column_per_claim():
+    keys = {"model": "m", "dataset": "mini", "split": "test", "n_rows": 1, "components": "x: supported"}
+    claims = pd.DataFrame(
+        [
+            {**keys, "judge": "keyword", "claim": "behaviour", "verdict": "supported", "missing": ""},
+            {**keys, "judge": "keyword", "claim": "controls", "verdict": "not tested",
+             "missing": "text_trail_equivalent_to_direct"},
+            {**keys, "judge": "keyword", "claim": "dose", "verdict": "not shown", "missing": ""},
+            {**keys, "judge": "other", "claim": "behaviour", "verdict": "contradicted", "missing": ""},
+        ]
+    )  # fmt: skip
+    md = analysis_table_markdown("claims", claims, judge="keyword")
+    assert ":name: table-claims" in md and "| `m` | `mini` | **supported** | not tested | not shown |" in md
+    assert "contradicted" not in md.split("```")[1]  # the other judge's row is left out of the table
+    assert "lacks: `text_trail_equivalent_to_direct`" in md
+    worlds = pd.DataFrame(
+        [
+            {"model": "p", "world": "tool", "dataset": "mini", "judge": "keyword", "claim": "behaviour",
+             "expected": "supported", "verdict": "supported", "passed": True, "components": ""},
+            {"model": "p", "world": "tool", "dataset": "mini", "judge": "keyword", "claim": "controls",
+             "expected": "supported", "verdict": "not shown", "passed": False, "components": ""},
+        ]
+    )  # fmt: skip
+    md = analysis_table_markdown("validation_worlds", worlds)
+    assert "| `p` | tool | `mini` | supported ✓ | **not shown ✗ (expected supported)** |" in md
+    assert "**1 of 2 cells wrong**" in md
+    assert "**All 1 cells correct.**" in analysis_table_markdown("validation_worlds", worlds.head(1))
+    assert "no planted world" in analysis_table_markdown("validation_worlds", None)
+
+
 def test_conditions_table_has_a_row_per_condition_and_a_column_per_model():
     rows = []
     for m in ("m1", "m2"):

@@ -79,6 +79,31 @@ def test_activation_scores_equal_the_standardised_refusal_shift():
     assert sel.layer == 2 and sel.candidates == (0, 1, 2, 3)
 
 
+def test_a_layer_without_a_refusal_direction_has_no_score_and_the_others_keep_theirs():
+    """Layers whose harmful and harmless states do not differ (zero, or float rounding away from it) get
+    NaN, whatever the tool shift there: criterion (a) holds at the others (a planted world's early
+    layers)."""
+    rng = np.random.default_rng(2)
+    n_layers, d = 4, 16
+    refusal = np.zeros((n_layers, d))
+    refusal[2:, 0] = 6.0
+    refusal[1, 0] = 1e-9  # rounding, not a direction
+    shift = np.zeros((n_layers, d))
+    shift[:, 0] = [0.0, 0.0, 2.0, 1.0]
+    shift[:2, 1] = 3.0  # an early, prompt-invariant shift: the fallback would blow it up
+    direct_t, _, harm_t = _states(rng, 400, n_layers, d, refusal, shift)
+    direct_v, tool_v, harm_v = _states(rng, 100, n_layers, d, refusal, shift)
+    for states in (direct_t, direct_v, tool_v):
+        states[:, :2] = states[0, :2]  # the early layers: the same state for every prompt
+    tool_v[:, :2] += shift[:2]
+    scores, criterion = activation_layer_scores(direct_val=direct_v, tool_val=tool_v, harmful_val=harm_v,
+                                                direct_train=direct_t, harmful_train=harm_t, refusal=refusal,
+                                                tool_vector=shift)  # fmt: skip
+    assert criterion == "refusal_shift_sd" and np.isnan(scores[:2]).all()
+    np.testing.assert_allclose(scores[2:], [2.0, 1.0], atol=0.15)
+    assert select_from_scores(scores, criterion, exclude_last_frac=0.0).layer == 2
+
+
 def test_activation_scores_without_harmless_prompts_use_the_tool_shift_effect_size():
     rng = np.random.default_rng(1)
     d = 8
@@ -214,3 +239,57 @@ def test_selection_table_and_resolve_layer_read_the_vectors_file():
         resolve_layer("auto", 1, ds)
     with pytest.raises(ContractError, match="selected_layer"):
         selection_table({("m", "mini"): ds.drop_attrs()}, asr, judge="keyword")
+
+
+def test_the_book_reports_the_selected_layer_not_the_best_one():
+    """A vectors file whose best |cos(tool vector, refusal)| is at layer 3 but whose selected layer is 1:
+    every representation table and the book's vectors fragment read layer 1."""
+    from toolshift.analysis.vector_tables import relative_vectors_table, representation_table
+    from toolshift.report.pages import vectors_markdown
+
+    rng = np.random.default_rng(0)
+    n_layers, hidden = 4, 8
+    tv = rng.standard_normal((n_layers, hidden))
+    r = rng.standard_normal((n_layers, hidden))
+    r[3] = tv[3]  # perfectly aligned at layer 3
+    conditions, refs = ["direct", "tool"], ["direct"]
+    cos = np.array([float(tv[i] @ r[i] / np.linalg.norm(tv[i]) / np.linalg.norm(r[i])) for i in range(4)])
+    assert int(np.argmax(np.abs(cos))) == 3
+    null = np.array([[cos[1], cos[1] - 0.1, cos[1] + 0.1, 0.004]])
+    ds = xr.Dataset(
+        {
+            "tool_vector": (("layer", "hidden"), tv),
+            "cos_tool_refusal": (("layer",), cos),
+            "norm_tool_vector": (("layer",), np.linalg.norm(tv, axis=1)),
+            "relative_vector": (("reference", "layer", "hidden"), tv[None]),
+            "norm_relative_vector": (("reference", "layer"), np.linalg.norm(tv, axis=1)[None]),
+            "cos_relative_refusal": (("reference", "layer"), cos[None]),
+            "cos_relative": (("reference", "reference_b", "layer"), np.ones((1, 1, 4))),
+            "relative_null": (("reference", "quantity"), null),
+        },
+        coords={
+            "layer": np.arange(n_layers),
+            "condition": conditions,
+            "reference": refs,
+            "reference_b": refs,
+            "quantity": ["estimate", "ci_low", "ci_high", "p_perm"],
+        },
+        attrs={"selected_layer": 1, "null_layer": 1, "model": "m", "dataset": "d", "n_harmful": 5},
+    )
+    md = vectors_markdown({"m": ds})
+    assert f"| `m` | `d` | 4 | 1 | {cos[1]:.3g} [{cos[1] - 0.1:.3g}, {cos[1] + 0.1:.3g}] | 0.004 |" in md
+    rel = relative_vectors_table({("m", "d"): ds}, ["direct", "tool"])
+    direct = rel[rel.reference == "direct"].iloc[0]
+    assert (direct.layer, direct.status, direct.cos_refusal, direct.cos_refusal_p) == (1, "ok", cos[1], 0.004)
+    assert direct.norm == pytest.approx(np.linalg.norm(tv[1])) and direct.norm_ratio == pytest.approx(1.0)
+    missing = rel.set_index("reference").loc["text_trail"]
+    assert missing.status == "not run: condition text_trail is not in this run's conditions"
+    assert math.isnan(missing.norm) and missing.layer == 1
+    assert relative_vectors_table({("m", "d"): ds}, None).set_index("reference").loc[
+        "text_trail", "status"
+    ] == ("not run: condition text_trail is not in this vectors file")
+    bad = ds.assign_attrs(null_layer=3)
+    with pytest.raises(ContractError, match="nulls at layer 3, but the selected layer is 1"):
+        relative_vectors_table({("m", "d"): bad})
+    with pytest.raises(ContractError, match="nulls at layer 3"):
+        representation_table({("m", "d"): bad})

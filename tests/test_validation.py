@@ -1,4 +1,5 @@
-"""Validation tables of the report: planted truth through the analysis library, and FigStep fidelity.
+"""Validation tables of the report: planted truth through the analysis library, FigStep fidelity, and the
+planted worlds' world x claim table (every cell against the world's truth).
 
 The planted-truth table must pass on a correct pipeline and fail, on the row concerned, when a library
 step is broken (a negated tool vector, layer selection without the exclusion of the last layers, a
@@ -23,11 +24,13 @@ from PIL import Image
 from toolshift.checks import figstep_fidelity, planted_truth
 from toolshift.checks.figstep_fidelity import figstep_fidelity_summary, figstep_fidelity_table
 from toolshift.checks.planted_truth import planted_truth_table
-from toolshift.contracts import FIDELITY_COLUMNS, PLANTED_COLUMNS
+from toolshift.checks.planted_worlds import check_world_cells, world_claim_table
+from toolshift.contracts import CLAIMS_COLUMNS, FIDELITY_COLUMNS, PLANTED_COLUMNS, WORLD_CLAIM_COLUMNS
 from toolshift.datasets.downloads import DataSource, data_source, read_lock
 from toolshift.datasets.sources import SAFEBENCH_CSV
 from toolshift.datasets.typography import render_figstep
-from toolshift.errors import ConfigError, DataError
+from toolshift.errors import ConfigError, ContractError, DataError, ToolshiftError
+from toolshift.models.fixture_models.planted import WORLD_TRUTH
 
 CHECKS = {
     "tool_vector",
@@ -327,3 +330,97 @@ def test_the_figstep_workflow_script_writes_the_table(shared_data, safebench_roo
     assert list(table.columns) == list(FIDELITY_COLUMNS) and len(table) == 5
     assert (table["agreement"] >= 0.999).all()
     assert "FigStep fidelity" in (tmp_path / "figstep.log").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- the world x claim table
+
+
+def claims_rows(verdicts: dict[str, dict[str, str]], judge: str = "keyword") -> pd.DataFrame:
+    """A claims table (CLAIMS_COLUMNS) of model -> {claim: verdict} on mini."""
+    rows = [
+        {"model": model, "dataset": "mini", "judge": judge, "split": "test", "claim": claim,
+         "verdict": verdict, "n_rows": 1, "components": f"{claim}: {verdict}", "missing": ""}
+        for model, by_claim in verdicts.items()
+        for claim, verdict in by_claim.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(CLAIMS_COLUMNS))
+
+
+def world_record(world: str) -> dict:
+    return {"world": world, "truth": {k: list(v) for k, v in WORLD_TRUTH[world].items()},
+            "calibration": {"dataset": "mini"}}  # fmt: skip
+
+
+RIGHT = {
+    "planted-tool": {**dict.fromkeys(["behaviour", "controls", "mechanism", "specificity"], "supported"),
+                     "dose": "not shown"},
+    "planted-trace": {"behaviour": "supported", "controls": "contradicted", "mechanism": "supported",
+                      "specificity": "not shown", "dose": "not shown"},
+    "planted-dilution": {"behaviour": "supported", "controls": "not shown", "mechanism": "supported",
+                         "specificity": "contradicted", "dose": "supported"},
+    "fixture-llava": {"behaviour": "not shown", "controls": "not shown", "mechanism": "inconclusive",
+                      "specificity": "not shown", "dose": "not shown"},
+}  # fmt: skip
+WORLDS = {"planted-tool": "tool", "planted-trace": "trace", "planted-dilution": "dilution"}
+
+
+def world_table(verdicts: dict[str, dict[str, str]]) -> pd.DataFrame:
+    return world_claim_table(claims_rows(verdicts), worlds={m: world_record(w) for m, w in WORLDS.items()},
+                             null_models=["fixture-llava"], judge="keyword")  # fmt: skip
+
+
+def test_every_cell_of_the_right_verdicts_passes():
+    table = world_table(RIGHT)
+    assert list(table.columns) == list(WORLD_CLAIM_COLUMNS)
+    assert len(table) == 20 and table["passed"].all()
+    assert table["world"].tolist()[::5] == ["tool", "trace", "dilution", "null"]
+    assert table["claim"].tolist()[:5] == ["behaviour", "controls", "mechanism", "specificity", "dose"]
+    row = table[(table["model"] == "planted-dilution") & (table["claim"] == "controls")].iloc[0]
+    assert row["expected"] == "contradicted or not shown"
+
+
+@pytest.mark.parametrize(
+    ("model", "claim", "verdict"),
+    [
+        ("planted-tool", "controls", "not tested"),  # the TOST rows dropped: the controls cannot be supported
+        ("planted-tool", "specificity", "not shown"),  # v derived from the wrong control
+        ("planted-trace", "controls", "supported"),  # the textual trace passed off as tool interaction
+        ("planted-dilution", "behaviour", "not shown"),
+        ("planted-dilution", "dose", "not shown"),  # the tokens model no longer names the dose
+        ("planted-tool", "dose", "supported"),
+        ("fixture-llava", "behaviour", "supported"),  # a false positive in the null world
+    ],
+)
+def test_one_wrong_verdict_fails_its_cell_and_only_it(model, claim, verdict):
+    wrong = {m: dict(v) for m, v in RIGHT.items()}
+    wrong[model][claim] = verdict
+    table = world_table(wrong)
+    failed = table.loc[~table["passed"], ["model", "claim"]].values.tolist()
+    assert failed == [[model, claim]]
+    with pytest.raises(ToolshiftError) as exc:  # what fails rule validate_planted_model
+        check_world_cells(table)
+    assert f"1 of 20 world x claim cells wrong ({model} (" in one_line(
+        exc
+    ) and f"{claim}: {verdict}" in one_line(exc)
+    check_world_cells(world_table(RIGHT))
+
+
+def test_a_claim_the_run_lacks_and_a_record_without_truth():
+    partial = {m: {k: v for k, v in c.items() if k != "specificity"} for m, c in RIGHT.items()}
+    table = world_table(partial)
+    missing = table[table["claim"] == "specificity"]
+    assert (missing["verdict"] == "not tested").all() and not missing["passed"].any()
+    with pytest.raises(ContractError, match="no 'truth'"):
+        world_claim_table(claims_rows(RIGHT), worlds={"old": {"calibration": {"dataset": "mini"}}},
+                          judge="keyword")  # fmt: skip
+    with pytest.raises(ContractError, match="unknown claim"):
+        bad = world_record("tool") | {"truth": {"claim 9": ["supported"]}}
+        world_claim_table(claims_rows(RIGHT), worlds={"x": bad}, judge="keyword")
+
+
+def test_only_the_named_judge_is_checked():
+    both = pd.concat([claims_rows(RIGHT), claims_rows({m: dict.fromkeys(RIGHT[m], "not shown")
+                                                       for m in RIGHT}, judge="llamaguard")])  # fmt: skip
+    table = world_claim_table(both, worlds={m: world_record(w) for m, w in WORLDS.items()},
+                              null_models=["fixture-llava"], judge="keyword")  # fmt: skip
+    assert table["passed"].all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import warnings
 
@@ -12,11 +14,20 @@ import xarray as xr
 
 from toolshift import __version__
 from toolshift.analysis.probes import DEFAULT_FOLDS, DEFAULT_L2, cross_condition_accuracy, held_out_accuracy
+from toolshift.analysis.representation_nulls import (
+    QUANTITIES,
+    SHIFT_STATISTICS,
+    cosine_null,
+    mean_difference_null,
+)
 from toolshift.analysis.vectors import (
+    COV_COMPONENTS,
+    DEFAULT_N_BOOT,
     N_COMPONENTS,
     VECTOR_VARS,
     compute_vectors,
     cosine,
+    covariance_basis,
     evaluation_prompts,
     pca_by_layer,
     read_vectors,
@@ -95,6 +106,11 @@ def test_dims_coords_and_attrs(planted):
         "hidden": HIDDEN,
         "prompt_id": N_HARMFUL + N_HARMLESS,
         "component": N_COMPONENTS,
+        "reference": 3,  # every condition but tool
+        "reference_b": 3,
+        "cov_component": COV_COMPONENTS,
+        "statistic": len(SHIFT_STATISTICS),
+        "quantity": len(QUANTITIES),
     }
     assert set(ds["split"].values) == {"train"} and ds.attrs["splits"] == "all"
     assert list(ds["condition"].values) == ["direct", "tool", "tool_blank", "text_trail"]  # CONDITIONS order
@@ -511,6 +527,8 @@ def test_run_without_splits_records_its_defaults():
         "selection_split": "train",
         "exclude_last_frac": 0.2,
         "probe_folds": DEFAULT_FOLDS,
+        "null_layer": int(np.nanargmax(expected_scores)),
+        "n_boot": DEFAULT_N_BOOT,
         "position": "last_prompt_token",
         "toolshift_version": __version__,
         "note": "cosines are NaN where a vector is zero; refusal_direction is NaN without harmless prompts",
@@ -533,7 +551,7 @@ def test_run_with_splits_passes_every_setting_through():
     # another dataset's rows for the same prompt ids, all test, listed last: only dataset x's rows count
     other = splits.assign(dataset="y", split="test")
     table = pd.concat([splits, other], ignore_index=True)
-    settings = {"exclude_last_frac": 0.0, "probe_folds": 3, "probe_l2": 0.1, "seed": 7}
+    settings = {"exclude_last_frac": 0.0, "probe_folds": 3, "probe_l2": 0.1, "seed": 7, "n_boot": 200}
     ds = compute_vectors(p["acts"], prompts, model="m", dataset="x", splits=table, **settings)
     h, harmful = _aligned(p, ds)
     ids = [str(i) for i in ds["prompt_id"].values]
@@ -550,6 +568,7 @@ def test_run_with_splits_passes_every_setting_through():
         ds.attrs["selection_criterion"] == "refusal_shift_sd" and ds.attrs["selection_split"] == "validation"
     )
     assert ds.attrs["exclude_last_frac"] == 0.0 and ds.attrs["probe_folds"] == 3
+    assert ds.attrs["n_boot"] == 200 and ds.attrs["null_layer"] == ds.attrs["selected_layer"]
     assert ds.attrs["conditions"] == "direct,tool,tool_blank,text_trail"
     # probes: cross-validated over the train prompts with these folds, seed and l2; held out on test
     cv = cross_condition_accuracy(
@@ -640,3 +659,169 @@ def test_write_vectors_names_the_file_in_its_errors(planted, tmp_path):
         with pytest.raises(ContractError, match=f"^{re.escape(f'{path}: {message}')}$"):
             write_vectors(bad, path)
     assert not path.exists()
+
+
+# --------------------------------------------------------------------------- control-relative vectors, nulls
+
+
+def test_control_relative_vectors_recover_the_planted_differences(planted):
+    """Planted: tool = direct + v, tool_blank = direct + v/2, text_trail = direct (plus noise). So
+    h(tool) - h(text_trail) ~ v, h(tool) - h(tool_blank) ~ v/2, and the direct row is the tool vector."""
+    ds, h, harmful = planted["ds"], planted["h"], planted["harmful"]
+    assert list(ds["reference"].values) == ["direct", "tool_blank", "text_trail"]
+    rel = ds["relative_vector"]
+    np.testing.assert_array_equal(rel.sel(reference="direct").values, ds["tool_vector"].values)
+    for c in ("tool_blank", "text_trail"):
+        expected = (h["tool"][harmful].astype(np.float32) - h[c][harmful].astype(np.float32)).mean(axis=0)
+        np.testing.assert_allclose(rel.sel(reference=c).values, expected, atol=1e-4)
+    assert np.all(cosine(rel.sel(reference="text_trail").values, planted["v"]) > 0.99)
+    assert np.all(cosine(rel.sel(reference="tool_blank").values, planted["v"]) > 0.99)
+    np.testing.assert_allclose(ds["norm_relative_vector"].sel(reference="text_trail"), TOOL_NORM, rtol=0.05)
+    np.testing.assert_allclose(
+        ds["norm_relative_vector"].sel(reference="tool_blank"), TOOL_NORM / 2, rtol=0.05
+    )
+    np.testing.assert_allclose(
+        ds["cos_relative_refusal"].sel(reference="direct").values, ds["cos_tool_refusal"].values
+    )
+    recovered = np.rad2deg(np.arccos(ds["cos_relative_refusal"].sel(reference="text_trail").values))
+    np.testing.assert_allclose(recovered, ANGLES_DEG, atol=3.0)
+    cos = ds["cos_relative"]
+    assert cos.dims == ("reference", "reference_b", "layer")
+    np.testing.assert_allclose(cos.sel(reference="direct", reference_b="direct").values, 1.0)
+    assert np.all(cos.sel(reference="tool_blank", reference_b="text_trail").values > 0.99)
+    np.testing.assert_allclose(cos.values, np.swapaxes(cos.values, 0, 1))
+
+
+def _trace_world(seed: int = 4) -> dict:
+    """A text-trace world: text_trail moves the states exactly as tool does (both by v), so the tool
+    vector relative to text_trail is noise; tool_offered does not move them."""
+    p = _planted(seed=seed, hidden=16)
+    h = dict(p["h"])
+    rng = np.random.default_rng(seed + 100)
+    h["text_trail"] = h["tool"] - p["h"]["tool"] + p["h"]["direct"] + np.array(p["v"])[None]
+    h["text_trail"] = h["text_trail"] + rng.standard_normal(h["tool"].shape) * NOISE_SD
+    h["tool_offered"] = h["direct"] + rng.standard_normal(h["tool"].shape) * NOISE_SD
+    ids = p["ids"]
+    acts = {
+        c: xr.Dataset(
+            {"resid": (("prompt_id", "layer", "hidden"), h[c].astype(np.float32))},
+            coords={"prompt_id": ids, "layer": np.arange(N_LAYERS)},
+        )
+        for c in ("direct", "tool", "text_trail", "tool_offered")
+    }
+    ds = compute_vectors(acts, p["prompts"], model="m", dataset="x", n_boot=400, seed=3)
+    return {**p, "h": h, "ds": ds}
+
+
+def test_relative_vector_of_a_trace_world_is_null_and_its_permutation_test_does_not_reject():
+    ds = _trace_world()["ds"]
+    layer = ds.attrs["selected_layer"]
+    assert ds.attrs["null_layer"] == layer
+    norms = ds["norm_relative_vector"].sel(layer=layer)
+    assert float(norms.sel(reference="text_trail")) < 0.1 * float(norms.sel(reference="direct"))
+    null = ds["relative_null"].to_pandas()
+    print(null)
+    # the tool vector itself (relative to direct) lines up with r_hat: rejected, CI away from 0
+    assert null.loc["direct", "p_perm"] < 0.01 and null.loc["direct", "ci_low"] > 0.5
+    assert null.loc["direct", "estimate"] == pytest.approx(float(ds["cos_tool_refusal"].sel(layer=layer)))
+    # relative to tool_offered (which does not move the states) it is the tool vector again
+    assert null.loc["tool_offered", "p_perm"] < 0.01
+    # relative to text_trail nothing is left: not rejected, the interval covers 0
+    assert null.loc["text_trail", "p_perm"] > 0.05
+    assert null.loc["text_trail", "ci_low"] < 0 < null.loc["text_trail", "ci_high"]
+
+
+def test_shift_nulls_reject_planted_shifts_and_not_a_null_condition(split_run):
+    """At the selected layer: tool and tool_blank move the states along v (not orthogonal to r_hat), so
+    cos(shift, r_hat) and the refusal position's change are rejected; text_trail moves nothing."""
+    ds = split_run["ds"]
+    layer = ds.attrs["selected_layer"]
+    null = ds["shift_null"]
+    assert null.dims == ("condition", "statistic", "quantity")
+    assert list(null["statistic"].values) == list(SHIFT_STATISTICS) and list(null["quantity"].values) == list(
+        QUANTITIES
+    )
+    cos = null.sel(statistic="cos_shift_refusal").to_pandas()
+    print(null.sel(quantity="p_perm").to_pandas())
+    assert np.isnan(cos.loc["direct"]).all()
+    for c in ("tool", "tool_blank"):
+        assert cos.loc[c, "estimate"] == pytest.approx(
+            float(ds["cos_shift_refusal"].sel(condition=c, layer=layer))
+        )
+        assert (
+            cos.loc[c, "p_perm"] < 0.01
+            and cos.loc[c, "ci_low"] <= cos.loc[c, "estimate"] <= cos.loc[c, "ci_high"]
+        )
+    assert (
+        cos.loc["text_trail", "p_perm"] > 0.05
+        and cos.loc["text_trail", "ci_low"] < 0 < cos.loc["text_trail", "ci_high"]
+    )
+    shift = null.sel(statistic="refusal_shift").to_pandas()
+    position = refusal_position(ds).sel(layer=layer)
+    harmful = np.asarray(ds["harmful"].values, dtype=bool)[evaluation_prompts(ds)[0]]
+    for c in ("tool", "tool_blank", "text_trail"):
+        change = (position.sel(condition=c).values - position.sel(condition="direct").values)[harmful]
+        assert shift.loc[c, "estimate"] == pytest.approx(change.mean(), rel=1e-9)
+    assert shift.loc["tool", "p_perm"] < 0.01 and shift.loc["tool_blank", "p_perm"] < 0.01
+    assert shift.loc["text_trail", "p_perm"] > 0.05
+    # probes: the test accuracy as stored, and the change from direct's
+    acc = null.sel(statistic="probe_test_accuracy", quantity="estimate").to_pandas()
+    change = null.sel(statistic="probe_accuracy_change", quantity="estimate").to_pandas()
+    stored = ds["probe_test_accuracy"].sel(layer=layer).to_pandas()
+    np.testing.assert_allclose(acc.values, stored.values, rtol=1e-12)
+    np.testing.assert_allclose(
+        change.drop("direct").values, (stored - stored["direct"]).drop("direct").values
+    )
+    assert null.sel(statistic="probe_test_accuracy", quantity="p_perm").sel(condition="direct") < 0.01
+
+
+def test_covariance_basis_is_the_states_covariance():
+    rng = np.random.default_rng(5)
+    states = rng.standard_normal((30, 2, 6)) @ np.diag([3.0, 2, 1, 0.5, 0.1, 0.0]) + 7.0
+    basis = covariance_basis(states)
+    assert basis.shape == (2, 6, 6)  # min(COV_COMPONENTS, hidden) axes
+    for layer in range(2):
+        np.testing.assert_allclose(basis[layer].T @ basis[layer], np.cov(states[:, layer].T), atol=1e-10)
+        big = np.argmax(np.abs(basis[layer]), axis=1)
+        assert np.all(basis[layer][np.arange(6), big] >= 0)  # each axis' largest loading is positive
+        norms = np.linalg.norm(basis[layer], axis=1)
+        assert np.all(np.diff(norms) <= 1e-12)  # largest first
+    # fewer states than axes: rank n - 1, zero rows after it, still exactly the covariance
+    few = covariance_basis(states[:4], n_components=5)
+    assert few.shape == (2, 5, 6) and np.abs(few[:, 3:]).max() < 1e-12
+    np.testing.assert_allclose(few[0].T @ few[0], np.cov(states[:4, 0].T), atol=1e-10)
+    assert not covariance_basis(states[:1]).any()  # one state: no variance
+
+
+def test_vectors_file_keeps_the_direct_train_covariance(split_run, planted):
+    ds = split_run["ds"]
+    train = np.asarray(ds["split"].values) == "train"
+    ids = [planted["ids"].index(p) for p in np.asarray(ds["prompt_id"].values)[train]]
+    direct = planted["h"]["direct"][ids].astype(np.float32).astype(np.float64)
+    assert ds["cov_basis"].dims == ("layer", "cov_component", "hidden")
+    np.testing.assert_allclose(ds["cov_basis"].values, covariance_basis(direct), atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_cosine_null_rejects_a_planted_shift_and_keeps_its_level(seed):
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal(20)
+    planted_shift = u / np.linalg.norm(u) * 1.5 + rng.standard_normal(20) * 0.1
+    est, lo, hi, p = cosine_null(planted_shift + rng.standard_normal((25, 20)), u, 500, 1)
+    assert p < 0.01 and 0 < lo <= est <= hi
+    rejections = [cosine_null(rng.standard_normal((25, 20)), u, 200, s)[3] < 0.05 for s in range(200)]
+    print("cosine null, rejection rate without a shift:", np.mean(rejections))
+    assert np.mean(rejections) < 0.09
+    assert all(math.isnan(x) for x in cosine_null(np.zeros((0, 20)), u, 10, 0))
+    assert all(math.isnan(x) for x in cosine_null(np.ones((3, 20)), u * np.nan, 10, 0))
+
+
+def test_mean_difference_null_matches_the_exact_sign_flip_distribution():
+    a = np.array([1.0, 2.5, 0.3, 4.0, 2.2, 1.7, 3.1, 0.9])
+    b = np.array([0.5, 1.0, 0.6, 2.0, 1.0, 1.9, 1.1, 0.2])
+    d = a - b
+    exact = np.mean([abs(np.dot(s, d)) >= abs(d.sum()) - 1e-12 for s in itertools.product((-1, 1), repeat=8)])
+    est, lo, hi, p = mean_difference_null(a, b, 4000, 2)
+    assert est == pytest.approx(d.mean()) and lo < est < hi
+    assert p == pytest.approx(exact, abs=0.015)
+    assert all(math.isnan(x) for x in mean_difference_null(np.array([np.nan]), np.array([1.0]), 10, 0))

@@ -28,6 +28,12 @@ PROMPT_COLUMNS: tuple[str, ...] = (
 )
 """`prompts.parquet`: one row per prompt; `image` is a path relative to the results root."""
 
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "n_images", "n_visual_tokens", "n_text_tokens", "n_after_instruction", "n_visual_after_instruction"
+)  # fmt: skip
+"""How a response's prompt splits into tokens (toolshift.models.token_counts: images, their tokens, the rest,
+the tokens after the end of the attack text T and its visual tokens); -1 where the backend cannot count."""
+
 RESPONSE_COLUMNS: tuple[str, ...] = (
     "prompt_id",
     "dataset",
@@ -43,10 +49,11 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "do_sample",
     "engine",
     "zoom_scale",
+    *TOKEN_COLUMNS,
 )
 """`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id; `engine`
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
-magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
+magnification (`meta.zoom_scale`; NaN in conditions without a zoom box); then TOKEN_COLUMNS."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""
@@ -155,11 +162,17 @@ REPRESENTATION_COLUMNS: tuple[str, ...] = (
     "refusal_position_ci_high",
     "probe_accuracy",
     "probe_test_accuracy",
-)
+    "cos_shift_refusal_ci_low", "cos_shift_refusal_ci_high", "cos_shift_refusal_p",
+    "refusal_shift", "refusal_shift_ci_low", "refusal_shift_ci_high", "refusal_shift_p",
+    "probe_test_accuracy_ci_low", "probe_test_accuracy_ci_high", "probe_test_accuracy_p",
+    "probe_accuracy_change", "probe_accuracy_change_ci_low", "probe_accuracy_change_ci_high",
+    "probe_accuracy_change_p",
+)  # fmt: skip
 """`tables/representation.csv`: per condition, at each file's selected layer: the cosine of its shift
 from ``direct`` with the tool vector and the refusal direction, the shift's norm over the tool vector's,
 the mean position of the harmful evaluation prompts along the refusal direction (0 = harmless direct,
-1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy."""
+1 = harmful direct; 95 % normal CI of the mean) and the direct probe's CV and test accuracy; `_ci_low`,
+`_ci_high`, `_p`: the file's ``shift_null`` (toolshift.analysis.representation_nulls)."""
 
 COST_COLUMNS: tuple[str, ...] = (
     "model",
@@ -453,8 +466,56 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "holm_p",
     "expected",
     "verdict",
+    "test", "test_p", "asr_a_base", "asr_b_base",
+    "margin", "tost_p", "tost_ci_low", "tost_ci_high",
+)  # fmt: skip
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); ``test`` names
+the test of ``test_p`` (Holm's input): ``mcnemar_exact`` or ``did_permutation_exact`` (analysis.mechanism),
+or ``tost`` (an equivalence row within ``margin``, its own ``tost_p``; ``test_p`` its McNemar p:
+toolshift.analysis.contrasts)."""
+
+CLAIMS_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "judge",
+    "split",
+    "claim",
+    "verdict",
+    "n_rows",
+    "components",
+    "missing",
 )
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
+"""`tables/claims.csv`: one verdict per (model, dataset, judge, split, claim) from the contrast rows
+(`toolshift.analysis.claims`); ``components`` lists each contrast id's verdict, ``missing`` the ids the run
+has no rows for."""
+
+WORLD_CLAIM_COLUMNS: tuple[str, ...] = (
+    "model",
+    "world",
+    "dataset",
+    "judge",
+    "claim",
+    "expected",
+    "verdict",
+    "passed",
+    "components",
+)
+"""`tables/validation_worlds.csv`: each planted world's (and each random fixture's, the null world) claim
+verdicts against its planted truth (``expected``: the verdicts allowed, joined by `` or ``)."""
+
+TOKEN_COUNT_COLUMNS: tuple[str, ...] = (
+    "model", "family", "dataset", "split", "condition", "n", *TOKEN_COLUMNS,
+    "n_after_instruction_min", "n_after_instruction_max",
+)  # fmt: skip
+"""`tables/token_counts.csv`: per (model, dataset, condition) the mean token counts of the harmful prompts
+without intervention, and the range of `n_after_instruction` (toolshift.analysis.tokens)."""
+
+TOKENS_MODEL_COLUMNS: tuple[str, ...] = (
+    "model", "dataset", "judge", "split", "term", "coef", "se", "z", "p", "ci_low", "ci_high",
+    "n", "n_unsafe", "reference", "dropped_levels", "converged", "note",
+)  # fmt: skip
+"""`tables/tokens_model.csv`: one row per term of the logistic model unsafe ~ level + n_after_instruction per
+(model, dataset, judge); the tokens term is `n_after_instruction` (per token; toolshift.analysis.tokens)."""
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",

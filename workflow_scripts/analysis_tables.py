@@ -1,10 +1,11 @@
-"""Rule analysis_tables: vectors, validation tables, KL costs -> selection, transfer, cost, representation."""
+"""Rule analysis_tables: vectors, validation tables, KL costs -> selection, transfer, cost, representation,
+relative vectors."""
 
 import pandas as pd
 
 from toolshift.analysis.intervention_cost import intervention_cost_table, read_costs
 from toolshift.analysis.selection import selection_table
-from toolshift.analysis.vector_tables import representation_table, transfer_table
+from toolshift.analysis.vector_tables import relative_vectors_table, representation_table, transfer_table
 from toolshift.analysis.vectors import read_vectors
 from toolshift.common.steps import run_step
 from toolshift.contracts import (
@@ -39,6 +40,7 @@ def main(smk) -> None:
     write_csv(table, smk.output.selection)
     write_csv(transfer_table(read_table(smk.input.asr, ASR_TABLE_COLUMNS), vectors), smk.output.transfer)
     write_csv(representation_table(vectors), smk.output.representation)
+    write_csv(relative_vectors_table(vectors, list(smk.params.conditions)), smk.output.relative_vectors)
     assert list(cost_table.columns) == list(COST_TABLE_COLUMNS)
 
 

@@ -19,6 +19,7 @@ def main(smk) -> None:
         probe_folds=smk.params.probes["folds"],
         probe_l2=smk.params.probes["l2"],
         seed=smk.params.seed,
+        n_boot=smk.params.n_boot,
     )
     write_vectors(vectors, smk.output[0])
 

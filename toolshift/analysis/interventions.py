@@ -1,27 +1,36 @@
 """Activation interventions with the image-tool vector (and the refusal direction, as a positive control):
-what to run, and the vector each hook uses.
+what to run (ids and config). The vector each run's hook uses is `toolshift.analysis.steering`'s.
 
-Kinds (base condition in brackets):
+Kinds (base condition in brackets; v = ``tool_vector[l]``, the mean h(tool) - h(direct) at layer l):
 
-- ``add`` [direct]: add alpha * v at layer l, at every position; v = ``tool_vector[l]``. alpha = 1
-  reproduces the average tool shift; alpha = 0 is a no-op sanity control. Id ``add_a{alpha}``.
-- ``subtract`` [tool]: add -1 * v at layer l. Id ``subtract``.
-- ``ablate`` [tool]: remove the component along the unit direction v_hat = v / |v| (v taken at layer l)
-  from the residual stream at every layer (directional ablation, Arditi et al. 2024). Id ``ablate``.
-- ``random`` [direct]: as ``add`` with a random direction of the same norm as v, drawn from
-  ``numpy.random.default_rng(seed)`` (PCG64, identical on every platform). Id ``random_a{alpha}_s{seed}``.
-  A study should run at least MIN_RANDOM_SEEDS seeds per alpha (the figures draw them as a band).
+- ``add`` [direct]: add alpha * v at layer l, at every position. alpha = 1 reproduces the average tool
+  shift; alpha = 0 is a no-op sanity control. Id ``add_a{alpha}``.
+- ``subtract`` [tool, or direct]: add -1 * v at layer l. Id ``subtract`` (on tool), ``subtract_direct``.
+- ``ablate`` [tool, or direct]: remove the component along v_hat = v / |v| from the residual stream at every
+  layer (directional ablation, Arditi et al. 2024). Id ``ablate`` (on tool), ``ablate_direct``. The
+  ``direct`` runs of both are the second half of the difference-in-differences test (removing v should
+  raise ASR more in ``tool`` than in ``direct``).
+- ``random`` [direct]: as ``add`` with an isotropic random direction of the same norm as v. Id
+  ``random_a{alpha}_s{seed}``. A study should run at least MIN_RANDOM_SEEDS seeds per alpha.
+- ``covrandom`` [direct]: as ``random``, the direction drawn from the covariance of the ``direct``
+  activations at layer l (Gaussian with that covariance), norm |v|. Id ``covrandom_a{alpha}_s{seed}``.
+- ``covrandom_subtract`` / ``covrandom_ablate`` [tool]: ``subtract`` / ``ablate`` with the direction of
+  ``covrandom_a1_s{seed}`` instead of v (the removal controls). Ids ``covrandom_subtract_s{seed}``,
+  ``covrandom_ablate_s{seed}``.
+- ``shift`` [direct]: add alpha times a control condition c's shift (mean h(c) - h(direct)) rescaled to the
+  norm of v: does a shift of the same size that a control produces do as much? Id ``shift_a{alpha}_{c}``.
+- ``relative`` [direct]: add alpha times the control-relative vector mean h(tool) - h(c) (raw, not rescaled):
+  the part of the tool shift that control c does not share. Id ``relative_a{alpha}_{c}``.
+- ``add_orth`` [direct]: add alpha times the component of v orthogonal to the refusal direction
+  r_hat (raw). Id ``add_orth_a{alpha}``.
 - ``transfer`` [direct]: as ``add``, with the tool vector of another dataset (`source`) of the same
   model, at that dataset's selected layer. Id ``transfer_a{alpha}_from_{source}``; the run reads
   ``vectors/{model}/{source}.nc`` (`vectors_dataset`).
 - ``ablate_refusal`` [every controlled condition c, one run each]: as ``ablate``, with the unit refusal
-  direction r_hat = r / |r|, r = ``refusal_direction[l]`` (Arditi et al. 2024: ablating it should raise ASR in
-  every condition of a real model, the positive control of the interventions). Id ``ablate_refusal_{c}``;
-  its responses rows have ``condition`` = c. Config ``interventions.ablate_refusal``: ``false`` (off),
-  ``true`` (every configured condition but ``free``) or a list of configured conditions. Its runs share
-  the intervention jobs of the other kinds (one model load per (model, dataset, shard)), and their KL
-  cost on harmless prompts (toolshift.inference.intervention_cost) is measured like every kind's, on the base
-  condition's episodes.
+  direction r_hat (Arditi et al. 2024: ablating it should raise ASR in every condition of a real model, the
+  positive control of the interventions). Id ``ablate_refusal_{c}``; its responses rows have
+  ``condition`` = c. Config ``interventions.ablate_refusal``: ``false`` (off), ``true`` (every configured
+  condition but ``free``) or a list of configured conditions.
 
 The layer (``interventions.layer``): an integer, or ``auto`` = the layer selected on the validation
 split and recorded in the vectors file (`toolshift.analysis.selection`; the middle layer for a vectors file
@@ -41,31 +50,56 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import toolshift
+from toolshift.analysis.intervention_controls import (
+    CONTROL_KEYS,
+    REMOVAL_BASES,
+    control_runs,
+    number_list,
+    removal_bases,
+)
 from toolshift.errors import ConfigError, ContractError
-from toolshift.models.hooks import ResidualEdit
 
 if TYPE_CHECKING:  # xarray is slow to import, and the Snakefile imports this module for every DAG build
     import xarray as xr
 
-KINDS: tuple[str, ...] = ("add", "subtract", "ablate", "random", "ablate_refusal", "transfer")
+_KIND_TABLE: dict[str, tuple[str | None, float]] = {  # kind: (base condition, default alpha)
+    "add": ("direct", 1.0),
+    "subtract": ("tool", -1.0),
+    "ablate": ("tool", 1.0),
+    "random": ("direct", 1.0),
+    "ablate_refusal": (None, 1.0),
+    "transfer": ("direct", 1.0),
+    "covrandom": ("direct", 1.0),
+    "covrandom_subtract": ("tool", -1.0),
+    "covrandom_ablate": ("tool", 1.0),
+    "shift": ("direct", 1.0),
+    "relative": ("direct", 1.0),
+    "add_orth": ("direct", 1.0),
+}
+KINDS: tuple[str, ...] = tuple(_KIND_TABLE)
 PER_CONDITION_KINDS: tuple[str, ...] = ("ablate_refusal",)
 """Kinds with one run per base condition (one of toolshift.CONDITIONS, named in the id); not in
 BASE_CONDITION."""
-BASE_CONDITION: dict[str, str] = {
-    "add": "direct",
-    "random": "direct",
-    "subtract": "tool",
-    "ablate": "tool",
-    "transfer": "direct",
-}
-DEFAULT_ALPHA: dict[str, float] = {
-    "add": 1.0,
-    "random": 1.0,
-    "subtract": -1.0,
-    "ablate": 1.0,
-    "ablate_refusal": 1.0,
-    "transfer": 1.0,
-}
+CONTROL_KINDS: tuple[str, ...] = ("shift", "relative")
+"""Kinds that take a control condition (`InterventionSpec.control`, named in the id)."""
+SEEDED_KINDS: tuple[str, ...] = ("random", "covrandom", "covrandom_subtract", "covrandom_ablate")
+"""Kinds that take a seed (named in the id)."""
+REMOVAL_KINDS: tuple[str, ...] = ("subtract", "ablate")
+"""Kinds that run on any of REMOVAL_BASES (the id names a base other than the first)."""
+BASE_CONDITION: dict[str, str] = {k: base for k, (base, _) in _KIND_TABLE.items() if base is not None}
+"""The base condition of each kind (for REMOVAL_KINDS: the default one)."""
+DEFAULT_ALPHA: dict[str, float] = {k: alpha for k, (_, alpha) in _KIND_TABLE.items()}
+FIXED_ALPHA: tuple[str, ...] = (
+    "subtract",
+    "ablate",
+    "ablate_refusal",
+    "covrandom_subtract",
+    "covrandom_ablate",
+)
+"""Kinds whose alpha is always DEFAULT_ALPHA (their ids carry none)."""
+ABLATION_KINDS: tuple[str, ...] = ("ablate", "ablate_refusal", "covrandom_ablate")
+"""Kinds that project a direction out of every layer (the others add a vector at one layer)."""
 MIN_RANDOM_SEEDS = 5
 """The fewest random-vector seeds per alpha a study should run (fewer are drawn as points, not a band)."""
 CONFIG_KEYS: tuple[str, ...] = (
@@ -78,20 +112,35 @@ CONFIG_KEYS: tuple[str, ...] = (
     "transfer",
     "ablate_refusal",
     "splits",
+    *CONTROL_KEYS,
 )
 """The keys of the ``interventions`` config section."""
 NO_INTERVENTION = "none"
 """The `intervention` value of plain condition runs in responses tables."""
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
+_NAME = r"[A-Za-z0-9_.]+"
 _ID_RE = {
     "add": re.compile(rf"add_a(?P<alpha>{_NUM})"),
     "random": re.compile(rf"random_a(?P<alpha>{_NUM})_s(?P<seed>\d+)"),
-    "subtract": re.compile(r"subtract"),
-    "ablate": re.compile(r"ablate"),
-    "ablate_refusal": re.compile(r"ablate_refusal_(?P<condition>[A-Za-z0-9_]+)"),
+    "subtract": re.compile(r"subtract(?:_(?P<condition>direct))?"),
+    "ablate": re.compile(r"ablate(?:_(?P<condition>direct))?"),
+    "ablate_refusal": re.compile(r"ablate_refusal_(?P<condition>[A-Za-z0-9_.]+)"),
     "transfer": re.compile(rf"transfer_a(?P<alpha>{_NUM})_from_(?P<source>[A-Za-z0-9][A-Za-z0-9._-]*)"),
+    "covrandom": re.compile(rf"covrandom_a(?P<alpha>{_NUM})_s(?P<seed>\d+)"),
+    "covrandom_subtract": re.compile(r"covrandom_subtract_s(?P<seed>\d+)"),
+    "covrandom_ablate": re.compile(r"covrandom_ablate_s(?P<seed>\d+)"),
+    "shift": re.compile(rf"shift_a(?P<alpha>{_NUM})_(?P<control>{_NAME})"),
+    "relative": re.compile(rf"relative_a(?P<alpha>{_NUM})_(?P<control>{_NAME})"),
+    "add_orth": re.compile(rf"add_orth_a(?P<alpha>{_NUM})"),
 }
+ID_FORMS = (
+    "add_a<alpha>, subtract, ablate, random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>, "
+    "ablate_refusal_<condition>, subtract_direct, ablate_direct, covrandom_a<alpha>_s<seed>, "
+    "covrandom_subtract_s<seed>, covrandom_ablate_s<seed>, shift_a<alpha>_<condition>, "
+    "relative_a<alpha>_<condition>, add_orth_a<alpha>"
+)
+"""Every id form, as error messages list them."""
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -111,10 +160,11 @@ def controlled_conditions() -> tuple[str, ...]:
 class InterventionSpec:
     """One intervention run. `alpha` and `base_condition` default by kind (see the module docstring).
 
-    ``subtract`` always has alpha -1 and ``ablate``/``ablate_refusal`` alpha 1 (their ids carry no alpha);
-    ``ablate_refusal`` needs a `base_condition` (a controlled condition); ``random`` needs a
-    non-negative integer seed, the other kinds take none; ``transfer`` needs the `source` dataset name,
-    the other kinds take none. `prompts` is the prompt selection ("all").
+    Kinds in FIXED_ALPHA have a fixed alpha (their ids carry none); ``ablate_refusal`` needs a
+    `base_condition` (a controlled condition), ``subtract``/``ablate`` take one of REMOVAL_BASES; SEEDED_KINDS
+    need a non-negative integer seed, the other kinds take none; ``transfer`` needs the `source` dataset
+    name; CONTROL_KINDS need a `control` condition (a controlled condition but ``direct`` and ``tool``), the
+    other kinds take none. `prompts` is the prompt selection ("all").
     """
 
     kind: str
@@ -123,6 +173,7 @@ class InterventionSpec:
     base_condition: str | None = None
     prompts: str = "all"
     source: str | None = None
+    control: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -131,31 +182,34 @@ class InterventionSpec:
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
             raise ConfigError(f"intervention {self.kind}: alpha {alpha!r} must be a finite number")
         alpha = float(alpha)
-        if self.kind in ("subtract", "ablate", "ablate_refusal") and alpha != DEFAULT_ALPHA[self.kind]:
+        if self.kind in FIXED_ALPHA and alpha != DEFAULT_ALPHA[self.kind]:
             raise ConfigError(
                 f"intervention {self.kind}: alpha is fixed at {_fmt(DEFAULT_ALPHA[self.kind])}, "
                 f"got {_fmt(alpha)}"
             )
-        if self.kind == "random":
+        if self.kind in SEEDED_KINDS:
             if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
-                raise ConfigError(f"intervention random: seed {self.seed!r} must be a non-negative integer")
+                raise ConfigError(
+                    f"intervention {self.kind}: seed {self.seed!r} must be a non-negative integer"
+                )
             object.__setattr__(self, "seed", int(self.seed))
         elif self.seed is not None:
             raise ConfigError(f"intervention {self.kind}: takes no seed, got {self.seed!r}")
         if self.kind in PER_CONDITION_KINDS:
             base = self.base_condition
             allowed = controlled_conditions()
-            if base not in allowed:
+            if not isinstance(base, str) or not toolshift.is_controlled_condition(base):
                 raise ConfigError(
                     f"intervention {self.kind}: base_condition {base!r} must be a controlled condition "
                     f"({', '.join(allowed)})"
                 )
         else:
             base = BASE_CONDITION[self.kind] if self.base_condition is None else self.base_condition
-            if base != BASE_CONDITION[self.kind]:
+            bases = REMOVAL_BASES if self.kind in REMOVAL_KINDS else (BASE_CONDITION[self.kind],)
+            if base not in bases:
                 raise ConfigError(
-                    f"intervention {self.kind}: base_condition must be {BASE_CONDITION[self.kind]!r}, "
-                    f"got {base!r}"
+                    f"intervention {self.kind}: base_condition must be "
+                    f"{' or '.join(repr(b) for b in bases)}, got {base!r}"
                 )
         if self.prompts != "all":
             raise ConfigError(f"intervention {self.kind}: prompts {self.prompts!r} must be 'all'")
@@ -164,22 +218,40 @@ class InterventionSpec:
                 raise ConfigError(f"intervention transfer: source {self.source!r} must be a dataset name")
         elif self.source is not None:
             raise ConfigError(f"intervention {self.kind}: takes no source, got {self.source!r}")
+        if self.kind in CONTROL_KINDS:
+            allowed = [c for c in controlled_conditions() if c not in ("direct", "tool")]
+            control = self.control
+            if (
+                not isinstance(control, str)
+                or control in ("direct", "tool")
+                or not toolshift.is_controlled_condition(control)
+            ):
+                raise ConfigError(
+                    f"intervention {self.kind}: control {self.control!r} must be a control condition "
+                    f"({', '.join(allowed)})"
+                )
+        elif self.control is not None:
+            raise ConfigError(f"intervention {self.kind}: takes no control, got {self.control!r}")
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "base_condition", base)
 
     @property
     def id(self) -> str:
-        """Canonical id: ``add_a0.5``, ``subtract``, ``ablate``, ``random_a1_s0``, ``transfer_a1_from_d``,
-        ``ablate_refusal_tool``."""
-        if self.kind == "add":
-            return f"add_a{_fmt(self.alpha)}"
+        """Canonical id: ``add_a0.5``, ``subtract``, ``ablate_direct``, ``random_a1_s0``,
+        ``transfer_a1_from_d``, ``ablate_refusal_tool``, ``covrandom_a1_s0``, ``covrandom_ablate_s0``,
+        ``shift_a1_text_trail``, ``relative_a1_text_trail``, ``add_orth_a1`` (module docstring)."""
         if self.kind == "transfer":
             return transfer_id(self.alpha, self.source)
-        if self.kind == "random":
-            return f"random_a{_fmt(self.alpha)}_s{self.seed}"
-        if self.kind in PER_CONDITION_KINDS:
-            return f"{self.kind}_{self.base_condition}"
-        return self.kind
+        parts = [self.kind]
+        if self.kind not in FIXED_ALPHA:
+            parts.append(f"a{_fmt(self.alpha)}")
+        if self.kind in CONTROL_KINDS:
+            parts.append(str(self.control))
+        if self.kind in SEEDED_KINDS:
+            parts.append(f"s{self.seed}")
+        if self.kind in PER_CONDITION_KINDS or self.base_condition != BASE_CONDITION.get(self.kind):
+            parts.append(str(self.base_condition))
+        return "_".join(parts)
 
 
 def transfer_id(alpha: float, source: str) -> str:
@@ -192,7 +264,7 @@ def transfer_alphas(cfg: dict[str, Any] | None) -> list[float]:
     if not transfer_pairs(cfg):
         return []
     return [
-        float(a) for a in _number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
+        float(a) for a in number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
     ]
 
 
@@ -219,26 +291,14 @@ def parse_intervention_id(intervention_id: str) -> InterventionSpec:
                 seed=seed,
                 source=groups.get("source"),
                 base_condition=groups.get("condition"),
+                control=groups.get("control"),
             )
         except ConfigError as exc:
             raise ConfigError(f"intervention id {intervention_id!r}: {exc}") from None
         if spec.id != intervention_id:
             raise ConfigError(f"intervention id {intervention_id!r} is not canonical; write {spec.id!r}")
         return spec
-    raise ConfigError(
-        f"intervention id {intervention_id!r} is not one of add_a<alpha>, subtract, ablate, "
-        "random_a<alpha>_s<seed>, transfer_a<alpha>_from_<dataset>, ablate_refusal_<condition>"
-    )
-
-
-def _number_list(value: Any, where: str, *, integer: bool = False) -> list[Any]:
-    if not isinstance(value, list | tuple) or not value:
-        raise ConfigError(f"{where}: expected a non-empty list, got {value!r}")
-    for x in value:
-        ok = isinstance(x, int) if integer else isinstance(x, int | float)
-        if isinstance(x, bool) or not ok:
-            raise ConfigError(f"{where}: {x!r} is not {'an integer' if integer else 'a number'}")
-    return list(value)
+    raise ConfigError(f"intervention id {intervention_id!r} is not one of {ID_FORMS}")
 
 
 def transfer_pairs(cfg: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -281,14 +341,14 @@ def ablate_refusal_conditions(
     if value in (None, False):
         return []
     if value is True:
-        return [c for c in configured if c in controlled]
+        return [c for c in configured if toolshift.is_controlled_condition(c)]
     if not isinstance(value, list | tuple):
         raise ConfigError(
             f"interventions.ablate_refusal: expected true, false or a list of conditions, got {value!r}"
         )
     out: list[str] = []
     for c in value:
-        if not isinstance(c, str) or c not in controlled:
+        if not isinstance(c, str) or not toolshift.is_controlled_condition(c):
             raise ConfigError(
                 f"interventions.ablate_refusal: {c!r} is not a controlled condition "
                 f"(one of {', '.join(controlled)})"
@@ -305,13 +365,16 @@ def ablate_refusal_conditions(
 def expand_interventions(
     cfg: dict[str, Any] | None, dataset: str | None = None, conditions: Sequence[str] | None = None
 ) -> list[InterventionSpec]:
-    """All intervention runs of an ``interventions`` config section, in order add, subtract, ablate,
-    random, ablate_refusal (one per condition, `ablate_refusal_conditions`; `conditions` = the config's
-    ``conditions``, None = all of toolshift.CONDITIONS), then (for `dataset`) transfer.
+    """All intervention runs of an ``interventions`` config section, in order add, subtract, ablate (each
+    on its bases), random, the mechanism's controls (`toolshift.analysis.intervention_controls.control_runs`:
+    covrandom, shift, relative, add_orth, the covrandom removals; a control condition not among
+    `conditions` is left out, `skipped_interventions` says why), ablate_refusal (one per condition,
+    `ablate_refusal_conditions`; `conditions` = the config's ``conditions``, None = all of
+    toolshift.CONDITIONS), then (for `dataset`) transfer.
 
-    ``{"layer": "auto", "add": {"alphas": [0, 0.5, 1, 2]}, "subtract": true, "ablate": true,
+    ``{"layer": "auto", "add": {"alphas": [0, 0.5, 1, 2]}, "subtract": [tool, direct], "ablate": true,
     "random": {"alphas": [1], "seeds": [0, 1, 2]}, "ablate_refusal": ["direct", "tool"],
-    "transfer": {"pairs": [["a", "b"]], "alphas": [1]}}``.
+    "transfer": {"pairs": [["a", "b"]], "alphas": [1]}}`` and the control keys.
     A missing, null or false section means none; ``random.alphas`` and ``transfer.alphas`` default to [1].
     Transfer runs belong to their target dataset: they are listed only when `dataset` is that target
     (`all_intervention_ids` lists every id of every dataset). Duplicates are dropped (first one kept).
@@ -331,30 +394,27 @@ def expand_interventions(
         if not isinstance(add, dict) or set(add) != {"alphas"}:
             raise ConfigError(f"interventions.add: expected {{alphas: [numbers]}}, got {add!r}")
         specs += [
-            InterventionSpec("add", alpha=a) for a in _number_list(add["alphas"], "interventions.add.alphas")
+            InterventionSpec("add", alpha=a) for a in number_list(add["alphas"], "interventions.add.alphas")
         ]
-    for kind in ("subtract", "ablate"):
-        value = cfg.get(kind)
-        if value not in (None, False, True):
-            raise ConfigError(f"interventions.{kind}: expected true or false, got {value!r}")
-        if value:
-            specs.append(InterventionSpec(kind))
+    for kind in REMOVAL_KINDS:
+        specs += [InterventionSpec(kind, base_condition=base) for base in removal_bases(cfg, kind)]
     rnd = cfg.get("random")
     if rnd not in (None, False):
         if not isinstance(rnd, dict) or "seeds" not in rnd or not set(rnd) <= {"alphas", "seeds"}:
             raise ConfigError(
                 f"interventions.random: expected {{alphas: [numbers], seeds: [integers]}}, got {rnd!r}"
             )
-        alphas = _number_list(rnd.get("alphas", [1]), "interventions.random.alphas")
-        seeds = _number_list(rnd["seeds"], "interventions.random.seeds", integer=True)
+        alphas = number_list(rnd.get("alphas", [1]), "interventions.random.alphas")
+        seeds = number_list(rnd["seeds"], "interventions.random.seeds", integer=True)
         specs += [InterventionSpec("random", alpha=a, seed=s) for a in alphas for s in seeds]
+    specs += [InterventionSpec(**run) for run in control_runs(cfg, conditions, controlled_conditions())[0]]
     specs += [
         InterventionSpec("ablate_refusal", base_condition=c)
         for c in ablate_refusal_conditions(cfg, conditions)
     ]
     pairs = transfer_pairs(cfg)
     if pairs:
-        alphas = _number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
+        alphas = number_list(cfg["transfer"].get("alphas", [1]), "interventions.transfer.alphas")
         for source, target in pairs:
             if dataset is not None and target == dataset:
                 specs += [InterventionSpec("transfer", alpha=a, source=source) for a in alphas]
@@ -363,6 +423,15 @@ def expand_interventions(
     for spec in specs:
         out.setdefault(spec.id, spec)
     return list(out.values())
+
+
+def skipped_interventions(cfg: dict[str, Any] | None, conditions: Sequence[str] | None) -> dict[str, str]:
+    """The runs an ``interventions`` section asks for that are not run, id -> why (a control condition
+    that `conditions` lack); the tables list them so that nothing is left out silently."""
+    if not isinstance(cfg, dict):
+        return {}
+    skipped = control_runs(cfg, conditions, controlled_conditions())[1]
+    return {InterventionSpec(**run).id: reason for run, reason in skipped}
 
 
 def all_intervention_ids(
@@ -416,60 +485,3 @@ def resolve_layer(layer_cfg: int | str, n_layers: int, vectors: xr.Dataset | Non
             "that range"
         )
     return resolved
-
-
-def _tool_vector_at(vectors: xr.Dataset, layer: int, name: str = "tool_vector") -> np.ndarray:
-    if name not in vectors:
-        raise ContractError(f"vectors dataset: missing variable {name!r}")
-    tv = vectors[name]
-    if layer not in set(int(x) for x in tv["layer"].values):
-        raise ConfigError(
-            f"interventions.layer: layer {layer} is not in the vectors file "
-            f"(layers {tv['layer'].values.tolist()})"
-        )
-    v = tv.sel(layer=layer).values.astype(np.float64)
-    if not np.all(np.isfinite(v)):
-        why = " (NaN: no harmless train prompts)" if name == "refusal_direction" else ""
-        raise ContractError(f"vectors dataset: {name} at layer {layer} is not finite{why}")
-    return v
-
-
-def random_direction(seed: int, size: int, norm: float) -> np.ndarray:
-    """A random direction (isotropic Gaussian, normalised) of the given norm from ``default_rng(seed)``."""
-    g = np.random.default_rng(seed).standard_normal(size)
-    return g / np.linalg.norm(g) * norm
-
-
-def intervention_vector(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -> np.ndarray:
-    """The float64 vector the hook uses for `spec`, taken at decoder layer `layer` (a ``layer`` coordinate).
-
-    ``add``/``subtract``/``transfer``: the raw ``tool_vector[layer]`` (of the source dataset's file,
-    for transfer) (the hook scales it by ``spec.alpha``, -1 for
-    subtract); ``ablate``: its unit direction; ``ablate_refusal``: the unit direction of
-    ``refusal_direction[layer]`` (not the tool vector); ``random``: a random direction with the same norm as
-    ``tool_vector[layer]`` (seeded by ``spec.seed`` only, so the same seed gives the same direction at
-    every layer and in every model of the same hidden size).
-    """
-    name = "refusal_direction" if spec.kind == "ablate_refusal" else "tool_vector"
-    v = _tool_vector_at(vectors, layer, name)
-    norm = float(np.linalg.norm(v))
-    if spec.kind in ("add", "subtract", "transfer"):
-        return v
-    if norm == 0:
-        raise ContractError(f"vectors dataset: {name} at layer {layer} is zero; {spec.id} is undefined")
-    if spec.kind in ("ablate", "ablate_refusal"):
-        return v / norm
-    return random_direction(spec.seed, v.shape[0], norm)
-
-
-def residual_edit(spec: InterventionSpec, vectors: xr.Dataset, layer: int) -> ResidualEdit:
-    """The edit the inference hooks apply for `spec` (toolshift.models.hooks.ResidualEdit).
-
-    For ``add``/``subtract``/``random``/``transfer``: add ``alpha * vector`` at `layer` (every position).
-    For ``ablate`` and ``ablate_refusal``: ``layer`` is None (every layer), ``vector`` is the unit direction
-    (taken at `layer`) and ``alpha`` 1.
-    """
-    vector = intervention_vector(spec, vectors, layer)
-    if spec.kind in ("ablate", "ablate_refusal"):
-        return ResidualEdit("ablate", None, vector, 1.0)
-    return ResidualEdit("add", int(layer), vector, float(spec.alpha))

@@ -14,7 +14,9 @@ Two layer criteria are provided.
     s_l the pooled within-class (harmful / harmless) standard deviation of h_direct . r_hat_l on the
     train prompts. It is the tool shift of held-out prompts along the refusal direction, in units of
     the natural spread of that projection. The layer with the largest score is chosen (ties: the
-    earliest). Without harmless prompts (no refusal direction) the criterion is ``tool_shift_dz``: the
+    earliest). A layer where the harmful and harmless states do not differ has no refusal direction and
+    no score (NaN; a hand-set model's early layers can be so). Without harmless prompts (no refusal
+    direction at any layer) the criterion is ``tool_shift_dz``: the
     paired effect size mean / sd of (h_tool - h_direct) . v_hat_l over validation harmful prompts. If no
     score is finite, the middle candidate is used and the criterion reads ``fallback_middle``.
 
@@ -47,6 +49,9 @@ from toolshift.errors import ConfigError, ContractError
 DEFAULT_EXCLUDE_LAST_FRAC = 0.2
 DEFAULT_MAX_KL = 0.1
 DEFAULT_MAX_OVER_REFUSAL_INCREASE = 0.1
+ZERO_DIRECTION = 1e-6
+"""A layer's refusal direction shorter than this share of the longest layer's is float rounding: the layer
+has none (criterion (a) leaves it out)."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +119,18 @@ def activation_layer_scores(
     n_layers = np.asarray(tool_vector).shape[0]
     if diff.shape[0] == 0:
         return np.full(n_layers, np.nan), "refusal_shift_sd"
-    r_hat = _unit_rows(np.asarray(refusal, np.float64))
-    if np.all(np.isfinite(r_hat)):
+    refusal = np.asarray(refusal, np.float64)
+    norms = np.linalg.norm(refusal, axis=-1)
+    # a layer where harmful and harmless states do not differ (a zero or NaN refusal direction, or one
+    # float rounding away from zero) has no refusal direction to shift along: NaN there, not a fallback
+    defined = np.isfinite(norms) & (norms > ZERO_DIRECTION * np.nanmax(norms, initial=0.0))
+    if defined.any():
+        r_hat = np.where(defined[:, None], _unit_rows(np.where(defined[:, None], refusal, 1.0)), 0.0)
         shift = np.einsum("plh,lh->pl", diff, r_hat).mean(axis=0)
         proj_train = np.einsum("plh,lh->pl", np.asarray(direct_train, np.float64), r_hat)
         scale = pooled_within_class_sd(proj_train, harmful_train)
         with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.where(scale > 0, shift / scale, np.nan)
+            scores = np.where(defined & (scale > 0), shift / scale, np.nan)
         return scores, "refusal_shift_sd"
     v_hat = _unit_rows(np.asarray(tool_vector, np.float64))
     along = np.einsum("plh,lh->pl", diff, v_hat)

@@ -91,14 +91,15 @@ def condition_rank(condition: str) -> tuple[int, str]:
 
 
 def intervention_rank(intervention: str) -> tuple[Any, ...]:
-    """Sort key: none, add (by alpha), subtract, ablate, random (by alpha, seed), then unknown ids."""
+    """Sort key: none, then by kind (KINDS order: add, subtract, ablate, random, ...), alpha, seed, source or
+    control; then unknown ids."""
     if intervention == NO_INTERVENTION:
         return (0, 0, 0.0, 0, "")
     try:
         spec = parse_intervention_id(intervention)
     except ConfigError:
         return (2, 0, 0.0, 0, str(intervention))
-    return (1, KINDS.index(spec.kind), spec.alpha, spec.seed or 0, spec.source or "")
+    return (1, KINDS.index(spec.kind), spec.alpha, spec.seed or 0, spec.source or spec.control or "")
 
 
 def _check(judged: pd.DataFrame) -> None:

@@ -22,12 +22,23 @@ probed and used for layer selection. Output: ``vectors/{model}/{dataset}.nc`` wi
   component): per layer, the principal components of the train states of all conditions pooled, and
   every state's coordinates on them (each component's sign makes its largest loading positive);
 - ``layer_score`` (layer): the layer-selection criterion (`toolshift.analysis.selection`, criterion (a)) on
-the
-  validation prompts, NaN for excluded layers;
+  the validation prompts, NaN for excluded layers;
+- ``relative_vector`` (reference, layer, hidden): the control-relative vectors, mean over train harmful
+  prompts of h(tool) - h(reference), for every condition but ``tool`` as reference (the ``direct`` row is
+  the tool vector itself); ``norm_relative_vector`` and ``cos_relative_refusal`` (reference, layer), and
+  ``cos_relative`` (reference, reference_b, layer) between each two of them;
+- ``cov_basis`` (layer, cov_component, hidden): the principal axes of the ``direct`` train states (harmful
+  and harmless) scaled by their standard deviations, the largest COV_COMPONENTS: ``z @ cov_basis[l]`` with
+  z standard normal has the states' covariance (the covariance-random interventions,
+  `toolshift.analysis.steering.covariance_direction`); each axis' sign makes its largest loading positive;
+- ``shift_null`` (condition, statistic, quantity) and ``relative_null`` (reference, quantity): at the
+  selected layer, the representation statistics with a bootstrap interval over prompts and a permutation
+  null (condition labels shuffled within prompt; `toolshift.analysis.representation_nulls`);
 - coordinates ``harmful``, ``split`` and ``category`` (prompt_id), ``component``; attrs ``n_harmful``,
   ``n_harmless`` (train prompts the vectors are estimated on), ``n_prompts``, ``splits`` (``train/
   validation/test`` or ``all``), ``selected_layer``, ``selection_criterion``, ``selection_split``,
-  ``exclude_last_frac``, ``probe_folds``, ``model``, ``dataset``, ``conditions``, ``toolshift_version``.
+  ``exclude_last_frac``, ``probe_folds``, ``null_layer`` (= ``selected_layer``), ``n_boot``, ``model``,
+  ``dataset``, ``conditions``, ``toolshift_version``.
 
 Cosines are NaN where either vector is zero (e.g. the shift of ``direct`` itself) and the refusal
 direction is NaN everywhere when the train prompts hold no harmless prompt: NaN, not 0, marks
@@ -45,6 +56,7 @@ import xarray as xr
 
 from toolshift import CONDITIONS, __version__
 from toolshift.analysis.probes import DEFAULT_FOLDS, DEFAULT_L2, cross_condition_accuracy, held_out_accuracy
+from toolshift.analysis.representation_nulls import QUANTITIES, SHIFT_STATISTICS, layer_nulls
 from toolshift.analysis.selection import (
     DEFAULT_EXCLUDE_LAST_FRAC,
     activation_layer_scores,
@@ -69,6 +81,13 @@ VECTOR_VARS: dict[str, tuple[str, ...]] = {
     "pca": ("condition", "prompt_id", "layer", "component"),
     "pca_explained_variance_ratio": ("layer", "component"),
     "layer_score": ("layer",),
+    "relative_vector": ("reference", "layer", "hidden"),
+    "norm_relative_vector": ("reference", "layer"),
+    "cos_relative_refusal": ("reference", "layer"),
+    "cos_relative": ("reference", "reference_b", "layer"),
+    "cov_basis": ("layer", "cov_component", "hidden"),
+    "shift_null": ("condition", "statistic", "quantity"),
+    "relative_null": ("reference", "quantity"),
 }
 """The variables of a vectors file and their dims."""
 
@@ -77,6 +96,10 @@ VECTOR_ATTRS: tuple[str, ...] = ("model", "dataset", "n_harmful", "n_harmless", 
 
 N_COMPONENTS = 2
 """Principal components stored per layer."""
+COV_COMPONENTS = 32
+"""Principal axes of the direct states kept in ``cov_basis`` (all of them when the states span fewer)."""
+DEFAULT_N_BOOT = 1000
+"""Bootstrap and permutation replicates of the representation nulls (the DAG passes stats.n_boot)."""
 
 REQUIRED_CONDITIONS: tuple[str, str] = ("direct", "tool")
 
@@ -149,6 +172,22 @@ def pca_by_layer(
     return coords, ratios
 
 
+def covariance_basis(states: np.ndarray, n_components: int = COV_COMPONENTS) -> np.ndarray:
+    """Per layer, the principal axes of `states` (n, layers, hidden) scaled by their standard deviations
+    (ddof 1), largest first: (layers, min(n_components, hidden), hidden), zero rows beyond the states'
+    rank, so ``basis.T @ basis`` is the states' covariance whenever they span at most that many axes.
+    Each axis' sign makes its largest-magnitude loading positive (as `pca_by_layer`)."""
+    n, n_layers, hidden = states.shape
+    out = np.zeros((n_layers, min(n_components, hidden), hidden))
+    for layer in range(n_layers if n > 1 else 0):
+        x = states[:, layer] - states[:, layer].mean(axis=0)
+        _, sv, vt = np.linalg.svd(x, full_matrices=False)
+        k = min(out.shape[1], vt.shape[0])
+        signs = np.sign(vt[np.arange(k), np.argmax(np.abs(vt[:k]), axis=1)])
+        out[layer, :k] = vt[:k] * (np.where(signs == 0, 1.0, signs) * sv[:k] / np.sqrt(n - 1))[:, None]
+    return out
+
+
 def compute_vectors(
     acts: dict[str, xr.Dataset],
     prompts: pd.DataFrame,
@@ -160,6 +199,7 @@ def compute_vectors(
     probe_folds: int = DEFAULT_FOLDS,
     probe_l2: float = DEFAULT_L2,
     seed: int = 0,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> xr.Dataset:
     """Compute the vectors file of one model on one dataset (see the module docstring).
 
@@ -167,7 +207,8 @@ def compute_vectors(
     prompt_id on the prompts of ``direct`` (that are also in `prompts`): every other condition must have all
     of them (extra prompts of another condition are ignored). Layers and hidden sizes must agree across
     conditions. `splits` (a splits table, `toolshift.datasets.splits`) restricts estimation to its train
-    prompts; None uses every prompt as train. `seed` fixes the probes' folds.
+    prompts; None uses every prompt as train. `seed` fixes the probes' folds and the nulls' replicates
+    (`n_boot` of each).
     """
     missing = [c for c in REQUIRED_CONDITIONS if c not in acts]
     if missing:
@@ -254,12 +295,34 @@ def compute_vectors(
     )
     pooled = np.concatenate([train_states[c] for c in conditions], axis=0)
     pca, pca_ratio = pca_by_layer(pooled, np.stack([h[c] for c in conditions]))
+    references = [c for c in conditions if c != "tool"]
+    relative = np.stack([(h["tool"][est] - h[c][est]).mean(axis=0) for c in references])
+    li = selection.layer
+    shift_null, relative_null = layer_nulls(
+        {c: h[c][:, li] for c in conditions},
+        references,
+        harmful=harmful,
+        estimate=est,
+        evaluation=test if test.any() else np.ones_like(test),
+        test=test,
+        train=train,
+        r_hat=r_hat[li],
+        n_boot=n_boot,
+        seed=seed,
+        l2=probe_l2,
+    )
+    cov_basis = covariance_basis(h_direct[train])
 
     coords = {
         "condition": conditions,
         "prompt_id": ids,
         "layer": layers,
         "component": np.arange(1, N_COMPONENTS + 1),
+        "reference": references,
+        "reference_b": references,
+        "cov_component": np.arange(1, cov_basis.shape[1] + 1),
+        "statistic": list(SHIFT_STATISTICS),
+        "quantity": list(QUANTITIES),
         "harmful": ("prompt_id", harmful),
         "split": ("prompt_id", split.astype(str)),
     }
@@ -282,6 +345,13 @@ def compute_vectors(
         "pca": (("condition", "prompt_id", "layer", "component"), pca),
         "pca_explained_variance_ratio": (("layer", "component"), pca_ratio),
         "layer_score": (("layer",), selection.scores),
+        "relative_vector": (("reference", "layer", "hidden"), relative),
+        "norm_relative_vector": (("reference", "layer"), np.linalg.norm(relative, axis=-1)),
+        "cos_relative_refusal": (("reference", "layer"), cosine(relative, refusal[None])),
+        "cos_relative": (("reference", "reference_b", "layer"), cosine(relative[:, None], relative[None])),
+        "cov_basis": (("layer", "cov_component", "hidden"), cov_basis),
+        "shift_null": (("condition", "statistic", "quantity"), shift_null),
+        "relative_null": (("reference", "quantity"), relative_null),
     }
     attrs = {
         "model": str(model),
@@ -296,6 +366,8 @@ def compute_vectors(
         "selection_split": "validation" if validation.any() else "train",
         "exclude_last_frac": float(exclude_last_frac),
         "probe_folds": int(probe_folds),
+        "null_layer": int(layers[li]),
+        "n_boot": int(n_boot),
         "position": str(direct.attrs.get("position", "")),
         "toolshift_version": __version__,
         "note": "cosines are NaN where a vector is zero; refusal_direction is NaN without harmless prompts",

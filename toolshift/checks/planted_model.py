@@ -1,9 +1,9 @@
-"""Does the whole DAG find the mechanism planted in the planted-mechanism fixture? (the positive control)
+"""Does the whole DAG find the mechanism planted in each planted world? (the positive controls)
 
-`toolshift.models.fixture_models.planted` builds a model whose refusals are read from a direction d at layer
-L, with a calibrated direct ASR and relative reduction in `tool` (its record is in the model's
-`FIXTURE.json`). After the DAG has run on it, unchanged, `recovery_table` compares what the DAG's own outputs
-say with what was planted, one row per claim:
+`toolshift.models.fixture_models.planted` builds models (the worlds) whose refusals are read from a
+direction d at layer L, with a calibrated direct ASR and relative reduction in `tool` (its record is in the
+model's `FIXTURE.json`). After the DAG has run on it, unchanged, `recovery_table` compares what the DAG's own
+outputs say with what was planted, one row per claim:
 
 - `asr_drop`: ASR(direct) - ASR(tool) on the harmful test prompts, paired bootstrap CI (from
   `tables/contrasts.csv`): the CI must exclude 0;
@@ -364,9 +364,7 @@ def planted_recovery_tables(
         marker = read_fixture_marker(folder) or {}
         record = marker.get("planted")
         if not record:
-            raise ContractError(
-                f"{folder}: not a planted-mechanism fixture (its FIXTURE.json has no 'planted')"
-            )
+            raise ContractError(f"{folder}: not a planted world (its FIXTURE.json has no 'planted')")
         dataset = record["calibration"]["dataset"]
         if dataset not in datasets:
             continue

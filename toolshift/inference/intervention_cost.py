@@ -33,10 +33,10 @@ import pandas as pd
 
 from toolshift.analysis.interventions import (
     parse_intervention_id,
-    residual_edit,
     resolve_layer,
     vectors_dataset,
 )
+from toolshift.analysis.steering import residual_edit
 from toolshift.contracts import COST_COLUMNS, read_episodes, read_prompts, write_parquet
 from toolshift.datasets.splits import read_splits, split_of
 from toolshift.errors import ContractError

@@ -37,10 +37,10 @@ import pandas as pd
 from toolshift import REPO_ROOT, __version__
 from toolshift.analysis.interventions import (
     parse_intervention_id,
-    residual_edit,
     resolve_layer,
     vectors_dataset,
 )
+from toolshift.analysis.steering import residual_edit
 from toolshift.contracts import RESPONSE_COLUMNS, read_episodes, read_prompts, read_responses, write_parquet
 from toolshift.episodes.build import FREE_CONDITION
 from toolshift.errors import ConfigError, ContractError, ToolshiftError
@@ -410,9 +410,9 @@ def merge_shards(
 
 def is_condition(run: str) -> bool:
     """Whether a run name is a condition (its runs capture activations) rather than an intervention id."""
-    from toolshift.episodes.build import EPISODE_CONDITIONS
+    from toolshift import is_controlled_condition
 
-    return run in EPISODE_CONDITIONS
+    return run == FREE_CONDITION or is_controlled_condition(run)
 
 
 def shard_outputs(shard_dir: str | os.PathLike[str], runs: Sequence[str]) -> list[tuple[str, str | None]]:

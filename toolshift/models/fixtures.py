@@ -66,8 +66,8 @@ def build_fixture(
     `image_size` is the vision tower's input side for the families with a fixed one (IMAGE_SIZE_STEP says
     what it must be a multiple of); the Qwen families resize dynamically and ignore it. Returns `out_dir`.
 
-    `planted` (Qwen2.5-VL only; `true` or `{layer, direct_asr, rel_reduction}`) makes the planted-mechanism
-    fixture of `toolshift.models.fixture_models.planted`, calibrated on `mini` with the episode options
+    `planted` (Qwen2.5-VL only; `true` or `{world, layer, direct_asr, rel_reduction}`) makes a planted world
+    of `toolshift.models.fixture_models.planted`, calibrated on `mini` with the episode options
     `episodes` (the run's `episodes:` section); its record goes into the marker under `planted`.
     """
     import torch
@@ -108,7 +108,7 @@ def build_fixture(
     model, processor = parts.model, parts.processor
     record = None
     if planted:
-        planted_mod.add_marker_token(model, processor.tokenizer)
+        planted_mod.add_world_tokens(model, processor.tokenizer)
         record = planted_mod.calibrate(
             model, processor, seed=seed, spec={} if planted is True else planted, episode_options=episodes
         )
@@ -125,7 +125,7 @@ def build_fixture(
     }
     if record is not None:
         marker["note"] = (
-            "planted-mechanism fixture: hand-set weights whose refusals follow a planted direction "
+            f"planted {record.world} world: hand-set weights whose refusals follow a planted direction "
             "(a positive control, not evidence about real models)"
         )
         marker["planted"] = planted_mod.record_dict(record)

@@ -25,7 +25,7 @@ INTERVENTION_KINDS = ("add", "ablate")
 @dataclass
 class ResidualEdit:
     """An edit of the residual stream that forward hooks apply during generation (an intervention run's
-    hook; toolshift.analysis.interventions.residual_edit makes it from an intervention spec).
+    hook; toolshift.analysis.steering.residual_edit makes it from an intervention spec).
 
     `add`: add `alpha * vector` to the output of decoder layer `layer` at every position.
     `ablate`: remove the component along `vector / |vector|` from the residual stream at every layer

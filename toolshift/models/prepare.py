@@ -22,7 +22,7 @@ def prepare_model(
     """Make the local model directory of a config entry: build a fixture, or download a hub snapshot.
 
     `source: fixture` builds `toolshift.models.fixtures.build_fixture(family, out_dir, **entry["fixture"])`
-    (a planted-mechanism fixture is calibrated with the run's episode options `episodes`);
+    (a planted world is calibrated with the run's episode options `episodes`);
     `source: hub` downloads `hub_id` at `revision` (safetensors and configs only, plus `*.py` when
     `trust_remote_code`) into a temporary directory beside `out_dir`, then renames it onto `out_dir`.
     """

@@ -25,6 +25,12 @@ def _ci(col: str) -> Callable[[Any], str]:
     return lambda r: with_ci(getattr(r, col), getattr(r, f"{col}_ci_low"), getattr(r, f"{col}_ci_high"))
 
 
+def _num_ci(col: str) -> Callable[[Any], str]:
+    return lambda r: number_with_ci(
+        getattr(r, col, None), getattr(r, f"{col}_ci_low", None), getattr(r, f"{col}_ci_high", None)
+    )
+
+
 def _get(col: str, fmt: Callable[[Any], str] = value) -> Callable[[Any], str]:
     return lambda r: fmt(getattr(r, col)) if hasattr(r, col) else DASH
 
@@ -43,6 +49,13 @@ def _yes(x: Any) -> str:
     if is_missing(x):
         return DASH
     return "yes" if str(x).lower() in ("true", "1", "1.0") else "**no**"
+
+
+def _after_range(r: Any) -> str:
+    """The mean tokens after the instruction and their range over prompts."""
+    if is_missing(r.n_after_instruction):
+        return DASH
+    return f"{r.n_after_instruction:.4g} [{r.n_after_instruction_min:.0f}–{r.n_after_instruction_max:.0f}]"
 
 
 TABLE_COLUMNS: dict[str, list[Column]] = {
@@ -88,7 +101,8 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
         ("layer", _get("layer", int_cell)),
         ("n harmful", _get("n_harmful", int_cell)),
         ("cos(shift, tool vector)", _get("cos_shift_tool")),
-        ("cos(shift, refusal dir.)", _get("cos_shift_refusal")),
+        ("cos(shift, refusal dir.) [95 % CI]", _num_ci("cos_shift_refusal")),
+        ("p, cos", _get("cos_shift_refusal_p", p_value)),
         ("shift norm / tool norm", _get("shift_norm_ratio")),
         (
             "refusal position [95 % CI]",
@@ -96,8 +110,41 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
                 r.refusal_position, r.refusal_position_ci_low, r.refusal_position_ci_high
             ),
         ),
-        ("probe accuracy (test)", _get("probe_test_accuracy")),
+        ("position change from direct [95 % CI]", _num_ci("refusal_shift")),
+        ("p, change", _get("refusal_shift_p", p_value)),
+        ("probe accuracy (test) [95 % CI]", _num_ci("probe_test_accuracy")),
+        ("p, accuracy (labels shuffled)", _get("probe_test_accuracy_p", p_value)),
+        ("probe accuracy − direct's [95 % CI]", _num_ci("probe_accuracy_change")),
+        ("p, accuracy change", _get("probe_accuracy_change_p", p_value)),
     ],  # fmt: skip
+    "relative_vectors": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("h(tool) − h(·)", _get("reference", code)),
+        ("layer", _get("layer", int_cell)),
+        ("norm / tool vector's", _get("norm_ratio")),
+        ("cos(·, refusal dir.) [95 % CI]", _num_ci("cos_refusal")),
+        ("p (perm.)", _get("cos_refusal_p", p_value)),
+        ("cos to: direct (tool vector)", _get("cos_to_direct")),
+        ("text_trail", _get("cos_to_text_trail")),
+        ("text_trail_long", _get("cos_to_text_trail_long")),
+        ("tool_offered", _get("cos_to_tool_offered")),
+        ("image_turn", _get("cos_to_image_turn")),
+        ("image_after", _get("cos_to_image_after")),
+        ("status", _get("status")),
+    ],
+    "tool_gap": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("judge", _get("judge")),
+        ("intervention", _get("intervention", code)),
+        ("n", _get("n", int_cell)),
+        ("ASR direct, %", _get("asr_direct", pct)),
+        ("ASR tool, %", _get("asr_tool", pct)),
+        ("ASR with the vector, %", _get("asr_run", pct)),
+        ("share of the gap closed [95 % CI]", _num_ci("share_closed")),
+        ("note", _get("note")),
+    ],
     "free_tool_use": [
         ("model", _get("model", code)),
         ("dataset", _get("dataset", code)),
@@ -123,6 +170,27 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
             "trend ρ (p)",
             lambda r: DASH if is_missing(r.trend_rho) else f"{r.trend_rho:.2f} ({p_value(r.trend_p)})",
         ),
+    ],
+    "token_counts": [
+        ("condition", _get("condition", code)),
+        ("n", _get("n", int_cell)),
+        ("images", _get("n_images")),
+        ("visual tokens", _get("n_visual_tokens")),
+        ("text tokens", _get("n_text_tokens")),
+        ("tokens after T [range]", _after_range),
+        ("visual tokens after T", _get("n_visual_after_instruction")),
+    ],
+    "tokens_model": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("term", _get("term", code)),
+        ("coefficient, log-odds [95 % CI]", lambda r: number_with_ci(r.coef, r.ci_low, r.ci_high)),
+        ("SE", _get("se")),
+        ("p", _get("p", p_value)),
+        ("n", _get("n", int_cell)),
+        ("reference", _get("reference", code)),
+        ("levels left out", _get("dropped_levels")),
+        ("note", _get("note")),
     ],
     "judge_agreement": [
         ("judge A", _get("judge_a", code)),
@@ -165,24 +233,61 @@ TABLE_TITLES: dict[str, str] = {
     "asr_by_category": "ASR by category",
     "asr_by_scale": "ASR by zoom magnification",
     "contrasts": "Each claim next to its paired test",
+    "token_counts": "What each condition holds constant, in tokens",
+    "tokens_model": "Unsafe answers against the tokens after the instruction",
     "selection": "Layer and α selected on the validation split",
     "transfer": "Transfer of the tool vector between datasets",
     "intervention_cost": "KL cost of each intervention on harmless test prompts",
     "representation": "Each condition's shift at the selected layer",
+    "relative_vectors": "The tool vector relative to each control, at the selected layer",
+    "tool_gap": "Share of the tool gap each added vector closes",
     "free_tool_use": "The free condition: ASR by whether the model chose to call the tool",
     "asr_by_judge": "ASR under every judge, side by side",
     "judge_agreement": "How far the judges agree with each other",
     "judge_human_agreement": "Each judge against the human majority of the labelled file",
     "validation_planted": "Planted-truth recovery",
-    "validation_planted_model": "The planted-mechanism model through the whole DAG",
+    "validation_planted_model": "The planted worlds through the whole DAG",
+    "validation_worlds": "Each planted world's claim verdicts against its truth",
+    "claims": "One verdict per claim",
     "validation_figstep": "FigStep pixel fidelity",
 }
 """The title of each analysis table's section."""
 
 
+TABLE_NOTES: dict[str, str] = {
+    "representation": (
+        "At each model's selected layer (`tables/selection.csv`), never the best of all layers. "
+        "Intervals: 95 % percentile bootstrap over prompts; p: permutation test with the two condition "
+        "labels (the condition and `direct`) shuffled within each prompt (for the probe's own accuracy, "
+        "the harmful labels shuffled), so each p asks whether the condition moves the states at all along "
+        "what is measured. Cosines are over the train harmful prompts the vectors are estimated on, "
+        "positions and probes over the test prompts."
+    ),
+    "relative_vectors": (
+        "The tool vector relative to each control, mean h(tool) − h(·) over the train harmful prompts, at "
+        "the selected layer (the `direct` row is the tool vector itself). Where a control leaves little of "
+        "the tool vector (a small norm ratio), the tool shift is mostly what that control already does; the "
+        "interventions chapter adds these vectors alone (`relative_a{α}_{control}`). Interval and p as in "
+        "the representation table (labels `tool` and the control shuffled within prompt)."
+    ),
+    "tool_gap": (
+        "(ASR(direct) − ASR(direct + α·v)) / (ASR(direct) − ASR(tool)) on the harmful test prompts that "
+        "have all three runs, with a 95 % paired bootstrap interval: 1 = the added vector lowers ASR as "
+        "much as using the tool, 0 = not at all. v: the tool vector (`add`), a random direction (`random`, "
+        "`covrandom`: drawn from the direct activations' covariance), a control's norm-matched shift "
+        "(`shift`), the control-relative vector (`relative`) or the tool vector's part orthogonal to the "
+        "refusal direction (`add_orth`). Runs the config asks for that could not run are listed with the "
+        "reason."
+    ),
+}
+"""A note under each of these tables (what it shows and how to read it)."""
+
+
 MISSING_TABLE_REASONS: dict[str, str] = {
-    "validation_planted_model": "This run has no planted-mechanism fixture (a model entry with "
-    "`fixture.planted`), so there is no positive control to recover.",
+    "validation_worlds": "This run has no planted world (a model entry with `fixture.planted`), so there "
+    "is no world x claim table to check.",
+    "validation_planted_model": "This run has no planted world (a model entry with `fixture.planted`), so "
+    "there is no positive control to recover.",
     "validation_figstep": "FigStep pixel fidelity was not checked in this run: it needs the original "
     "SafeBench "
     "images. Set `data_mirror` to a folder holding `figstep_safebench/`, or set "
@@ -199,7 +304,13 @@ EMPTY_TABLE_REASONS: dict[str, str] = {
     "free_tool_use": "The `free` condition is not in this run.",
     "asr_by_scale": "No condition of this run has a zoom box: there is no zoom scale to break ASR down by.",
     "contrasts": "No claim has both of its runs in this run.",
+    "tool_gap": "No model has both `direct` and `tool` runs with a vector added to `direct` in this run.",
+    "relative_vectors": "No vectors file in this run.",
+    "token_counts": "No response of this run records token counts.",
+    "tokens_model": "No model of this run has harmful test responses with token counts.",
     "validation_figstep": "No FigStep originals were compared in this run.",
-    "validation_planted_model": "The planted model is calibrated on `mini`, which this run does not use.",
+    "validation_planted_model": "The planted worlds are calibrated on `mini`, which this run does not use.",
+    "validation_worlds": "The planted worlds are calibrated on `mini`, which this run does not use.",
+    "claims": "No claim has a contrast in this run.",
 }
 """What an empty table means, shown instead of an empty table."""

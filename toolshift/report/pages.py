@@ -37,6 +37,8 @@ from toolshift.report.format import (
     code,
     is_missing,
     markdown_table,
+    number_with_ci,
+    p_value,
     ref_label,
 )
 from toolshift.report.provenance import (
@@ -91,13 +93,19 @@ TABLE_PAGES: dict[str, str] = {
     "asr_by_judge": "behaviour",
     "judge_agreement": "behaviour",
     "representation": "representation",
+    "relative_vectors": "representation",
     "selection": "interventions",
+    "tool_gap": "interventions",
     "contrasts": "interventions",
     "asr_by_scale": "behaviour",
+    "token_counts": "behaviour",
+    "tokens_model": "behaviour",
     "transfer": "interventions",
     "intervention_cost": "interventions",
     "validation_planted": "validation",
     "validation_planted_model": "validation",
+    "validation_worlds": "validation",
+    "claims": "intro",
     "validation_figstep": "validation",
     "judge_human_agreement": "validation",
 }
@@ -112,11 +120,12 @@ FIXTURE_BANNER = (
 
 
 PLANTED_BANNER = (
-    "The planted-mechanism fixture is a positive control: its weights were set by hand so that a tool "
-    "turn lowers its ASR through a known direction. Its effect was put there on purpose; it shows that the "
-    "pipeline finds such an effect, not that real models have one."
+    "The planted worlds are positive controls: their weights were set by hand so that a tool turn, its "
+    "text alone, or the tokens after the instruction lower ASR through a known direction. Their effects "
+    "were put there on purpose; they show what the pipeline finds and how it tells such effects apart, not "
+    "that real models have one."
 )
-"""Added to the warning when a planted-mechanism fixture is in the run."""
+"""Added to the warning when a planted world is in the run."""
 
 
 OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if c != "split")
@@ -125,7 +134,7 @@ OVER_REFUSAL_NEEDED: tuple[str, ...] = tuple(c for c in OVER_REFUSAL_COLUMNS if 
 
 def banner_markdown(fixture_models: Sequence[str], planted: Sequence[str] = ()) -> str:
     """The fixture warning admonition, or a MyST comment (renders nothing) when no fixture model is used;
-    `planted` are the planted-mechanism fixtures among them (labelled as the positive control)."""
+    `planted` are the planted worlds among them (labelled as positive controls)."""
     if not fixture_models:
         return "% No fixture model in this run: no fixture warning.\n"
     names = ", ".join(code(m) + (f" ({PLANTED_LABEL})" if m in planted else "") for m in fixture_models)
@@ -153,11 +162,12 @@ def vectors_markdown(
     api_models: Sequence[str] = (),
     api_only: bool = False,
 ) -> str:
-    """Per vector file: the layer of largest |cos(tool vector, refusal direction)|, that cosine and the norm.
-
-    Model and dataset come from the file's attrs (the mapping's key when an attr is absent). A study of API
-    models only (`api_only`) has none: the fragment says they are not available for API models; the API
-    models of a mixed study are named below the table.
+    """Per vector file, at its selected layer (``selected_layer``, the layer `tables/selection.csv`
+    reports; never the best of all layers): cos(tool vector, refusal direction) with its bootstrap interval
+    and permutation p (the file's ``relative_null`` of reference ``direct``, when present) and the tool
+    vector's norm. Model and dataset come from the file's attrs (the mapping's key when an attr is absent).
+    A study of API models only (`api_only`) has none: the fragment says they are not available for API
+    models; the API models of a mixed study are named below the table.
     """
     if api_only:
         return NOT_FOR_API_MODELS + "\n"
@@ -172,29 +182,44 @@ def vectors_markdown(
     rows = []
     for key, source in vectors.items():
         ds = _open_vectors(key, source)
-        if "cos_tool_refusal" not in ds.variables:
-            raise ContractError(f"vectors for model {key!r}: missing variable 'cos_tool_refusal'")
-        cos = ds["cos_tool_refusal"]
-        layers = list(cos["layer"].values) if "layer" in cos.coords else list(range(cos.sizes["layer"]))
-        values = [float(v) for v in cos.values]
-        finite = [i for i, v in enumerate(values) if not is_missing(v)]
-        row = [code(ds.attrs.get("model", key)), code(ds.attrs.get("dataset", "?")), str(len(values))]
-        if not finite:
-            rows.append(row + [DASH, DASH, DASH])
-            continue
-        best = max(finite, key=lambda i: abs(values[i]))
-        norm = ds["norm_tool_vector"].values[best] if "norm_tool_vector" in ds.variables else None
-        norm_text = DASH if is_missing(norm) else f"{float(norm):.3g}"
-        rows.append(row + [str(layers[best]), f"{values[best]:+.3f}", norm_text])
+        for name in ("cos_tool_refusal", "norm_tool_vector"):
+            if name not in ds.variables:
+                raise ContractError(f"vectors for model {key!r}: missing variable {name!r}")
+        if "selected_layer" not in ds.attrs:
+            raise ContractError(f"vectors for model {key!r}: missing attribute 'selected_layer'")
+        layer = int(ds.attrs["selected_layer"])
+        cos = float(ds["cos_tool_refusal"].sel(layer=layer))
+        norm = float(ds["norm_tool_vector"].sel(layer=layer))
+        lo = hi = p = None
+        if "relative_null" in ds.variables and "direct" in [str(r) for r in ds["reference"].values]:
+            null = ds["relative_null"].sel(reference="direct")
+            lo, hi, p = (float(null.sel(quantity=q)) for q in ("ci_low", "ci_high", "p_perm"))
+        rows.append(
+            [
+                code(ds.attrs.get("model", key)),
+                code(ds.attrs.get("dataset", "?")),
+                str(ds.sizes["layer"]),
+                str(layer),
+                number_with_ci(cos, lo, hi),
+                p_value(p),
+                DASH if is_missing(norm) else f"{norm:.3g}",
+            ]
+        )
     header = [
         "model",
         "dataset",
         "layers",
-        "layer of largest abs(cos)",
-        "cos(tool vector, refusal dir.)",
+        "selected layer",
+        "cos(tool vector, refusal dir.) [95 % CI]",
+        "p (perm.)",
         "norm",
     ]
-    return markdown_table(header, rows) + note
+    return (
+        markdown_table(header, rows)
+        + "\nInterval: bootstrap over the train harmful prompts; p: the tool and direct labels shuffled within "
+        "each prompt.\n"
+        + note
+    )
 
 
 def figure_markdown(name: str, png_rel: str | None, caption: str, has_svg: bool) -> str:
@@ -459,7 +484,7 @@ def fixture_models_of(config: Mapping[str, Any]) -> list[str]:
 
 
 def planted_models_of(config: Mapping[str, Any]) -> list[str]:
-    """The config's planted-mechanism fixtures (`fixture.planted` set)."""
+    """The config's planted worlds (`fixture.planted` set)."""
     return [
         name
         for name, entry in models_of(config)

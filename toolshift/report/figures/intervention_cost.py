@@ -36,6 +36,19 @@ _COST_NEEDED = ("model", "dataset", "intervention", "condition", "n", "kl_mean",
 # --------------------------------------------------------------------------- intervention cost
 
 
+COST_GROUPS: dict[str, str] = {
+    "covrandom_subtract": "covrandom_remove",
+    "covrandom_ablate": "covrandom_remove",
+}
+"""Intervention kinds drawn with one marker in the cost figure."""
+
+
+def cost_group(intervention: str) -> str:
+    """The marker group of an intervention id in the cost figure: its kind, or its COST_GROUPS entry."""
+    kind = intervention_kind(intervention)
+    return COST_GROUPS.get(kind, kind)
+
+
 def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str | Path, judge: str) -> str:
     """What each intervention costs (mean next-token KL on harmless prompts, tables/intervention_cost.csv)
     against the ASR change it buys (intervened ASR minus its base condition's ASR), one panel per model.
@@ -74,7 +87,7 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
                 "model": str(r.model),
                 "dataset": str(r.dataset),
                 "condition": str(r.condition),
-                "kind": intervention_kind(str(r.intervention)),
+                "kind": cost_group(str(r.intervention)),
                 "alpha": dose.alpha if dose else np.nan,
                 "kl": float(r.kl_mean),
                 "kl_lo": float(r.kl_ci_low),
@@ -101,6 +114,11 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
         "ablate": {"marker": "s", "label": "tool, tool direction ablated"},
         "transfer": {"marker": "D", "label": "direct + α·other dataset's tool vector"},
         "ablate_refusal": {"marker": "*", "label": "refusal direction ablated (colour: its condition)"},
+        "covrandom": {"marker": "+", "label": "direct + α·covariance-random vector (control)"},
+        "covrandom_remove": {"marker": "X", "label": "tool, covariance-random direction removed"},
+        "shift": {"marker": "^", "label": "direct + α·a control's shift, norm-matched"},
+        "relative": {"marker": ">", "label": "direct + α·tool vector relative to a control"},
+        "add_orth": {"marker": "<", "label": "direct + α·tool vector's part orthogonal to refusal dir."},
         "other": {"marker": "P", "label": "other intervention"},
     }
     axes_style, context = seaborn_style()
@@ -171,7 +189,9 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
                 if k == "random"
                 else "#8c8c8c"
                 if k == "ablate_refusal"
-                else CONDITION_PALETTE["tool" if k in ("subtract", "ablate") else "direct"],
+                else CONDITION_PALETTE[
+                    "tool" if k in ("subtract", "ablate", "covrandom_remove") else "direct"
+                ],
                 markeredgecolor=RANDOM_COLOR if k == "random" else "black",
             )
             for k in kinds
