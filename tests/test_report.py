@@ -95,7 +95,7 @@ def synthetic_vectors(model: str, seed: int, n_layers: int = 5) -> xr.Dataset:
             "norm_tool_vector": ("layer", rng.uniform(0.5, 5, n_layers)),
         },
         coords={"layer": np.arange(n_layers), "condition": conds},
-        attrs={"model": model, "dataset": "mini"},
+        attrs={"model": model, "dataset": "mini", "selected_layer": 2},
     )
 
 
