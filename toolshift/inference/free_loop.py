@@ -17,6 +17,11 @@ evaluated). Then, per episode:
 - **valid call(s) at turn `max_turns`**: the loop stops without running them; the turn's text is the
   final response and `stop_reason` is `max_turns`.
 
+Families in their own tool protocol (`toolshift.models.adapters.NATIVE_FAMILIES`: Chain-of-Focus, Mini-o3,
+Pixel-Reasoner, Thyme, DeepEyesV2, OpenThinkIMG) run the same bounded loop in
+`toolshift.inference.free_native`: their calls are read, run and answered as each family's own evaluation
+does (model-written code is never executed).
+
 Family tool formats: the calls are read as the model family writes them, through its adapter
 (`toolshift.models.adapters`). A call is accepted only under a tool name the adapter showed the model
 (`shown_tool_names`: `zoom_in` for the Hermes families, `image_zoom_in_tool` for DeepEyes and
@@ -65,7 +70,7 @@ from toolshift.contracts import FREE_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
-from toolshift.models.adapters import FamilyAdapter
+from toolshift.models.adapters import FamilyAdapter, NativeAdapter
 from toolshift.models.generation import GENERATION_COLUMNS
 
 DEFAULT_MAX_TURNS: int = 4
@@ -243,6 +248,18 @@ def run_free_episodes(
     ids = [str(ep.get("prompt_id")) for ep in episodes]
     if len(set(ids)) != len(ids):
         raise ContractError("free episodes: duplicate prompt_id")
+    if isinstance(adapter, NativeAdapter):  # a family in its own tool protocol
+        from toolshift.inference.free_native import run_native_episodes
+
+        return run_native_episodes(
+            step_fn,
+            episodes,
+            root,
+            images_dir=images_dir,
+            max_turns=max_turns,
+            adapter=adapter,
+            columns=LOOP_COLUMNS,
+        )
     states = [
         _start(ep, adapter, f"episode {pid}/{ep.get('condition')}")
         for ep, pid in zip(episodes, ids, strict=True)

@@ -55,6 +55,11 @@ class FamilyAdapter:
     the turn's text parts joined into one), so the messages say what the template will show."""
     nested_images: ClassVar[bool] = False
     """The processor takes a batch's images grouped per prompt (a list of lists), not one flat list."""
+    stop_strings: ClassVar[tuple[str, ...]] = ()
+    """Strings generation stops after (included in the response), as the family's own evaluation stops
+    (e.g. Thyme at `</code>`); empty: only the end-of-turn tokens stop it."""
+    turn_end: ClassVar[str] = "<|im_end|>\n"
+    """What the chat template writes after a turn: cut from a prompt whose last turn the model continues."""
 
     # ----------------------------------------------------------------- decoder layers
 
@@ -130,9 +135,12 @@ class FamilyAdapter:
         default family has none."""
         return ""
 
-    def user_content(self, content: list[dict[str, Any]], framed: bool) -> list[dict[str, Any]]:
+    def user_content(
+        self, content: list[dict[str, Any]], framed: bool, meta: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The question turn's content parts (the episode's last user turn): `answer_format(framed)`
-        appended to its last text part."""
+        appended to its last text part (`meta`: the episode's, for families whose question wrapper needs
+        it)."""
         suffix = self.answer_format(framed)
         if not suffix:
             return content
@@ -194,23 +202,32 @@ class FamilyAdapter:
                     raise ContractError(f"{where}: content part of type {part.get('type')!r}")
             return out
 
-        question = max((i for i, m in enumerate(episode["messages"]) if m.get("role") == "user"), default=-1)
+        question = max(
+            (i for i, m in enumerate(episode["messages"]) if m.get("role") == "user" and not m.get("loop")),
+            default=-1,
+        )
         last_call: dict[str, Any] | None = None
         for i, msg in enumerate(episode["messages"]):
             role = msg.get("role")
             if role == "system":
                 content = parts(msg.get("content"))
-                if framed and i == 0:
-                    content = self._with_tools(content, tools)
+                if i == 0:
+                    content = self.system_content(content, tools)
                 messages.append({"role": "system", "content": content})
             elif role == "user":
-                content = parts(msg.get("content"))
+                content = [
+                    {**p, "input": True} if p["type"] == "image" else p for p in parts(msg.get("content"))
+                ]
                 if i == question:
-                    content = self.user_content(content, framed)
+                    content = self.user_content(content, framed, meta)
                 messages.append({"role": "user", "content": content})
             elif role == "assistant":
                 content = parts(msg.get("content"))
                 tool_calls = msg.get("tool_calls") or []
+                if msg.get("verbatim"):  # the model's own text, its calls written in it as it wrote them
+                    last_call = tool_calls[-1] if tool_calls else last_call
+                    self.add_assistant(messages, content)
+                    continue
                 calls = [self.tool_call_text(c, meta, where) for c in tool_calls]
                 if calls:
                     last_call = tool_calls[-1]
@@ -223,22 +240,78 @@ class FamilyAdapter:
                 messages.append({"role": "assistant", "content": content})
             elif role == "tool":
                 content = parts(msg.get("content"))
-                if meta.get("tool_result") == "text_trail" and last_call is not None:
-                    content = [{"type": "text", "text": self.text_trail_text(last_call, meta, where)}]
-                messages.append({"role": "user", "content": self.tool_turn(content)})
+                self.add_tool_result(messages, msg, content, last_call, episode, root, where)
             else:
                 raise ContractError(f"{where}: message {i} has role {role!r}")
         if framed and (not messages or messages[0]["role"] != "system"):
             system = [{"type": "text", "text": DEFAULT_SYSTEM_PROMPT}]
-            messages.insert(0, {"role": "system", "content": self._with_tools(system, tools)})
+            messages.insert(0, {"role": "system", "content": self.system_content(system, tools)})
+        messages = self.finish_messages(messages, episode, root, where)
         if self.images_first:
             messages = [{**m, "content": _images_first(m["content"])} for m in messages]
         images = []
         for message in messages:
             for part in message["content"]:
                 if part["type"] == "image":
-                    images.append(_load_image(root, part.pop("path"), where))
+                    image = part.pop("image", None)
+                    if image is None:
+                        image = _load_image(root, part.pop("path"), where)
+                    if part.pop("input", False):
+                        image = self.prepare_input(image, meta)
+                    images.append(image)
         return messages, images
+
+    def finish_messages(
+        self, messages: list[ChatMessage], episode: dict[str, Any], root: Path, where: str
+    ) -> list[ChatMessage]:
+        """The rendered messages before their images are loaded (a family may still change them)."""
+        return messages
+
+    def add_assistant(self, messages: list[ChatMessage], content: list[dict[str, Any]]) -> None:
+        """Append a verbatim assistant turn (the free loop's record of what the model wrote)."""
+        messages.append({"role": "assistant", "content": content})
+
+    def add_tool_result(
+        self,
+        messages: list[ChatMessage],
+        message: dict[str, Any],
+        content: list[dict[str, Any]],
+        call: dict[str, Any] | None,
+        episode: dict[str, Any],
+        root: Path,
+        where: str,
+    ) -> None:
+        """Append the rendering of one tool turn (`content`: its parts; `call`: the call it answers): a user
+        turn `tool_turn(content)`, its content the `text_trail` line in `text_trail` episodes."""
+        meta = episode.get("meta") or {}
+        if meta.get("tool_result") == "text_trail" and call is not None:
+            content = [{"type": "text", "text": self.text_trail_text(call, meta, where)}]
+        messages.append({"role": "user", "content": self.tool_turn(content)})
+
+    def prepare_input(self, image: Any, meta: dict[str, Any]) -> Any:
+        """An image of a user turn as the family's own evaluation hands it to the processor (e.g. resized
+        first); the default hands it over as it is."""
+        return image
+
+    def chat_prompt(self, processor: Any, messages: list[ChatMessage]) -> str:
+        """The prompt text of rendered messages: the chat template with the generation prompt, or, where the
+        last turn is the assistant's (a tool result that continues the turn), without it and with that
+        turn left open (`turn_end` cut), as Thyme's evaluation does."""
+        if not messages or messages[-1]["role"] != "assistant":
+            return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        if not text.endswith(self.turn_end):
+            raise ContractError(
+                f"{self.family}: the chat template does not end the continued assistant turn with "
+                f"{self.turn_end!r}"
+            )
+        return text[: -len(self.turn_end)]
+
+    def system_content(
+        self, content: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The first system turn's parts: with the tool prompt appended where the episode offers tools."""
+        return self._with_tools(content, tools) if tools else content
 
     def _with_tools(self, content: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append the tool prompt to a system message's text (after the last text part)."""
