@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from toolshift.models.adapters import ADAPTERS
-from toolshift.models.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, build_fixture, synthetic_episodes
+from toolshift.models.adapters import ADAPTERS, NATIVE_FAMILIES
+from toolshift.models.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, synthetic_episodes
 from toolshift.models.generation import encode, generate, render_prompts
 from toolshift.models.hooks import ResidualEdit, ablate_direction, capture_last_token
 from toolshift.models.loading import load_model
@@ -33,7 +33,16 @@ EXPECTED = {
     "gemma3": ("Gemma3ForConditionalGeneration", "Gemma3Processor", "<start_of_image>"),
     "idefics3": ("Idefics3ForConditionalGeneration", "Idefics3Processor", "<image>"),
     "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "<image>"),
+    "chain_of_focus": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "mini_o3": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "pixel_reasoner": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "thyme": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "deepeyes_v2": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "<|image_pad|>"),
+    "openthinkimg": ("Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "<|image_pad|>"),
 }
+GENERIC = [f for f in ALL_FIXTURE_FAMILIES if f not in NATIVE_FAMILIES]
+"""The families with the episodes' generic tool framing (the others, in their own protocol, are checked byte
+for byte in tests/test_native_families.py)."""
 
 
 def test_every_adapter_family_has_a_fixture():
@@ -51,10 +60,9 @@ def episodes(results_root):
 
 
 @pytest.fixture(scope="module", params=ALL_FIXTURE_FAMILIES)
-def loaded(request, tmp_path_factory):
+def loaded(request, family_fixture_dir):
     family = request.param
-    path = build_fixture(family, tmp_path_factory.mktemp("families_models") / family, seed=0)
-    return load_model(path, family)
+    return load_model(family_fixture_dir(family), family)
 
 
 def test_loads_through_the_auto_classes(loaded):
@@ -138,7 +146,14 @@ def expected_prompt(family: str, messages: list[dict]) -> str:
     )
 
 
-def test_chat_template_has_the_public_layout(loaded, episodes, results_root):
+@pytest.fixture(scope="module", params=GENERIC)
+def generic(request, family_fixture_dir):
+    """A family with the generic tool framing, loaded."""
+    return load_model(family_fixture_dir(request.param), request.param)
+
+
+def test_chat_template_has_the_public_layout(generic, episodes, results_root):
+    loaded = generic
     messages, _ = loaded.adapter.render_messages(episodes[1], results_root)
     text = render_prompts(loaded, [episodes[1]], results_root)[0][0]
     assert text == expected_prompt(loaded.adapter.family, messages)
@@ -153,8 +168,9 @@ def test_every_condition_renders_and_encodes(loaded, episodes, results_root):
     for episode in episodes:
         texts, images = render_prompts(loaded, [episode], results_root)
         assert texts[0].count(placeholder) == len(images) == N_IMAGES[episode["condition"]]
-        assert ("<tool_call>" in texts[0]) == (episode["condition"] in ("tool", "text_trail"))
-        assert ("<tool_response>" in texts[0]) == (episode["condition"] in ("tool", "text_trail"))
+        if loaded.adapter.family not in NATIVE_FAMILIES:  # the others: their own markers, tested there
+            assert ("<tool_call>" in texts[0]) == (episode["condition"] in ("tool", "text_trail"))
+            assert ("<tool_response>" in texts[0]) == (episode["condition"] in ("tool", "text_trail"))
         enc = encode(loaded, [episode], results_root)
         singles.append(int((enc["input_ids"] == image_token_id).sum()))
     assert min(singles) > 0
@@ -246,14 +262,14 @@ def attack_episodes(tmp_path_factory):
     return out
 
 
-def test_tool_offered_prompt_is_direct_plus_the_tool_parts(loaded, attack_episodes):
+def test_tool_offered_prompt_is_direct_plus_the_tool_parts(generic, attack_episodes):
     """Through the family's chat template: `tool_offered` is `direct` with the tool section (and the tool
     parts of the answer format) added, byte for byte; nothing else differs."""
     root, episodes = attack_episodes["default"]
-    adapter = loaded.adapter
+    adapter = generic.adapter
     for direct, offered in zip(episodes["direct"], episodes["tool_offered"], strict=True):
-        direct_text = render_prompts(loaded, [direct], root)[0][0]
-        offered_text = render_prompts(loaded, [offered], root)[0][0]
+        direct_text = render_prompts(generic, [direct], root)[0][0]
+        offered_text = render_prompts(generic, [offered], root)[0][0]
         section = adapter.tool_prompt(offered["meta"]["tools"])
         assert section in offered_text and section not in direct_text
         stripped = offered_text.replace("\n\n" + section, "", 1)

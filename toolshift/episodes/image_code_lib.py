@@ -25,241 +25,49 @@ from __future__ import annotations
 
 import io
 import math
-import numbers
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from toolshift.episodes.image_code_values import (
+    CV2_CONSTANTS,
+    PIL_RESAMPLE,
+    Arr,
+    CodeFailed,
+    CodeRefused,
+    Context,
+    Enhancer,
+    FixedUUID,
+    Func,
+    Img,
+    Module,
+    array_image,
+    as_arr,
+    as_img,
+    int_of,
+    number_of,
+    path_of,
+    read_image,
+    record_crop,
+    render,
+    size_ok,
+    write_target,
+)
 
-class CodeRefused(Exception):
-    """The code is refused (not in the whitelist, or over a bound): a one-line reason."""
-
-
-class CodeFailed(Exception):
-    """A whitelisted operation failed on its arguments (as the original sandbox would raise): a reason."""
-
-
-PIL_RESAMPLE: dict[str, int] = {
-    "NEAREST": 0,
-    "LANCZOS": 1,
-    "ANTIALIAS": 1,
-    "BILINEAR": 2,
-    "BICUBIC": 3,
-    "BOX": 4,
-    "HAMMING": 5,
-}
-CV2_CONSTANTS: dict[str, int] = {
-    "INTER_NEAREST": 0,
-    "INTER_LINEAR": 1,
-    "INTER_CUBIC": 2,
-    "INTER_AREA": 3,
-    "INTER_LANCZOS4": 4,
-    "COLOR_BGR2RGB": 4,
-    "COLOR_RGB2BGR": 4,
-    "COLOR_BGR2GRAY": 6,
-    "COLOR_RGB2GRAY": 7,
-    "ROTATE_90_CLOCKWISE": 0,
-    "ROTATE_180": 1,
-    "ROTATE_90_COUNTERCLOCKWISE": 2,
-    "IMREAD_COLOR": 1,
-}
 _CV2_TO_PIL = {0: Image.Resampling.NEAREST, 1: Image.Resampling.BILINEAR, 2: Image.Resampling.BICUBIC}
 _CV2_TO_PIL |= {3: Image.Resampling.BOX, 4: Image.Resampling.LANCZOS}
-FIXED_UUID_HEX = "00000000000040008000000000000000"
-
-
-@dataclass
-class Img:
-    pil: Image.Image
-    frame: tuple[int, int] | None = None
-
-
-@dataclass
-class Arr:
-    a: np.ndarray
-    frame: tuple[int, int] | None = None
-
-
-@dataclass
-class Module:
-    name: str
-    attrs: dict[str, Any]
-
-
-@dataclass
-class Func:
-    name: str
-    fn: Callable[..., Any]
-
-
-@dataclass
-class Enhancer:
-    kind: str
-    img: Img
-
-
-@dataclass(frozen=True)
-class FixedUUID:
-    hex: str = FIXED_UUID_HEX
-
-    def __str__(self) -> str:
-        h = self.hex
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-@dataclass
-class Limits:
-    """The bounds every run keeps to (exceeding one refuses the code)."""
-
-    max_steps: int = 50_000
-    max_loop_iterations: int = 1_000
-    max_nodes: int = 5_000
-    max_code_chars: int = 20_000
-    max_pixels: int = 40_000_000
-    max_side: int = 16_384
-    max_sequence: int = 100_000
-    max_int_bits: int = 64
-    max_output_chars: int = 20_000
-    max_images: int = 8
-
-
-@dataclass
-class Sandbox:
-    """What the code may see and do: `readable` paths (-> image) that `Image.open`/`cv2.imread` read,
-    `variables` bound before the code runs (e.g. DeepEyesV2's `image_1`), `output_dir` under which
-    `save`/`imwrite` may write (None: no writing), and `jupyter`: a bare last expression that is an image is
-    shown, as a notebook cell shows it, and `display(img)` shows an image."""
-
-    readable: dict[str, Image.Image]
-    variables: dict[str, Image.Image] = field(default_factory=dict)
-    output_dir: str | None = None
-    jupyter: bool = False
-    limits: Limits = field(default_factory=Limits)
-
-
-@dataclass
-class Context:
-    sandbox: Sandbox
-    stdout: list[str] = field(default_factory=list)
-    saved: dict[str, Image.Image] = field(default_factory=dict)
-    shown: list[Image.Image] = field(default_factory=list)
-    crops: list[list[int]] = field(default_factory=list)
-    figure: dict[str, Any] = field(default_factory=dict)
-    out_chars: int = 0
-
-    def write(self, text: str) -> None:
-        self.out_chars += len(text)
-        if self.out_chars > self.sandbox.limits.max_output_chars:
-            raise CodeRefused(f"prints more than {self.sandbox.limits.max_output_chars} characters")
-        self.stdout.append(text)
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CodeFailed(f"{what} must be a number, got {type_name(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise CodeFailed(f"{what} must be finite")
-    return int(value)
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CodeFailed(f"{what} must be a number, got {type_name(value)}")
-    if not math.isfinite(float(value)):
-        raise CodeFailed(f"{what} must be finite")
-    return float(value)
-
-
-def _size_ok(ctx: Context, width: int, height: int) -> None:
-    lim = ctx.sandbox.limits
-    if width < 1 or height < 1:
-        raise CodeFailed(f"image size {width}x{height} is empty")
-    if width > lim.max_side or height > lim.max_side or width * height > lim.max_pixels:
-        raise CodeRefused(f"an image of {width}x{height} pixels is over the sandbox's size bound")
-
-
-def _img(value: Any, what: str) -> Img:
-    if isinstance(value, Arr):
-        return Img(_array_image(value.a), value.frame)
-    if not isinstance(value, Img):
-        raise CodeFailed(f"{what} must be an image, got {type_name(value)}")
-    return value
-
-
-def _arr(value: Any, what: str) -> Arr:
-    if isinstance(value, Img):
-        return Arr(np.asarray(value.pil), value.frame)
-    if not isinstance(value, Arr):
-        raise CodeFailed(f"{what} must be an image array, got {type_name(value)}")
-    return value
-
-
-def _array_image(a: np.ndarray) -> Image.Image:
-    if a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise CodeFailed(f"an array of shape {a.shape} is not an image")
-    return Image.fromarray(np.ascontiguousarray(a))
-
-
-def type_name(value: Any) -> str:
-    if isinstance(value, Img):
-        return "PIL image"
-    if isinstance(value, Arr):
-        return "image array"
-    return type(value).__name__
-
-
-def _path(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise CodeFailed(f"{what} must be a path string, got {type_name(value)}")
-    return value
-
-
-def _read(ctx: Context, path: Any) -> Image.Image:
-    path = _path(path, "the image path")
-    if path not in ctx.sandbox.readable:
-        raise CodeRefused(f"file access: {path[:80]!r} is not the given image (only it can be read)")
-    return ctx.sandbox.readable[path].copy()
-
-
-def _write_target(ctx: Context, path: Any) -> str:
-    path = _path(path, "the output path")
-    out = ctx.sandbox.output_dir
-    if out is None:
-        raise CodeRefused("file access: this sandbox does not write files")
-    if not path.startswith(out) or ".." in path or len(path) > 300:
-        raise CodeRefused(f"file access: {path[:80]!r} is outside the sandbox's output directory {out!r}")
-    if len(ctx.saved) >= ctx.sandbox.limits.max_images:
-        raise CodeRefused(f"writes more than {ctx.sandbox.limits.max_images} images")
-    return path
-
-
-def _record_crop(ctx: Context, frame: tuple[int, int] | None, box: tuple[int, int, int, int]) -> Any:
-    if frame is None:
-        return None
-    x0, y0 = frame
-    ctx.crops.append([box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0])
-    return (box[0] + x0, box[1] + y0)
-
 
 # --------------------------------------------------------------------------- PIL
 
 
 def image_open(ctx: Context, path: Any, *rest: Any, **kw: Any) -> Img:
-    return Img(_read(ctx, path), (0, 0))
+    return Img(read_image(ctx, path), (0, 0))
 
 
 def image_fromarray(ctx: Context, array: Any, mode: Any = None) -> Img:
-    return _img(_arr(array, "fromarray's argument"), "fromarray's argument")
+    return as_img(as_arr(array, "fromarray's argument"), "fromarray's argument")
 
 
 def img_crop(ctx: Context, img: Img, box: Any = None) -> Img:
@@ -267,19 +75,19 @@ def img_crop(ctx: Context, img: Img, box: Any = None) -> Img:
         return Img(img.pil.copy(), img.frame)
     if not isinstance(box, tuple | list) or len(box) != 4:
         raise CodeFailed("crop's box must be 4 numbers (left, upper, right, lower)")
-    x1, y1, x2, y2 = (round(_number(v, "a crop coordinate")) for v in box)
+    x1, y1, x2, y2 = (round(number_of(v, "a crop coordinate")) for v in box)
     if x2 < x1 or y2 < y1:
         raise CodeFailed(f"crop box {[x1, y1, x2, y2]}: right/lower is less than left/upper")
-    _size_ok(ctx, max(1, x2 - x1), max(1, y2 - y1))
+    size_ok(ctx, max(1, x2 - x1), max(1, y2 - y1))
     inside = 0 <= x1 and 0 <= y1 and x2 <= img.pil.width and y2 <= img.pil.height
-    frame = _record_crop(ctx, img.frame if inside else None, (x1, y1, x2, y2))
-    return Img(img.pil.crop(tuple(_number(v, "a crop coordinate") for v in box)), frame)
+    frame = record_crop(ctx, img.frame if inside else None, (x1, y1, x2, y2))
+    return Img(img.pil.crop(tuple(number_of(v, "a crop coordinate") for v in box)), frame)
 
 
 def _resample(value: Any) -> int | None:
     if value is None:
         return None
-    number = _int(value, "resample")
+    number = int_of(value, "resample")
     if number not in PIL_RESAMPLE.values():
         raise CodeFailed(f"unknown resample filter {number}")
     return number
@@ -288,19 +96,19 @@ def _resample(value: Any) -> int | None:
 def img_resize(ctx: Context, img: Img, size: Any, resample: Any = None, *rest: Any, **kw: Any) -> Img:
     if not isinstance(size, tuple | list) or len(size) != 2:
         raise CodeFailed("resize's size must be (width, height)")
-    width, height = (_int(v, "a size") for v in size)
-    _size_ok(ctx, width, height)
+    width, height = (int_of(v, "a size") for v in size)
+    size_ok(ctx, width, height)
     method = _resample(resample if resample is not None else kw.get("resample"))
     pil = img.pil.resize((width, height)) if method is None else img.pil.resize((width, height), method)
     return Img(pil)
 
 
 def img_rotate(ctx: Context, img: Img, angle: Any, resample: Any = 0, expand: Any = False, **kw: Any) -> Img:
-    degrees = _number(angle, "the angle")
+    degrees = number_of(angle, "the angle")
     grow = bool(kw.get("expand", expand))
     if grow:
         side = math.ceil(math.hypot(img.pil.width, img.pil.height))
-        _size_ok(ctx, side, side)
+        size_ok(ctx, side, side)
     fill = kw.get("fillcolor")
     if fill is not None and not isinstance(fill, int | tuple | str):
         raise CodeFailed("fillcolor must be a colour")
@@ -319,7 +127,7 @@ def img_copy(ctx: Context, img: Img) -> Img:
 
 
 def img_save(ctx: Context, img: Img, path: Any, *rest: Any, **kw: Any) -> None:
-    target = _write_target(ctx, path)
+    target = write_target(ctx, path)
     ctx.saved[target] = _encoded(img.pil, target, 75)
 
 
@@ -337,13 +145,13 @@ def _encoded(pil: Image.Image, path: str, quality: int) -> Image.Image:
 
 def enhancer(kind: str) -> Callable[..., Enhancer]:
     def make(ctx: Context, img: Any) -> Enhancer:
-        return Enhancer(kind, _img(img, f"ImageEnhance.{kind}'s image"))
+        return Enhancer(kind, as_img(img, f"ImageEnhance.{kind}'s image"))
 
     return make
 
 
 def enhance(ctx: Context, enh: Enhancer, factor: Any) -> Img:
-    amount = _number(factor, "the enhancement factor")
+    amount = number_of(factor, "the enhancement factor")
     if not -100 <= amount <= 100:
         raise CodeRefused(f"enhancement factor {amount} is over the bound of 100")
     cls = {"Contrast": ImageEnhance.Contrast, "Brightness": ImageEnhance.Brightness}
@@ -355,40 +163,42 @@ def enhance(ctx: Context, enh: Enhancer, factor: Any) -> Img:
 
 
 def cv2_imread(ctx: Context, path: Any, flags: Any = 1) -> Arr:
-    rgb = np.asarray(_read(ctx, path).convert("RGB"))
+    rgb = np.asarray(read_image(ctx, path).convert("RGB"))
     return Arr(np.ascontiguousarray(rgb[:, :, ::-1]), (0, 0))
 
 
 def cv2_imwrite(ctx: Context, path: Any, array: Any, *rest: Any) -> bool:
-    a = _arr(array, "imwrite's image").a
+    a = as_arr(array, "imwrite's image").a
     if a.ndim == 3 and a.shape[2] >= 3:
         a = a[:, :, 2::-1]
-    target = _write_target(ctx, path)
-    ctx.saved[target] = _encoded(_array_image(a), target, 95)
+    target = write_target(ctx, path)
+    ctx.saved[target] = _encoded(array_image(a), target, 95)
     return True
 
 
 def cv2_resize(ctx: Context, src: Any, dsize: Any = None, *rest: Any, **kw: Any) -> Arr:
-    arr = _arr(src, "resize's image")
+    arr = as_arr(src, "resize's image")
     height, width = arr.a.shape[:2]
-    fx = _number(kw.get("fx", rest[0] if rest else 0) or 0, "fx")
-    fy = _number(kw.get("fy", rest[1] if len(rest) > 1 else 0) or 0, "fy")
+    fx = number_of(kw.get("fx", rest[0] if rest else 0) or 0, "fx")
+    fy = number_of(kw.get("fy", rest[1] if len(rest) > 1 else 0) or 0, "fy")
     if dsize is not None and not (isinstance(dsize, tuple | list) and len(dsize) == 2):
         raise CodeFailed("dsize must be (width, height) or None")
     if dsize is None or tuple(dsize) == (0, 0):
         new = (round(width * fx), round(height * fy))
     else:
-        new = (_int(dsize[0], "dsize"), _int(dsize[1], "dsize"))
-    _size_ok(ctx, *new)
-    method = _CV2_TO_PIL.get(_int(kw.get("interpolation", rest[2] if len(rest) > 2 else 1), "interpolation"))
+        new = (int_of(dsize[0], "dsize"), int_of(dsize[1], "dsize"))
+    size_ok(ctx, *new)
+    method = _CV2_TO_PIL.get(
+        int_of(kw.get("interpolation", rest[2] if len(rest) > 2 else 1), "interpolation")
+    )
     if method is None:
         raise CodeFailed("unknown interpolation flag")
-    return Arr(np.asarray(_array_image(arr.a).resize(new, method)))
+    return Arr(np.asarray(array_image(arr.a).resize(new, method)))
 
 
 def cv2_cvtcolor(ctx: Context, src: Any, code: Any, *rest: Any) -> Arr:
-    a = _arr(src, "cvtColor's image").a
-    flag = _int(code, "the colour conversion code")
+    a = as_arr(src, "cvtColor's image").a
+    flag = int_of(code, "the colour conversion code")
     if flag == 4 and a.ndim == 3:
         return Arr(np.ascontiguousarray(a[:, :, 2::-1]))
     if flag in (6, 7) and a.ndim == 3:
@@ -398,18 +208,18 @@ def cv2_cvtcolor(ctx: Context, src: Any, code: Any, *rest: Any) -> Arr:
 
 
 def cv2_rotate(ctx: Context, src: Any, code: Any) -> Arr:
-    a = _arr(src, "rotate's image").a
-    turns = {0: -1, 1: 2, 2: 1}.get(_int(code, "the rotate code"))
+    a = as_arr(src, "rotate's image").a
+    turns = {0: -1, 1: 2, 2: 1}.get(int_of(code, "the rotate code"))
     if turns is None:
         raise CodeFailed("unknown rotate code")
     return Arr(np.ascontiguousarray(np.rot90(a, turns)))
 
 
 def cv2_scale_abs(ctx: Context, src: Any, alpha: Any = 1.0, beta: Any = 0.0, **kw: Any) -> Arr:
-    a = _arr(src, "convertScaleAbs's image").a
+    a = as_arr(src, "convertScaleAbs's image").a
     scaled = np.abs(
-        a.astype(np.float64) * _number(kw.get("alpha", alpha), "alpha")
-        + _number(kw.get("beta", beta), "beta")
+        a.astype(np.float64) * number_of(kw.get("alpha", alpha), "alpha")
+        + number_of(kw.get("beta", beta), "beta")
     )
     return Arr(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
@@ -421,7 +231,7 @@ def arr_slice(ctx: Context, arr: Arr, key: Any) -> Arr:
         raise CodeFailed("an image array is indexed with slices only, e.g. image[y1:y2, x1:x2]")
     cleaned = []
     for k in keys:
-        parts = [None if v is None else _int(v, "a slice bound") for v in (k.start, k.stop, k.step)]
+        parts = [None if v is None else int_of(v, "a slice bound") for v in (k.start, k.stop, k.step)]
         if parts[2] not in (None, 1):
             raise CodeFailed("slice steps are not supported on image arrays")
         cleaned.append(slice(parts[0], parts[1]))
@@ -431,13 +241,13 @@ def arr_slice(ctx: Context, arr: Arr, key: Any) -> Arr:
     height, width = arr.a.shape[:2]
     ys = cleaned[0].indices(height)
     xs = cleaned[1].indices(width) if len(cleaned) > 1 else (0, width, 1)
-    frame = _record_crop(ctx, arr.frame, (xs[0], ys[0], xs[1], ys[1])) if len(cleaned) > 1 else None
+    frame = record_crop(ctx, arr.frame, (xs[0], ys[0], xs[1], ys[1])) if len(cleaned) > 1 else None
     return Arr(np.ascontiguousarray(out), frame)
 
 
 def np_array(ctx: Context, value: Any, *rest: Any, **kw: Any) -> Any:
     if isinstance(value, Img | Arr):
-        arr = _arr(value, "np.array's argument")
+        arr = as_arr(value, "np.array's argument")
         return Arr(arr.a.copy(), arr.frame)
     raise CodeFailed("np.array is supported on images only")
 
@@ -455,16 +265,16 @@ def path_join(ctx: Context, *parts: Any) -> str:
 
 
 def path_basename(ctx: Context, path: Any) -> str:
-    return _path(path, "the path").rsplit("/", 1)[-1]
+    return path_of(path, "the path").rsplit("/", 1)[-1]
 
 
 def path_dirname(ctx: Context, path: Any) -> str:
-    text = _path(path, "the path")
+    text = path_of(path, "the path")
     return text.rsplit("/", 1)[0] if "/" in text else ""
 
 
 def path_splitext(ctx: Context, path: Any) -> tuple[str, str]:
-    text = _path(path, "the path")
+    text = path_of(path, "the path")
     base = text.rsplit("/", 1)[-1]
     dot = base.rfind(".")
     if dot <= 0:
@@ -474,12 +284,12 @@ def path_splitext(ctx: Context, path: Any) -> tuple[str, str]:
 
 
 def path_exists(ctx: Context, path: Any) -> bool:
-    text = _path(path, "the path")
+    text = path_of(path, "the path")
     return text in ctx.sandbox.readable or text in ctx.saved
 
 
 def makedirs(ctx: Context, path: Any, *rest: Any, **kw: Any) -> None:
-    _write_target(ctx, path if _path(path, "the path").endswith("/") else path + "/")
+    write_target(ctx, path if path_of(path, "the path").endswith("/") else path + "/")
 
 
 def uuid4(ctx: Context) -> FixedUUID:
@@ -492,14 +302,14 @@ def plt_figure(ctx: Context, *args: Any, **kw: Any) -> None:
     if size is not None:
         if not isinstance(size, tuple | list) or len(size) != 2:
             raise CodeFailed("figsize must be (width, height)")
-        w, h = (_number(v, "figsize") for v in size)
+        w, h = (number_of(v, "figsize") for v in size)
         if not (0 < w <= 50 and 0 < h <= 50):
             raise CodeRefused(f"figsize {size!r} is over the bound of 50 inches")
         ctx.figure["figsize"] = (w, h)
 
 
 def plt_imshow(ctx: Context, image: Any, *args: Any, **kw: Any) -> None:
-    pil = _img(image, "imshow's image").pil
+    pil = as_img(image, "imshow's image").pil
     cmap = kw.get("cmap")
     if cmap is not None and cmap not in ("gray", "grey", "Greys", "viridis"):
         raise CodeFailed(f"cmap {cmap!r} is not supported here")
@@ -554,32 +364,9 @@ def show_value(ctx: Context, value: Any) -> None:
     if isinstance(value, Img | Arr):
         if len(ctx.shown) >= ctx.sandbox.limits.max_images:
             raise CodeRefused(f"shows more than {ctx.sandbox.limits.max_images} images")
-        ctx.shown.append(_img(value, "the shown image").pil.convert("RGB"))
+        ctx.shown.append(as_img(value, "the shown image").pil.convert("RGB"))
     elif value is not None:
         ctx.write(render(value) + "\n")
-
-
-def render(value: Any) -> str:
-    """`str()` of a value as Python prints it (images and arrays as their reprs, bounded)."""
-    if isinstance(value, Img):
-        return f"<PIL.Image.Image image mode={value.pil.mode} size={value.pil.width}x{value.pil.height}>"
-    if isinstance(value, Arr):
-        return np.array2string(value.a, threshold=100)
-    if isinstance(value, Module):
-        return f"<module '{value.name}'>"
-    if isinstance(value, Func):
-        return f"<built-in function {value.name}>"
-    if isinstance(value, Enhancer):
-        return f"<PIL.ImageEnhance.{value.kind} object>"
-    if isinstance(value, tuple | list):
-        inner = ", ".join(represent(v) for v in value)
-        return f"({inner}{',' if len(value) == 1 else ''})" if isinstance(value, tuple) else f"[{inner}]"
-    return str(value)
-
-
-def represent(value: Any) -> str:
-    """`repr()` of a value (strings quoted, the rest as `render`)."""
-    return repr(value) if isinstance(value, str) else render(value)
 
 
 # --------------------------------------------------------------------------- the tables
@@ -657,7 +444,7 @@ def modules() -> dict[str, Module]:
 
 def _math(name: str) -> Callable[..., Any]:
     def call(ctx: Context, x: Any) -> Any:
-        value = _number(x, f"math.{name}'s argument")
+        value = number_of(x, f"math.{name}'s argument")
         if name == "sqrt" and value < 0:
             raise CodeFailed("math domain error")
         return getattr(math, name)(value)

@@ -55,6 +55,8 @@ class FamilyAdapter:
     the turn's text parts joined into one), so the messages say what the template will show."""
     nested_images: ClassVar[bool] = False
     """The processor takes a batch's images grouped per prompt (a list of lists), not one flat list."""
+    protocol_source: ClassVar[str] = "prompted: the Hermes / Qwen convention (no trained tool format)"
+    """Where the family's tool protocol comes from (repository: files @ commit), for the provenance page."""
     stop_strings: ClassVar[tuple[str, ...]] = ()
     """Strings generation stops after (included in the response), as the family's own evaluation stops
     (e.g. Thyme at `</code>`); empty: only the end-of-turn tokens stop it."""

@@ -72,13 +72,15 @@ COF_USER_PROMPT = (
     "<tool_call>...</tool_call> (if any tools needed) OR <answer>...</answer> (if no tools needed)."
 )
 COF_TOOL_PARTS: tuple[str, ...] = (
+    COF_SYSTEM_PROMPT.removeprefix("You are a helpful assistant."),
     ", and then decide whether to call tools one or more times OR provide final answer",
     "<tool_call>...</tool_call> <tool_call>...</tool_call> (if any tools needed) OR ",
     " (if no tools needed)",
 )
-"""The parts of COF_USER_PROMPT about tools, removed for the conditions without tools."""
+"""The parts of COF_SYSTEM_PROMPT and COF_USER_PROMPT about tools, taken out for the conditions without
+tools."""
 COF_ANSWER_FORMAT = COF_USER_PROMPT
-for _part in COF_TOOL_PARTS:
+for _part in COF_TOOL_PARTS[1:]:
     COF_ANSWER_FORMAT = COF_ANSWER_FORMAT.replace(_part, "")
 COF_TOOL_NAME = "image_zoom_in_tool"
 COF_REASONING = "The text in the image is what I need to read. I will zoom in on it to see it clearly."
@@ -131,14 +133,14 @@ class ChainOfFocusAdapter(NativeAdapter):
 
     family = "chain_of_focus"
     tool_name = COF_TOOL_NAME
-    source = (
+    protocol_source = (
         "xtong-zhang/Chain-of-Focus: eval/vstar/vllm_inference.py @ 431ff0dd703f83d8a624ec1ba1d2ef6a834b78bc"
     )
     tool_format_parts: ClassVar[tuple[str, ...]] = COF_TOOL_PARTS
     zoom_label: ClassVar[str] = "the text in the image"
 
     def system_prompt(self, framed: bool) -> str:
-        return COF_SYSTEM_PROMPT if framed else "You are a helpful assistant."
+        return COF_SYSTEM_PROMPT if framed else COF_SYSTEM_PROMPT.replace(COF_TOOL_PARTS[0], "")
 
     def question(self, text: str, framed: bool, meta: dict[str, Any]) -> str:
         return f"Question: {text}{COF_USER_PROMPT if framed else COF_ANSWER_FORMAT}"

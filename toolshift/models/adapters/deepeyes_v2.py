@@ -159,7 +159,7 @@ class DeepEyesV2Adapter(NativeAdapter):
 
     family = "deepeyes_v2"
     tool_name = "python"
-    source = (
+    protocol_source = (
         "Visual-Agent/DeepEyesV2: evaluation/VLMEvalKit/vlmeval/api/ "
         "@ 0373e6e0c923110fd6ff807b30474d8184785562"
     )

@@ -109,7 +109,7 @@ class MiniO3Adapter(NativeAdapter):
 
     family = "mini_o3"
     tool_name = "grounding"
-    source = (
+    protocol_source = (
         "Mini-o3/Mini-o3: verl/trainer/constants.py, verl/workers/rollout/vllm_rollout/ "
         "@ 8654dbf42d2ea98b9d81b6cc7179026dd0598fdf"
     )

@@ -114,8 +114,6 @@ class NativeAdapter(Qwen25VLAdapter):
 
     tool_name: ClassVar[str] = ""
     """The name of the family's call in the episodes' structured form."""
-    source: ClassVar[str] = ""
-    """Where the protocol is defined: repository, file(s), commit."""
 
     # ----------------------------------------------------------------- what a family defines
 

@@ -130,7 +130,9 @@ class OpenThinkIMGAdapter(NativeAdapter):
     family = "openthinkimg"
     model_types = ("qwen2_vl",)
     tool_name = "ZoomInSubfigure"
-    source = "zhaochen0110/OpenThinkIMG: tool_server/tf_eval/ @ 45d295f0f4b15502fb9573d9a8da6fb2f28be06d"
+    protocol_source = (
+        "zhaochen0110/OpenThinkIMG: tool_server/tf_eval/ @ 45d295f0f4b15502fb9573d9a8da6fb2f28be06d"
+    )
     tool_format_parts = OPENTHINKIMG_TOOL_PARTS
 
     def system_prompt(self, framed: bool) -> str:

@@ -142,7 +142,7 @@ class PixelReasonerAdapter(NativeAdapter):
 
     family = "pixel_reasoner"
     tool_name = "crop_image_normalized"
-    source = (
+    protocol_source = (
         "TIGER-AI-Lab/Pixel-Reasoner: curiosity_driven_rl/openrlhf/trainer/ppo_utils/experience_maker.py "
         "@ a3a6c3a557a87d89ffaec825bd8c8d09b719fb97"
     )

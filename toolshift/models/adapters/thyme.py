@@ -87,8 +87,9 @@ THYME_QUESTION = (
 THYME_TOOL_PARTS: tuple[str, ...] = (
     '### User Image Path:** "',
     '### User Image Size:** "',
-    ", including any code",
+    ", including any code,",
 )
+"""The tool parts of the question: the path and size lines (whole lines) and ", including any code,"."""
 THYME_OUTPUT_DIR = "/mnt/data/temp_processed_images/"
 THYME_REASONING = (
     "The text in the image is what I need to read. Cropping and zooming in on it will make it easier to "
@@ -200,7 +201,9 @@ class ThymeAdapter(NativeAdapter):
 
     family = "thyme"
     tool_name = "python"
-    source = "yfzhang114/Thyme: eval/VLMEvalKit/vlmeval/vlm/thyme/ @ b9285b7a0c5f1effcd9908ec5936fae47fc592e5"
+    protocol_source = (
+        "yfzhang114/Thyme: eval/VLMEvalKit/vlmeval/vlm/thyme/ @ b9285b7a0c5f1effcd9908ec5936fae47fc592e5"
+    )
     stop_strings = ("</code>", "</answer>")
     tool_format_parts = THYME_TOOL_PARTS
 
