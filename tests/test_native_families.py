@@ -737,3 +737,39 @@ def test_every_condition_keeps_the_family_answer_format(family, real_episodes):
             for part in adapter.tool_format_parts:
                 framed_text = framed_text.replace(part, "")
             assert framed_text == plain_text
+
+
+# --------------------------------------------------------------------------- the families config
+
+
+@pytest.mark.e2e
+def test_families_config_runs_tool_and_free_to_asr_for_every_family(tmp_path):
+    """config/families.yaml (one fixture per family, each in its protocol) through the DAG to tables/asr.csv:
+    every family gets rows for each of its conditions, `tool` and `free` included, and free transcripts."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+    from dag import REPO, snakemake
+
+    cfg = yaml.safe_load((REPO / "config" / "families.yaml").read_text())
+    cfg["results"] = str(tmp_path / "results")
+    cfg["book_dir"] = str(tmp_path / "book")
+    lock = tmp_path / "datasets.lock.yaml"
+    shutil.copyfile(REPO / "config" / "datasets.lock.yaml", lock)
+    cfg["data_lock"] = str(lock)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    target = tmp_path / "results" / "tables" / "asr.csv"
+    proc = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2", str(target))
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    asr = pd.read_csv(target)
+    assert set(cfg["models"]) <= set(asr["model"])
+    for model in cfg["models"]:
+        for condition in ("direct", "tool", "text_trail", "free"):
+            rows = asr[(asr["model"] == model) & (asr["condition"] == condition)]
+            assert len(rows) >= 1 and (rows["n"] > 0).all(), (model, condition)
+        free = pd.read_parquet(tmp_path / "results" / "runs" / model / "mini" / "free" / "responses.parquet")
+        assert free["n_turns"].between(1, cfg["free"]["max_turns"]).all()
+        assert set(free["stop_reason"]) <= {"answer", "malformed", "max_turns"}
+        transcript = json.loads(free["transcript"].iloc[0])
+        assert transcript["messages"][-1]["role"] == "assistant" and transcript["turns"]

@@ -70,6 +70,7 @@ from toolshift.contracts import FREE_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
+from toolshift.inference.free_native import crop_relpath, run_native_episodes
 from toolshift.models.adapters import FamilyAdapter, NativeAdapter
 from toolshift.models.generation import GENERATION_COLUMNS
 
@@ -86,12 +87,6 @@ LOOP_COLUMNS: tuple[str, ...] = ("prompt_id", "condition", "response") + FREE_CO
 StepFn = Callable[[list[dict[str, Any]]], list[str]]
 """Generates one assistant turn for each episode of a batch (episodes whose messages end in a user or
 tool turn); returns the generated texts in the same order."""
-
-
-def crop_relpath(images_dir: str, prompt_id: str, turn: int, index: int) -> str:
-    """Where the crop of call `index` (0-based) of assistant turn `turn` (1-based) lies, relative to the
-    results root."""
-    return f"{images_dir.rstrip('/')}/{prompt_id}_free_t{turn}_c{index}.png"
 
 
 @dataclass
@@ -249,8 +244,6 @@ def run_free_episodes(
     if len(set(ids)) != len(ids):
         raise ContractError("free episodes: duplicate prompt_id")
     if isinstance(adapter, NativeAdapter):  # a family in its own tool protocol
-        from toolshift.inference.free_native import run_native_episodes
-
         return run_native_episodes(
             step_fn,
             episodes,

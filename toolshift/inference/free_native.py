@@ -39,6 +39,12 @@ from toolshift.errors import ContractError
 from toolshift.models.adapters.native import CallRejected, NativeAdapter, Observation, Session, WrittenCall
 
 
+def crop_relpath(images_dir: str, prompt_id: str, turn: int, index: int) -> str:
+    """Where the image `index` (0-based) returned in assistant turn `turn` (1-based) of a free episode lies,
+    relative to the results root (the generic loop's crops too)."""
+    return f"{images_dir.rstrip('/')}/{prompt_id}_free_t{turn}_c{index}.png"
+
+
 @dataclass
 class _Run:
     episode: dict[str, Any]
@@ -110,8 +116,6 @@ def _round(
     run: _Run, adapter: NativeAdapter, read: Any, text: str, root: Path, images_dir: str, turn: int
 ) -> dict:
     """Run a turn's calls (and answer its malformed blocks): append the assistant turn and the tool turns."""
-    from toolshift.inference.free_loop import crop_relpath
-
     session = run.session
     answers: list[Observation] = []
     calls: list[dict[str, Any]] = []
