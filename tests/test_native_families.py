@@ -758,6 +758,8 @@ def test_families_config_runs_tool_and_free_to_asr_for_every_family(tmp_path):
     lock = tmp_path / "datasets.lock.yaml"
     shutil.copyfile(REPO / "config" / "datasets.lock.yaml", lock)
     cfg["data_lock"] = str(lock)
+    cfg["conditions"] = ["direct", "tool", "free"]  # the test's share: no interventions, no text_trail
+    cfg["interventions"] = {"layer": "auto"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     target = tmp_path / "results" / "tables" / "asr.csv"
     proc = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2", str(target))
@@ -765,7 +767,7 @@ def test_families_config_runs_tool_and_free_to_asr_for_every_family(tmp_path):
     asr = pd.read_csv(target)
     assert set(cfg["models"]) <= set(asr["model"])
     for model in cfg["models"]:
-        for condition in ("direct", "tool", "text_trail", "free"):
+        for condition in cfg["conditions"]:
             rows = asr[(asr["model"] == model) & (asr["condition"] == condition)]
             assert len(rows) >= 1 and (rows["n"] > 0).all(), (model, condition)
         free = pd.read_parquet(tmp_path / "results" / "runs" / model / "mini" / "free" / "responses.parquet")
@@ -773,3 +775,33 @@ def test_families_config_runs_tool_and_free_to_asr_for_every_family(tmp_path):
         assert set(free["stop_reason"]) <= {"answer", "malformed", "max_turns"}
         transcript = json.loads(free["transcript"].iloc[0])
         assert transcript["messages"][-1]["role"] == "assistant" and transcript["turns"]
+
+
+def test_generation_stops_after_a_family_stop_string(loaded, episodes, results_root):
+    """Generation stops after the first stop string (the token completing it included), as the families'
+    evaluations stop (Thyme at `</code>`, Mini-o3 at `</grounding>`); cutting after generating is exactly
+    stopping there under greedy decoding."""
+    from toolshift.models.generation import generate, stop_string_cut
+
+    adapter = loaded.adapter
+    own = adapter.stop_strings
+    adapter.stop_strings = ()
+    try:
+        full, _ = generate(
+            loaded, [episodes[0]], results_root, max_new_tokens=12, capture=False, progress=False
+        )
+        text = full["response"].iloc[0]
+        stop = text[len(text) // 2 : len(text) // 2 + 3]
+        adapter.stop_strings = (stop,)
+        cut, _ = generate(
+            loaded, [episodes[0]], results_root, max_new_tokens=12, capture=False, progress=False
+        )
+    finally:
+        adapter.stop_strings = own
+    response = cut["response"].iloc[0]
+    assert stop in response and text.startswith(response) and len(response) < len(text)
+    assert cut["n_new_tokens"].iloc[0] < full["n_new_tokens"].iloc[0]
+    tokenizer = loaded.processor.tokenizer
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n = stop_string_cut(tokenizer, ids, len(ids), (stop,))
+    assert stop in tokenizer.decode(ids[:n]) and stop not in tokenizer.decode(ids[: n - 1])

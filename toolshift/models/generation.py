@@ -67,7 +67,6 @@ def _generation_config(loaded: Any, max_new_tokens: int) -> Any:
     config.top_p = None
     config.top_k = None
     tokenizer = loaded.processor.tokenizer
-    config.stop_strings = list(loaded.adapter.stop_strings) or None
     if config.pad_token_id is None:
         pad = tokenizer.pad_token_id
         config.pad_token_id = pad if pad is not None else config.eos_token_id
@@ -212,7 +211,8 @@ def _generate_batch(
     """Generate one batch; one GENERATION_COLUMNS row per episode."""
     tokenizer = loaded.processor.tokenizer
     inputs = encode(loaded, batch, results_root)
-    extra = {"tokenizer": tokenizer} if config.stop_strings else {}
+    stops = loaded.adapter.stop_strings  # stop early where the family's evaluation stops (cut exactly below)
+    extra = {"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}
     output = loaded.model.generate(**inputs, generation_config=config, **extra)
     prompt_len = inputs["input_ids"].shape[1]
     new_tokens = output[:, prompt_len:].tolist()
