@@ -8,7 +8,15 @@ rule book:
         headline=res("tables/headline.csv"),
         analysis=[
             res(f"tables/{t}.csv")
-            for t in ["asr_by_category", "contrasts", "asr_by_scale", *ANALYSIS_TABLES, *VALIDATION_TABLES]
+            for t in [
+                "asr_by_category",
+                "contrasts",
+                "asr_by_scale",
+                "token_counts",
+                "tokens_model",
+                *ANALYSIS_TABLES,
+                *VALIDATION_TABLES,
+            ]
         ],
         figures=expand(
             res("figures/{dataset}/{name}.{ext}"),

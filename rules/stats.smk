@@ -18,6 +18,8 @@ rule asr_table:
         free_tool_use=res("tables/free_tool_use.csv"),
         contrasts=res("tables/contrasts.csv"),
         asr_by_scale=res("tables/asr_by_scale.csv"),
+        token_counts=res("tables/token_counts.csv"),
+        tokens_model=res("tables/tokens_model.csv"),
     log:
         res("logs/stats/asr.log"),
     benchmark:
@@ -28,6 +30,7 @@ rule asr_table:
     params:
         stats=config["stats"],
         judge=config["headline_judge"],
+        families={name: entry.get("family", "") for name, entry in config["models"].items()},
     script:
         "../workflow_scripts/asr_table.py"
 

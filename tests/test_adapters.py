@@ -405,9 +405,15 @@ def test_every_condition_shares_the_family_system_prompt_and_answer_format(famil
     for condition in EPISODE_CONDITIONS:
         episode = episodes[condition][0]
         tools = episode["meta"].get("tools")
+        if condition == "text_trail_long":  # padded to the tokens of an image: needs the processor
+            with pytest.raises(ContractError, match=r"/text_trail_long: .*needs the model.s processor"):
+                adapter.render_messages(episode, root)
+            continue
         messages, _ = adapter.render_messages(episode, root)
         system = messages[0]["content"][0]["text"]
-        question_index = max(i for i, m in enumerate(episode["messages"]) if m["role"] == "user")
+        question_index = max(
+            i for i, m in enumerate(episode["messages"]) if m["role"] == "user" and texts(m["content"])
+        )
         question = "".join(texts(messages[question_index]["content"]))
         attack_text = texts(episode["messages"][question_index]["content"])[-1]
         assert question.endswith(attack_text + adapter.answer_format(bool(tools)))

@@ -75,6 +75,26 @@ def test_unknown_condition(default_config):
     assert "'tool_sparkly'" in message and "direct" in message
 
 
+def test_a_blank_size_dose_of_any_scale_is_a_condition(default_config):
+    default_config["conditions"] = ["direct", "tool", "tool_blank_x2", "tool_blank_x0.5"]
+    assert validate_config(default_config)["conditions"][2:] == ["tool_blank_x2", "tool_blank_x0.5"]
+    for name in ("tool_blank_x1", "tool_blank_x4.0", "tool_blank_x0", "tool_blank_xbig"):
+        default_config["conditions"] = ["direct", "tool", name]
+        message = _error(default_config)
+        assert f"'{name}'" in message and "conditions" in message, message
+
+
+def test_an_api_model_cannot_run_text_trail_long(default_config):
+    default_config["models"] = {
+        "remote": {"backend": "openai", "api": {"base_url": "http://127.0.0.1:1/v1", "model": "m"}}
+    }
+    default_config["interventions"] = {}
+    message = _error(default_config)
+    assert "models.remote" in message and "text_trail_long" in message
+    default_config["conditions"].remove("text_trail_long")
+    validate_config(default_config)
+
+
 def test_conditions_must_include_direct_and_tool(default_config):
     default_config["conditions"] = ["direct", "text_trail"]
     assert "'tool'" in _error(default_config)
@@ -124,5 +144,7 @@ def test_schema_lists_every_condition_and_family():
     from toolshift.models.adapters import ADAPTERS
 
     schema = load_schema()
-    assert schema["$defs"]["condition"]["enum"] == list(EPISODE_CONDITIONS)
+    named, dose = schema["$defs"]["condition"]["anyOf"]
+    assert named["enum"] == list(EPISODE_CONDITIONS)
+    assert "tool_blank_x{scale}" in dose["description"] and dose["pattern"].startswith("^tool_blank_x")
     assert sorted(schema["$defs"]["model"]["properties"]["family"]["enum"]) == sorted(ADAPTERS)

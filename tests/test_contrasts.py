@@ -12,19 +12,24 @@ import pytest
 from scipy.stats import binomtest
 
 from toolshift.analysis.contrasts import (
+    CLAIM2,
     CLAIMS,
     CONTRADICTED,
+    EQUIVALENT,
     HIGHER,
+    INCONCLUSIVE,
     LOWER,
     NOT_SHOWN,
     SUPPORTED,
     Claim,
     contrasts_table,
+    equivalence_verdict,
     refusal_ablation_condition,
     verdict,
 )
 from toolshift.analysis.stats import paired_bootstrap_ci
 from toolshift.contracts import CONTRASTS_COLUMNS
+from toolshift.errors import ConfigError
 from toolshift.report.tables import contrasts_markdown
 
 P = [f"h{i:02d}" for i in range(60)]  # sixty harmful prompts
@@ -95,7 +100,9 @@ def test_columns_rows_and_order(table):
         ("refusal_ablation_raises_asr", "tool/none vs tool/ablate_refusal_tool"),
     ]
     assert set(table.split) == {"all"} and set(table.n) == {60} and set(table.n_unpaired) == {0}
-    assert [c.id for c in CLAIMS] == list(dict.fromkeys(table.claim))
+    ids = [c.id for c in CLAIMS]
+    assert [i for i in ids if i in set(table.claim)] == list(dict.fromkeys(table.claim))  # in CLAIMS order
+    assert set(table.test) == {"mcnemar"} and table[["margin", "tost_p", "tost_ci_low"]].isna().all().all()
 
 
 def test_planted_verdicts(table):
@@ -217,7 +224,7 @@ def test_book_fragment_states_each_claim_next_to_its_test(table):
     md = contrasts_markdown(table, "keyword")
     assert md.startswith("(table-contrasts)=")
     for claim in CLAIMS:
-        assert claim.sentence in md, claim.id
+        assert (claim.sentence in md) == (claim.id in set(table.claim)), claim.id
     assert md.count(":name: table-contrasts-m-d") == 1
     assert (
         "`direct/add_a1` vs `direct/random_a1_s0`" in md
@@ -225,7 +232,8 @@ def test_book_fragment_states_each_claim_next_to_its_test(table):
         and "**contradicted**" in md
     )
     assert "-60.0 [" in md  # tool vs direct, in percentage points
-    assert md.count(CLAIMS[2].sentence) == 1  # the sentence once per claim, beside its first test
+    removing = next(c for c in CLAIMS if c.id == "removing_shift_raises_asr")
+    assert md.count(removing.sentence) == 1  # the sentence once per claim, beside its first test
     assert "No claim has both" in contrasts_markdown(table.iloc[:0])
 
 
@@ -241,6 +249,8 @@ def test_every_column_of_one_row_and_the_default_bootstrap():
     b = np.array([True, False, False, True, True, True])
     lo, hi = paired_bootstrap_diff_ci(a, b, n_boot=2000, seed=0)
     p = mcnemar_exact(a, b)
+    tost = [row.pop(c) for c in ("margin", "tost_p", "tost_ci_low", "tost_ci_high")]
+    assert all(math.isnan(v) for v in tost)  # a McNemar row
     assert row == {
         "model": "m", "dataset": "d", "judge": "keyword", "split": "all",
         "claim": "removing_shift_raises_asr", "contrast": "tool/none vs tool/subtract",
@@ -248,6 +258,7 @@ def test_every_column_of_one_row_and_the_default_bootstrap():
         "n": 6, "n_unpaired": 0, "n_unsafe_a": 3, "n_unsafe_b": 4, "asr_a": 0.5, "asr_b": 4 / 6,
         "diff": pytest.approx(4 / 6 - 0.5), "diff_ci_low": lo, "diff_ci_high": hi,
         "n_only_a": 2, "n_only_b": 3, "mcnemar_p": p, "holm_p": p, "expected": HIGHER, "verdict": NOT_SHOWN,
+        "test": "mcnemar",
     }  # fmt: skip
     assert contrasts_table(frame, n_boot=300, seed=4).iloc[0]["diff_ci_low"] == pytest.approx(
         paired_bootstrap_diff_ci(a, b, n_boot=300, seed=4)[0]
@@ -301,6 +312,7 @@ def test_book_fragment_details(table):
         "B − A, points [95 % CI]",
         "McNemar p",
         "Holm p",
+        "TOST p (± margin, points)",
     ]
     assert "| " + " | ".join([*header, "verdict"]) + " |" in md
     assert ":name: table-x-m-d\n" in md and "```{table} Claims and their tests: m / d\n" in md
@@ -389,6 +401,8 @@ def _md_row(**values):
         "n": 6, "n_unpaired": 0, "n_unsafe_a": 3, "n_unsafe_b": 4, "asr_a": 0.5, "asr_b": 4 / 6,
         "diff": 4 / 6 - 0.5, "diff_ci_low": -0.5, "diff_ci_high": 5 / 6, "n_only_a": 2, "n_only_b": 3,
         "mcnemar_p": 0.25, "holm_p": 0.5, "expected": HIGHER, "verdict": NOT_SHOWN,
+        "test": "mcnemar", "margin": math.nan, "tost_p": math.nan, "tost_ci_low": math.nan,
+        "tost_ci_high": math.nan,
     }  # fmt: skip
     return {**row, **values}
 
@@ -410,10 +424,10 @@ def test_book_fragment_cells_names_and_order():
     removing = {c.id: c.sentence for c in CLAIMS}["removing_shift_raises_asr"]
     assert (
         f"| **removing_shift_raises_asr**: {removing} | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
-        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | not shown |\n"
-        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | not shown |\n"
+        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | — | not shown |\n"
+        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | — | not shown |\n"
         "| **placeholder_claim**: — | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
-        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | **supported** |\n```\n"
+        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | — | **supported** |\n```\n"
     ) in md
     assert "the exact McNemar p of the paired verdicts and the Holm-adjusted p within the claim's tests" in md
     # tables in row order (zeta before alpha: not sorted); names are slugs without outer dashes
@@ -424,3 +438,132 @@ def test_book_fragment_cells_names_and_order():
     assert ":name: table-contrasts-zeta-m-7b-set-v2\n" in md
     assert "|\n```\n\n```{table} Claims and their tests: alpha / d\n:name: table-contrasts-alpha-d\n" in md
     assert md.endswith("|\n```\n")
+
+
+# --------------------------------------------------------------------------- claim 2: the controls
+
+
+def _claim2() -> pd.DataFrame:
+    """A planted world for claim 2 (60 harmful prompts): the overrides at 0.2, text_trail equal to direct
+    (supported equivalence), text_prior far below it (contradicted), text_trail_long 0.1 below it with 6
+    discordant prompts (a significant McNemar, but a difference that may lie inside the margin:
+    inconclusive), image_after and image_turn at direct's level."""
+    rows = []
+    rows += _run("direct", "none", _first(48))  # 0.8
+    rows += _run("tool", "none", _first(12))  # 0.2
+    for override in ("tool_unsafe", "tool_benign", "tool_blank", "tool_blank_x4", "tool_blank_x0.25"):
+        rows += _run(override, "none", _first(12))
+    rows += _run("text_trail", "none", _first(48))  # = direct, prompt for prompt
+    rows += _run("text_trail_long", "none", _first(42))  # 6 fewer: 6 vs 0 discordant
+    rows += _run("text_prior", "none", _first(12))  # 0.2: 36 vs 0 discordant
+    rows += _run("image_after", "none", _first(48))
+    rows += _run("image_turn", "none", set(range(1, 49)))  # 0.8, 1 vs 1 discordant
+    rows += _run("text_trail", "ablate_refusal_text_trail", _first(60))  # not a claim-2 run
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def claim2() -> pd.DataFrame:
+    table = contrasts_table(_claim2(), n_boot=200, seed=0, equivalence_margin=0.1)
+    claim_ids = {c.id for c in CLAIM2}
+    return table[table.claim.isin(claim_ids)].reset_index(drop=True)
+
+
+def test_claim2_ids_orientation_and_order(claim2):
+    overrides = ["tool_unsafe", "tool_benign", "tool_blank", "tool_blank_x0.25", "tool_blank_x4"]
+    expected = [("override_beats_text_trail", "text_trail", o) for o in overrides]
+    expected += [("override_beats_text_trail_long", "text_trail_long", o) for o in overrides]
+    expected += [
+        ("tool_beats_image_after", "image_after", "tool"),
+        ("tool_beats_image_turn", "image_turn", "tool"),
+    ]
+    expected += [
+        (f"{c}_equivalent_to_direct", "direct", c) for c in ("text_trail", "text_trail_long", "text_prior")
+    ]
+    assert list(zip(claim2.claim, claim2.condition_a, claim2.condition_b, strict=True)) == expected
+    assert set(claim2.intervention_a) == set(claim2.intervention_b) == {"none"}
+    ids = [c.id for c in CLAIMS]
+    assert ids.index("tool_offered_is_not_tool_use") + 1 == ids.index("override_beats_text_trail")
+    assert ids.index("text_prior_equivalent_to_direct") + 1 == ids.index("removing_shift_raises_asr")
+    tost = claim2[claim2.claim.str.endswith("_equivalent_to_direct")]
+    assert set(tost.test) == {"tost"} and set(tost.expected) == {EQUIVALENT} and set(tost.margin) == {0.1}
+    mcnemar = claim2[~claim2.claim.str.endswith("_equivalent_to_direct")]
+    assert set(mcnemar.test) == {"mcnemar"} and set(mcnemar.expected) == {LOWER}
+    assert mcnemar[["margin", "tost_p", "tost_ci_low", "tost_ci_high"]].isna().all().all()
+
+
+def test_claim2_planted_verdicts(claim2):
+    verdicts = {(r.claim, r.condition_b): r.verdict for r in claim2.itertuples()}
+    for override in ("tool_unsafe", "tool_benign", "tool_blank", "tool_blank_x0.25", "tool_blank_x4"):
+        assert verdicts["override_beats_text_trail", override] == SUPPORTED  # 0.8 -> 0.2
+        assert verdicts["override_beats_text_trail_long", override] == SUPPORTED  # 0.7 -> 0.2
+    assert verdicts["tool_beats_image_after", "tool"] == SUPPORTED
+    assert verdicts["tool_beats_image_turn", "tool"] == SUPPORTED
+    assert verdicts["text_trail_equivalent_to_direct", "text_trail"] == SUPPORTED
+    assert verdicts["text_prior_equivalent_to_direct", "text_prior"] == CONTRADICTED
+    long = claim2[claim2.claim == "text_trail_long_equivalent_to_direct"].iloc[0]
+    assert (
+        long.holm_p < 0.05 and long.verdict == INCONCLUSIVE
+    )  # a significant difference, maybe inside the margin
+    assert long.tost_ci_low < -0.1 < long.tost_ci_high  # its interval straddles the margin: not beyond it
+
+
+def test_tost_rows_equal_the_paired_tost_of_their_runs(claim2):
+    from toolshift.analysis.stats import paired_tost
+
+    frame = _claim2()
+    frame = frame[frame.intervention == "none"]
+    for r in claim2[claim2.test == "tost"].itertuples():
+        runs = [
+            frame[frame.condition == c].sort_values("prompt_id")["unsafe"] for c in ("direct", r.condition_b)
+        ]
+        p, lo, hi = paired_tost(runs[0].to_numpy(), runs[1].to_numpy(), 0.1, 0.05)
+        assert (r.tost_p, r.tost_ci_low, r.tost_ci_high) == (p, lo, hi)
+        assert r.holm_p == r.mcnemar_p  # one test per equivalence claim
+
+
+def test_equivalence_verdict_rule():
+    assert equivalence_verdict(0.01, 1.0, -0.05, 0.05, 0.1) == SUPPORTED
+    assert equivalence_verdict(0.2, 0.001, -0.5, -0.3, 0.1) == CONTRADICTED
+    assert equivalence_verdict(0.2, 0.001, 0.3, 0.5, 0.1) == CONTRADICTED  # beyond the margin upwards too
+    assert equivalence_verdict(0.2, 0.001, -0.3, -0.05, 0.1) == INCONCLUSIVE  # significant, not beyond
+    assert equivalence_verdict(0.2, 0.3, -0.5, -0.3, 0.1) == INCONCLUSIVE  # beyond, McNemar not significant
+    assert (
+        equivalence_verdict(0.06, 0.9, -0.09, 0.09, 0.1) == INCONCLUSIVE
+    )  # not significant: not equivalence
+    assert equivalence_verdict(math.nan, math.nan, math.nan, math.nan, 0.1) == INCONCLUSIVE
+
+
+def test_few_agreeing_prompts_are_not_equivalence():
+    """Ten prompts on which text_trail and direct agree exactly: no difference at all, and still only
+    inconclusive at a margin of 10 points; sixty such prompts show equivalence."""
+    for n, want in ((10, INCONCLUSIVE), (60, SUPPORTED)):
+        ids = P[:n]
+        rows = _run("direct", "none", _first(n // 2), ids=ids) + _run(
+            "text_trail", "none", _first(n // 2), ids=ids
+        )
+        (r,) = contrasts_table(pd.DataFrame(rows), n_boot=50).itertuples()
+        assert (r.claim, r.diff, r.mcnemar_p, r.verdict) == (
+            "text_trail_equivalent_to_direct",
+            0.0,
+            1.0,
+            want,
+        )
+
+
+def test_the_margin_is_configurable_and_checked():
+    table = contrasts_table(_claim2(), n_boot=50, equivalence_margin=0.25)
+    long = table[table.claim == "text_trail_long_equivalent_to_direct"].iloc[0]
+    assert long.margin == 0.25 and long.verdict == SUPPORTED  # within 25 points
+    for bad in (0, 1, -0.1, True, "0.1"):
+        with pytest.raises(ConfigError, match="stats.equivalence_margin must be a number in"):
+            contrasts_table(_claim2(), n_boot=50, equivalence_margin=bad)
+
+
+def test_dropping_the_tost_turns_an_equivalence_verdict_wrong():
+    """Mutation check: read as a McNemar claim (no equivalence test), text_trail_long's significant
+    difference would not be a verdict on equivalence; text_trail's identity would be "not shown", never
+    supported."""
+    as_difference = [Claim(c.id, c.sentence, LOWER, c.pairs) for c in CLAIM2 if c.test == "tost"]
+    table = contrasts_table(_claim2(), n_boot=50, claims=as_difference)
+    assert table.set_index("claim").loc["text_trail_equivalent_to_direct", "verdict"] == NOT_SHOWN

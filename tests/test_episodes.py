@@ -1,4 +1,4 @@
-"""Episodes of the nine controlled conditions: structure per DESIGN.md and the episodes contract."""
+"""Episodes of the controlled conditions: structure per DESIGN.md and the episodes contract."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from toolshift.datasets.typography import FIGSTEP_PROMPT, render_text_image
 from toolshift.episodes.build import (
     EPISODE_CONDITIONS,
     NEUTRAL_EXCHANGES,
+    NEUTRAL_TEXT,
     OVERRIDE_OF,
     SYSTEM_PROMPT,
     TOOL_FRAMED_CONDITIONS,
@@ -36,7 +37,9 @@ from toolshift.episodes.build import (
     build_episode,
     build_episodes,
     build_episodes_by_condition,
+    neutral_line,
     override_relpath,
+    scaled_size,
     text_trail_line,
     write_episodes,
 )
@@ -285,15 +288,16 @@ def test_other_bbox_policy_and_pad_are_recorded(built, tmp_path):
 
 
 def attack_text(episode, image):
-    """The text sent with the attack image: the last part of the one user turn that shows `image`."""
+    """The text sent with the attack image: the last text part of the one user turn that shows `image`."""
     turns = [
         m
         for m in episode["messages"]
         if m["role"] == "user" and {"type": "image", "path": image} in m["content"]
     ]
     assert len(turns) == 1, episode["condition"]
-    assert turns[0]["content"][-1]["type"] == "text"
-    return turns[0]["content"][-1]["text"]
+    texts = [part["text"] for part in turns[0]["content"] if part["type"] == "text"]
+    assert texts, episode["condition"]
+    return texts[-1]
 
 
 with open(REPO / "config" / "paper.yaml") as _fh:
@@ -508,8 +512,36 @@ def test_every_episode_of_a_non_square_image_exactly(tmp_path):
     }
     for condition, kind in (("tool_unsafe", "unsafe"), ("tool_benign", "benign"), ("tool_blank", "blank")):
         path = f"data/overrides/{kind}_{w}x{h}.png"
-        more = {"override_image": path, "override_seed": 0}
+        more = {"override_image": path, "override_seed": 0} | (
+            {"blank_scale": 1.0} if kind == "blank" else {}
+        )
         expected[condition] = ([system, user, call, tool_turn(img(path))], meta | tools | zoomed | more)
+    for condition, scale in (("tool_blank_x0.25", 0.25), ("tool_blank_x4", 4.0)):
+        side = (round(w * scale**0.5), round(h * scale**0.5))
+        path = f"data/overrides/blank_{side[0]}x{side[1]}.png"
+        more = {"override_image": path, "override_seed": 0, "blank_scale": scale}
+        expected[condition] = ([system, user, call, tool_turn(img(path))], meta | tools | zoomed | more)
+    expected["image_after"] = (
+        [system, {"role": "user", "content": [img(image), text(FIGSTEP_PROMPT), img(zoom_path)]}],
+        meta | zoomed,
+    )
+    payload = json.dumps({"name": "zoom_in", "arguments": {"bbox": bbox}})
+    hermes_call = f"<tool_call>\n{payload}\n</tool_call>"
+    stand_in = neutral_line(len(hermes_call))
+    assert abs(len(stand_in) - len(hermes_call)) < 15 and NEUTRAL_TEXT.startswith(stand_in)
+    expected["image_turn"] = (
+        [
+            system,
+            user,
+            {"role": "assistant", "content": [text(stand_in)]},
+            {"role": "user", "content": [img(zoom_path)]},
+        ],
+        meta | zoomed | {"pad_to_call": {"name": "zoom_in", "arguments": {"bbox": bbox}}},
+    )
+    expected["text_trail_long"] = (
+        [system, user, call, tool_turn(text(line))],
+        meta | tools | zoomed | {"tool_result": "text_trail_long", "pad_to_image": zoom_path},
+    )
     assert set(expected) == set(EPISODE_CONDITIONS)
     for condition, (messages, want) in expected.items():
         episode = {"prompt_id": "plain-0", "condition": condition, "messages": messages, "meta": want}
@@ -551,8 +583,9 @@ def test_each_image_is_read_once_and_each_file_written_once(tmp_path, monkeypatc
     monkeypatch.setattr(episodes_module, "save_png", lambda img, path: writes.append(path) or save(img, path))
     episodes = build_episodes_by_condition(prompts, EPISODE_CONDITIONS, tmp_path)
     assert reads == [tmp_path / image for image in prompts["image"]]
-    overrides = {ep["meta"]["override_image"] for c in OVERRIDE_OF for ep in episodes[c]}
-    assert len(overrides) == 3  # one per kind, shared by the two prompts
+    doses = [c for c in EPISODE_CONDITIONS if c.startswith("tool_blank_x")]
+    overrides = {ep["meta"]["override_image"] for c in [*OVERRIDE_OF, *doses] for ep in episodes[c]}
+    assert len(overrides) == 3 + len(doses)  # one per kind and size, shared by the two prompts
     zooms = {f"episodes/plain/images/plain-{i}_zoom.png" for i in range(2)}
     assert sorted(writes) == sorted(tmp_path / path for path in overrides | zooms)
 
@@ -564,3 +597,109 @@ def test_write_episodes_names_the_bad_line(tmp_path):
     with pytest.raises(ContractError, match=rf"^{re.escape(str(out))}:2: messages must be a non-empty list$"):
         write_episodes([ep, {**ep, "messages": []}], out)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the controls of issue 23
+
+
+def test_condition_names_of_the_blank_size_dose():
+    from toolshift import blank_condition, blank_scale, condition_order, is_controlled_condition
+
+    assert blank_scale("tool_blank") == 1 and blank_scale("tool_blank_x0.25") == 0.25
+    assert blank_scale("tool_blank_x4") == 4 and blank_scale("tool_blank_x16") == 16
+    for name in (
+        "tool_blank_x1",
+        "tool_blank_x4.0",
+        "tool_blank_x0",
+        "tool_blank_x",
+        "tool_blank_x-1",
+        "tool",
+    ):
+        assert blank_scale(name) is None, name
+    assert [blank_condition(s) for s in (0.25, 1, 4.0)] == ["tool_blank_x0.25", "tool_blank", "tool_blank_x4"]
+    assert is_controlled_condition("tool_blank_x2") and not is_controlled_condition("tool_blank_x2.50")
+    shuffled = [
+        "text_trail",
+        "tool_blank_x4",
+        "tool_blank_x2",
+        "zzz",
+        "tool_blank",
+        "tool_blank_x0.25",
+        "direct",
+    ]
+    assert sorted(shuffled, key=condition_order) == [
+        "direct", "tool_blank", "tool_blank_x0.25", "tool_blank_x2", "tool_blank_x4", "text_trail", "zzz",
+    ]  # fmt: skip
+    assert sorted(CONDITIONS, key=condition_order) == list(CONDITIONS)
+    assert (
+        CONDITIONS.index("tool_blank") < CONDITIONS.index("tool_blank_x0.25") < CONDITIONS.index("text_trail")
+    )
+    assert CONDITIONS[-3:] == ("image_after", "image_turn", "text_trail_long")
+
+
+@pytest.mark.parametrize(
+    "condition, scale", [("tool_blank_x0.25", 0.25), ("tool_blank_x4", 4), ("tool_blank_x2", 2)]
+)
+def test_blank_dose_returns_white_images_of_scale_times_the_zoom_pixels(built, condition, scale):
+    root, prompts, episodes = built
+    (ep,) = build_episodes(prompts.iloc[:1], condition, root)
+    (blank,) = build_episodes(prompts.iloc[:1], "tool_blank", root)
+    assert ep["messages"][:3] == blank["messages"][:3]  # the same system, user turn and call
+    assert ep["meta"]["tools"] == [ZOOM_TOOL] and ep["meta"]["blank_scale"] == scale
+    image = load_image(root / ep["messages"][3]["content"][0]["path"])
+    zoom_w, zoom_h = blank["meta"]["zoom_size"]
+    assert image.size == scaled_size((zoom_w, zoom_h), scale) != (zoom_w, zoom_h)
+    assert image.width * image.height == pytest.approx(scale * zoom_w * zoom_h, rel=0.01)
+    assert np.asarray(image).min() == 255  # blank
+
+
+def test_a_non_canonical_dose_name_is_rejected(built):
+    root, prompts, _ = built
+    for name in ("tool_blank_x1", "tool_blank_x4.0", "tool_blank_xfour"):
+        with pytest.raises(
+            ConfigError, match=rf"unknown condition '{re.escape(name)}'.*tool_blank_x\{{scale\}}"
+        ):
+            build_episodes(prompts.iloc[:1], name, root)
+
+
+def test_image_after_puts_the_zoom_after_the_text_in_one_turn(built):
+    _, _, episodes = built
+    for ep, direct, no_tool in zip(
+        episodes["image_after"], episodes["direct"], episodes["image_no_tool"], strict=True
+    ):
+        (system, user) = ep["messages"]
+        assert (
+            system == direct["messages"][0] and "tools" not in ep["meta"] and ep["meta"]["tool_name"] is None
+        )
+        image, zoom_part = no_tool["messages"][1]["content"][:2]
+        assert user["content"] == [image, direct["messages"][1]["content"][1], zoom_part]
+
+
+def test_image_turn_has_the_turns_and_images_of_tool_without_the_tool(built):
+    _, _, episodes = built
+    for ep, tool in zip(episodes["image_turn"], episodes["tool"], strict=True):
+        assert [m["role"] for m in ep["messages"]] == ["system", "user", "assistant", "user"]
+        assert ep["messages"][:2] == tool["messages"][:2]
+        line = ep["messages"][2]
+        assert "tool_calls" not in line and line["content"][0]["text"] in NEUTRAL_TEXT
+        assert ep["messages"][3]["content"] == tool["messages"][3]["content"]  # the zoom, in a user turn
+        assert "tools" not in ep["meta"] and ep["meta"]["tool_name"] is None
+        assert ep["meta"]["pad_to_call"] == {"name": "zoom_in", "arguments": {"bbox": tool["meta"]["bbox"]}}
+        assert "zoom_in" not in json.dumps(ep["messages"])  # no call syntax, no tool name
+
+
+def test_text_trail_long_is_text_trail_marked_for_padding(built):
+    _, _, episodes = built
+    for ep, trail, tool in zip(
+        episodes["text_trail_long"], episodes["text_trail"], episodes["tool"], strict=True
+    ):
+        assert ep["messages"] == trail["messages"]  # the adapter pads the line at render time
+        assert ep["meta"]["tool_result"] == "text_trail_long"
+        assert ep["meta"]["pad_to_image"] == tool["messages"][3]["content"][0]["path"]
+
+
+def test_neutral_line_is_cut_at_a_word_and_repeats():
+    assert neutral_line(10) == NEUTRAL_TEXT[: NEUTRAL_TEXT.rfind(" ", 0, 11)]
+    long = neutral_line(3 * len(NEUTRAL_TEXT))
+    assert long.startswith(NEUTRAL_TEXT + " " + NEUTRAL_TEXT) and len(long) <= 3 * len(NEUTRAL_TEXT)
+    assert not any(word in NEUTRAL_TEXT.lower() for word in ("image", "zoom", "tool", "region"))

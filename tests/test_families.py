@@ -13,7 +13,7 @@ import torch
 
 from toolshift.models.adapters import ADAPTERS, NATIVE_FAMILIES
 from toolshift.models.fixtures import ALL_FIXTURE_FAMILIES, REFUSAL_TOKENS, synthetic_episodes
-from toolshift.models.generation import encode, generate, render_prompts
+from toolshift.models.generation import encode, generate, render_prompts, token_counts
 from toolshift.models.hooks import ResidualEdit, ablate_direction, capture_last_token
 from toolshift.models.loading import load_model
 
@@ -245,12 +245,21 @@ def test_ablate_direction_removes_the_component(loaded, episodes, results_root):
 
 @pytest.fixture(scope="module")
 def attack_episodes(tmp_path_factory):
-    """Real episodes of two mini prompts in `tool_offered`, `direct`, `tool` and the three overrides,
-    with the default zoom and with the zooming policy (text_lines, pixels)."""
+    """Real episodes of two mini prompts in `tool_offered`, `direct`, `tool`, the overrides and the controls
+    of the tool's structure, with the default zoom and with the zooming policy (text_lines, pixels)."""
     from toolshift.datasets.prompts import build_prompts, load_mini
     from toolshift.episodes.build import build_episodes_by_condition
 
-    conditions = ["direct", "tool_offered", "tool", "tool_unsafe", "tool_benign", "tool_blank"]
+    conditions = [
+        "direct",
+        "tool_offered",
+        "tool",
+        "tool_unsafe",
+        "tool_benign",
+        "tool_blank",
+        "tool_blank_x4",
+    ]
+    conditions += ["text_trail", "image_no_tool", "image_after", "image_turn", "text_trail_long"]
     out = {}
     for name, options in {
         "default": {},
@@ -293,3 +302,93 @@ def test_tool_and_its_overrides_cost_the_same_visual_tokens(loaded, attack_episo
             counts[condition] = (int((enc["input_ids"] == image_token_id).sum()), enc["input_ids"].shape[1])
         assert len(set(counts.values())) == 1, counts
         assert counts["tool"][0] > 0
+
+
+def texts(parts: list[dict]) -> list[str]:
+    return [p["text"] for p in parts if p["type"] == "text"]
+
+
+def after_by_decoding(tokenizer, ids: list[int], instruction: str) -> int:
+    """The reference count of tokens after the attack text: the fewest leading ids whose decoding holds it."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if instruction in tokenizer.decode(ids[:mid], skip_special_tokens=False):
+            hi = mid
+        else:
+            lo = mid + 1
+    return len(ids) - lo
+
+
+N_IMAGES = {"direct": 1, "tool": 2, "tool_blank_x4": 2, "text_trail": 1, "image_no_tool": 2, "image_after": 2}
+N_IMAGES |= {"image_turn": 2, "text_trail_long": 1}
+
+
+@pytest.mark.parametrize("policy", ["default", "text_lines"])
+def test_token_counts_of_every_control(loaded, attack_episodes, policy):
+    """The token columns on the family's own processor: they add up, the tokens after the attack text
+    equal a decoding reference, and each control holds constant what it is built to hold."""
+    root, episodes = attack_episodes[policy]
+    tokenizer = loaded.processor.tokenizer
+    for i in range(len(episodes["tool"])):
+        counts = {}
+        for condition in N_IMAGES:
+            episode = episodes[condition][i]
+            (c,) = token_counts(loaded, [episode], root)
+            ids = encode(loaded, [episode], root)["input_ids"][0].tolist()
+            assert c["n_prompt_tokens"] == len(ids) == c["n_visual_tokens"] + c["n_text_tokens"], condition
+            assert c["n_images"] == N_IMAGES[condition], condition
+            instruction = texts(episode["messages"][1]["content"])[-1]
+            assert c["n_after_instruction"] == after_by_decoding(tokenizer, ids, instruction), condition
+            counts[condition] = c
+        for condition in ("direct", "text_trail", "text_trail_long", "image_no_tool"):
+            assert counts[condition]["n_visual_after_instruction"] == 0, condition
+        assert counts["text_trail"]["n_visual_tokens"] == counts["direct"]["n_visual_tokens"]
+        # image_after is image_no_tool with the zoom moved after T: the same images, the zoom's tokens after
+        after, before = counts["image_after"], counts["image_no_tool"]
+        assert after["n_visual_tokens"] == before["n_visual_tokens"]
+        moved = after["n_after_instruction"] - before["n_after_instruction"]
+        assert moved == after["n_visual_after_instruction"]
+        # ... as `tool` and `image_turn` show it after T: the same image, up to the whitespace a template
+        # merges with its neighbours (an image "adds" the prompt minus the prompt without it; at most 2)
+        zoom = counts["tool"]["n_visual_after_instruction"]
+        assert zoom > 0 and abs(counts["image_turn"]["n_visual_after_instruction"] - zoom) <= 2
+        assert moved == 0 if loaded.adapter.images_first else abs(moved - zoom) <= 2
+        # text_trail_long: the trail line padded to the tokens of the image it replaces (never shorter)
+        tool, trail, long = counts["tool"], counts["text_trail"], counts["text_trail_long"]
+        assert long["n_after_instruction"] == max(tool["n_after_instruction"], trail["n_after_instruction"])
+        assert long["n_visual_tokens"] == trail["n_visual_tokens"]
+
+
+def test_image_turn_line_is_neutral_and_as_long_as_the_family_call(loaded, attack_episodes):
+    from toolshift.episodes.build import NEUTRAL_TEXT
+    from toolshift.models.token_counts import PAD_UNITS, token_counter
+
+    root, episodes = attack_episodes["text_lines"]
+    adapter, counter = loaded.adapter, token_counter(loaded.processor, loaded.adapter)
+    for turn, tool in zip(episodes["image_turn"], episodes["tool"], strict=True):
+        line = adapter.render_messages(turn, root, loaded.processor)[0][2]["content"][0]["text"]
+        call = adapter.render_messages(tool, root, loaded.processor)[0][2]["content"][0]["text"]
+        assert call == adapter.call_turn_text(turn["meta"]["pad_to_call"], turn["meta"], "test")
+        assert counter.text_tokens(line) == counter.text_tokens(call) > 5
+        units = {unit.strip() for unit in PAD_UNITS}
+        assert set(line.split()) <= set(NEUTRAL_TEXT.split()) | units  # neutral words (and one-token units)
+
+
+def test_text_trail_long_pads_the_family_trail_line(generic, attack_episodes):
+    """(The families in their own protocol: tests/test_native_families.py.)"""
+    from toolshift.datasets.images import image_size
+    from toolshift.models.token_counts import token_counter
+
+    loaded = generic
+    root, episodes = attack_episodes["text_lines"]
+    adapter, counter = loaded.adapter, token_counter(loaded.processor, loaded.adapter)
+    for long, trail in zip(episodes["text_trail_long"], episodes["text_trail"], strict=True):
+        padded = "".join(texts(adapter.render_messages(long, root, loaded.processor)[0][3]["content"]))
+        plain = "".join(texts(adapter.render_messages(trail, root, loaded.processor)[0][3]["content"]))
+        line = adapter.text_trail_text(trail["messages"][2]["tool_calls"][0], trail["meta"], "test")
+        head, tail = plain.split(line)
+        assert padded.startswith(head + line) and padded.endswith(tail)
+        content = padded[len(head) : len(padded) - len(tail)]
+        target = counter.image_tokens(image_size(root / long["meta"]["pad_to_image"]), 2)
+        assert counter.text_tokens(content) == max(target, counter.text_tokens(line))

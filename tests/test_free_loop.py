@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.contracts import FREE_COLUMNS
+from toolshift.contracts import FREE_COLUMNS, TOKEN_COLUMNS
 from toolshift.datasets.images import load_image, zoom
 from toolshift.datasets.prompts import build_prompts, load_mini
 from toolshift.episodes.build import build_episodes
@@ -418,6 +418,7 @@ def test_run_free_reads_calls_with_the_models_adapter(free_setup):
                 rendered.extend(self.adapter.render_messages(ep, results_root)[0] for ep in eps)
                 texts = [native(QWEN3_WRITTEN) if len(ep["messages"]) == 2 else "It is a list." for ep in eps]
                 df = pd.DataFrame({"response": texts, "n_prompt_tokens": 10, "n_new_tokens": 5})
+                df = df.assign(**dict.fromkeys(TOKEN_COLUMNS, 1))
                 states = np.zeros((len(eps), 2, 3), np.float32) if request.capture else None
                 results.append(RunResult(df, states, self.name))
             return results
@@ -426,6 +427,7 @@ def test_run_free_reads_calls_with_the_models_adapter(free_setup):
     df, states = run_free(loaded, episodes, root, images_dir="runs/fake/mini/free/images", max_turns=2)
     assert df["n_tool_calls"].tolist() == [1] * 4 and df["n_malformed_calls"].tolist() == [0] * 4
     assert df["response"].tolist() == ["It is a list."] * 4 and states.shape == (4, 2, 3)
+    assert (df[list(TOKEN_COLUMNS)] == 1).all().all()  # the final turn's token counts
     crop = crop_pixels(root, crop_relpath("runs/fake/mini/free/images", episodes[0]["prompt_id"], 1, 0))
     assert np.array_equal(crop, np.asarray(zoom(original_image(root, episodes[0]), QWEN3_PIXELS)))
     assert len(rendered) == 8 and "image_zoom_in_tool" in assistant_text(rendered[-1])
@@ -482,6 +484,7 @@ def test_fixture_model_sees_the_crop(free_setup, qwen):
     assert df["response"].tolist() == alone["response"].tolist()
     first_prompt = generate(qwen, episodes, root, max_new_tokens=1, capture=False, progress=False)[0]
     for pid, n_first in zip(first_prompt["prompt_id"], first_prompt["n_prompt_tokens"], strict=True):
-        n_final, _ = model_step.counts[pid]
-        assert n_final > n_first  # the tool call and the crop's image tokens were added
+        final = model_step.counts[pid]
+        assert final["n_prompt_tokens"] > n_first  # the tool call and the crop's image tokens were added
+        assert final["n_images"] == 2 and final["n_visual_after_instruction"] > 0  # the crop, after T
     assert model_step.states(list(df["prompt_id"])).shape == (len(episodes), qwen.n_layers, qwen.hidden_size)

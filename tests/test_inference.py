@@ -10,6 +10,7 @@ position bug would differ at order 1 relative. Greedy text must be identical.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -164,3 +165,26 @@ def test_bad_arguments(models, episodes, results_root):
         load_model("unused", "gpt2")
     with pytest.raises(ConfigError, match="dtype"):
         load_model("unused", "llava", dtype="int8")
+
+
+@pytest.mark.parametrize("family", FIXTURE_FAMILIES)
+def test_every_response_records_its_token_counts(family, models, batched, episodes, results_root):
+    """The token columns of `generate` are those of each prompt encoded alone (padding and batching do not
+    change them), add up to the prompt length, and count the images and the tokens after the attack text."""
+    from toolshift.contracts import TOKEN_COLUMNS
+    from toolshift.models.generation import token_counts
+
+    df, _ = batched[family]
+    alone = pd.DataFrame([token_counts(models[family], [ep], results_root)[0] for ep in episodes])
+    for column in ("n_prompt_tokens", *TOKEN_COLUMNS):
+        assert df[column].tolist() == alone[column].tolist(), column
+        assert pd.api.types.is_integer_dtype(df[column]) and (df[column] >= 0).all(), column
+    assert (df["n_visual_tokens"] + df["n_text_tokens"] == df["n_prompt_tokens"]).all()
+    images = {"direct": 1, "tool": 2, "text_trail": 1, "image_no_tool": 2}
+    assert df["n_images"].tolist() == [images[c] for c in df["condition"]]
+    assert ((df["n_visual_after_instruction"] > 0) == (df["condition"] == "tool")).all()  # the zoom after T
+    direct = df[df["condition"] == "direct"]
+    assert (direct["n_after_instruction"] == direct["n_after_instruction"].iloc[0]).all()  # the gen. prompt
+    assert (
+        df.loc[df["condition"] == "tool", "n_after_instruction"] > direct["n_after_instruction"].max()
+    ).all()

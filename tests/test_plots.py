@@ -44,7 +44,7 @@ from toolshift.report.figures.representation import (
     plot_probes,
     plot_projections,
 )
-from toolshift.report.figures.style import CONDITION_PALETTE
+from toolshift.report.figures.style import CONDITION_PALETTE, condition_color
 
 FIGURE_MODULES = (behaviour, headline, intervention_cost, interventions, representation)
 
@@ -132,10 +132,28 @@ def _check_written(png, caption: str) -> None:
     assert leftovers == []
 
 
+SHADES = {"tool_blank_x0.25": "tool_blank", "tool_blank_x4": "tool_blank", "text_trail_long": "text_trail"}
+SHADES |= {"image_after": "image_no_tool", "image_turn": "image_no_tool"}
+"""The controls drawn in a lighter or darker shade of the condition whose amount or place they vary."""
+
+
 def test_palette_is_fixed_and_colour_blind_safe():
+    import colorsys
+
+    import matplotlib.colors
+
     assert set(CONDITIONS) <= set(CONDITION_PALETTE)
     assert len(set(CONDITION_PALETTE.values())) == len(CONDITION_PALETTE)
-    assert set(CONDITION_PALETTE.values()) <= set(sns.color_palette("colorblind").as_hex())
+    base = {c: v for c, v in CONDITION_PALETTE.items() if c not in SHADES}
+    assert set(base.values()) <= set(sns.color_palette("colorblind").as_hex())
+    for condition, parent in SHADES.items():
+        (h, light, s), (h0, light0, s0) = (
+            colorsys.rgb_to_hls(*matplotlib.colors.to_rgb(CONDITION_PALETTE[c])) for c in (condition, parent)
+        )
+        assert abs(h - h0) < 0.01 and abs(s - s0) < 0.02 and abs(light - light0) >= 0.15, (
+            condition
+        )  # lightness only
+    assert condition_color("tool_blank_x2") not in CONDITION_PALETTE.values()  # an unlisted dose: a shade
 
 
 def test_asr_by_condition_writes_png_svg_and_caption(tmp_path):
@@ -144,8 +162,10 @@ def test_asr_by_condition_writes_png_svg_and_caption(tmp_path):
     _check_written(png, caption)
     assert "n = 20" in caption and "keyword" in caption and "Wilson" in caption
     colours = _colours(png)
-    for c in CONDITIONS:
-        assert _rgb(CONDITION_PALETTE[c]) in colours, c
+    asr = synthetic_asr()
+    for c in CONDITIONS:  # every condition with a bar (ASR above 0 in some model)
+        if (asr.loc[asr["condition"] == c, "n_unsafe"] > 0).any():
+            assert _rgb(CONDITION_PALETTE[c]) in colours, c
 
 
 def test_asr_by_condition_colour_follows_condition_not_position(tmp_path):

@@ -44,6 +44,11 @@ def good_responses(prompts_path, *, condition=CONDITION, intervention="none") ->
             "n_new_tokens": [3, 3, -1, 3],
             "max_new_tokens": 8,
             "do_sample": False,
+            "n_images": 1,
+            "n_visual_tokens": [4, 4, 4, -1],
+            "n_text_tokens": [6, 7, 8, -1],
+            "n_after_instruction": [3, 3, 3, -1],
+            "n_visual_after_instruction": [0, 0, 0, -1],
         }
     )
     return attach_prompt_fields(generated, pd.read_parquet(prompts_path), MODEL, intervention)
@@ -106,6 +111,21 @@ def test_responses_only_run_passes_unless_activations_are_required(run_dir, prom
         (lambda df: df.assign(harmful=df["harmful"].astype(str)), "column harmful must be boolean"),
         (lambda df: df.assign(n_new_tokens=df["n_new_tokens"] * 1.0), "column n_new_tokens must be integer"),
         (lambda df: df.assign(n_prompt_tokens=-5), "column n_prompt_tokens has values below -1"),
+        (lambda df: df.assign(n_images=-2), "column n_images has values below -1"),
+        (lambda df: df.assign(n_after_instruction=1.0), "column n_after_instruction must be integer"),
+        (
+            lambda df: df.assign(n_text_tokens=[6, 7, 9, -1]),
+            "token counts do not add up (n_visual_tokens + n_text_tokens != n_prompt_tokens) in 1 row(s), "
+            "first 'p2'",
+        ),
+        (
+            lambda df: df.assign(n_after_instruction=[3, 30, 3, -1]),
+            "(n_after_instruction > n_prompt_tokens) in 1 row(s), first 'p1'",
+        ),
+        (
+            lambda df: df.assign(n_visual_after_instruction=[4, 0, 0, -1], n_after_instruction=[3, 3, 3, -1]),
+            "(n_visual_after_instruction > n_after_instruction or n_visual_tokens) in 1 row(s), first 'p0'",
+        ),
         (lambda df: df.assign(prompt_id=[0, 1, 2, 3]), "column prompt_id must hold strings"),
         (
             lambda df: df.assign(harmful=~df["harmful"]),

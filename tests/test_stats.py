@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from toolshift.analysis.stats import (
     MIN_BOOT_SHARE,
@@ -510,3 +511,85 @@ def test_interval_input_checks():
         mcnemar_exact(np.zeros(2, bool), np.zeros(3, bool))
     assert all(math.isnan(x) for x in relative_reduction_ci(np.array([False]), np.array([True])))
     assert relative_reduction_ci(np.array([True]), np.array([False]))[1] == 1.0
+
+
+# --------------------------------------------------------------------------- paired TOST
+
+
+def test_tango_score_statistic_reference_values():
+    """At delta 0 it is McNemar's z; without discordant pairs the restricted MLE is 0 and
+    z = -n delta / sqrt(n delta (1 - delta)) in closed form; it falls as delta grows."""
+    from toolshift.analysis.stats import tango_z
+
+    for x, y in ((3, 1), (10, 2), (0, 5)):
+        assert tango_z(x, y, 40, 0.0) == pytest.approx((x - y) / math.sqrt(x + y), rel=1e-12)
+    for n, m in ((10, 0.1), (60, 0.1), (200, 0.05)):
+        assert tango_z(0, 0, n, m) == pytest.approx(-math.sqrt(n * m / (1 - m)), rel=1e-12)
+        assert tango_z(0, 0, n, -m) == pytest.approx(math.sqrt(n * m / (1 - m)), rel=1e-12)
+    zs = [tango_z(7, 3, 50, d) for d in np.linspace(-0.9, 0.9, 19)]
+    assert all(a > b for a, b in zip(zs, zs[1:], strict=False))
+    # the restricted MLE solves the likelihood under H0: checked against a direct numerical maximum
+    from scipy.optimize import minimize_scalar
+
+    x, y, n, d = 7, 3, 50, 0.2
+
+    def nll(q):  # P(A only) = q, P(B only) = q + d, concordant: 1 - 2q - d
+        return -(x * math.log(q + d) + y * math.log(q) + (n - x - y) * math.log(1 - 2 * q - d))
+
+    q = minimize_scalar(nll, bounds=(1e-9, (1 - d) / 2 - 1e-9), method="bounded", options={"xatol": 1e-12}).x
+    assert tango_z(x, y, n, d) == pytest.approx(
+        (x - y - n * d) / math.sqrt(n * (2 * q + d * (1 - d))), rel=1e-6
+    )
+
+
+def test_paired_tost_p_and_interval_agree():
+    """p is the larger one-sided p; the interval's limits are where |z| = z_(1 - alpha); the interval lies
+    inside the margin exactly when p < alpha."""
+    from toolshift.analysis.stats import paired_tost, tango_z
+
+    a = np.array([1] * 1 + [0] * 3 + [1] * 10 + [0] * 26, dtype=bool)
+    b = np.array([0] * 1 + [1] * 3 + [1] * 10 + [0] * 26, dtype=bool)
+    p, lo, hi = paired_tost(a, b, 0.1, 0.05)
+    assert p == pytest.approx(max(norm.sf(tango_z(3, 1, 40, -0.1)), norm.cdf(tango_z(3, 1, 40, 0.1))))
+    assert tango_z(3, 1, 40, lo) == pytest.approx(1.644854, rel=1e-5)
+    assert tango_z(3, 1, 40, hi) == pytest.approx(-1.644854, rel=1e-5)
+    assert lo < 2 / 40 < hi
+    for alpha in (0.05, 0.1, 0.2, 0.3):
+        for margin in (0.05, 0.1, 0.2):
+            p, lo, hi = paired_tost(a, b, margin, alpha)
+            assert (p < alpha) == (-margin < lo and hi < margin), (alpha, margin)
+
+
+def test_paired_tost_edges_and_input_checks():
+    from toolshift.analysis.stats import paired_tost
+
+    assert all(math.isnan(v) for v in paired_tost(np.array([], bool), np.array([], bool), 0.1))
+    z = np.zeros(10, bool)
+    assert paired_tost(z, z, 0.1)[0] == pytest.approx(norm.cdf(-math.sqrt(1 / 0.9)))  # 10 agreeing: 0.146
+    assert paired_tost(np.zeros(60, bool), np.zeros(60, bool), 0.1)[0] < 0.01
+    everything = paired_tost(np.zeros(30, bool), np.ones(30, bool), 0.1)
+    assert everything[0] > 0.99 and everything[2] == pytest.approx(1.0)
+    for margin in (0, -0.1, 1):
+        with pytest.raises(ValueError, match="margin must be in"):
+            paired_tost(z, z, margin)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        paired_tost(z, z, 0.1, 0.5)
+
+
+def test_paired_tost_size_at_the_margin_and_power_inside_it():
+    """Planted: a true difference on the margin (0.1) is declared equivalent at most about alpha of the
+    time (an intersection-union test at level alpha); a true difference of 0 usually is at n = 300."""
+    from toolshift.analysis.stats import paired_tost
+
+    rng = np.random.default_rng(3)
+    n, reps = 200, 400
+    rejected = equivalent = 0
+    for _ in range(reps):
+        u = rng.random(n)
+        a = u < 0.5
+        b = a | ((u > 0.5) & (u < 0.6))  # P(B only) = 0.1, P(A only) = 0: the difference is the margin
+        rejected += paired_tost(a, b, 0.1, 0.05)[0] < 0.05
+        u = rng.random(300)
+        a, b = u < 0.5, (u < 0.45) | ((u > 0.5) & (u < 0.55))  # 5 % discordant each way: difference 0
+        equivalent += paired_tost(a, b, 0.1, 0.05)[0] < 0.05
+    assert rejected / reps <= 0.075 and equivalent / reps >= 0.9

@@ -1,7 +1,8 @@
 """End to end: the Snakemake DAG on a reduced embedded config, in a temporary directory.
 
-One module-scoped run (two fixture models x nine conditions and `free`, two shards, a few interventions) feeds
-every test here: each contract file is checked, the book is there, and a second run has nothing to do.
+One module-scoped run (two fixture models x every controlled condition and `free`, two shards, a few
+interventions) feeds every test here: each contract file is checked, the book is there, and a second run
+has nothing to do.
 """
 
 from __future__ import annotations

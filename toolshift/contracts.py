@@ -28,6 +28,12 @@ PROMPT_COLUMNS: tuple[str, ...] = (
 )
 """`prompts.parquet`: one row per prompt; `image` is a path relative to the results root."""
 
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "n_images", "n_visual_tokens", "n_text_tokens", "n_after_instruction", "n_visual_after_instruction"
+)  # fmt: skip
+"""How a response's prompt splits into tokens (toolshift.models.token_counts: images, their tokens, the rest,
+the tokens after the end of the attack text T and its visual tokens); -1 where the backend cannot count."""
+
 RESPONSE_COLUMNS: tuple[str, ...] = (
     "prompt_id",
     "dataset",
@@ -43,10 +49,11 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
     "do_sample",
     "engine",
     "zoom_scale",
+    *TOKEN_COLUMNS,
 )
 """`responses.parquet`: one row per generation; `intervention` is `none` or the intervention id; `engine`
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
-magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
+magnification (`meta.zoom_scale`; NaN in conditions without a zoom box); then TOKEN_COLUMNS."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
 """Judged tables: a responses table plus the judge's verdict."""
@@ -444,8 +451,24 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "holm_p",
     "expected",
     "verdict",
+    *("test", "margin", "tost_p", "tost_ci_low", "tost_ci_high"),
 )
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); `test` is
+`mcnemar` or `tost` (equivalence within `margin`: toolshift.analysis.contrasts)."""
+
+TOKEN_COUNT_COLUMNS: tuple[str, ...] = (
+    "model", "family", "dataset", "split", "condition", "n", *TOKEN_COLUMNS,
+    "n_after_instruction_min", "n_after_instruction_max",
+)  # fmt: skip
+"""`tables/token_counts.csv`: per (model, dataset, condition) the mean token counts of the harmful prompts
+without intervention, and the range of `n_after_instruction` (toolshift.analysis.tokens)."""
+
+TOKENS_MODEL_COLUMNS: tuple[str, ...] = (
+    "model", "dataset", "judge", "split", "term", "coef", "se", "z", "p", "ci_low", "ci_high",
+    "n", "n_unsafe", "reference", "dropped_levels", "converged", "note",
+)  # fmt: skip
+"""`tables/tokens_model.csv`: one row per term of the logistic model unsafe ~ level + n_after_instruction per
+(model, dataset, judge); the tokens term is `n_after_instruction` (per token; toolshift.analysis.tokens)."""
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",

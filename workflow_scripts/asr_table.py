@@ -1,5 +1,5 @@
 """Rule asr_table: judged tables + splits -> ASR (test, validation, per category), over-refusal, headline,
-the claims' paired contrasts, ASR by zoom scale."""
+the claims' paired contrasts, ASR by zoom scale, the token counts and the tokens model."""
 
 import pandas as pd
 
@@ -12,6 +12,7 @@ from toolshift.analysis.tables import (
     free_tool_use_table,
     over_refusal_table,
 )
+from toolshift.analysis.tokens import token_counts_table, tokens_model_table
 from toolshift.common.steps import run_step
 from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv
 from toolshift.datasets.splits import read_splits
@@ -31,8 +32,12 @@ def main(smk) -> None:
     )
     write_csv(free_tool_use_table(judged, splits=splits, split="test"), smk.output.free_tool_use)
     write_csv(headline_table(judged, judge=smk.params.judge, split="test", **kw), smk.output.headline)
-    write_csv(contrasts_table(judged, split="test", **kw), smk.output.contrasts)
+    margin = stats["equivalence_margin"]
+    write_csv(contrasts_table(judged, split="test", equivalence_margin=margin, **kw), smk.output.contrasts)
     write_csv(asr_by_scale_table(judged, splits=splits, split="test"), smk.output.asr_by_scale)
+    families = dict(smk.params.families)
+    write_csv(token_counts_table(judged, families=families, splits=splits), smk.output.token_counts)
+    write_csv(tokens_model_table(judged, splits=splits, split="test"), smk.output.tokens_model)
 
 
 run_step(snakemake, main)

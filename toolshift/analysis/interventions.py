@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import toolshift
 from toolshift.errors import ConfigError, ContractError
 from toolshift.models.hooks import ResidualEdit
 
@@ -89,7 +90,7 @@ _ID_RE = {
     "random": re.compile(rf"random_a(?P<alpha>{_NUM})_s(?P<seed>\d+)"),
     "subtract": re.compile(r"subtract"),
     "ablate": re.compile(r"ablate"),
-    "ablate_refusal": re.compile(r"ablate_refusal_(?P<condition>[A-Za-z0-9_]+)"),
+    "ablate_refusal": re.compile(r"ablate_refusal_(?P<condition>[A-Za-z0-9_.]+)"),
     "transfer": re.compile(rf"transfer_a(?P<alpha>{_NUM})_from_(?P<source>[A-Za-z0-9][A-Za-z0-9._-]*)"),
 }
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -145,7 +146,7 @@ class InterventionSpec:
         if self.kind in PER_CONDITION_KINDS:
             base = self.base_condition
             allowed = controlled_conditions()
-            if base not in allowed:
+            if not isinstance(base, str) or not toolshift.is_controlled_condition(base):
                 raise ConfigError(
                     f"intervention {self.kind}: base_condition {base!r} must be a controlled condition "
                     f"({', '.join(allowed)})"
@@ -281,14 +282,14 @@ def ablate_refusal_conditions(
     if value in (None, False):
         return []
     if value is True:
-        return [c for c in configured if c in controlled]
+        return [c for c in configured if toolshift.is_controlled_condition(c)]
     if not isinstance(value, list | tuple):
         raise ConfigError(
             f"interventions.ablate_refusal: expected true, false or a list of conditions, got {value!r}"
         )
     out: list[str] = []
     for c in value:
-        if not isinstance(c, str) or c not in controlled:
+        if not isinstance(c, str) or not toolshift.is_controlled_condition(c):
             raise ConfigError(
                 f"interventions.ablate_refusal: {c!r} is not a controlled condition "
                 f"(one of {', '.join(controlled)})"

@@ -1,6 +1,12 @@
 """Statistics for ASR tables: Wilson intervals, exact McNemar tests, the Bonett-Price interval of a ratio of
 paired proportions, paired bootstrap intervals and Holm.
 
+Wilson intervals, the exact McNemar test and Holm's adjustment are statsmodels'
+(`proportion_confint(method="wilson")`, `mcnemar(exact=True)`, `multipletests(method="holm")`), wrapped for
+the package's edge cases and checked against hand-computed references in tests/test_stats.py; the
+Bonett-Price interval of a paired ratio and the equivalence test of paired proportions (`paired_tost`),
+which statsmodels lacks, are written out here.
+
 Arguments that are not meaningful numbers (k > n, mismatched pair lengths, conf outside (0, 1)) raise
 ValueError: these functions are called by the library, not fed by users directly.
 """
@@ -12,7 +18,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binom, norm
+from scipy.stats import norm
 
 
 @lru_cache(maxsize=64)
@@ -23,19 +29,17 @@ def _z(conf: float) -> float:
 
 
 def wilson_ci(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (nan, nan) when n = 0."""
+    """Wilson score interval for k successes in n trials (statsmodels' `proportion_confint`, method
+    "wilson"); exactly 0 / 1 at k = 0 / k = n; (nan, nan) when n = 0."""
+    from statsmodels.stats.proportion import proportion_confint
+
     if n < 0 or k < 0 or k > n:
         raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k!r}, n={n!r}")
     if n == 0:
         return (math.nan, math.nan)
-    z = _z(conf)
-    p = k / n
-    z2n = z * z / n
-    centre = (p + z2n / 2) / (1 + z2n)
-    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return (lo, hi)
+    _z(conf)
+    lo, hi = proportion_confint(int(k), int(n), alpha=1 - conf, method="wilson")
+    return (0.0 if k == 0 else max(0.0, float(lo)), 1.0 if k == n else min(1.0, float(hi)))
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,10 +51,11 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided exact McNemar p for paired booleans: binomial test of the discordant pairs at 1/2.
-
-    p = 1 when there is no discordant pair.
+    """Two-sided exact McNemar p for paired booleans: binomial test of the discordant pairs at 1/2
+    (statsmodels' `mcnemar(exact=True)`). p = 1 when there is no discordant pair.
     """
+    from statsmodels.stats.contingency_tables import mcnemar
+
     a, b = _paired(a, b)
     a = a.astype(bool)
     b = b.astype(bool)
@@ -58,8 +63,8 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
     only_b = int(np.sum(~a & b))
     if only_a + only_b == 0:
         return 1.0
-    # Binomial(n, 1/2) is symmetric, so the two-sided exact p (scipy's binomtest) is twice the smaller tail
-    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), only_a + only_b, 0.5)))
+    table = [[int(np.sum(a & b)), only_a], [only_b, int(np.sum(~a & ~b))]]
+    return float(min(1.0, mcnemar(table, exact=True).pvalue))
 
 
 def relative_reduction(base: np.ndarray | float, treat: np.ndarray | float) -> float:
@@ -253,12 +258,15 @@ def percentile_ci(values: np.ndarray, conf: float = 0.95) -> tuple[float, float]
 
 
 def holm_adjust(pvalues: np.ndarray | list[float]) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values for one family of tests; NaN stays NaN and is not counted.
+    """Holm (1979) step-down adjusted p-values for one family of tests (statsmodels' `multipletests`,
+    method "holm"); NaN stays NaN and is not counted.
 
     With m finite p-values sorted p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1)
     p_(j)). Rejecting where the adjusted p < alpha controls the family-wise error rate at alpha under any
     dependence between the tests.
     """
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(pvalues, dtype=np.float64)
     if p.ndim != 1:
         raise ValueError(f"holm_adjust needs a 1-D array of p-values, got shape {p.shape}")
@@ -266,13 +274,64 @@ def holm_adjust(pvalues: np.ndarray | list[float]) -> np.ndarray:
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise ValueError(f"holm_adjust: p-values must lie in [0, 1], got {p[finite].tolist()}")
     out = np.full_like(p, np.nan)
-    vals = p[finite]
-    m = vals.size
-    if m == 0:
-        return out
-    order = np.argsort(vals, kind="stable")
-    scaled = np.minimum(1.0, (m - np.arange(m)) * vals[order])
-    adjusted = np.empty(m)
-    adjusted[order] = np.maximum.accumulate(scaled)
-    out[finite] = adjusted
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
     return out
+
+
+def tango_z(only_b: int, only_a: int, n: int, delta: float) -> float:
+    """Tango's (1998) asymptotic score statistic for H0: P(B only) - P(A only) = `delta` in n matched pairs
+    (`only_b`, `only_a`: the discordant pairs), with the restricted maximum-likelihood estimate of P(A only):
+
+        z = (only_b - only_a - n delta) / sqrt(n (2 q + delta (1 - delta))),
+        q = (-B + sqrt(B^2 - 4 A C)) / (2 A),  A = 2n,  B = -only_b - only_a + (2n - only_b + only_a) delta,
+        C = -only_a delta (1 - delta)
+
+    (Tango T., Statistics in Medicine 17:891-908, 1998). At delta = 0 it is McNemar's z.
+    """
+    a_ = 2.0 * n
+    b_ = -only_b - only_a + (2.0 * n - only_b + only_a) * delta
+    c_ = -only_a * delta * (1 - delta)
+    q = (-b_ + math.sqrt(max(b_ * b_ - 4 * a_ * c_, 0.0))) / (2 * a_)
+    var = n * (2 * q + delta * (1 - delta))
+    diff = only_b - only_a - n * delta
+    if var <= 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return diff / math.sqrt(var)
+
+
+def paired_tost(
+    a: np.ndarray, b: np.ndarray, margin: float, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """Equivalence of two paired proportions: TOST of |mean(b) - mean(a)| < `margin` for paired booleans.
+
+    Returns (p, low, high): p = max of the two one-sided p-values of Tango's score test (`tango_z`; H0:
+    diff <= -margin, H0: diff >= margin), and the (1 - 2 alpha) Tango score interval of the difference
+    (the differences neither one-sided test at level alpha rejects), which lies inside (-margin, margin)
+    exactly when p < alpha. Tango's interval is the one Fagerland, Lydersen & Laake (Statistics in Medicine
+    33:2850, 2014) recommend for a difference of paired proportions; its variance is taken under each null,
+    so agreement on a handful of prompts is not mistaken for equivalence (10 concordant pairs give
+    p = 0.15 at margin 0.1; 60 give p = 0.005). statsmodels has TOST for one proportion, two independent
+    ones and paired means (a t test whose se is 0 without a discordant pair), not for paired proportions.
+    (nan, nan, nan) without pairs.
+    """
+    from scipy.optimize import brentq
+
+    a, b = _paired(a, b)
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1), got {margin!r}")
+    a = a.astype(bool)
+    b = b.astype(bool)
+    n = int(a.size)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    x, y = int(np.sum(b & ~a)), int(np.sum(a & ~b))
+    p = max(float(norm.sf(tango_z(x, y, n, -margin))), float(norm.cdf(tango_z(x, y, n, margin))))
+    z = float(norm.ppf(1 - alpha))
+    # z(delta) falls from +inf at delta -> -1 to -inf at delta -> 1: the limits are where it crosses -/+ z
+    edge = 1 - 1e-12
+    low = brentq(lambda d: tango_z(x, y, n, d) - z, -edge, edge) if tango_z(x, y, n, -edge) > z else -1.0
+    high = brentq(lambda d: tango_z(x, y, n, d) + z, -edge, edge) if tango_z(x, y, n, edge) < -z else 1.0
+    return (p, float(low), float(high))

@@ -4,7 +4,9 @@ A replacement inference rule (vLLM, an API, a cluster job of your own) is accept
 DAG exactly when its run directory passes these checks:
 
 - `responses.parquet`: every column of `toolshift.contracts.RESPONSE_COLUMNS` with the right dtype
-  (strings; `harmful` and `do_sample` boolean; token counts integer, -1 meaning "not reported");
+  (strings; `harmful` and `do_sample` boolean; token counts integer, -1 meaning "not reported", and
+  consistent where reported: visual + text tokens = prompt tokens, the tokens after the instruction at
+  most the prompt's, its visual tokens at most both);
   one row per prompt, with prompt ids exactly those of the prompts table (or of the episodes file
   when one is given); `model`, `condition` and `intervention` equal to what the path says; `dataset`,
   `category` and `harmful` equal to the prompts table's; no missing `response`.
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolshift.contracts import RESPONSE_COLUMNS, read_episodes, read_prompts
+from toolshift.contracts import RESPONSE_COLUMNS, TOKEN_COLUMNS, read_episodes, read_prompts
 from toolshift.errors import ConfigError, ContractError
 
 RESPONSES_FILE = "responses.parquet"
@@ -46,7 +48,7 @@ STRING_COLUMNS: tuple[str, ...] = (
     "engine",
 )
 BOOL_COLUMNS: tuple[str, ...] = ("harmful", "do_sample")
-INT_COLUMNS: tuple[str, ...] = ("n_prompt_tokens", "n_new_tokens", "max_new_tokens")
+INT_COLUMNS: tuple[str, ...] = ("n_prompt_tokens", "n_new_tokens", "max_new_tokens", *TOKEN_COLUMNS)
 NO_INTERVENTION = "none"
 
 
@@ -63,6 +65,31 @@ def _is_string_column(series: pd.Series) -> bool:
     if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
         return True
     return series.dtype == object and all(isinstance(v, str) for v in series.dropna())
+
+
+def _token_problems(df: pd.DataFrame, where: str) -> list[str]:
+    """The token counts of each row add up (rows with a count not reported, -1, are left out)."""
+    columns = ("n_prompt_tokens", *TOKEN_COLUMNS)
+    if not all(c in df.columns and pd.api.types.is_integer_dtype(df[c].dtype) for c in columns):
+        return []
+    known = df[(df[list(columns)] >= 0).all(axis=1)]
+    visual, text, after = known["n_visual_tokens"], known["n_text_tokens"], known["n_after_instruction"]
+    visual_after = known["n_visual_after_instruction"]
+    checks = (
+        ("n_visual_tokens + n_text_tokens != n_prompt_tokens", visual + text != known["n_prompt_tokens"]),
+        ("n_after_instruction > n_prompt_tokens", after > known["n_prompt_tokens"]),
+        ("n_visual_after_instruction > n_after_instruction or n_visual_tokens",
+         (visual_after > after) | (visual_after > visual)),
+    )  # fmt: skip
+    problems = []
+    for what, bad in checks:
+        if bad.any():
+            ids = known.loc[bad, "prompt_id"] if "prompt_id" in known.columns else known.index[bad]
+            n = int(bad.sum())
+            problems.append(
+                f"{where}: token counts do not add up ({what}) in {n} row(s), first {_first(ids)}"
+            )
+    return problems
 
 
 def response_problems(
@@ -97,6 +124,7 @@ def response_problems(
         elif col in present and (df[col] < (1 if col == "max_new_tokens" else -1)).any():
             low = "1" if col == "max_new_tokens" else "-1 (-1 = not reported)"
             problems.append(f"{where}: column {col} has values below {low}")
+    problems += _token_problems(df, where)
     if "zoom_scale" in present:
         if not pd.api.types.is_float_dtype(df["zoom_scale"].dtype):
             problems.append(f"{where}: column zoom_scale must be float, got dtype {df['zoom_scale'].dtype}")

@@ -139,12 +139,21 @@ def _check_names(config: dict[str, Any]) -> None:
         for name in (source, target):
             if name not in config["datasets"]:
                 raise ConfigError(f"config: interventions.transfer: dataset {name!r} is not under datasets")
+    _check_conditions(config)
+    from toolshift.episodes.build import TEXT_TRAIL_LONG
+
     try:
         ablate_refusal_conditions(config["interventions"], config["conditions"])
     except ConfigError as exc:
         raise ConfigError(f"config: {exc}") from None
     for name, entry in config["models"].items():
         if entry.get("backend", "hf") == "openai":
+            if TEXT_TRAIL_LONG in config["conditions"]:
+                raise ConfigError(
+                    f"config: models.{name}: an api model cannot run {TEXT_TRAIL_LONG} (it is padded to the "
+                    "tokens of an image on the model's processor, which an api backend lacks): leave it out "
+                    "of conditions"
+                )
             from toolshift.inference.api_client import ApiSettings
 
             ApiSettings.from_mapping(entry["api"], where=f"config: models.{name}.api")
@@ -167,6 +176,20 @@ def _check_names(config: dict[str, Any]) -> None:
                     check_spec(entry["fixture"]["planted"], entry["fixture"]["num_layers"])
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_conditions(config: dict[str, Any]) -> None:
+    """Every configured condition is a controlled one (a blank size dose in its canonical spelling) or
+    `free` (the schema lets any `tool_blank_x{number}` through)."""
+    from toolshift import BLANK_CONDITION, is_controlled_condition
+
+    for condition in config["conditions"]:
+        if condition != "free" and not is_controlled_condition(condition):
+            raise ConfigError(
+                f"config: conditions: {condition!r} is not a condition; a blank size dose is "
+                f"{BLANK_CONDITION}_x{{scale}} with scale positive, not 1, written as format(scale, 'g') "
+                f"(e.g. {BLANK_CONDITION}_x0.25, {BLANK_CONDITION}_x4)"
+            )
 
 
 def model_depth(entry: Mapping[str, Any], model_dir: str | Path | None = None) -> int | None:

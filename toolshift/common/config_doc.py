@@ -92,6 +92,8 @@ class _Doc:
                     if "pattern" in node.get("propertyNames", {}):
                         key = f"name matching `{node['propertyNames']['pattern']}`"
                     words.append(f"mapping {key} → ({self.type_of(node['additionalProperties'])})")
+                elif t == "string" and "pattern" in node:
+                    words.append(f"string matching `{node['pattern']}`")
                 else:
                     words.append(t)
             parts.append(" or ".join(words))

@@ -14,7 +14,10 @@ Images become base64 PNG data URLs in `image_url` content parts; messages whose 
 are sent as a plain string (what every OpenAI-compatible server accepts for system and assistant turns).
 
 Token counts come from the response's `usage` (`prompt_tokens`, `completion_tokens`); a server that
-reports no usage gives -1 in `n_prompt_tokens` / `n_new_tokens`.
+reports no usage gives -1 in `n_prompt_tokens` / `n_new_tokens`. Of TOKEN_COLUMNS only `n_images` is known
+(the others are -1: no processor). `text_trail_long` cannot be rendered (it is padded to the tokens of an
+image on the model's processor): its episodes stop the job with a ContractError; `image_turn`'s assistant
+line keeps the episode's stand-in (as many characters as the default rendering of the call).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from toolshift.contracts import read_episodes, read_prompts, write_parquet
+from toolshift.contracts import TOKEN_COLUMNS, read_episodes, read_prompts, write_parquet
 from toolshift.errors import ConfigError, ContractError
 from toolshift.inference.api_client import ApiError, ApiSettings, ChatClient, ChatResult
 from toolshift.models.adapters import FamilyAdapter, get_adapter
@@ -79,10 +82,22 @@ def render_openai_messages(
     return out
 
 
-def _row(episode: dict[str, Any], result: ChatResult, max_new_tokens: int, do_sample: bool) -> dict[str, Any]:
+def _row(
+    episode: dict[str, Any],
+    messages: list[dict[str, Any]],
+    result: ChatResult,
+    max_new_tokens: int,
+    do_sample: bool,
+) -> dict[str, Any]:
     def tokens(n: int | None) -> int:
         return UNKNOWN_TOKENS if n is None else int(n)
 
+    n_images = sum(
+        part.get("type") == "image_url"
+        for m in messages
+        if isinstance(m["content"], list)
+        for part in m["content"]
+    )
     return {
         "prompt_id": episode["prompt_id"],
         "condition": episode["condition"],
@@ -91,6 +106,8 @@ def _row(episode: dict[str, Any], result: ChatResult, max_new_tokens: int, do_sa
         "n_new_tokens": tokens(result.completion_tokens),
         "max_new_tokens": int(max_new_tokens),
         "do_sample": bool(do_sample),
+        **dict.fromkeys(TOKEN_COLUMNS, UNKNOWN_TOKENS),
+        "n_images": int(n_images),
     }
 
 
@@ -149,9 +166,13 @@ def generate_api(
             len(filtered),
             filtered[0],
         )
-    rows = [_row(ep, r, max_new_tokens, do_sample) for ep, r in zip(episodes, results, strict=True)]
+    rows = [
+        _row(ep, m, r, max_new_tokens, do_sample)
+        for ep, m, r in zip(episodes, requests, results, strict=True)
+    ]
     df = pd.DataFrame(rows, columns=list(GENERATION_COLUMNS))
-    return df.astype({"n_prompt_tokens": "int64", "n_new_tokens": "int64", "max_new_tokens": "int64"})
+    integers = ("n_prompt_tokens", "n_new_tokens", "max_new_tokens", *TOKEN_COLUMNS)
+    return df.astype(dict.fromkeys(integers, "int64"))
 
 
 def client_for_entry(

@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolshift.contracts import FREE_COLUMNS
+from toolshift.contracts import FREE_COLUMNS, TOKEN_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
@@ -82,6 +82,8 @@ STOP_REASONS: tuple[str, ...] = ("answer", "malformed", "max_turns")
 
 
 LOOP_COLUMNS: tuple[str, ...] = ("prompt_id", "condition", "response") + FREE_COLUMNS
+COUNT_COLUMNS: tuple[str, ...] = ("n_prompt_tokens", "n_new_tokens", *TOKEN_COLUMNS)
+"""The token counts a free row takes from its final turn."""
 """The columns `run_free_episodes` returns."""
 
 StepFn = Callable[[list[dict[str, Any]]], list[str]]
@@ -332,7 +334,7 @@ class ModelStep:
         self.intervention = intervention
         self.progress = progress
         self.first_states: dict[str, np.ndarray] = {}
-        self.counts: dict[str, tuple[int, int]] = {}
+        self.counts: dict[str, dict[str, int]] = {}
 
     def _generate(self, episodes: list[dict[str, Any]], capture: bool) -> tuple[pd.DataFrame, Any]:
         from toolshift.models.engines.base import RunRequest
@@ -354,7 +356,7 @@ class ModelStep:
             df, states = self._generate([episodes[i] for i in indices], capture)
             for j, i in enumerate(indices):
                 texts[i] = str(df["response"].iloc[j])
-                self.counts[ids[i]] = (int(df["n_prompt_tokens"].iloc[j]), int(df["n_new_tokens"].iloc[j]))
+                self.counts[ids[i]] = {c: int(df[c].iloc[j]) for c in COUNT_COLUMNS}
                 if capture:
                     self.first_states[ids[i]] = states[j]
         return [texts[i] for i in range(len(episodes))]
@@ -408,8 +410,8 @@ def run_free(
     """`generate`'s counterpart for `free` episodes: the tool loop on an engine (or a loaded HF model),
     whose calls are read in its family's tool format (`model.adapter`).
 
-    Returns GENERATION_COLUMNS + FREE_COLUMNS (`response` is the final turn's text; `n_prompt_tokens` and
-    `n_new_tokens` are those of the final turn) and, if `capture`, the first-turn states
+    Returns GENERATION_COLUMNS + FREE_COLUMNS (`response` is the final turn's text; `n_prompt_tokens`,
+    `n_new_tokens` and TOKEN_COLUMNS are those of the final turn) and, if `capture`, the first-turn states
     (n_episodes, n_layers, hidden) float32 in episode order.
     """
     step = model_step_fn(
@@ -431,8 +433,8 @@ def run_free(
         adapter=step.engine.adapter,
     )
     ids = loop["prompt_id"].tolist()
-    loop["n_prompt_tokens"] = [step.counts[p][0] for p in ids]
-    loop["n_new_tokens"] = [step.counts[p][1] for p in ids]
+    for column in COUNT_COLUMNS:
+        loop[column] = [step.counts[p][column] for p in ids]
     loop["max_new_tokens"] = int(max_new_tokens)
     loop["do_sample"] = False
     table = loop[list(GENERATION_COLUMNS) + list(FREE_COLUMNS)]

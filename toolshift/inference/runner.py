@@ -408,9 +408,9 @@ def merge_shards(
 
 def is_condition(run: str) -> bool:
     """Whether a run name is a condition (its runs capture activations) rather than an intervention id."""
-    from toolshift.episodes.build import EPISODE_CONDITIONS
+    from toolshift import is_controlled_condition
 
-    return run in EPISODE_CONDITIONS
+    return run == FREE_CONDITION or is_controlled_condition(run)
 
 
 def shard_outputs(shard_dir: str | os.PathLike[str], runs: Sequence[str]) -> list[tuple[str, str | None]]:

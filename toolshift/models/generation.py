@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolshift.contracts import TOKEN_COLUMNS
 from toolshift.errors import ConfigError, ToolshiftError
 from toolshift.models.hooks import LastTokenStore, ResidualEdit, apply_intervention, capture_last_token
+from toolshift.models.token_counts import Rendered, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ GENERATION_COLUMNS: tuple[str, ...] = (
     "n_new_tokens",
     "max_new_tokens",
     "do_sample",
+    *TOKEN_COLUMNS,
 )
 """The columns `generate` returns (the rest of RESPONSE_COLUMNS comes from the prompts table and config)."""
 
@@ -40,21 +43,54 @@ def render_prompts(
     loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]
 ) -> tuple[list[str], list[Any]]:
     """Prompt texts (chat template applied, generation prompt added) and the flat list of their images."""
-    texts, images = [], []
+    texts, rendered = render_episodes(loaded, episodes, results_root)
+    return texts, [image for r in rendered for image in r.images]
+
+
+def render_episodes(
+    loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]
+) -> tuple[list[str], list[Rendered]]:
+    """Prompt texts (chat template applied, generation prompt added) and what each was rendered from
+    (its images, the attack text: the token counts)."""
+    texts, rendered = [], []
     for episode in episodes:
-        messages, episode_images = loaded.adapter.render_messages(episode, results_root)
-        texts.append(loaded.adapter.chat_prompt(loaded.processor, messages))
-        images.extend(episode_images)
-    return texts, images
+        one = loaded.adapter.render(episode, results_root, loaded.processor)
+        texts.append(loaded.adapter.chat_prompt(loaded.processor, one.messages))
+        rendered.append(one)
+    return texts, rendered
 
 
 def encode(loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]) -> Any:
     """Processor inputs for a batch of episodes: left-padded tensors on the model's device, floating-point
     ones (pixel values) cast to the model's dtype."""
-    texts, images = render_prompts(loaded, episodes, results_root)
+    return _encode(loaded, episodes, results_root)[0]
+
+
+def token_counts(
+    loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]
+) -> list[dict[str, int]]:
+    """The TOKEN_COLUMNS of each episode's prompt, as `generate` records them (and `n_prompt_tokens`)."""
+    inputs, counts = _encode(loaded, episodes, results_root)
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    return [{"n_prompt_tokens": int(n), **c} for n, c in zip(lengths, counts, strict=True)]
+
+
+def _encode(
+    loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]
+) -> tuple[Any, list[dict[str, int]]]:
+    """`encode`, and the TOKEN_COLUMNS of each prompt (toolshift.models.token_counts)."""
+    texts, rendered = render_episodes(loaded, episodes, results_root)
+    images = [image for r in rendered for image in r.images]
     arguments = loaded.adapter.processor_inputs(loaded.processor, texts, images)
     inputs = loaded.processor(**arguments, padding=True, return_tensors="pt")
-    return inputs.to(device=loaded.device, dtype=loaded.model.dtype)
+    counter = token_counter(loaded.processor, loaded.adapter)
+    counts = [
+        counter.counts(ids[mask.bool()].tolist(), text, one)
+        for ids, mask, text, one in zip(
+            inputs["input_ids"], inputs["attention_mask"], arguments["text"], rendered, strict=True
+        )
+    ]
+    return inputs.to(device=loaded.device, dtype=loaded.model.dtype), counts
 
 
 def _generation_config(loaded: Any, max_new_tokens: int) -> Any:
@@ -210,7 +246,7 @@ def _generate_batch(
 ) -> list[dict[str, Any]]:
     """Generate one batch; one GENERATION_COLUMNS row per episode."""
     tokenizer = loaded.processor.tokenizer
-    inputs = encode(loaded, batch, results_root)
+    inputs, counts = _encode(loaded, batch, results_root)
     stops = loaded.adapter.stop_strings  # stop early where the family's evaluation stops (cut exactly below)
     extra = {"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}
     output = loaded.model.generate(**inputs, generation_config=config, **extra)
@@ -218,7 +254,7 @@ def _generate_batch(
     new_tokens = output[:, prompt_len:].tolist()
     n_prompt = inputs["attention_mask"].sum(dim=1).tolist()
     rows = []
-    for episode, tokens, n_in in zip(batch, new_tokens, n_prompt, strict=True):
+    for episode, tokens, n_in, count in zip(batch, new_tokens, n_prompt, counts, strict=True):
         n_new = next((k for k, t in enumerate(tokens) if t in stop), len(tokens))
         n_new = stop_string_cut(tokenizer, tokens, n_new, loaded.adapter.stop_strings)
         rows.append(
@@ -230,6 +266,7 @@ def _generate_batch(
                 "n_new_tokens": int(n_new),
                 "max_new_tokens": int(max_new_tokens),
                 "do_sample": False,
+                **{column: int(count[column]) for column in TOKEN_COLUMNS},
             }
         )
     return rows

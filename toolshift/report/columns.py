@@ -45,6 +45,13 @@ def _yes(x: Any) -> str:
     return "yes" if str(x).lower() in ("true", "1", "1.0") else "**no**"
 
 
+def _after_range(r: Any) -> str:
+    """The mean tokens after the instruction and their range over prompts."""
+    if is_missing(r.n_after_instruction):
+        return DASH
+    return f"{r.n_after_instruction:.4g} [{r.n_after_instruction_min:.0f}–{r.n_after_instruction_max:.0f}]"
+
+
 TABLE_COLUMNS: dict[str, list[Column]] = {
     "selection": [
         ("model", _get("model", code)),
@@ -124,6 +131,27 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
             lambda r: DASH if is_missing(r.trend_rho) else f"{r.trend_rho:.2f} ({p_value(r.trend_p)})",
         ),
     ],
+    "token_counts": [
+        ("condition", _get("condition", code)),
+        ("n", _get("n", int_cell)),
+        ("images", _get("n_images")),
+        ("visual tokens", _get("n_visual_tokens")),
+        ("text tokens", _get("n_text_tokens")),
+        ("tokens after T [range]", _after_range),
+        ("visual tokens after T", _get("n_visual_after_instruction")),
+    ],
+    "tokens_model": [
+        ("model", _get("model", code)),
+        ("dataset", _get("dataset", code)),
+        ("term", _get("term", code)),
+        ("coefficient, log-odds [95 % CI]", lambda r: number_with_ci(r.coef, r.ci_low, r.ci_high)),
+        ("SE", _get("se")),
+        ("p", _get("p", p_value)),
+        ("n", _get("n", int_cell)),
+        ("reference", _get("reference", code)),
+        ("levels left out", _get("dropped_levels")),
+        ("note", _get("note")),
+    ],
     "judge_agreement": [
         ("judge A", _get("judge_a", code)),
         ("judge B", _get("judge_b", code)),
@@ -165,6 +193,8 @@ TABLE_TITLES: dict[str, str] = {
     "asr_by_category": "ASR by category",
     "asr_by_scale": "ASR by zoom magnification",
     "contrasts": "Each claim next to its paired test",
+    "token_counts": "What each condition holds constant, in tokens",
+    "tokens_model": "Unsafe answers against the tokens after the instruction",
     "selection": "Layer and α selected on the validation split",
     "transfer": "Transfer of the tool vector between datasets",
     "intervention_cost": "KL cost of each intervention on harmless test prompts",
@@ -199,6 +229,8 @@ EMPTY_TABLE_REASONS: dict[str, str] = {
     "free_tool_use": "The `free` condition is not in this run.",
     "asr_by_scale": "No condition of this run has a zoom box: there is no zoom scale to break ASR down by.",
     "contrasts": "No claim has both of its runs in this run.",
+    "token_counts": "No response of this run records token counts.",
+    "tokens_model": "No model of this run has harmful test responses with token counts.",
     "validation_figstep": "No FigStep originals were compared in this run.",
     "validation_planted_model": "The planted model is calibrated on `mini`, which this run does not use.",
 }

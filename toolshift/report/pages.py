@@ -83,6 +83,8 @@ TABLE_PAGES: dict[str, str] = {
     "selection": "interventions",
     "contrasts": "interventions",
     "asr_by_scale": "behaviour",
+    "token_counts": "behaviour",
+    "tokens_model": "behaviour",
     "transfer": "interventions",
     "intervention_cost": "interventions",
     "validation_planted": "validation",

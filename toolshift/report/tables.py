@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from toolshift.analysis.contrasts import ALPHA, CLAIMS, NOT_SHOWN
+from toolshift.analysis.contrasts import ALPHA, CLAIMS, INCONCLUSIVE, NOT_SHOWN
 from toolshift.checks.figstep_fidelity import FIGSTEP_MIN_AGREEMENT
 from toolshift.episodes.build import EPISODE_CONDITIONS
 from toolshift.report.columns import (
@@ -272,6 +272,34 @@ def table_block(label: str, title: str, table_md: str, note: str = "") -> str:
     return fold(f"Table: {title}", block, n_rows) + (f"\n{note}" if note else "")
 
 
+def _token_counts_markdown(table: pd.DataFrame, label: str, title: str) -> str:
+    """`tables/token_counts.csv` per family: the table of the family's first model (the others of the
+    family named), each condition's mean counts."""
+    spec = TABLE_COLUMNS["token_counts"]
+    out = [
+        f"({label})=\n**{title}.** Per family, the mean token counts of each condition's prompts (harmful "
+        "test prompts): images, the tokens the images add, the other tokens, the tokens after the end of "
+        "the attack text T (its range over prompts) and the visual tokens among them. A control holds "
+        "constant what its column shows unchanged against `tool`. Every model's rows are in "
+        "`tables/token_counts.csv`.\n"
+    ]
+    families = table.assign(family=table["family"].fillna("").astype(str).replace("", "(family unknown)"))
+    for family, sub in families.groupby("family", sort=False):
+        models = list(dict.fromkeys(sub["model"].astype(str)))
+        first = sub[sub["model"] == models[0]]
+        for dataset, rows in first.groupby("dataset", sort=False):
+            body = markdown_table(
+                [h for h, _ in spec], [[fmt(r) for _, fmt in spec] for r in rows.itertuples()]
+            )
+            others = f" (also {', '.join(code(m) for m in models[1:])})" if len(models) > 1 else ""
+            name = re.sub(r"[^a-z0-9]+", "-", f"{label} {family} {dataset}".lower()).strip("-")
+            out.append(
+                f"```{{table}} {family}: {models[0]} / {dataset}\n:name: {name}\n\n{body}```\n"
+                + (f"Model {code(models[0])}{others}.\n" if others else "")
+            )
+    return "\n".join(out)
+
+
 def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | None = None) -> str:
     """One analysis table as a captioned, labelled table (or a labelled note saying why it has no rows)."""
     title = TABLE_TITLES.get(name, name)
@@ -290,6 +318,19 @@ def analysis_table_markdown(name: str, table: pd.DataFrame | None, judge: str | 
             f"Judge **{judge}**; harmful test prompts binned by the zoom's magnification (quantile bins); "
             "`direct` on the same prompts; trend ρ: Spearman's correlation between the scale and the paired "
             "change of the verdict from `direct` (negative: more magnification, fewer unsafe answers)."
+        )
+    if name == "token_counts":
+        return _token_counts_markdown(table, label, title)
+    if name == "tokens_model" and judge is not None and (table["judge"] == judge).any():
+        table = table[table["judge"] == judge]
+        note = (
+            f"Judge **{judge}**. Logistic regression of an unsafe answer on the condition's level and the "
+            "tokens after the attack text (`n_after_instruction`, log-odds per token), per model, on the "
+            "harmful test prompts without intervention; Wald intervals. Conditions that differ from another "
+            "only in how many tokens follow T share its level (the blank size dose `tool_blank`'s, "
+            "`text_trail_long` `text_trail`'s, `image_after` `image_no_tool`'s). A negative, significant "
+            "`n_after_instruction` is what dilution predicts; a `tool` level below `direct` that survives it "
+            "is what tool interaction predicts."
         )
     if name == "asr_by_judge":
         body, note = _pivot_by_judge(table)
@@ -361,6 +402,14 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
     return markdown_table(header, rows)
 
 
+def _tost_cell(row: object) -> str:
+    """The TOST p of an equivalence row and its margin in points (a dash for a McNemar row)."""
+    test = getattr(row, "test", None)
+    if test != "tost":
+        return DASH
+    return f"{p_value(row.tost_p)} (± {value(100 * row.margin)})"  # type: ignore[attr-defined]
+
+
 def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str = "table-contrasts") -> str:
     """Each claim sentence next to its tests, one table per model and dataset, for the book.
 
@@ -377,7 +426,12 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "percentage points with a 95 % paired bootstrap interval, the exact McNemar p of the paired "
         f"verdicts and the Holm-adjusted p within the claim's tests for that model and dataset. "
         f"*supported*: Holm p < {ALPHA:g} with the predicted sign; *contradicted*: Holm p < {ALPHA:g} "
-        "with the other sign; *not shown*: otherwise. A claim whose runs are not in this run has no row."
+        "with the other sign; *not shown*: otherwise. The equivalence claims (a text-only control goes "
+        "back to `direct`) are tested by a paired TOST within ± the margin: *supported* when its p < "
+        f"{ALPHA:g} (the difference lies within the margin), *contradicted* when the runs differ (Holm p "
+        f"< {ALPHA:g}) by more than the margin (its {100 - 200 * ALPHA:g} % interval lies outside), "
+        "*inconclusive* otherwise: a difference that is not significant is not read as equivalence. A "
+        "claim whose runs are not in this run has no row."
     )
     if rows.empty:
         return intro + "\n\nNo claim has both of its runs in this run.\n"
@@ -392,6 +446,7 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "B − A, points [95 % CI]",
         "McNemar p",
         "Holm p",
+        "TOST p (± margin, points)",
         "verdict",
     ]
     for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
@@ -410,7 +465,8 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
                     with_ci(r.diff, r.diff_ci_low, r.diff_ci_high),
                     p_value(r.mcnemar_p),
                     p_value(r.holm_p),
-                    f"**{r.verdict}**" if r.verdict != NOT_SHOWN else str(r.verdict),
+                    _tost_cell(r),
+                    f"**{r.verdict}**" if r.verdict not in (NOT_SHOWN, INCONCLUSIVE) else str(r.verdict),
                 ]
             )
         name = re.sub(r"[^a-z0-9]+", "-", f"{label} {model} {dataset}".lower()).strip("-")

@@ -22,7 +22,10 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.errors import ConfigError, ContractError
+from toolshift.models.adapters.imaging import IMAGE_CACHE_BYTES  # noqa: F401 (re-exported)
+from toolshift.models.adapters.imaging import load_episode_image as _load_image
+from toolshift.models.token_counts import Rendered, TokenCounter, fit_text, token_counter
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -177,12 +180,30 @@ class FamilyAdapter:
     # ----------------------------------------------------------------- episodes
 
     def render_messages(
-        self, episode: dict[str, Any], results_root: str | os.PathLike[str]
+        self, episode: dict[str, Any], results_root: str | os.PathLike[str], processor: Any = None
     ) -> tuple[list[ChatMessage], list[Any]]:
         """Render an episode into (chat messages for the processor's template, PIL images in order).
 
         Image parts become `{"type": "image"}` placeholders; the images are returned separately, in
-        the order the template shows them, to be passed to the processor as `images=`.
+        the order the template shows them, to be passed to the processor as `images=`. `processor` (the
+        model's) is needed by the conditions fitted to token counts (`render`).
+        """
+        rendered = self.render(episode, results_root, processor)
+        return rendered.messages, rendered.images
+
+    def render(
+        self, episode: dict[str, Any], results_root: str | os.PathLike[str], processor: Any = None
+    ) -> Rendered:
+        """`render_messages`, with the attack text T and how many images come before it (the token counts
+        of toolshift.models.token_counts).
+
+        The question turn is the last user turn with a text part; the family's answer format is appended to
+        it. Two conditions are fitted to the family's tokens, which needs `processor`: `image_turn`'s
+        assistant line (`meta.pad_to_call`: NEUTRAL_TEXT of as many tokens as the call's assistant text in
+        `tool`; without a processor the episode's stand-in line, as long in characters as the Hermes call,
+        is kept) and `text_trail_long`'s tool turn (`meta.tool_result`: the `text_trail` line and
+        NEUTRAL_TEXT, as many tokens as the image `meta.pad_to_image` costs; ContractError without a
+        processor).
         """
         where = f"episode {episode.get('prompt_id', '?')}/{episode.get('condition', '?')}"
         root = Path(results_root)
@@ -190,6 +211,7 @@ class FamilyAdapter:
         tools = meta.get("tools") or []
         framed = bool(tools)
         messages: list[ChatMessage] = []
+        counter = token_counter(processor, self) if processor is not None else None
 
         def parts(content: Any) -> list[dict[str, Any]]:
             if isinstance(content, str):
@@ -204,10 +226,8 @@ class FamilyAdapter:
                     raise ContractError(f"{where}: content part of type {part.get('type')!r}")
             return out
 
-        question = max(
-            (i for i, m in enumerate(episode["messages"]) if m.get("role") == "user" and not m.get("loop")),
-            default=-1,
-        )
+        question = _question_turn(episode["messages"])
+        instruction = None
         last_call: dict[str, Any] | None = None
         for i, msg in enumerate(episode["messages"]):
             role = msg.get("role")
@@ -221,6 +241,7 @@ class FamilyAdapter:
                     {**p, "input": True} if p["type"] == "image" else p for p in parts(msg.get("content"))
                 ]
                 if i == question:
+                    instruction = next(p["text"] for p in reversed(content) if p["type"] == "text")
                     content = self.user_content(content, framed, meta)
                 messages.append({"role": "user", "content": content})
             elif role == "assistant":
@@ -239,10 +260,13 @@ class FamilyAdapter:
                     elif self.call_reasoning:
                         text = self.call_reasoning + "\n" + text
                     content.append({"type": "text", "text": text})
+                elif meta.get("pad_to_call") and counter is not None:
+                    target = counter.text_tokens(self.call_turn_text(meta["pad_to_call"], meta, where))
+                    content = [{"type": "text", "text": fit_text(counter, target)}]
                 messages.append({"role": "assistant", "content": content})
             elif role == "tool":
                 content = parts(msg.get("content"))
-                self.add_tool_result(messages, msg, content, last_call, episode, root, where)
+                self.add_tool_result(messages, msg, content, last_call, episode, root, where, counter)
             else:
                 raise ContractError(f"{where}: message {i} has role {role!r}")
         if framed and (not messages or messages[0]["role"] != "system"):
@@ -251,7 +275,7 @@ class FamilyAdapter:
         messages = self.finish_messages(messages, episode, root, where)
         if self.images_first:
             messages = [{**m, "content": _images_first(m["content"])} for m in messages]
-        images = []
+        images, before = [], 0
         for message in messages:
             for part in message["content"]:
                 if part["type"] == "image":
@@ -261,7 +285,39 @@ class FamilyAdapter:
                     if part.pop("input", False):
                         image = self.prepare_input(image, meta)
                     images.append(image)
-        return messages, images
+                elif instruction is not None and part["type"] == "text" and instruction in part["text"]:
+                    before = len(images)
+        return Rendered(messages, images, instruction, before, where)
+
+    def call_turn_text(self, call: dict[str, Any], meta: dict[str, Any], where: str) -> str:
+        """The text of the assistant turn that makes `call` in `tool` (the family's reasoning, then the
+        call): what `image_turn`'s neutral line is as long as."""
+        text = self.tool_call_text(call, meta, where)
+        return self.call_reasoning + "\n" + text if self.call_reasoning else text
+
+    def _padded_trail(
+        self, line: str, episode: dict[str, Any], root: Path, counter: TokenCounter | None, where: str
+    ) -> str:
+        """The `text_trail_long` tool turn: `line` padded with NEUTRAL_TEXT to the tokens of the image it
+        replaces (`meta.pad_to_image`, in a prompt with one image more than the episode's)."""
+        meta = episode.get("meta") or {}
+        if counter is None:
+            raise ContractError(
+                f"{where}: text_trail_long is padded to the tokens of the image it replaces, which needs the "
+                "model's processor (the api backend has none: leave text_trail_long out of its conditions)"
+            )
+        relpath = meta.get("pad_to_image")
+        if not isinstance(relpath, str):
+            raise ContractError(f"{where}: text_trail_long needs meta.pad_to_image, the image it replaces")
+        from toolshift.datasets.images import image_size
+
+        n_images = 1 + sum(
+            p.get("type") == "image"
+            for m in episode["messages"]
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+        )
+        return fit_text(counter, counter.image_tokens(image_size(root / relpath), n_images), head=line)
 
     def finish_messages(
         self, messages: list[ChatMessage], episode: dict[str, Any], root: Path, where: str
@@ -282,12 +338,18 @@ class FamilyAdapter:
         episode: dict[str, Any],
         root: Path,
         where: str,
+        counter: TokenCounter | None = None,
     ) -> None:
         """Append the rendering of one tool turn (`content`: its parts; `call`: the call it answers): a user
-        turn `tool_turn(content)`, its content the `text_trail` line in `text_trail` episodes."""
+        turn `tool_turn(content)`, its content the `text_trail` line in `text_trail` episodes (padded to the
+        replaced image's tokens in `text_trail_long`, which needs the processor's `counter`)."""
         meta = episode.get("meta") or {}
-        if meta.get("tool_result") == "text_trail" and call is not None:
-            content = [{"type": "text", "text": self.text_trail_text(call, meta, where)}]
+        result = meta.get("tool_result")
+        if result in ("text_trail", "text_trail_long") and call is not None:
+            line = self.text_trail_text(call, meta, where)
+            if result == "text_trail_long":
+                line = self._padded_trail(line, episode, root, counter, where)
+            content = [{"type": "text", "text": line}]
         messages.append({"role": "user", "content": self.tool_turn(content)})
 
     def prepare_input(self, image: Any, meta: dict[str, Any]) -> Any:
@@ -357,6 +419,21 @@ class FamilyAdapter:
 # --------------------------------------------------------------------------- helpers
 
 
+def _question_turn(messages: list[dict[str, Any]]) -> int:
+    """The index of the question turn: the last user message with a text part (-1 if none), not counting
+    the turns a free loop added (`loop`: e.g. OpenThinkIMG's re-ask)."""
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
+        content = message.get("content")
+        if (
+            message.get("role") == "user"
+            and not message.get("loop")
+            and (isinstance(content, str) or any(p.get("type") == "text" for p in content or []))
+        ):
+            return i
+    return -1
+
+
 def _images_first(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A turn's image parts, then its text parts joined into one (images-first chat templates)."""
     images = [p for p in content if p["type"] == "image"]
@@ -407,34 +484,3 @@ def episode_image_size(meta: dict[str, Any], where: str) -> tuple[int, int]:
             f"0-1000 coordinates, got {size!r}"
         )
     return int(size[0]), int(size[1])
-
-
-IMAGE_CACHE_BYTES = 256 * 2**20
-"""Decoded images kept in memory for later renders (a job renders the same attack image in every run)."""
-_image_cache: dict[tuple[str, int, int], Any] = {}
-_image_cache_bytes = 0
-
-
-def _load_image(root: Path, relpath: str, where: str) -> Any:
-    """Open an image (path relative to the results root) as an RGB PIL image (a copy of a decoded image
-    kept by path, size and mtime while IMAGE_CACHE_BYTES lasts)."""
-    global _image_cache_bytes
-    from PIL import Image
-
-    path = root / relpath
-    try:
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        if key in _image_cache:
-            return _image_cache[key].copy()
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{where}: image {path} not found") from None
-    except OSError as exc:
-        raise DataError(f"{where}: image {path} cannot be read ({exc})") from None
-    size = image.width * image.height * 3
-    if _image_cache_bytes + size <= IMAGE_CACHE_BYTES:
-        _image_cache[key] = image.copy()
-        _image_cache_bytes += size
-    return image

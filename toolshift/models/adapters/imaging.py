@@ -1,4 +1,5 @@
-"""Image resizing as the think-with-images families' own code does it (Qwen's `smart_resize` and the
+"""Episode images as the adapters load them (`load_episode_image`, cached), and image resizing as the
+think-with-images families' own code does it (Qwen's `smart_resize` and the
 resizes built on it), shared by the family adapters.
 
 `smart_resize` is `qwen_vl_utils.vision_process.smart_resize` (github.com/QwenLM/Qwen2.5-VL,
@@ -9,8 +10,12 @@ qwen-vl-utils/src/qwen_vl_utils/vision_process.py): sides rounded to multiples o
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 from PIL import Image
+
+from toolshift.errors import DataError
 
 QWEN_FACTOR = 28
 """The side multiple of Qwen2-VL / Qwen2.5-VL images (patch 14, 2x2 merge)."""
@@ -74,3 +79,32 @@ def scaled_like(image: Image.Image, reference: tuple[int, int], zoom_size: list[
             max(1, round(reference[1] * image.height / zoom_size[1])),
         )
     return image if target == image.size else image.resize(target, Image.Resampling.LANCZOS)
+
+
+IMAGE_CACHE_BYTES = 256 * 2**20
+"""Decoded images kept in memory for later renders (a job renders the same attack image in every run)."""
+_image_cache: dict[tuple[str, int, int], Any] = {}
+_image_cache_bytes = 0
+
+
+def load_episode_image(root: Path, relpath: str, where: str) -> Any:
+    """Open an image (path relative to the results root) as an RGB PIL image (a copy of a decoded image
+    kept by path, size and mtime while IMAGE_CACHE_BYTES lasts)."""
+    global _image_cache_bytes
+    path = root / relpath
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key in _image_cache:
+            return _image_cache[key].copy()
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{where}: image {path} not found") from None
+    except OSError as exc:
+        raise DataError(f"{where}: image {path} cannot be read ({exc})") from None
+    size = image.width * image.height * 3
+    if _image_cache_bytes + size <= IMAGE_CACHE_BYTES:
+        _image_cache[key] = image.copy()
+        _image_cache_bytes += size
+    return image

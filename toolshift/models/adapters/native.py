@@ -37,13 +37,14 @@ from toolshift.errors import ContractError
 from toolshift.models.adapters.base import (
     EPISODE_ZOOM_TOOL,
     ChatMessage,
-    _load_image,
     check_zoom_tools,
     episode_image_size,
     zoom_bbox,
 )
+from toolshift.models.adapters.imaging import load_episode_image as _load_image
 from toolshift.models.adapters.imaging import scaled_like
 from toolshift.models.adapters.qwen2_5_vl import Qwen25VLAdapter
+from toolshift.models.token_counts import Rendered, TokenCounter, fit_text
 
 IMAGE_PATH_KEY = "_image_path"
 """A render-local meta key: the attack image's path (relative to the results root)."""
@@ -173,12 +174,10 @@ class NativeAdapter(Qwen25VLAdapter):
 
     # ----------------------------------------------------------------- rendering
 
-    def render_messages(
-        self, episode: dict[str, Any], results_root: Any
-    ) -> tuple[list[ChatMessage], list[Any]]:
+    def render(self, episode: dict[str, Any], results_root: Any, processor: Any = None) -> Rendered:
         meta = dict(episode.get("meta") or {})
         meta[IMAGE_PATH_KEY] = _attack_path(episode)
-        return super().render_messages({**episode, "meta": meta}, results_root)
+        return super().render({**episode, "meta": meta}, results_root, processor)
 
     def system_content(
         self, content: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -213,6 +212,7 @@ class NativeAdapter(Qwen25VLAdapter):
         episode: dict[str, Any],
         root: Path,
         where: str,
+        counter: TokenCounter | None = None,
     ) -> None:
         meta = episode.get("meta") or {}
         record = message.get("observation")
@@ -227,7 +227,12 @@ class NativeAdapter(Qwen25VLAdapter):
             self.observation_turn(messages, obs, int(record.get("turn", 0)))
             return
         scripted = self._scripted(meta, root, where)
-        if meta.get("tool_result") == "text_trail":
+        if meta.get("tool_result") == "text_trail_long":  # the line, as long as the image it replaces
+            line = self.trail_text(self._written(meta, where), meta)
+            obs = Observation(
+                text=scripted.text, trail=self._long_trail(line, scripted, episode, counter, where)
+            )
+        elif meta.get("tool_result") == "text_trail":
             obs = Observation(
                 text=scripted.text,
                 trail=self.trail_text(self._written(meta, where), meta),
@@ -273,6 +278,30 @@ class NativeAdapter(Qwen25VLAdapter):
                     new.append(part)
             message["content"] = new
         return messages
+
+    def _long_trail(
+        self,
+        line: str,
+        scripted: Observation,
+        episode: dict[str, Any],
+        counter: TokenCounter | None,
+        where: str,
+    ) -> str:
+        """`text_trail_long`'s line: padded with NEUTRAL_TEXT to the tokens of the image the family's own
+        tool returns in `tool` (the result of the scripted call, not the episode's generic zoom)."""
+        if counter is None:
+            raise ContractError(
+                f"{where}: text_trail_long is padded to an image's tokens, which needs the processor"
+            )
+        if not scripted.images:
+            return line
+        n_images = 1 + sum(
+            p.get("type") == "image"
+            for m in episode["messages"]
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+        )
+        return fit_text(counter, counter.image_tokens(scripted.images[0].size, n_images), head=line)
 
     def _written(self, meta: dict[str, Any], where: str) -> WrittenCall:
         bbox = meta.get("bbox")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from toolshift.contracts import TOKEN_COLUMNS
 from toolshift.models.engines.vllm import VLLM_FAMILIES
 from toolshift.models.engines.vllm_check import requests_from_spec
 
@@ -43,7 +44,16 @@ RUNS: tuple[str, ...] = ("none", "add0", "add", "ablate")
 VLLM_ARGS: dict[str, int] = {"max_num_batched_tokens": 256}
 """A token budget per step below the longest prompts (about 500 tokens): their prefill is split into chunks
 and shares steps with other requests, the case the capture must get right."""
-TABLE_KEYS: tuple[str, ...] = ("prompt_id", "condition", "response", "n_prompt_tokens", "n_new_tokens")
+TABLE_KEYS: tuple[str, ...] = (
+    "prompt_id",
+    "condition",
+    "response",
+    "n_prompt_tokens",
+    "n_new_tokens",
+    *TOKEN_COLUMNS,
+)
+"""The columns of a run's table that must be equal on both engines (the token counts included: both engines
+count them with toolshift.models.token_counts on their own prompt ids)."""
 
 
 @dataclass

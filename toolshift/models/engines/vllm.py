@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolshift.contracts import TOKEN_COLUMNS
 from toolshift.errors import ConfigError, ContractError
 from toolshift.models.adapters import get_adapter
 from toolshift.models.engines import vllm_worker
@@ -56,6 +57,7 @@ from toolshift.models.engines.vllm_launch import (
 from toolshift.models.generation import GENERATION_COLUMNS, stop_string_cut
 from toolshift.models.hooks import ResidualEdit
 from toolshift.models.loading import DTYPES, _fixture_revision, check_safetensors_only
+from toolshift.models.token_counts import token_counter
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +243,10 @@ class VLLMEngine(Engine):
     # ----------------------------------------------------------------- generation
 
     def _prompt(self, episode: Mapping[str, Any], results_root: str | os.PathLike[str]) -> dict[str, Any]:
-        """The vLLM prompt of an episode: the HF path's rendered text and the episode's images."""
-        messages, images = self.adapter.render_messages(dict(episode), results_root)
+        """The vLLM prompt of an episode: the HF path's rendered text and the episode's images (and, under
+        `_rendered`, what the token counts need)."""
+        rendered = self.adapter.render(dict(episode), results_root, self.processor)
+        messages, images = rendered.messages, rendered.images
         if len(images) > self.images_per_prompt:
             raise ConfigError(
                 f"episode {episode.get('prompt_id')}/{episode.get('condition')} has {len(images)} images, "
@@ -251,7 +255,7 @@ class VLLMEngine(Engine):
             )
         text = self.adapter.chat_prompt(self.processor, messages)
         arguments = self.adapter.processor_inputs(self.processor, [text], images)
-        prompt: dict[str, Any] = {"prompt": arguments["text"][0]}
+        prompt: dict[str, Any] = {"prompt": arguments["text"][0], "_rendered": rendered}
         if images:
             prompt["multi_modal_data"] = {"image": list(images)}
         return prompt
@@ -331,6 +335,7 @@ class VLLMEngine(Engine):
 
         engine = self.llm.llm_engine
         done: dict[str, Any] = {}
+        self._counted: dict[str, tuple[str, Any]] = {}
         pending = 0
         bar = tqdm(
             total=len(jobs), desc="generate (vllm)", unit="episode", file=sys.stderr, disable=not progress
@@ -341,6 +346,7 @@ class VLLMEngine(Engine):
                     while pending >= self.window:
                         pending -= self._step(engine, done, bar)
                     prompt = self._prompt(requests[r].episodes[i], results_root)
+                    self._counted[request_id] = (prompt["prompt"], prompt.pop("_rendered"))
                     salt = extra.get("_steering_id") or extra.get("_hook_id")
                     if salt:  # should prefix caching be on: never share KV across interventions
                         prompt["cache_salt"] = salt
@@ -396,6 +402,7 @@ class VLLMEngine(Engine):
         max_new_tokens: int,
     ) -> list[RunResult]:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        counter = token_counter(self.processor, self.adapter)
         rows: list[list[dict[str, Any]]] = [[] for _ in requests]
         states: list[list[np.ndarray]] = [[] for _ in requests]
         for r, i, request_id, _ in jobs:
@@ -404,6 +411,8 @@ class VLLMEngine(Engine):
             n_new = next((k for k, t in enumerate(tokens) if t in self._stop_ids), len(tokens))
             n_new = stop_string_cut(tokenizer, tokens, n_new, self.adapter.stop_strings)
             episode = requests[r].episodes[i]
+            text, rendered = self._counted[request_id]
+            counts = counter.counts(list(output.prompt_token_ids), text, rendered)
             rows[r].append(
                 {
                     "prompt_id": episode["prompt_id"],
@@ -413,6 +422,7 @@ class VLLMEngine(Engine):
                     "n_new_tokens": int(n_new),
                     "max_new_tokens": int(max_new_tokens),
                     "do_sample": False,
+                    **{column: int(counts[column]) for column in TOKEN_COLUMNS},
                 }
             )
             if requests[r].capture:

@@ -15,7 +15,6 @@ from matplotlib.ticker import PercentFormatter
 from toolshift.contracts import require_columns
 from toolshift.errors import ContractError
 from toolshift.report.figures.style import (
-    CONDITION_ORDER,
     CONDITION_PALETTE,
     check_asr,
     check_conditions,
@@ -26,6 +25,7 @@ from toolshift.report.figures.style import (
     n_text,
     new_figure,
     panel_title,
+    rows_height,
     save_figure,
     seaborn_style,
 )
@@ -55,13 +55,13 @@ def plot_asr_by_condition(asr: pd.DataFrame, out_png: str | Path, judge: str) ->
             f"asr table: duplicate row for model {r['model']!r}, dataset {r['dataset']!r}, "
             f"condition {r['condition']!r}, judge {judge!r}"
         )
-    conditions = [c for c in CONDITION_ORDER if c in set(rows["condition"])]
+    conditions = check_conditions(rows["condition"])
     panels = list(dict.fromkeys(zip(rows["model"], rows["dataset"], strict=True)))
     several_datasets = rows["dataset"].nunique() > 1
     nrows, ncols = grid_shape(len(panels))
     axes_style, context = seaborn_style()
     with axes_style, context:
-        fig = new_figure(0.6 + nrows * (0.32 * len(conditions) + 1.1))
+        fig = new_figure(rows_height(nrows, len(conditions), 0.32, 1.1, 0.6))
         axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
         ypos = np.arange(len(conditions))
         for ax, (model, dataset) in zip(axes, panels, strict=False):
@@ -75,7 +75,7 @@ def plot_asr_by_condition(asr: pd.DataFrame, out_png: str | Path, judge: str) ->
                 ypos[have],
                 vals[have],
                 xerr=np.vstack([low[have], high[have]]),
-                color=[CONDITION_PALETTE[c] for c, h in zip(conditions, have, strict=True) if h],
+                color=[condition_color(c) for c, h in zip(conditions, have, strict=True) if h],
                 edgecolor="white",
                 error_kw={"ecolor": "black", "elinewidth": 1.2, "capsize": 3},
             )
@@ -208,7 +208,7 @@ def plot_asr_by_judge(asr: pd.DataFrame, out_png: str | Path) -> str:
     row_in = max(0.32, 0.11 * len(judges) + 0.06)
     axes_style, context = seaborn_style()
     with axes_style, context:
-        fig = new_figure(1.0 + nrows * (row_in * len(conditions) + 0.9))
+        fig = new_figure(rows_height(nrows, len(conditions), row_in, 0.9, 1.0))
         axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
         ypos = np.arange(len(conditions))
         for ax, (model, dataset) in zip(axes, panels, strict=False):
@@ -228,7 +228,7 @@ def plot_asr_by_judge(asr: pd.DataFrame, out_png: str | Path) -> str:
                     y,
                     marker=_JUDGE_MARKERS[judges.index(judge)],
                     s=30,
-                    c=[CONDITION_PALETTE[c] for c, h in zip(conditions, have, strict=True) if h],
+                    c=[condition_color(c) for c, h in zip(conditions, have, strict=True) if h],
                     edgecolors="black",
                     linewidths=0.6,
                     zorder=3,

@@ -4,7 +4,7 @@ checks and captions' wording common to the figures.
 Every figure is written as PNG (150 dpi) with an SVG of the same name beside it, both atomically
 (`save_figure`), and each plotting function returns a one-sentence caption (n, judge, intervals) for the
 book. Each condition has one fixed colour-blind-safe colour (`CONDITION_PALETTE`, from seaborn's
-"colorblind" palette) that every figure uses.
+"colorblind" palette and shades of it) that every figure uses.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from toolshift import CONDITIONS
+from toolshift import CONDITIONS, blank_scale, condition_order
 from toolshift.contracts import ASR_COLUMNS, require_columns
 from toolshift.errors import ContractError
 from toolshift.files import atomic_path
@@ -33,6 +33,18 @@ DPI = 150
 PAGE_WIDTH_IN = 9.0
 """Figure width in inches: 1350 px at `DPI`, shown at the book's page width."""
 
+
+def shade(colour: str, lightness: float) -> str:
+    """`colour` (hex) with its HLS lightness set to `lightness` (0-1): a lighter or darker shade of the same
+    hue, for the controls that vary one condition's amount (the blank size dose, the padded trail)."""
+    import colorsys
+
+    import matplotlib.colors
+
+    hue, _, saturation = colorsys.rgb_to_hls(*matplotlib.colors.to_rgb(colour))
+    return str(matplotlib.colors.to_hex(colorsys.hls_to_rgb(hue, lightness, saturation)))
+
+
 CONDITION_PALETTE: dict[str, str] = {
     "direct": "#0173b2",
     "tool_offered": "#ece133",
@@ -40,12 +52,21 @@ CONDITION_PALETTE: dict[str, str] = {
     "tool_unsafe": "#d55e00",
     "tool_benign": "#029e73",
     "tool_blank": "#cc78bc",
+    "tool_blank_x0.25": shade("#cc78bc", 0.82),
+    "tool_blank_x4": shade("#cc78bc", 0.38),
     "text_trail": "#ca9161",
     "text_prior": "#56b4e9",
     "image_no_tool": "#949494",
+    "image_after": shade("#949494", 0.35),
+    "image_turn": shade("#949494", 0.75),
+    "text_trail_long": shade("#ca9161", 0.35),
     "free": "#fbafe4",
 }
-"""One fixed colour per condition (seaborn "colorblind" colours), the same in every figure."""
+"""One fixed colour per condition, the same in every figure: seaborn's "colorblind" colours, and for the
+controls that vary another condition's amount or place a lighter or darker shade of its colour (the blank
+size dose of `tool_blank`, `text_trail_long` of `text_trail`, `image_after` and `image_turn` of
+`image_no_tool`): they differ in lightness, which colour-blind readers see. A blank dose not listed here
+gets a `tool_blank` shade by its scale (`condition_color`)."""
 
 CONDITION_ORDER: tuple[str, ...] = tuple(CONDITIONS) + tuple(
     c for c in CONDITION_PALETTE if c not in CONDITIONS
@@ -63,7 +84,11 @@ _MODEL_LINESTYLES = ("-", "--", "-.", ":")
 
 
 def condition_color(condition: str) -> str:
-    """The fixed colour of a condition; an unknown condition is a contract error."""
+    """The fixed colour of a condition (a blank size dose not in CONDITION_PALETTE: a `tool_blank` shade,
+    lighter below scale 1, darker above); an unknown condition is a contract error."""
+    scale = blank_scale(condition)
+    if condition not in CONDITION_PALETTE and scale is not None:
+        return shade(CONDITION_PALETTE["tool_blank"], min(0.85, max(0.3, 0.62 - 0.06 * math.log2(scale))))
     try:
         return CONDITION_PALETTE[condition]
     except KeyError:
@@ -122,6 +147,17 @@ def model_style(i: int) -> dict[str, object]:
     }
 
 
+MAX_HEIGHT_IN = 16.0
+"""The tallest figure, in inches (2400 px at `DPI`)."""
+
+
+def rows_height(n_rows: int, n_items: int, per_item_in: float, per_row_in: float, top_in: float) -> float:
+    """The height of a figure of `n_rows` panel rows, each `n_items` items of `per_item_in` inches plus
+    `per_row_in`, under a `top_in` title: the items are drawn closer where that would pass MAX_HEIGHT_IN."""
+    room = (MAX_HEIGHT_IN - top_in - n_rows * per_row_in) / max(1, n_rows * n_items)
+    return top_in + n_rows * (min(per_item_in, max(room, 0.12)) * n_items + per_row_in)
+
+
 def new_figure(height_in: float) -> Figure:
     return Figure(figsize=(PAGE_WIDTH_IN, height_in), dpi=DPI, layout="constrained")
 
@@ -162,7 +198,7 @@ def check_conditions(conditions: Iterable[str]) -> list[str]:
     conds = [str(c) for c in conditions]
     for c in conds:
         condition_color(c)
-    return [c for c in CONDITION_ORDER if c in conds]
+    return sorted(set(conds), key=condition_order)
 
 
 def rows_for_judge(asr: pd.DataFrame, judge: str) -> pd.DataFrame:
