@@ -341,19 +341,21 @@ def test_token_counts_of_every_control(loaded, attack_episodes, policy):
             instruction = texts(episode["messages"][1]["content"])[-1]
             assert c["n_after_instruction"] == after_by_decoding(tokenizer, ids, instruction), condition
             counts[condition] = c
+        text_first = getattr(loaded.adapter, "question_text_first", False)  # OpenThinkIMG: T, then the images
         for condition in ("direct", "text_trail", "text_trail_long", "image_no_tool"):
-            assert counts[condition]["n_visual_after_instruction"] == 0, condition
+            expected = counts[condition]["n_visual_tokens"] if text_first else 0
+            assert counts[condition]["n_visual_after_instruction"] == expected, condition
         assert counts["text_trail"]["n_visual_tokens"] == counts["direct"]["n_visual_tokens"]
         # image_after is image_no_tool with the zoom moved after T: the same images, the zoom's tokens after
         after, before = counts["image_after"], counts["image_no_tool"]
         assert after["n_visual_tokens"] == before["n_visual_tokens"]
         moved = after["n_after_instruction"] - before["n_after_instruction"]
-        assert moved == after["n_visual_after_instruction"]
+        assert moved == after["n_visual_after_instruction"] - (before["n_visual_tokens"] if text_first else 0)
         # ... as `tool` and `image_turn` show it after T: the same image, up to the whitespace a template
         # merges with its neighbours (an image "adds" the prompt minus the prompt without it; at most 2)
         zoom = counts["tool"]["n_visual_after_instruction"]
         assert zoom > 0 and abs(counts["image_turn"]["n_visual_after_instruction"] - zoom) <= 2
-        assert moved == 0 if loaded.adapter.images_first else abs(moved - zoom) <= 2
+        assert moved == 0 if loaded.adapter.images_first or text_first else abs(moved - zoom) <= 2
         # text_trail_long: the trail line padded to the tokens of the image it replaces (never shorter)
         tool, trail, long = counts["tool"], counts["text_trail"], counts["text_trail_long"]
         assert long["n_after_instruction"] == max(tool["n_after_instruction"], trail["n_after_instruction"])
@@ -369,7 +371,8 @@ def test_image_turn_line_is_neutral_and_as_long_as_the_family_call(loaded, attac
     for turn, tool in zip(episodes["image_turn"], episodes["tool"], strict=True):
         line = adapter.render_messages(turn, root, loaded.processor)[0][2]["content"][0]["text"]
         call = adapter.render_messages(tool, root, loaded.processor)[0][2]["content"][0]["text"]
-        assert call == adapter.call_turn_text(turn["meta"]["pad_to_call"], turn["meta"], "test")
+        if adapter.family not in NATIVE_FAMILIES:  # a native call may name the episode's image (Thyme's path)
+            assert call == adapter.call_turn_text(turn["meta"]["pad_to_call"], turn["meta"], "test")
         assert counter.text_tokens(line) == counter.text_tokens(call) > 5
         units = {unit.strip() for unit in PAD_UNITS}
         assert set(line.split()) <= set(NEUTRAL_TEXT.split()) | units  # neutral words (and one-token units)

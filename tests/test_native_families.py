@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes_by_condition
+from toolshift.errors import ContractError
 from toolshift.inference.free_loop import run_free_episodes
 from toolshift.models.adapters import NATIVE_FAMILIES, get_adapter
 from toolshift.models.fixtures import synthetic_episodes
@@ -706,19 +707,28 @@ def test_every_condition_keeps_the_family_answer_format(family, real_episodes):
     """The conditions with tools share the family's system prompt and question turn byte for byte, those
     without share the family's tool-free ones; where the family has no tool-free prompts of its own, they
     are its prompts with the tool parts taken out. The tool conditions' tool turn has the family's form,
-    and the overrides come back at the size of the family's own result."""
+    and the overrides come back at the size of the family's own result (times their size over the zoom's:
+    the blank size dose)."""
     root, episodes = real_episodes
     adapter = get_adapter(family)
     shared: dict[bool, set] = {True: set(), False: set()}
     for condition in EPISODE_CONDITIONS:
         episode = episodes[condition][0]
         framed = bool(episode["meta"].get("tools"))
+        if condition == "text_trail_long":  # padded to an image's tokens: needs the processor (tested below)
+            with pytest.raises(ContractError, match="text_trail_long is padded to an image's tokens"):
+                adapter.render_messages(episode, root)
+            continue
         messages, images = adapter.render_messages(episode, root)
         system = messages[0]["content"][0]["text"]
         shared[framed].add((system, question_turn(messages)))
         if condition.startswith("tool_") and condition != "tool_offered":
             _, tool_images = adapter.render_messages(episodes["tool"][0], root)
-            assert [im.size for im in images] == [im.size for im in tool_images]
+            (width, height), meta = tool_images[1].size, episode["meta"]
+            with Image.open(root / meta["override_image"]) as override:  # its size over the zoom's
+                ratio = (override.width / meta["zoom_size"][0], override.height / meta["zoom_size"][1])
+            assert images[0].size == tool_images[0].size
+            assert images[1].size == (round(width * ratio[0]), round(height * ratio[1])), condition
     assert len(shared[True]) == len(shared[False]) == 1
     (framed_prompts,), (plain_prompts,) = shared[True], shared[False]
     assert framed_prompts[0] == adapter.system_prompt(True) and plain_prompts[0] == adapter.system_prompt(
@@ -805,3 +815,22 @@ def test_generation_stops_after_a_family_stop_string(loaded, episodes, results_r
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     n = stop_string_cut(tokenizer, ids, len(ids), (stop,))
     assert stop in tokenizer.decode(ids[:n]) and stop not in tokenizer.decode(ids[: n - 1])
+
+
+def test_text_trail_long_pads_the_family_line_to_its_own_result_image(loaded, real_episodes):
+    """`text_trail_long` in a family's protocol: the family's own trail line, padded with neutral text to
+    the tokens of the image the family's tool returns in `tool` (not the episode's generic zoom)."""
+    from toolshift.models.token_counts import token_counter
+
+    root, episodes = real_episodes
+    adapter, counter = loaded.adapter, token_counter(loaded.processor, loaded.adapter)
+    long, trail, tool = (episodes[c][0] for c in ("text_trail_long", "text_trail", "tool"))
+    padded_text = render_prompts(loaded, [long], root)[0][0]
+    plain_text = render_prompts(loaded, [trail], root)[0][0]
+    _, tool_images = adapter.render_messages(tool, root)
+    line = adapter.trail_text(adapter.scripted_call(trail["meta"]["bbox"], trail["meta"]), trail["meta"])
+    head, tail = plain_text.split(line)
+    assert padded_text.startswith(head + line) and padded_text.endswith(tail)
+    content = padded_text[len(head) : len(padded_text) - len(tail)]
+    target = counter.image_tokens(tool_images[1].size, 2)
+    assert counter.text_tokens(content) == max(target, counter.text_tokens(line))

@@ -115,6 +115,8 @@ class NativeAdapter(Qwen25VLAdapter):
 
     tool_name: ClassVar[str] = ""
     """The name of the family's call in the episodes' structured form."""
+    question_text_first: ClassVar[bool] = False
+    """The question turn shows the text before the image(s) (OpenThinkIMG): every image comes after T."""
 
     # ----------------------------------------------------------------- what a family defines
 
@@ -229,9 +231,8 @@ class NativeAdapter(Qwen25VLAdapter):
         scripted = self._scripted(meta, root, where)
         if meta.get("tool_result") == "text_trail_long":  # the line, as long as the image it replaces
             line = self.trail_text(self._written(meta, where), meta)
-            obs = Observation(
-                text=scripted.text, trail=self._long_trail(line, scripted, episode, counter, where)
-            )
+            trail = self._long_trail(line, scripted, episode, counter, where)
+            obs = Observation(text=scripted.text, trail=trail, tool=scripted.tool)
         elif meta.get("tool_result") == "text_trail":
             obs = Observation(
                 text=scripted.text,

@@ -129,6 +129,7 @@ class OpenThinkIMGAdapter(NativeAdapter):
 
     family = "openthinkimg"
     model_types = ("qwen2_vl",)
+    question_text_first = True
     tool_name = "ZoomInSubfigure"
     protocol_source = (
         "zhaochen0110/OpenThinkIMG: tool_server/tf_eval/ @ 45d295f0f4b15502fb9573d9a8da6fb2f28be06d"
