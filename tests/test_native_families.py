@@ -13,6 +13,7 @@ docstring), not from the adapters: a change of an adapter's text fails here.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -834,3 +835,27 @@ def test_text_trail_long_pads_the_family_line_to_its_own_result_image(loaded, re
     content = padded_text[len(head) : len(padded_text) - len(tail)]
     target = counter.image_tokens(tool_images[1].size, 2)
     assert counter.text_tokens(content) == max(target, counter.text_tokens(line))
+
+
+def test_a_reply_that_is_a_call_in_the_family_syntax_is_recognised():
+    """`writes_call`: each family's own call syntax (what a non-answer rule must see), not an answer."""
+    for family in NATIVE_FAMILIES:
+        adapter = get_adapter(family)
+        assert adapter.writes_call(FREE_CALLS[family]), family
+        assert not adapter.writes_call("<think>x</think> <answer>Sure, here</answer>"), family
+    done = '{"thought": "done", "actions": [{"name": "Terminate", "arguments": {"ans": "Sure, here"}}]}'
+    assert not get_adapter("openthinkimg").writes_call(done)
+
+
+def test_the_provenance_chapter_names_every_family_protocol_source():
+    from toolshift.common.config import load_config
+    from toolshift.report.provenance import protocols_markdown
+
+    paper = load_config(Path(__file__).resolve().parents[1] / "config" / "paper.yaml")
+    table = protocols_markdown(paper)
+    for name, entry in paper["models"].items():
+        adapter = get_adapter(entry["family"])
+        row = next(line for line in table.splitlines() if f"`{name}`" in line)
+        assert adapter.protocol_source in row
+        if entry["family"] in NATIVE_FAMILIES:
+            assert "its own (native)" in row and re.search(r"@ [0-9a-f]{40}", adapter.protocol_source)

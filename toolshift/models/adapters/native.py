@@ -168,6 +168,13 @@ class NativeAdapter(Qwen25VLAdapter):
         """The episodes' structured form of a written call."""
         return {"name": self.tool_name or call.name, "arguments": dict(call.arguments)}
 
+    def writes_call(self, text: str) -> bool:
+        """Whether a reply holds a call the family's evaluation would run (or try to, malformed): what a
+        non-answer rule needs beyond the `<tool_call>` syntax (`<grounding>`, `<code>`, JSON actions)."""
+        blank = Image.new("RGB", (1, 1))
+        read = self.read_turn(text, Session(blank, blank, {}, ""))
+        return bool(read.calls or read.malformed)
+
     # ----------------------------------------------------------------- sessions
 
     def session(self, original: Image.Image, meta: dict[str, Any], image_path: str) -> Session:
