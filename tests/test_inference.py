@@ -188,3 +188,25 @@ def test_every_response_records_its_token_counts(family, models, batched, episod
     assert (
         df.loc[df["condition"] == "tool", "n_after_instruction"] > direct["n_after_instruction"].max()
     ).all()
+
+
+def test_a_prompt_without_its_attack_text_counts_the_rest_and_warns(models, episodes, results_root, caplog):
+    """A template that rewrites the attack text: the counts after it are -1 (not a guess), the others are
+    made, and the job says so once."""
+    from dataclasses import replace
+
+    from toolshift.models.generation import render_episodes
+    from toolshift.models.token_counts import TokenCounter
+
+    loaded = models["qwen2_5_vl"]
+    texts, rendered = render_episodes(loaded, episodes[:2], results_root)
+    counter = TokenCounter(loaded.processor, loaded.adapter)
+    ids = encode(loaded, episodes[:1], results_root)["input_ids"][0].tolist()
+    good = counter.counts(ids, texts[0], rendered[0])
+    with caplog.at_level("WARNING"):
+        bad = [
+            counter.counts(ids, texts[0], replace(rendered[0], instruction="not in the prompt")) for _ in "ab"
+        ]
+    assert bad[0] == {**good, "n_after_instruction": -1, "n_visual_after_instruction": -1} == bad[1]
+    assert good["n_after_instruction"] > 0
+    assert caplog.text.count("tokens after the instruction not counted (-1)") == 1

@@ -19,6 +19,7 @@ import xarray as xr
 import yaml
 from dag import INTERVENTIONS, MODELS, N_LAYERS, PER_CLASS, REPO, reduced_config, snakemake
 
+from toolshift.analysis.contrasts import CLAIM2
 from toolshift.analysis.headline import MEAN_MODEL
 from toolshift.analysis.interventions import parse_intervention_id
 from toolshift.contracts import (
@@ -29,6 +30,7 @@ from toolshift.contracts import (
     read_prompts,
     read_table,
 )
+from toolshift.episodes.build import BBOX_CONDITIONS, ZOOM_CONDITIONS, is_tool_condition
 from toolshift.episodes.build import EPISODE_CONDITIONS as CONDITIONS
 from toolshift.inference.runner import LOADED_LINE
 from toolshift.models.activations import read_activations
@@ -89,7 +91,7 @@ def test_runs_write_responses_and_activations(dag, model):
             recorded = episodes[pid]["meta"].get("zoom_scale")
             assert (pd.isna(scale) and recorded is None) or scale == recorded, (condition, pid)
         assert responses["zoom_scale"].notna().all() == (
-            condition in ("tool", "image_no_tool", "tool_blank", "tool_benign", "tool_unsafe", "text_trail")
+            condition != "free" and (is_tool_condition(condition) or condition in BBOX_CONDITIONS)
         )
         acts = read_activations(run / "activations.nc")
         assert acts["resid"].dims == ("prompt_id", "layer", "hidden")
@@ -268,18 +270,29 @@ def test_splits_and_analysis_tables(dag):
     assert set(costs["model"]) == set(MODELS) and set(costs["intervention"]) == set(INTERVENTIONS)
     assert (costs.loc[costs["intervention"] == "add_a0", "kl_mean"] == 0).all()  # alpha 0 costs nothing
     by_scale = pd.read_csv(results / "tables/asr_by_scale.csv")
-    assert set(by_scale["condition"]) == {"tool", "image_no_tool"} and (by_scale["scale_min"] > 1.5).all()
+    assert set(by_scale["condition"]) == set(ZOOM_CONDITIONS) and (by_scale["scale_min"] > 1.5).all()
     assert (by_scale.groupby(["model", "judge", "condition"])["n"].sum() == n_test).all()
     contrasts = pd.read_csv(results / "tables/contrasts.csv")
     pairs = set(zip(contrasts["claim"], contrasts["intervention_b"], strict=True))
     assert pairs == {
         ("tool_use_lowers_asr", "none"),
         ("tool_offered_is_not_tool_use", "none"),
+        *((claim.id, "none") for claim in CLAIM2),
         ("removing_shift_raises_asr", "ablate"),
         ("adding_shift_beats_random", "random_a4_s0"),
         ("refusal_ablation_raises_asr", "ablate_refusal_tool_blank"),
     }
     assert (contrasts["n"] == n_test).all() and contrasts["verdict"].notna().all()
+    tost = contrasts[contrasts["test"] == "tost"]
+    assert set(tost["claim"]) == {c.id for c in CLAIM2 if c.test == "tost"} and tost["tost_p"].notna().all()
+    assert (
+        set(tost["margin"]) == {0.1} and contrasts.loc[contrasts["test"] == "mcnemar", "tost_p"].isna().all()
+    )
+    tokens = pd.read_csv(results / "tables/tokens_model.csv")
+    assert set(tokens["model"]) == set(MODELS) and "n_after_instruction" in set(tokens["term"])
+    counts = pd.read_csv(results / "tables/token_counts.csv")
+    assert set(counts["condition"]) == set(CONDITIONS) - {"free"}
+    assert set(counts["family"]) == {"qwen2_5_vl", "llava"}
     for model in MODELS:
         vectors = xr.open_dataset(results / f"vectors/{model}/mini.nc", engine="h5netcdf")
         assert 0 <= vectors.attrs["selected_layer"] < N_LAYERS
@@ -327,7 +340,8 @@ def test_bad_config_stops_with_one_line(tmp_path):
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "tool_sparkly" in line]
     assert lines == [
         "config: conditions.2: unknown value 'tool_sparkly' (known: direct, tool_offered, tool, tool_unsafe, "
-        "tool_benign, tool_blank, text_trail, text_prior, image_no_tool, free)"
+        "tool_benign, tool_blank, tool_blank_x0.25, tool_blank_x4, text_trail, text_prior, image_no_tool, "
+        "image_after, image_turn, text_trail_long, free)"
     ]
     assert not (tmp_path / "results").exists()
 

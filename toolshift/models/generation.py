@@ -63,7 +63,7 @@ def render_episodes(
 def encode(loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]) -> Any:
     """Processor inputs for a batch of episodes: left-padded tensors on the model's device, floating-point
     ones (pixel values) cast to the model's dtype."""
-    return _encode(loaded, episodes, results_root)[0]
+    return _encode(loaded, episodes, results_root, count=False)[0]
 
 
 def token_counts(
@@ -76,13 +76,15 @@ def token_counts(
 
 
 def _encode(
-    loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str]
+    loaded: Any, episodes: list[dict[str, Any]], results_root: str | os.PathLike[str], count: bool = True
 ) -> tuple[Any, list[dict[str, int]]]:
-    """`encode`, and the TOKEN_COLUMNS of each prompt (toolshift.models.token_counts)."""
+    """`encode`, and (if `count`) the TOKEN_COLUMNS of each prompt (toolshift.models.token_counts)."""
     texts, rendered = render_episodes(loaded, episodes, results_root)
     images = [image for r in rendered for image in r.images]
     arguments = loaded.adapter.processor_inputs(loaded.processor, texts, images)
     inputs = loaded.processor(**arguments, padding=True, return_tensors="pt")
+    if not count:
+        return inputs.to(device=loaded.device, dtype=loaded.model.dtype), []
     counter = token_counter(loaded.processor, loaded.adapter)
     counts = [
         counter.counts(ids[mask.bool()].tolist(), text, one)

@@ -17,6 +17,10 @@ engine's own prompt ids (hf: the processor's input ids; vllm: the prompt token i
 - `n_visual_after_instruction`: the visual tokens among them (the same count on the prompt without images,
   subtracted).
 
+Where the attack text cannot be found in the rendered prompt (a template that rewrites a turn's text) or the
+tokenizer gives no character offsets (a slow tokenizer), the two counts after the instruction are -1 and
+the job logs a warning once; the other counts are always made.
+
 `fit_text` writes neutral text of an exact number of tokens: `image_turn`'s assistant line (as many tokens
 as the family's rendered tool call) and `text_trail_long`'s line (as many as the image it replaces,
 `TokenCounter.image_tokens`).
@@ -24,11 +28,14 @@ as the family's rendered tool call) and `text_trail_long`'s line (as many as the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolshift.episodes.neutral import NEUTRAL_TEXT
 from toolshift.errors import ContractError
+
+log = logging.getLogger(__name__)
 
 UNKNOWN = -1
 """A token count a backend cannot know (the API backend has no processor)."""
@@ -58,6 +65,7 @@ class TokenCounter:
     adapter: Any
     """The family adapter (toolshift.models.adapters.FamilyAdapter) whose `processor_inputs` is used."""
     _images: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    _warned: bool = False
 
     @property
     def tokenizer(self) -> Any:
@@ -113,8 +121,19 @@ class TokenCounter:
             "n_visual_after_instruction": UNKNOWN,
         }
         if rendered.instruction is not None:
-            after = self.tokens_after(prompt_ids, text, rendered.instruction, rendered.where)
-            text_after = self.tokens_after(None, text_only, rendered.instruction, rendered.where)
+            try:
+                after = self.tokens_after(prompt_ids, text, rendered.instruction, rendered.where)
+                text_after = self.tokens_after(None, text_only, rendered.instruction, rendered.where)
+            except (
+                ContractError,
+                NotImplementedError,
+            ) as exc:  # a template that rewrites T, a slow tokenizer
+                if not self._warned:
+                    log.warning(
+                        "%s: tokens after the instruction not counted (-1): %s", self.adapter.family, exc
+                    )
+                    self._warned = True
+                return counts
             counts["n_after_instruction"] = after
             counts["n_visual_after_instruction"] = after - text_after
         return counts
