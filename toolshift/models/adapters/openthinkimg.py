@@ -28,7 +28,9 @@ served by other models (OCR, Point: Molmo, SegmentRegionAroundPoint: SAM) or are
 scripted `tool` call is `ZoomInSubfigure` with a description, the form of the model's own examples, and
 returns the episode's region ("Select subplot done.", the subplot worker's message).
 
-Conditions without tools get `eval_prompt` without its tool actions (only Terminate stays) and without
+The question turn keeps the original's order, text before images, so in this family `image_after` and
+`image_no_tool` show the same turn (every image already follows the text). Conditions without tools get
+`eval_prompt` without its tool actions (only Terminate stays) and without
 "or use external tools to assist in solving". Unverified: the thought and the description of the scripted
 call (this project's).
 """
