@@ -105,6 +105,23 @@ def planted_world_dirs(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def family_fixture_dir(tmp_path_factory):
+    """A function family -> the directory of that family's fixture model (default sizes, seed 0), built at
+    most once per session (tests/test_families.py and tests/test_native_families.py share them)."""
+    from toolshift.models.fixtures import build_fixture
+
+    root = tmp_path_factory.mktemp("family_fixtures")
+    built: dict = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = build_fixture(family, root / family, seed=0)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def dag_run(tmp_path_factory):
     """The reduced embedded config run end to end once (tests/dag.py): (work folder, config)."""
     from dag import run_reduced_dag

@@ -25,6 +25,7 @@ from toolshift.models.adapters import (
     DEEPEYES_SYSTEM_PROMPT,
     DEEPEYES_USER_PROMPT,
     EPISODE_ZOOM_TOOL,
+    NATIVE_FAMILIES,
     DeepEyesAdapter,
     Gemma3Adapter,
     LlavaAdapter,
@@ -76,6 +77,12 @@ def test_registry_and_unknown_family():
             "gemma3",
             "idefics3",
             "smolvlm",
+            "chain_of_focus",
+            "mini_o3",
+            "pixel_reasoner",
+            "thyme",
+            "deepeyes_v2",
+            "openthinkimg",
         ]
     )
     assert all(cls.family == name for name, cls in ADAPTERS.items())
@@ -383,10 +390,11 @@ def without_tool_parts(text: str, adapter, tools) -> str:
     return text
 
 
-@pytest.mark.parametrize("family", sorted(ADAPTERS))
+@pytest.mark.parametrize("family", sorted(set(ADAPTERS) - set(NATIVE_FAMILIES)))
 def test_every_condition_shares_the_family_system_prompt_and_answer_format(family, real_episodes):
-    """Every condition of a family renders with the same system prompt and the same question turn
-    (answer-format instruction included), byte for byte, once the tool parts are taken out; the scripted
+    """Every condition of a family (those in their own protocol: tests/test_native_families.py) renders
+    with the same system prompt and the same question turn (answer-format instruction included), byte for
+    byte, once the tool parts are taken out; the scripted
     call carries the family's reasoning prefix and the text trail names the family's own tool and box."""
     from toolshift.episodes.build import EPISODE_CONDITIONS, text_trail_line
 

@@ -33,6 +33,12 @@ def test_paper_config_is_valid_and_uses_real_models(paper):
         "internvl",
         "gemma3",
         "smolvlm",
+        "chain_of_focus",
+        "mini_o3",
+        "pixel_reasoner",
+        "thyme",
+        "deepeyes_v2",
+        "openthinkimg",
     }
     for entry in paper["models"].values():
         revision = entry["revision"]

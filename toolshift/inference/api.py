@@ -59,6 +59,11 @@ def render_openai_messages(
     """An episode as OpenAI chat messages (see the module docstring for the rendering)."""
     adapter = adapter or FamilyAdapter()
     messages, images = adapter.render_messages(episode, results_root)
+    if messages and messages[-1]["role"] == "assistant":
+        raise ConfigError(
+            f"episode {episode.get('prompt_id')!r}: family {adapter.family} continues the assistant turn "
+            "after a tool result (Thyme's <sandbox_output>), which a chat-completions request cannot express"
+        )
     urls = iter([image_data_url(im) for im in images])
     out: list[dict[str, Any]] = []
     for message in messages:
@@ -130,12 +135,13 @@ def generate_api(
     if workers < 1:
         raise ConfigError(f"workers: expected an integer >= 1, got {workers!r}")
     requests = [render_openai_messages(ep, results_root, adapter) for ep in episodes]
+    stop = {"stop": list(adapter.stop_strings)} if adapter is not None and adapter.stop_strings else {}
     do_sample = client.settings.do_sample
     bar = tqdm(total=len(episodes), desc="api", unit="episode", file=sys.stderr, disable=not progress)
 
     def one(prompt_id: str, messages: list[dict[str, Any]]) -> ChatResult:
         try:
-            result = client.complete(messages, max_tokens=max_new_tokens)
+            result = client.complete(messages, max_tokens=max_new_tokens, **stop)
         except ApiError as exc:
             raise ApiError(f"prompt {prompt_id}: {exc}") from None
         bar.update(1)

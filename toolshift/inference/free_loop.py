@@ -17,6 +17,11 @@ evaluated). Then, per episode:
 - **valid call(s) at turn `max_turns`**: the loop stops without running them; the turn's text is the
   final response and `stop_reason` is `max_turns`.
 
+Families in their own tool protocol (`toolshift.models.adapters.NATIVE_FAMILIES`: Chain-of-Focus, Mini-o3,
+Pixel-Reasoner, Thyme, DeepEyesV2, OpenThinkIMG) run the same bounded loop in
+`toolshift.inference.free_native`: their calls are read, run and answered as each family's own evaluation
+does (model-written code is never executed).
+
 Family tool formats: the calls are read as the model family writes them, through its adapter
 (`toolshift.models.adapters`). A call is accepted only under a tool name the adapter showed the model
 (`shown_tool_names`: `zoom_in` for the Hermes families, `image_zoom_in_tool` for DeepEyes and
@@ -65,7 +70,8 @@ from toolshift.contracts import FREE_COLUMNS, TOKEN_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
-from toolshift.models.adapters import FamilyAdapter
+from toolshift.inference.free_native import crop_relpath, run_native_episodes
+from toolshift.models.adapters import FamilyAdapter, NativeAdapter
 from toolshift.models.generation import GENERATION_COLUMNS
 
 DEFAULT_MAX_TURNS: int = 4
@@ -83,12 +89,6 @@ COUNT_COLUMNS: tuple[str, ...] = ("n_prompt_tokens", "n_new_tokens", *TOKEN_COLU
 StepFn = Callable[[list[dict[str, Any]]], list[str]]
 """Generates one assistant turn for each episode of a batch (episodes whose messages end in a user or
 tool turn); returns the generated texts in the same order."""
-
-
-def crop_relpath(images_dir: str, prompt_id: str, turn: int, index: int) -> str:
-    """Where the crop of call `index` (0-based) of assistant turn `turn` (1-based) lies, relative to the
-    results root."""
-    return f"{images_dir.rstrip('/')}/{prompt_id}_free_t{turn}_c{index}.png"
 
 
 @dataclass
@@ -245,6 +245,16 @@ def run_free_episodes(
     ids = [str(ep.get("prompt_id")) for ep in episodes]
     if len(set(ids)) != len(ids):
         raise ContractError("free episodes: duplicate prompt_id")
+    if isinstance(adapter, NativeAdapter):  # a family in its own tool protocol
+        return run_native_episodes(
+            step_fn,
+            episodes,
+            root,
+            images_dir=images_dir,
+            max_turns=max_turns,
+            adapter=adapter,
+            columns=LOOP_COLUMNS,
+        )
     states = [
         _start(ep, adapter, f"episode {pid}/{ep.get('condition')}")
         for ep, pid in zip(episodes, ids, strict=True)

@@ -55,9 +55,7 @@ def render_episodes(
     texts, rendered = [], []
     for episode in episodes:
         one = loaded.adapter.render(episode, results_root, loaded.processor)
-        texts.append(
-            loaded.processor.apply_chat_template(one.messages, tokenize=False, add_generation_prompt=True)
-        )
+        texts.append(loaded.adapter.chat_prompt(loaded.processor, one.messages))
         rendered.append(one)
     return texts, rendered
 
@@ -111,6 +109,31 @@ def _generation_config(loaded: Any, max_new_tokens: int) -> Any:
         pad = tokenizer.pad_token_id
         config.pad_token_id = pad if pad is not None else config.eos_token_id
     return config
+
+
+def stop_string_cut(tokenizer: Any, tokens: list[int], n_new: int, stop_strings: tuple[str, ...]) -> int:
+    """The number of new tokens kept when generation stops after a stop string: the fewest of the first
+    `n_new` tokens whose decoded text holds one (the token completing it included), else `n_new`.
+
+    Under greedy decoding the tokens up to there do not depend on where generation stopped, so cutting
+    after generating is exactly stopping there; both engines cut this way."""
+    if not stop_strings or n_new == 0:
+        return n_new
+
+    def stopped(k: int) -> bool:
+        text = tokenizer.decode(tokens[:k], skip_special_tokens=True)
+        return any(stop in text for stop in stop_strings)
+
+    if not stopped(n_new):
+        return n_new
+    low, high = 1, n_new
+    while low < high:
+        middle = (low + high) // 2
+        if stopped(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def _stop_ids(config: Any) -> set[int]:
@@ -226,13 +249,16 @@ def _generate_batch(
     """Generate one batch; one GENERATION_COLUMNS row per episode."""
     tokenizer = loaded.processor.tokenizer
     inputs, counts = _encode(loaded, batch, results_root)
-    output = loaded.model.generate(**inputs, generation_config=config)
+    stops = loaded.adapter.stop_strings  # stop early where the family's evaluation stops (cut exactly below)
+    extra = {"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}
+    output = loaded.model.generate(**inputs, generation_config=config, **extra)
     prompt_len = inputs["input_ids"].shape[1]
     new_tokens = output[:, prompt_len:].tolist()
     n_prompt = inputs["attention_mask"].sum(dim=1).tolist()
     rows = []
     for episode, tokens, n_in, count in zip(batch, new_tokens, n_prompt, counts, strict=True):
         n_new = next((k for k, t in enumerate(tokens) if t in stop), len(tokens))
+        n_new = stop_string_cut(tokenizer, tokens, n_new, loaded.adapter.stop_strings)
         rows.append(
             {
                 "prompt_id": episode["prompt_id"],

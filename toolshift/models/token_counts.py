@@ -76,7 +76,7 @@ class TokenCounter:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _template(self, messages: list[dict[str, Any]]) -> str:
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.adapter.chat_prompt(self.processor, messages)  # a continued assistant turn stays open
         return self.adapter.processor_inputs(self.processor, [text], [])["text"][0]
 
     def image_tokens(self, size: tuple[int, int], n_images: int = 1) -> int:

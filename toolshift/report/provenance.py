@@ -100,6 +100,24 @@ def models_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]) ->
     return out
 
 
+def protocols_markdown(config: Mapping[str, Any]) -> str:
+    """Every model's tool protocol: the family's call syntax source (repository: files @ commit)."""
+    from toolshift.models.adapters import ADAPTERS, NATIVE_FAMILIES
+
+    rows = []
+    for name, entry in models_of(config):
+        family = entry.get("family")
+        adapter = ADAPTERS.get(str(family)) if family is not None else None
+        if adapter is None:
+            rows.append([code(name), _cell_or_dash(family), DASH, DASH])
+            continue
+        native = "its own (native)" if family in NATIVE_FAMILIES else "the episodes' framing"
+        rows.append([code(name), code(family), native, cell(adapter.protocol_source)])
+    if not rows:
+        return "The config names no models.\n"
+    return markdown_table(["model", "family", "tool protocol", "protocol source"], rows)
+
+
 def engines_markdown(judged: pd.DataFrame | None) -> str:
     """Which inference engine generated each model's runs (the `engine` column of the responses):
     conditions and interventions counted apart, with the number of runs per engine."""

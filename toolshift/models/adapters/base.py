@@ -22,7 +22,9 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from toolshift.errors import ConfigError, ContractError, DataError
+from toolshift.errors import ConfigError, ContractError
+from toolshift.models.adapters.imaging import IMAGE_CACHE_BYTES  # noqa: F401 (re-exported)
+from toolshift.models.adapters.imaging import load_episode_image as _load_image
 from toolshift.models.token_counts import Rendered, TokenCounter, fit_text, token_counter
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
@@ -56,6 +58,13 @@ class FamilyAdapter:
     the turn's text parts joined into one), so the messages say what the template will show."""
     nested_images: ClassVar[bool] = False
     """The processor takes a batch's images grouped per prompt (a list of lists), not one flat list."""
+    protocol_source: ClassVar[str] = "prompted: the Hermes / Qwen convention (no trained tool format)"
+    """Where the family's tool protocol comes from (repository: files @ commit), for the provenance page."""
+    stop_strings: ClassVar[tuple[str, ...]] = ()
+    """Strings generation stops after (included in the response), as the family's own evaluation stops
+    (e.g. Thyme at `</code>`); empty: only the end-of-turn tokens stop it."""
+    turn_end: ClassVar[str] = "<|im_end|>\n"
+    """What the chat template writes after a turn: cut from a prompt whose last turn the model continues."""
 
     # ----------------------------------------------------------------- decoder layers
 
@@ -131,9 +140,12 @@ class FamilyAdapter:
         default family has none."""
         return ""
 
-    def user_content(self, content: list[dict[str, Any]], framed: bool) -> list[dict[str, Any]]:
+    def user_content(
+        self, content: list[dict[str, Any]], framed: bool, meta: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The question turn's content parts (the episode's last user turn): `answer_format(framed)`
-        appended to its last text part."""
+        appended to its last text part (`meta`: the episode's, for families whose question wrapper needs
+        it)."""
         suffix = self.answer_format(framed)
         if not suffix:
             return content
@@ -221,18 +233,24 @@ class FamilyAdapter:
             role = msg.get("role")
             if role == "system":
                 content = parts(msg.get("content"))
-                if framed and i == 0:
-                    content = self._with_tools(content, tools)
+                if i == 0:
+                    content = self.system_content(content, tools)
                 messages.append({"role": "system", "content": content})
             elif role == "user":
-                content = parts(msg.get("content"))
+                content = [
+                    {**p, "input": True} if p["type"] == "image" else p for p in parts(msg.get("content"))
+                ]
                 if i == question:
                     instruction = next(p["text"] for p in reversed(content) if p["type"] == "text")
-                    content = self.user_content(content, framed)
+                    content = self.user_content(content, framed, meta)
                 messages.append({"role": "user", "content": content})
             elif role == "assistant":
                 content = parts(msg.get("content"))
                 tool_calls = msg.get("tool_calls") or []
+                if msg.get("verbatim"):  # the model's own text, its calls written in it as it wrote them
+                    last_call = tool_calls[-1] if tool_calls else last_call
+                    self.add_assistant(messages, content)
+                    continue
                 calls = [self.tool_call_text(c, meta, where) for c in tool_calls]
                 if calls:
                     last_call = tool_calls[-1]
@@ -248,25 +266,25 @@ class FamilyAdapter:
                 messages.append({"role": "assistant", "content": content})
             elif role == "tool":
                 content = parts(msg.get("content"))
-                result = meta.get("tool_result")
-                if result in ("text_trail", "text_trail_long") and last_call is not None:
-                    line = self.text_trail_text(last_call, meta, where)
-                    if result == "text_trail_long":
-                        line = self._padded_trail(line, episode, root, counter, where)
-                    content = [{"type": "text", "text": line}]
-                messages.append({"role": "user", "content": self.tool_turn(content)})
+                self.add_tool_result(messages, msg, content, last_call, episode, root, where, counter)
             else:
                 raise ContractError(f"{where}: message {i} has role {role!r}")
         if framed and (not messages or messages[0]["role"] != "system"):
             system = [{"type": "text", "text": DEFAULT_SYSTEM_PROMPT}]
-            messages.insert(0, {"role": "system", "content": self._with_tools(system, tools)})
+            messages.insert(0, {"role": "system", "content": self.system_content(system, tools)})
+        messages = self.finish_messages(messages, episode, root, where)
         if self.images_first:
             messages = [{**m, "content": _images_first(m["content"])} for m in messages]
         images, before = [], 0
         for message in messages:
             for part in message["content"]:
                 if part["type"] == "image":
-                    images.append(_load_image(root, part.pop("path"), where))
+                    image = part.pop("image", None)
+                    if image is None:
+                        image = _load_image(root, part.pop("path"), where)
+                    if part.pop("input", False):
+                        image = self.prepare_input(image, meta)
+                    images.append(image)
                 elif instruction is not None and part["type"] == "text" and instruction in part["text"]:
                     before = len(images)
         return Rendered(messages, images, instruction, before, where)
@@ -300,6 +318,64 @@ class FamilyAdapter:
             for p in m["content"]
         )
         return fit_text(counter, counter.image_tokens(image_size(root / relpath), n_images), head=line)
+
+    def finish_messages(
+        self, messages: list[ChatMessage], episode: dict[str, Any], root: Path, where: str
+    ) -> list[ChatMessage]:
+        """The rendered messages before their images are loaded (a family may still change them)."""
+        return messages
+
+    def add_assistant(self, messages: list[ChatMessage], content: list[dict[str, Any]]) -> None:
+        """Append a verbatim assistant turn (the free loop's record of what the model wrote)."""
+        messages.append({"role": "assistant", "content": content})
+
+    def add_tool_result(
+        self,
+        messages: list[ChatMessage],
+        message: dict[str, Any],
+        content: list[dict[str, Any]],
+        call: dict[str, Any] | None,
+        episode: dict[str, Any],
+        root: Path,
+        where: str,
+        counter: TokenCounter | None = None,
+    ) -> None:
+        """Append the rendering of one tool turn (`content`: its parts; `call`: the call it answers): a user
+        turn `tool_turn(content)`, its content the `text_trail` line in `text_trail` episodes (padded to the
+        replaced image's tokens in `text_trail_long`, which needs the processor's `counter`)."""
+        meta = episode.get("meta") or {}
+        result = meta.get("tool_result")
+        if result in ("text_trail", "text_trail_long") and call is not None:
+            line = self.text_trail_text(call, meta, where)
+            if result == "text_trail_long":
+                line = self._padded_trail(line, episode, root, counter, where)
+            content = [{"type": "text", "text": line}]
+        messages.append({"role": "user", "content": self.tool_turn(content)})
+
+    def prepare_input(self, image: Any, meta: dict[str, Any]) -> Any:
+        """An image of a user turn as the family's own evaluation hands it to the processor (e.g. resized
+        first); the default hands it over as it is."""
+        return image
+
+    def chat_prompt(self, processor: Any, messages: list[ChatMessage]) -> str:
+        """The prompt text of rendered messages: the chat template with the generation prompt, or, where the
+        last turn is the assistant's (a tool result that continues the turn), without it and with that
+        turn left open (`turn_end` cut), as Thyme's evaluation does."""
+        if not messages or messages[-1]["role"] != "assistant":
+            return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        if not text.endswith(self.turn_end):
+            raise ContractError(
+                f"{self.family}: the chat template does not end the continued assistant turn with "
+                f"{self.turn_end!r}"
+            )
+        return text[: -len(self.turn_end)]
+
+    def system_content(
+        self, content: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The first system turn's parts: with the tool prompt appended where the episode offers tools."""
+        return self._with_tools(content, tools) if tools else content
 
     def _with_tools(self, content: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append the tool prompt to a system message's text (after the last text part)."""
@@ -344,12 +420,15 @@ class FamilyAdapter:
 
 
 def _question_turn(messages: list[dict[str, Any]]) -> int:
-    """The index of the question turn: the last user message with a text part (-1 if none)."""
+    """The index of the question turn: the last user message with a text part (-1 if none), not counting
+    the turns a free loop added (`loop`: e.g. OpenThinkIMG's re-ask)."""
     for i in range(len(messages) - 1, -1, -1):
         message = messages[i]
         content = message.get("content")
-        if message.get("role") == "user" and (
-            isinstance(content, str) or any(p.get("type") == "text" for p in content or [])
+        if (
+            message.get("role") == "user"
+            and not message.get("loop")
+            and (isinstance(content, str) or any(p.get("type") == "text" for p in content or []))
         ):
             return i
     return -1
@@ -405,34 +484,3 @@ def episode_image_size(meta: dict[str, Any], where: str) -> tuple[int, int]:
             f"0-1000 coordinates, got {size!r}"
         )
     return int(size[0]), int(size[1])
-
-
-IMAGE_CACHE_BYTES = 256 * 2**20
-"""Decoded images kept in memory for later renders (a job renders the same attack image in every run)."""
-_image_cache: dict[tuple[str, int, int], Any] = {}
-_image_cache_bytes = 0
-
-
-def _load_image(root: Path, relpath: str, where: str) -> Any:
-    """Open an image (path relative to the results root) as an RGB PIL image (a copy of a decoded image
-    kept by path, size and mtime while IMAGE_CACHE_BYTES lasts)."""
-    global _image_cache_bytes
-    from PIL import Image
-
-    path = root / relpath
-    try:
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-        if key in _image_cache:
-            return _image_cache[key].copy()
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(f"{where}: image {path} not found") from None
-    except OSError as exc:
-        raise DataError(f"{where}: image {path} cannot be read ({exc})") from None
-    size = image.width * image.height * 3
-    if _image_cache_bytes + size <= IMAGE_CACHE_BYTES:
-        _image_cache[key] = image.copy()
-        _image_cache_bytes += size
-    return image

@@ -79,6 +79,10 @@ class DeepEyesAdapter(Qwen25VLAdapter):
     """
 
     family = "deepeyes"
+    protocol_source = (
+        "Visual-Agent/DeepEyes: eval/eval_vstar.py, verl/workers/agent/envs/mm_process_engine/prompt.py "
+        "@ 6c5e79671dbff958a6f9d44848ba2ca87854f0b0"
+    )
     call_reasoning = DEEPEYES_CALL_REASONING
     tool_format_parts = DEEPEYES_TOOL_PARTS
 

@@ -73,6 +73,10 @@ class Qwen3VLAdapter(FamilyAdapter):
     """
 
     family = "qwen3_vl"
+    protocol_source = (
+        "QwenLM/Qwen-Agent: qwen_agent/tools/image_zoom_in_qwen3vl.py "
+        "@ 31a4d36d123688581a9e9744427272b33ce940e0 (QwenLM/Qwen3-VL: cookbooks/think_with_images.ipynb)"
+    )
     model_types = ("qwen3_vl", "qwen3_vl_moe")
     zoom_label: ClassVar[str] = "the text in the image"
 

@@ -54,7 +54,7 @@ from toolshift.models.engines.vllm_launch import (
     served_model_dir,
     vllm_platform,
 )
-from toolshift.models.generation import GENERATION_COLUMNS
+from toolshift.models.generation import GENERATION_COLUMNS, stop_string_cut
 from toolshift.models.hooks import ResidualEdit
 from toolshift.models.loading import DTYPES, _fixture_revision, check_safetensors_only
 from toolshift.models.token_counts import token_counter
@@ -253,7 +253,7 @@ class VLLMEngine(Engine):
                 f"more than the vllm engine's limit of {self.images_per_prompt}: raise "
                 "generation.vllm.limit_mm_per_prompt.image"
             )
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.adapter.chat_prompt(self.processor, messages)
         arguments = self.adapter.processor_inputs(self.processor, [text], images)
         prompt: dict[str, Any] = {"prompt": arguments["text"][0], "_rendered": rendered}
         if images:
@@ -409,6 +409,7 @@ class VLLMEngine(Engine):
             output = outputs[request_id]
             tokens = list(output.outputs[0].token_ids)
             n_new = next((k for k, t in enumerate(tokens) if t in self._stop_ids), len(tokens))
+            n_new = stop_string_cut(tokenizer, tokens, n_new, self.adapter.stop_strings)
             episode = requests[r].episodes[i]
             text, rendered = self._counted[request_id]
             counts = counter.counts(list(output.prompt_token_ids), text, rendered)

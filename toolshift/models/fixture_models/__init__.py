@@ -22,6 +22,13 @@ BUILDERS: dict[str, tuple[str, str]] = {
     "gemma3": ("gemma3", "build_gemma3"),
     "idefics3": ("idefics3", "build_idefics3"),
     "smolvlm": ("idefics3", "build_smolvlm"),
+    # the think-with-images families in their own protocol: Qwen2.5-VL weights, OpenThinkIMG Qwen2-VL
+    "chain_of_focus": ("qwen", "build_qwen2_5_vl"),
+    "mini_o3": ("qwen", "build_qwen2_5_vl"),
+    "pixel_reasoner": ("qwen", "build_qwen2_5_vl"),
+    "thyme": ("qwen", "build_qwen2_5_vl"),
+    "deepeyes_v2": ("qwen", "build_qwen2_5_vl"),
+    "openthinkimg": ("qwen", "build_qwen2_vl"),
 }
 """Family -> (module in this package, builder function)."""
 

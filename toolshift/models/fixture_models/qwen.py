@@ -1,9 +1,12 @@
-"""Qwen-VL fixtures: Qwen2.5-VL (also the DeepEyes fixture: DeepEyes is Qwen2.5-VL weights) and Qwen3-VL.
+"""Qwen-VL fixtures: Qwen2.5-VL (also the fixture of DeepEyes, Chain-of-Focus, Mini-o3, Pixel-Reasoner, Thyme
+and DeepEyesV2: Qwen2.5-VL weights), Qwen2-VL (OpenThinkIMG) and Qwen3-VL.
 
 Chat templates written for this project in the form of the public ones: ChatML turns, one
 `<|vision_start|><|image_pad|><|vision_end|>` per image where it appears, assistant `tool_calls` as
 `<tool_call>{json}</tool_call>` text and `tool` turns as a user turn `<tool_response>…</tool_response>`.
-Qwen2.5-VL adds a default system prompt when there is none; Qwen3-VL does not.
+Qwen2.5-VL adds a default system prompt when there is none; Qwen3-VL does not. Qwen2-VL-Instruct's public
+template has the layout of Qwen2.5-VL-Instruct's (the same ChatML turns, default system prompt and image
+markers), so its fixture carries the same template.
 """
 
 from __future__ import annotations
@@ -163,6 +166,62 @@ def build_qwen2_5_vl(
     image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
     video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
     processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN25_TEMPLATE,
+    )
+    return FixtureParts(model, processor, ("<|im_end|>", "<|endoftext|>"), "<|endoftext|>", "<|endoftext|>")
+
+
+def build_qwen2_vl(
+    *, hidden_size: int, num_layers: int, num_heads: int, vocab_size: int, image_size: int
+) -> FixtureParts:
+    """Qwen2-VL (OpenThinkIMG's base): Qwen2 decoder with 3-d mrope, ViT with patch 14 and 2x2 merge and full
+    attention in every block. `image_size` unused: the processor resizes dynamically."""
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = fast_tokenizer(
+        vocab_size,
+        QWEN_SPECIAL,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=QWEN_SPECIAL[1:],
+    )
+    text_config = _text_config(tokenizer, hidden_size, num_layers, num_heads)
+    text_config["max_window_layers"] = num_layers
+    text_config["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 1000000.0,
+        "mrope_section": _mrope_section(hidden_size // num_heads, (3, 8)),
+    }
+    vision_config = {
+        "depth": VISION_TOWER["num_layers"],
+        "embed_dim": VISION_TOWER["hidden_size"],
+        "hidden_size": hidden_size,
+        "mlp_ratio": VISION_TOWER["intermediate_size"] // VISION_TOWER["hidden_size"],
+        "num_heads": VISION_TOWER["num_heads"],
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    config = Qwen2VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        tie_word_embeddings=False,
+        **_vision_token_ids(tokenizer),
+    )
+    model = Qwen2VLForConditionalGeneration(config)
+    size = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 36}
+    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
+    video_processor = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
+    processor = Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
