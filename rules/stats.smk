@@ -28,6 +28,7 @@ rule asr_table:
     params:
         stats=config["stats"],
         judge=config["headline_judge"],
+        keyword_list=config["keyword_list"],
     script:
         "../workflow_scripts/asr_table.py"
 

@@ -48,8 +48,20 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
 magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
 
-JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
-"""Judged tables: a responses table plus the judge's verdict."""
+JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + (
+    "judge",
+    "unsafe",
+    "judge_raw",
+    "outcome",
+    "non_answer_reason",
+)
+"""Judged tables: a responses table plus the judge's verdict and the response's outcome (OUTCOMES: how a
+verdict becomes one is `toolshift.judges.outcomes`) with the reason of a non-answer ("" otherwise)."""
+
+OUTCOMES: tuple[str, ...] = ("refusal", "unsafe", "non_answer")
+"""The values of a judged table's ``outcome``: a refusal, harmful compliance, or a reply that does not
+answer (empty, a tool call, a description of the image; in `free` also a stop at max_turns or on a
+malformed call)."""
 
 ASR_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
 """The group an ASR or over-refusal row describes: one run of one judge."""
@@ -80,9 +92,15 @@ ASR_EXTRA_COLUMNS: tuple[str, ...] = (
     "n_boot",
     "n_boot_used",
     "low_boot_share",
+    "n_non_answer",
+    "non_answer_rate",
+    "asr_non_answer_as_safe",
+    "asr_non_answer_excluded",
+    "asr_non_answer_excluded_ci_low",
+    "asr_non_answer_excluded_ci_high",
 )
 """Columns `toolshift.analysis.tables.asr_table` writes after ASR_COLUMNS (its docstring says what they
-mean)."""
+mean; the last six are the non-answer sensitivity columns, `toolshift.analysis.tables.NON_ANSWER_COLUMNS`)."""
 
 ASR_TABLE_COLUMNS: tuple[str, ...] = ASR_COLUMNS + ASR_EXTRA_COLUMNS
 """Every column of `tables/asr.csv`, `tables/asr_validation.csv` and `tables/asr_by_category.csv`."""
@@ -95,9 +113,12 @@ OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
     "refusal_ci_low",
     "refusal_ci_high",
     "split",
+    "n_non_answer",
+    "detector",
 )
-"""`tables/over_refusal.csv` (and `_validation`): refusal rate (1 - unsafe) on harmless prompts, with a
-95 % Wilson CI."""
+"""`tables/over_refusal.csv` (and `_validation`): refusal rate on harmless prompts by a refusal detector
+independent of the judges (``detector``, e.g. ``keyword:default``; one row per run, ``judge`` the
+detecting rule), with a 95 % Wilson CI, and the harmless replies that are non-answers."""
 
 FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
     "model",
@@ -444,8 +465,10 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "holm_p",
     "expected",
     "verdict",
+    "verdict_non_answers_excluded",
 )
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); the last
+column is the verdict with non-answers excluded (the non-answer sensitivity pass)."""
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",

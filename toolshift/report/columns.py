@@ -76,6 +76,7 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
         ("intervention", _get("intervention", code)),
         ("on", _get("condition", code)),
         ("layer", _get("layer", int_cell)),
+        ("split", _get("split", code)),
         ("n", _get("n", int_cell)),
         ("KL, nats [95 % CI]", lambda r: number_with_ci(r.kl_mean, r.kl_ci_low, r.kl_ci_high)),
         ("KL last prompt token", _get("kl_last_mean")),
@@ -167,7 +168,8 @@ TABLE_TITLES: dict[str, str] = {
     "contrasts": "Each claim next to its paired test",
     "selection": "Layer and α selected on the validation split",
     "transfer": "Transfer of the tool vector between datasets",
-    "intervention_cost": "KL cost of each intervention on harmless test prompts",
+    "intervention_cost": "KL cost of each intervention on harmless validation prompts (bounds α) and test "
+    "prompts (reported)",
     "representation": "Each condition's shift at the selected layer",
     "free_tool_use": "The free condition: ASR by whether the model chose to call the tool",
     "asr_by_judge": "ASR under every judge, side by side",

@@ -37,8 +37,9 @@ _COST_NEEDED = ("model", "dataset", "intervention", "condition", "n", "kl_mean",
 
 
 def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str | Path, judge: str) -> str:
-    """What each intervention costs (mean next-token KL on harmless prompts, tables/intervention_cost.csv)
-    against the ASR change it buys (intervened ASR minus its base condition's ASR), one panel per model.
+    """What each intervention costs (mean next-token KL on harmless test prompts, the test rows of
+    tables/intervention_cost.csv) against the ASR change it buys (intervened ASR minus its base
+    condition's ASR), one panel per model.
 
     Horizontal bars: the cost table's 95 % bootstrap CI of the mean KL; vertical bars: the intervened
     run's 95 % Wilson interval shifted by the base ASR. Random-vector controls are grey crosses.
@@ -53,6 +54,8 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
         raise ContractError(
             "intervention cost table: no rows (expected rows of tables/intervention_cost.csv)"
         )
+    if "split" in cost.columns and (cost["split"] == "test").any():
+        cost = cost[cost["split"] == "test"]  # the reported rows; the validation ones bound alpha
     rows = rows_for_judge(asr, judge)
     points = []
     unmatched = 0
