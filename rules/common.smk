@@ -228,6 +228,15 @@ def dataset_options(wildcards):
     }
 
 
+def refusal_source_vectors(wildcards):
+    """The vectors file whose refusal direction a dataset without harmless prompts borrows (its
+    `harmless` option names that dataset: toolshift.datasets.prompts.refusal_source), else none."""
+    from toolshift.datasets.prompts import refusal_source
+
+    source = refusal_source(wildcards.dataset, config["datasets"][wildcards.dataset])
+    return {"refusal_source": res(f"vectors/{wildcards.model}/{source}.nc")} if source else {}
+
+
 def intervention_base_episodes(wildcards):
     """The episodes the interventions run on: their base conditions (direct for add/random, tool for
     subtract/ablate, the condition an ablate_refusal_{condition} names)."""

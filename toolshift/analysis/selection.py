@@ -14,7 +14,8 @@ Two layer criteria are provided.
     s_l the pooled within-class (harmful / harmless) standard deviation of h_direct . r_hat_l on the
     train prompts. It is the tool shift of held-out prompts along the refusal direction, in units of
     the natural spread of that projection. The layer with the largest score is chosen (ties: the
-    earliest). Without harmless prompts (no refusal direction) the criterion is ``tool_shift_dz``: the
+    earliest). Without harmless prompts (no refusal direction, or one borrowed from another dataset, whose
+    within-class spread cannot be measured here) the criterion is ``tool_shift_dz``: the
     paired effect size mean / sd of (h_tool - h_direct) . v_hat_l over validation harmful prompts. If no
     score is finite, the middle candidate is used and the criterion reads ``fallback_middle``.
 
@@ -125,9 +126,10 @@ def activation_layer_scores(
         shift = np.einsum("plh,lh->pl", diff, r_hat).mean(axis=0)
         proj_train = np.einsum("plh,lh->pl", np.asarray(direct_train, np.float64), r_hat)
         scale = pooled_within_class_sd(proj_train, harmful_train)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.where(scale > 0, shift / scale, np.nan)
-        return scores, "refusal_shift_sd"
+        if np.isfinite(scale).any():  # a direction borrowed from another dataset has no harmless spread here
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores = np.where(scale > 0, shift / scale, np.nan)
+            return scores, "refusal_shift_sd"
     v_hat = _unit_rows(np.asarray(tool_vector, np.float64))
     along = np.einsum("plh,lh->pl", diff, v_hat)
     if along.shape[0] < 2:

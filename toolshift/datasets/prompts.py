@@ -13,7 +13,9 @@ requests only, never an answer.
 A prompts table may pair a harmful dataset with a harmless control dataset (option `harmless`): the
 refusal direction and the over-refusal table need harmless rows. The harmless rows are drawn with the
 harmful dataset's attack typography (for FigStep: the FigStep layout of the harmless instruction) and keep
-their own ids and categories.
+their own ids and categories. A dataset whose attack images are downloaded (MM-SafetyBench SD_TYPO,
+JailbreakV-28K, HADES) cannot draw harmless rows in its layout: for it, `harmless` names another dataset
+of the study with harmless prompts whose refusal direction it borrows (`refusal_source`).
 """
 
 from __future__ import annotations
@@ -148,8 +150,10 @@ def load_dataset(name: str, source: DataSource | None = None) -> pd.DataFrame:
 
 def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
     """Config checks of one `datasets:` entry that need the registry: the dataset is known, and a
-    `harmless` control is a known dataset with harmless rows that the attack can draw. ConfigError with
-    one line naming the key otherwise."""
+    `harmless` control is a known dataset with harmless rows that the attack can draw. For a dataset with
+    downloaded attack images `harmless` names instead the dataset whose refusal direction it borrows
+    (`refusal_source`; that it is a dataset of the study with harmless prompts is checked with the whole
+    config, `toolshift.common.config`). ConfigError with one line naming the key otherwise."""
     spec = get_dataset(name)
     harmless = (options or {}).get("harmless")
     if harmless is None:
@@ -159,14 +163,29 @@ def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
         raise ConfigError(f"{where}: unknown dataset {harmless!r} (known: {', '.join(sorted(DATASETS))})")
     if harmless == name:
         raise ConfigError(f"{where}: a dataset cannot be its own harmless control")
+    if spec.attack not in RENDERED_ATTACKS:
+        return  # a refusal-direction source, not rows to draw
     if DATASETS[harmless].classes == "harmful":
         raise ConfigError(f"{where}: {harmless!r} holds no harmless rows")
-    if spec.attack not in RENDERED_ATTACKS:
-        raise ConfigError(
-            f"{where}: {name!r} uses downloaded attack images ({spec.attack}), so harmless rows cannot be "
-            f"drawn in its layout; pair a harmless control with a typographic dataset "
-            f"({', '.join(RENDERED_ATTACKS)})"
-        )
+
+
+def has_harmless_prompts(name: str, options: Mapping[str, Any] | None) -> bool:
+    """Whether the prompts table of a `datasets:` entry holds harmless prompts: its dataset has harmless
+    rows, or its attack draws the rows of a `harmless` control dataset in its layout."""
+    spec = get_dataset(name)
+    return spec.classes != "harmful" or (
+        spec.attack in RENDERED_ATTACKS and (options or {}).get("harmless") is not None
+    )
+
+
+def refusal_source(name: str, options: Mapping[str, Any] | None) -> str | None:
+    """The dataset whose refusal direction a `datasets:` entry uses when it has no harmless prompts of its
+    own: its `harmless` option (a dataset with downloaded attack images cannot draw harmless rows in its
+    layout, so `harmless` names another dataset of the study instead). None when the dataset has harmless
+    prompts (it estimates its own direction) or names no source."""
+    if has_harmless_prompts(name, options):
+        return None
+    return (options or {}).get("harmless")
 
 
 def select_rows(rows: pd.DataFrame, limit_per_class: int | None = None) -> pd.DataFrame:
@@ -325,7 +344,7 @@ def build_dataset_prompts(
     check_dataset_options(dataset, {"harmless": harmless})
     source = data_source(results_root, data_mirror, data_cache, data_lock)
     rows = load_dataset(dataset, source)
-    if harmless is not None:
+    if harmless is not None and spec.attack in RENDERED_ATTACKS:  # else: a refusal-direction source
         control = load_dataset(harmless, source)
         control = control[~control["harmful"]]
         if control.empty:
