@@ -342,7 +342,7 @@ def test_category_heatmap(tmp_path):
 def test_headline_forest_plot(tmp_path):
     rows = []
     for k, m in enumerate(MODELS):
-        for c, p in (("direct", 0.7), ("tool", 0.4 + 0.1 * k)):
+        for c, p in (("direct", 0.7), ("tool_offered", 0.6), ("tool", 0.4 + 0.1 * k)):
             unsafe = np.random.default_rng(k).random(30) < p
             rows += [
                 {
@@ -362,6 +362,7 @@ def test_headline_forest_plot(tmp_path):
     caption = plot_headline(table, png)
     _check_written(png, caption)
     assert "mean over models" in caption and "bootstrap" in caption and "n = 30" in caption
+    assert "pooled over models and prompts" in caption and "absolute" in caption and "tool_offered" in caption
     assert _rgb(CONDITION_PALETTE["tool"]) in _colours(png)
     with pytest.raises(ContractError, match="no rows"):
         plot_headline(table.iloc[:0], tmp_path / "h.png")

@@ -114,7 +114,14 @@ def test_judges_table_marks_the_headline_judge_and_fixture_judges():
     md = judges_markdown(config)
     keyword = next(line for line in md.splitlines() if line.startswith("| `keyword`"))
     guard = next(line for line in md.splitlines() if line.startswith("| `llamaguard`"))
-    assert keyword.endswith("| no |") and guard.endswith("| **yes** |") and "noise" in guard
+    assert keyword.endswith("| no | n/a |") and guard.endswith("| **yes** | n/a |") and "noise" in guard
+    # a hub judge shows its revision, flagged when it is not pinned to a commit
+    hub = {"variant": "harmbench", "source": "hub", "hub_id": "cais/HarmBench-Llama-2-13b-cls"}
+    config["judges"].append("harmbench")
+    for revision, shown in (("main", "`main` **(unpinned)**"), ("a" * 40, f"`{'a' * 40}`")):
+        config["judge_models"]["harmbench"] = {**hub, "revision": revision}
+        line = next(x for x in judges_markdown(config).splitlines() if x.startswith("| `harmbench`"))
+        assert line.endswith(f"| no | {shown} |")
 
 
 def test_runtimes_sum_the_benchmark_files(tmp_path):

@@ -489,10 +489,17 @@ HEADLINE_COLUMNS: tuple[str, ...] = (
     "n_boot_used",
     "low_boot_share",
     "excluded",
+    "abs_reduction",
+    "abs_reduction_ci_low",
+    "abs_reduction_ci_high",
+    "estimator",
 )
-"""`tables/headline.csv`: per (dataset, model) rows, then the mean-over-models row per dataset and,
-with several datasets, the overall row (dataset ``all``). ``n``: paired prompts summed over the cells
-the estimate uses (not the excluded ones); ``reference_asr``/``asr``: pooled over those prompts."""
+"""`tables/headline.csv`: per reference (``direct``, then ``tool_offered``) the per (dataset, model) rows,
+then the mean-over-models and the pooled row per dataset and, with several datasets, the overall rows
+(dataset ``all``); relative (``rel_reduction``) and absolute (``abs_reduction``, ASR points as a fraction)
+reductions with their bootstrap CIs; ``estimator`` says how the row is estimated. ``n``: paired prompts
+summed over the cells the estimate uses (not the excluded ones); ``reference_asr``/``asr``: pooled over
+those prompts (weighted by question set in the pooled rows)."""
 
 SELECTION_COLUMNS: tuple[str, ...] = (
     "model",

@@ -137,6 +137,13 @@ def get_dataset(name: str) -> DatasetSpec:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
+def question_set(name: str) -> str:
+    """The question set a dataset asks (`DatasetSpec.question_set`): datasets sharing one ask the same
+    questions (MM-SafetyBench TYPO and SD_TYPO). An unregistered name is its own set."""
+    spec = DATASETS.get(name)
+    return (spec.question_set or spec.name) if spec is not None else str(name)
+
+
 def _default_source() -> DataSource:
     return data_source("results")
 

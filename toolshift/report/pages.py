@@ -32,6 +32,7 @@ from toolshift.report.format import (
     markdown_table,
     ref_label,
 )
+from toolshift.report.outcomes import non_answer_markdown
 from toolshift.report.provenance import (
     config_markdown,
     datasets_markdown,
@@ -364,6 +365,7 @@ def write_book_pages(
         "asr_conditions.md": asr_conditions_markdown(asr, judge),
         "asr_table.md": asr_full_markdown(asr),
         "over_refusal.md": over_refusal_markdown(over_refusal),
+        "non_answers.md": non_answer_markdown(asr, judge),
         "vectors.md": vectors_markdown(vectors),
         "completions.md": completions_markdown(judged, show_completions),
         "headline.md": headline_markdown(headline),

@@ -245,9 +245,21 @@ def judges_markdown(config: Mapping[str, Any], fixture_note: bool = True) -> str
                 JUDGE_DESCRIPTIONS.get(judge, DASH),
                 source,
                 "**yes**" if judge == headline else "no",
+                _judge_revision(judge, entry),
             ]
         )
-    return markdown_table(["judge", "what it does", "source", "headline judge"], rows)
+    return markdown_table(["judge", "what it does", "source", "headline judge", "revision"], rows)
+
+
+def _judge_revision(judge: str, entry: Mapping[str, Any]) -> str:
+    """A hub judge model's revision, flagged when it is not a commit hash (an unpinned judge can change
+    under a rerun); n/a for the keyword, API and fixture judges."""
+    if judge in ("keyword", "api") or entry.get("source") != "hub":
+        return "n/a"
+    rev = entry.get("revision")
+    if isinstance(rev, str) and _COMMIT_RE.match(rev):
+        return code(rev)
+    return f"{_cell_or_dash(rev)} **(unpinned)**"
 
 
 def _version(package: str) -> str:

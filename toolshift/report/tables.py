@@ -158,30 +158,34 @@ def over_refusal_markdown(table: pd.DataFrame | None) -> str:
         return "The over-refusal table was not produced in this run.\n"
     if table.empty:
         return "The over-refusal table has no rows in this run.\n"
-    header = [
-        "model",
-        "dataset",
-        "judge",
-        "condition",
-        "intervention",
-        "n",
-        "refused",
-        "refusal rate, % [95 % CI]",
-    ]
+    header = ["model", "dataset", "detector", "condition", "intervention", "n", "refused"]
+    header += ["refusal rate, % [95 % CI]", "non-answers"]
     rows = [
         [
             code(r.model),
             code(r.dataset),
-            cell(r.judge),
+            code(getattr(r, "detector", r.judge)),
             code(r.condition),
             code(r.intervention),
             str(int(r.n)),
             str(int(r.n_refused)),
             with_ci(r.refusal_rate, r.refusal_ci_low, r.refusal_ci_high),
+            int_cell(getattr(r, "n_non_answer", None)),
         ]
         for r in table.itertuples(index=False)
     ]
-    note = "\nThe share of *harmless* test prompts the model refuses, with 95 % Wilson intervals.\n"
+    detectors = (
+        ", ".join(code(d) for d in dict.fromkeys(table["detector"].astype(str)))
+        if "detector" in table
+        else ""
+    )
+    note = "\nThe share of *harmless* test prompts the model refuses, with 95 % Wilson intervals. " + (
+        f"Refusals are detected by {detectors}: the refusal phrases of the keyword judge's list at word "
+        'boundaries, independent of every judge (a model judge calls every helpful answer "not '
+        'unsafe", which is not a refusal), so each run has one row whatever the judges.\n'
+        if detectors
+        else 'Refusals are counted as the judge\'s "not unsafe" verdicts (a table without a detector).\n'
+    )
     return fold("Refusal rate on harmless prompts", markdown_table(header, rows), len(rows)) + note
 
 
@@ -361,6 +365,14 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
     return markdown_table(header, rows)
 
 
+def _sensitivity_cell(r: object) -> str:
+    """The verdict with non-answers excluded, marked when it differs from the verdict (a dash without)."""
+    other = getattr(r, "verdict_non_answers_excluded", None)
+    if is_missing(other):
+        return DASH
+    return f"{other} (**flips**)" if other != r.verdict else str(other)
+
+
 def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str = "table-contrasts") -> str:
     """Each claim sentence next to its tests, one table per model and dataset, for the book.
 
@@ -377,7 +389,9 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "percentage points with a 95 % paired bootstrap interval, the exact McNemar p of the paired "
         f"verdicts and the Holm-adjusted p within the claim's tests for that model and dataset. "
         f"*supported*: Holm p < {ALPHA:g} with the predicted sign; *contradicted*: Holm p < {ALPHA:g} "
-        "with the other sign; *not shown*: otherwise. A claim whose runs are not in this run has no row."
+        "with the other sign; *not shown*: otherwise. The last column repeats the test on the prompts where "
+        "neither run gave a non-answer; **flips** marks a verdict that rests on replies that do not answer. "
+        "A claim whose runs are not in this run has no row."
     )
     if rows.empty:
         return intro + "\n\nNo claim has both of its runs in this run.\n"
@@ -393,6 +407,7 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
         "McNemar p",
         "Holm p",
         "verdict",
+        "verdict, non-answers excluded",
     ]
     for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
         body, last = [], None
@@ -411,6 +426,7 @@ def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str
                     p_value(r.mcnemar_p),
                     p_value(r.holm_p),
                     f"**{r.verdict}**" if r.verdict != NOT_SHOWN else str(r.verdict),
+                    _sensitivity_cell(r),
                 ]
             )
         name = re.sub(r"[^a-z0-9]+", "-", f"{label} {model} {dataset}".lower()).strip("-")
