@@ -40,6 +40,19 @@ def test_paper_config_is_valid_and_uses_real_models(paper):
     assert "free" in paper["conditions"]
 
 
+def test_paper_models_and_judges_are_pinned_where_a_public_hash_is_known(paper):
+    """Pinned from public scripts that pin these hub ids (see docs/models.md); an entry left at a branch
+    is flagged by the book's provenance chapter (tests/test_report_sources.py)."""
+    models = {e["hub_id"]: e["revision"] for e in paper["models"].values()}
+    assert models["ChenShawn/DeepEyes-7B"] == "3b31e4b342592d14cb12bb8434a6ea55e9cd78c8"
+    assert models["OpenGVLab/InternVL3-8B-hf"] == "259a3b64a14623c0ec91a045cb43f7c5af5fa6af"
+    judges = {e["hub_id"]: e["revision"] for e in paper["judge_models"].values()}
+    assert judges["meta-llama/Llama-Guard-3-8B"] == "7327bd9f6efbbe6101dc6cc4736302b3cbb6e425"
+    assert judges["cais/HarmBench-Llama-2-13b-cls"] == "bda705349d1144fa618770bea64d99ce54e3835b"
+    for revision in [*models.values(), *judges.values()]:
+        assert re.fullmatch(r"[0-9a-f]{40}", revision), revision
+
+
 @pytest.mark.e2e
 def test_paper_dag_builds_offline_with_the_expected_job_counts(paper, tmp_path):
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile")]

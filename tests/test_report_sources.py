@@ -23,6 +23,7 @@ from toolshift.report.provenance import (
     read_benchmarks,
     runtimes_markdown,
     splits_markdown,
+    unpinned_markdown,
 )
 from toolshift.report.tables import (
     FOLD_ROWS,
@@ -218,3 +219,25 @@ def test_broken_internal_links_are_found(tmp_path):
         '<section id="sec"></section><a href="a.html#nope">a</a><img src="gone.png">'
     )
     assert broken_internal_links(tmp_path) == ["b.html: a.html#nope (no such anchor)", "b.html: gone.png"]
+
+
+def test_the_provenance_chapter_flags_what_stays_unpinned():
+    config = {
+        "models": {
+            "pinned": {"source": "hub", "hub_id": "org/a", "revision": "b" * 40},
+            "floating": {"source": "hub", "hub_id": "org/b", "revision": "main"},
+            "fix": {"source": "fixture", "family": "llava"},
+        },
+        "judges": ["keyword", "harmbench", "llamaguard"],
+        "judge_models": {
+            "harmbench": {"source": "hub", "hub_id": "cais/HarmBench-Llama-2-13b-cls", "revision": "v1"},
+            "llamaguard": {"source": "fixture", "variant": "llamaguard3"},
+        },
+    }
+    md = unpinned_markdown(config)
+    assert "| `floating` | model | org/b | `main` |" in md
+    assert "| `harmbench` | judge model | cais/HarmBench-Llama-2-13b-cls | `v1` |" in md
+    assert "pinned" not in md.split("|", 1)[1] and "llamaguard" not in md and "`fix`" not in md
+    config["models"].pop("floating")
+    config["judge_models"]["harmbench"]["revision"] = "c" * 40
+    assert unpinned_markdown(config).startswith("Every hub model and judge model of this run is pinned")

@@ -46,6 +46,7 @@ from toolshift.report.provenance import (
     runtimes_markdown,
     software_markdown,
     splits_markdown,
+    unpinned_markdown,
 )
 from toolshift.report.tables import (
     PLANTED_LABEL,
@@ -375,6 +376,7 @@ def write_book_pages(
         "datasets.md": datasets_markdown(prompts or {}, config),
         "splits.md": splits_markdown(splits or {}, config),
         "judges.md": judges_markdown(config),
+        "unpinned.md": unpinned_markdown(config),
         "software.md": software_markdown(),
         "git.md": git_markdown(git_state(repo_dir) if repo_dir is not None else {}),
         "runtimes.md": runtimes_markdown(read_benchmarks(benchmarks_dir))

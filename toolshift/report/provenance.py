@@ -251,6 +251,36 @@ def judges_markdown(config: Mapping[str, Any], fixture_note: bool = True) -> str
     return markdown_table(["judge", "what it does", "source", "headline judge", "revision"], rows)
 
 
+def unpinned_markdown(config: Mapping[str, Any]) -> str:
+    """Every hub model and hub judge model of the config whose revision is not a commit hash (a rerun may
+    then load other weights), or a sentence saying that every one is pinned."""
+    rows = []
+    for name, entry in models_of(config):
+        if entry.get("source") == "hub" and not _COMMIT_RE.match(str(entry.get("revision") or "")):
+            rows.append(
+                [code(name), "model", cell(entry.get("hub_id") or ""), _cell_or_dash(entry.get("revision"))]
+            )
+    judge_models = config.get("judge_models") or {}
+    for judge in config.get("judges") or []:
+        entry = judge_models.get(judge) or {}
+        if entry.get("source") == "hub" and not _COMMIT_RE.match(str(entry.get("revision") or "")):
+            rows.append(
+                [
+                    code(judge),
+                    "judge model",
+                    cell(entry.get("hub_id") or ""),
+                    _cell_or_dash(entry.get("revision")),
+                ]
+            )
+    if not rows:
+        return "Every hub model and judge model of this run is pinned to a commit hash (or there is none).\n"
+    return (
+        "**Unpinned revisions.** These entries name a branch or tag, not a commit, so a rerun may load other "
+        "weights than this run did; pin them to reproduce it exactly:\n\n"
+        + markdown_table(["entry", "kind", "hub repository", "revision"], rows)
+    )
+
+
 def _judge_revision(judge: str, entry: Mapping[str, Any]) -> str:
     """A hub judge model's revision, flagged when it is not a commit hash (an unpinned judge can change
     under a rerun); n/a for the keyword, API and fixture judges."""
