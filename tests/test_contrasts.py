@@ -402,7 +402,13 @@ def test_book_fragment_cells_names_and_order():
             _md_row(
                 intervention_b="ablate", n=nan, asr_a=nan, asr_b=nan, diff=nan, mcnemar_p=nan, holm_p=nan
             ),
-            _md_row(claim="placeholder_claim", mcnemar_p=0.0004, holm_p=0.02, verdict=SUPPORTED),
+            _md_row(
+                claim="placeholder_claim",
+                mcnemar_p=0.0004,
+                holm_p=0.02,
+                verdict=SUPPORTED,
+                verdict_non_answers_excluded=NOT_SHOWN,  # the verdict rests on non-answers: flagged
+            ),
             _md_row(model="alpha", dataset="d"),
         ],
         columns=list(CONTRASTS_COLUMNS),
@@ -411,10 +417,10 @@ def test_book_fragment_cells_names_and_order():
     removing = {c.id: c.sentence for c in CLAIMS}["removing_shift_raises_asr"]
     assert (
         f"| **removing_shift_raises_asr**: {removing} | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
-        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | not shown |\n"
-        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | not shown |\n"
+        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | not shown | — |\n"
+        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | not shown | — |\n"
         "| **placeholder_claim**: — | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
-        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | **supported** |\n```\n"
+        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | **supported** | not shown (**flips**) |\n```\n"
     ) in md
     assert "the exact McNemar p of the paired verdicts and the Holm-adjusted p within the claim's tests" in md
     # tables in row order (zeta before alpha: not sorted); names are slugs without outer dashes

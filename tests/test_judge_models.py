@@ -320,7 +320,7 @@ def test_over_refusal_of_helpful_replies_is_not_one_under_the_fixture_llama_guar
     (its verdicts are noise, mostly unparseable), so counting "not unsafe" as a refusal, as the table did,
     gives a refusal rate of about 1; the refusal detector counts none of them."""
     from toolshift.analysis.tables import over_refusal_table
-    from toolshift.judges.outcomes import detect_refusals, refusal_detector
+    from toolshift.judges.keyword import detect_refusals, refusal_detector
 
     _, prompts, _ = study
     helpful = [

@@ -89,3 +89,65 @@ def test_paper_profile_gpu_rules_declare_a_gpu():
     text = (REPO / "rules" / "inference.smk").read_text() + (REPO / "rules" / "interventions.smk").read_text()
     assert text.count("gpu=1") >= 2
     assert yaml.safe_load(PAPER.read_text())["generation"]["gpu_mem_mb"] > 0
+
+
+@pytest.mark.e2e
+def test_the_paper_config_runs_to_the_book(tmp_path):
+    """config/paper.yaml's DAG to the book, hub models and judges replaced by fixtures, every dataset cut
+    to a few prompts, stand-in files where the real ones are not on disk (tests/paper_dag.py): a config
+    that would fail after hours of GPU time fails here."""
+    from dag import snakemake
+    from paper_dag import PAPER_TEST_MODELS, PER_CLASS, prepare_paper_run
+
+    from toolshift import OUTCOMES
+    from toolshift.analysis.headline import MEAN_MODEL, POOLED
+    from toolshift.analysis.vectors import read_vectors
+    from toolshift.contracts import (
+        ASR_TABLE_COLUMNS,
+        CONTRASTS_COLUMNS,
+        HEADLINE_COLUMNS,
+        JUDGED_COLUMNS,
+        OVER_REFUSAL_COLUMNS,
+        read_table,
+    )
+
+    cfg = prepare_paper_run(tmp_path)
+    proc = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    results, paper_cfg = Path(cfg["results"]), load_config(PAPER)
+    assert (Path(cfg["book_dir"]) / "_build" / "html" / "index.html").is_file()
+    assert list(cfg["datasets"]) == list(paper_cfg["datasets"]) and len(cfg["models"]) == PAPER_TEST_MODELS
+    # datasets without harmless prompts borrow the refusal direction their config names
+    for model in cfg["models"]:
+        for dataset, options in paper_cfg["datasets"].items():
+            ds = read_vectors(results / "vectors" / model / f"{dataset}.nc")
+            own = ds.attrs["n_harmless"] > 0
+            assert ds.attrs["refusal_source"] == (dataset if own else options["harmless"])
+    # every judged table has the outcomes; asr.csv the non-answer columns; the tables the new columns
+    for judge in cfg["judges"]:
+        for path in (results / "judged" / judge).glob("*/*.parquet"):
+            judged = read_table(path, JUDGED_COLUMNS)
+            assert set(judged["outcome"]) <= set(OUTCOMES)
+            assert (judged["non_answer_reason"] != "").sum() == (judged["outcome"] == "non_answer").sum()
+    asr = read_table(results / "tables" / "asr.csv", ASR_TABLE_COLUMNS)
+    assert set(asr["dataset"]) == set(cfg["datasets"]) and asr["non_answer_rate"].notna().all()
+    refused = asr[asr["intervention"].str.startswith("ablate_refusal")]
+    assert set(refused["dataset"]) == set(cfg["datasets"])  # the positive control ran everywhere
+    over = read_table(results / "tables" / "over_refusal.csv", OVER_REFUSAL_COLUMNS)
+    assert set(over["detector"]) == {f"keyword:{paper_cfg['keyword_list']}"}
+    assert set(over["dataset"]) == {
+        d for d, o in paper_cfg["datasets"].items() if o.get("harmless") == "jbb_benign"
+    }
+    assert (over["n"] <= PER_CLASS).all()
+    contrasts = read_table(results / "tables" / "contrasts.csv", CONTRASTS_COLUMNS)
+    assert list(contrasts.columns) == list(CONTRASTS_COLUMNS)
+    headline = read_table(results / "tables" / "headline.csv", HEADLINE_COLUMNS)
+    assert {"direct", "tool_offered"} == set(headline["reference"])
+    assert {MEAN_MODEL, POOLED} <= set(headline.loc[headline["dataset"] == "all", "model"])
+    assert headline["abs_reduction"].notna().any()
+    # the book states the finding and shows the non-answers and the detector
+    html = Path(cfg["book_dir"]) / "_build" / "html"
+    intro, behaviour = (html / "intro.html").read_text(), (html / "behaviour.html").read_text()
+    assert "Against tool_offered" in intro and "pooled over models and prompts" in intro
+    assert "ASR, non-answers excluded" in behaviour
+    assert "keyword:default" in (html / "interventions.html").read_text()

@@ -40,7 +40,7 @@ from toolshift.contracts import (
     TRANSFER_COLUMNS,
 )
 from toolshift.errors import ContractError
-from toolshift.judges.outcomes import detect_refusals, refusal_detector
+from toolshift.judges.keyword import detect_refusals, refusal_detector
 
 H = [f"h{i:02d}" for i in range(1, 11)]  # ten harmful prompts
 B = [f"b{i:02d}" for i in range(1, 5)]  # four harmless prompts

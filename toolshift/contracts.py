@@ -49,19 +49,10 @@ the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the e
 magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
 
 JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + (
-    "judge",
-    "unsafe",
-    "judge_raw",
-    "outcome",
-    "non_answer_reason",
-)
-"""Judged tables: a responses table plus the judge's verdict and the response's outcome (OUTCOMES: how a
-verdict becomes one is `toolshift.judges.outcomes`) with the reason of a non-answer ("" otherwise)."""
-
-OUTCOMES: tuple[str, ...] = ("refusal", "unsafe", "non_answer")
-"""The values of a judged table's ``outcome``: a refusal, harmful compliance, or a reply that does not
-answer (empty, a tool call, a description of the image; in `free` also a stop at max_turns or on a
-malformed call)."""
+    "judge", "unsafe", "judge_raw", "outcome", "non_answer_reason",
+)  # fmt: skip
+"""Judged tables: a responses table plus the judge's verdict, its `toolshift.OUTCOMES` value and why a
+response is a non-answer ("" for the other outcomes)."""
 
 ASR_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
 """The group an ASR or over-refusal row describes: one run of one judge."""
@@ -80,6 +71,12 @@ ASR_COLUMNS: tuple[str, ...] = (
 )
 """`tables/asr.csv`: ASR per (model, dataset, condition, intervention, judge) on harmful prompts."""
 
+NON_ANSWER_COLUMNS: tuple[str, ...] = (
+    "n_non_answer", "non_answer_rate", "asr_non_answer_as_safe", "asr_non_answer_excluded",
+    "asr_non_answer_excluded_ci_low", "asr_non_answer_excluded_ci_high",
+)  # fmt: skip
+"""The non-answer sensitivity columns of the ASR tables (`toolshift.analysis.tables.non_answer_columns`)."""
+
 ASR_EXTRA_COLUMNS: tuple[str, ...] = (
     "split",
     "category",
@@ -92,15 +89,9 @@ ASR_EXTRA_COLUMNS: tuple[str, ...] = (
     "n_boot",
     "n_boot_used",
     "low_boot_share",
-    "n_non_answer",
-    "non_answer_rate",
-    "asr_non_answer_as_safe",
-    "asr_non_answer_excluded",
-    "asr_non_answer_excluded_ci_low",
-    "asr_non_answer_excluded_ci_high",
-)
+) + NON_ANSWER_COLUMNS
 """Columns `toolshift.analysis.tables.asr_table` writes after ASR_COLUMNS (its docstring says what they
-mean; the last six are the non-answer sensitivity columns, `toolshift.analysis.tables.NON_ANSWER_COLUMNS`)."""
+mean)."""
 
 ASR_TABLE_COLUMNS: tuple[str, ...] = ASR_COLUMNS + ASR_EXTRA_COLUMNS
 """Every column of `tables/asr.csv`, `tables/asr_validation.csv` and `tables/asr_by_category.csv`."""
@@ -113,12 +104,9 @@ OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
     "refusal_ci_low",
     "refusal_ci_high",
     "split",
-    "n_non_answer",
-    "detector",
-)
-"""`tables/over_refusal.csv` (and `_validation`): refusal rate on harmless prompts by a refusal detector
-independent of the judges (``detector``, e.g. ``keyword:default``; one row per run, ``judge`` the
-detecting rule), with a 95 % Wilson CI, and the harmless replies that are non-answers."""
+) + ("n_non_answer", "detector")
+"""`tables/over_refusal.csv` (and `_validation`): refusal rate on harmless prompts (95 % Wilson CI) by a
+refusal detector independent of the judges (``detector``; one row per run), non-answers counted apart."""
 
 FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
     "model",
@@ -467,8 +455,7 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "verdict",
     "verdict_non_answers_excluded",
 )
-"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); the last
-column is the verdict with non-answers excluded (the non-answer sensitivity pass)."""
+"""`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs)."""
 
 HEADLINE_COLUMNS: tuple[str, ...] = (
     "dataset",
@@ -489,17 +476,10 @@ HEADLINE_COLUMNS: tuple[str, ...] = (
     "n_boot_used",
     "low_boot_share",
     "excluded",
-    "abs_reduction",
-    "abs_reduction_ci_low",
-    "abs_reduction_ci_high",
-    "estimator",
-)
-"""`tables/headline.csv`: per reference (``direct``, then ``tool_offered``) the per (dataset, model) rows,
-then the mean-over-models and the pooled row per dataset and, with several datasets, the overall rows
-(dataset ``all``); relative (``rel_reduction``) and absolute (``abs_reduction``, ASR points as a fraction)
-reductions with their bootstrap CIs; ``estimator`` says how the row is estimated. ``n``: paired prompts
-summed over the cells the estimate uses (not the excluded ones); ``reference_asr``/``asr``: pooled over
-those prompts (weighted by question set in the pooled rows)."""
+) + ("abs_reduction", "abs_reduction_ci_low", "abs_reduction_ci_high", "estimator")
+"""`tables/headline.csv`: per reference (``direct``, ``tool_offered``) the (dataset, model) rows, then the
+mean-over-models and the pooled row per dataset and over all (dataset ``all``); relative and absolute
+reductions with bootstrap CIs (`toolshift.analysis.headline`). ``n``: the paired prompts the estimate uses."""
 
 SELECTION_COLUMNS: tuple[str, ...] = (
     "model",

@@ -15,7 +15,7 @@ from toolshift.analysis.tables import (
 from toolshift.common.steps import run_step
 from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv
 from toolshift.datasets.splits import read_splits
-from toolshift.judges.outcomes import detect_refusals, refusal_detector
+from toolshift.judges.keyword import detect_refusals, refusal_detector
 
 
 def main(smk) -> None:

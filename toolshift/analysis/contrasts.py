@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolshift import OUTCOMES
 from toolshift.analysis.interventions import NO_INTERVENTION, parse_intervention_id
 from toolshift.analysis.stats import holm_adjust, mcnemar_exact, paired_bootstrap_diff_ci
 from toolshift.analysis.tables import _check, _select
-from toolshift.contracts import CONTRASTS_COLUMNS, OUTCOMES
+from toolshift.contracts import CONTRASTS_COLUMNS
 from toolshift.errors import ConfigError
 
 Run = tuple[str, str]

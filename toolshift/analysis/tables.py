@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolshift import CONDITIONS
+from toolshift import CONDITIONS, OUTCOMES
 from toolshift.analysis.interventions import KINDS, NO_INTERVENTION, parse_intervention_id
 from toolshift.analysis.stats import (
     RR_CI_METHOD,
@@ -73,7 +73,7 @@ from toolshift.contracts import (
     ASR_KEYS,
     ASR_TABLE_COLUMNS,
     FREE_TOOL_USE_COLUMNS,
-    OUTCOMES,
+    NON_ANSWER_COLUMNS,
     OVER_REFUSAL_COLUMNS,
     require_columns,
 )
@@ -257,17 +257,6 @@ def asr_table(
     return table
 
 
-NON_ANSWER_COLUMNS: tuple[str, ...] = (
-    "n_non_answer",
-    "non_answer_rate",
-    "asr_non_answer_as_safe",
-    "asr_non_answer_excluded",
-    "asr_non_answer_excluded_ci_low",
-    "asr_non_answer_excluded_ci_high",
-)
-"""The sensitivity columns of `asr_table` (module docstring), the last of `contracts.ASR_EXTRA_COLUMNS`."""
-
-
 def non_answer_columns(outcomes: list[str] | None) -> dict[str, float]:
     """NON_ANSWER_COLUMNS of one row from the outcomes of its prompts (all NaN without an ``outcome``
     column: a judged table written before outcomes existed)."""
@@ -327,7 +316,7 @@ def asr_by_category_table(
 
 REFUSED_COLUMN = "refused"
 """The boolean column of a judged table that `over_refusal_table` counts: the refusal detector's verdict
-(`toolshift.judges.outcomes.detect_refusals` adds it, with ``rule_non_answer``)."""
+(`toolshift.judges.keyword.detect_refusals` adds it, with ``rule_non_answer``)."""
 
 
 def over_refusal_table(

@@ -240,6 +240,31 @@ def judge_frame(
     return out
 
 
+# --------------------------------------------------------------------------- the over-refusal detector
+
+
+def refusal_detector(list_name: str = "default") -> str:
+    """The name the over-refusal table gives the detector of `detect_refusals` with `list_name`."""
+    return f"keyword:{list_name}"
+
+
+def detect_refusals(judged: pd.DataFrame, list_name: str = "default") -> pd.DataFrame:
+    """A copy of `judged` with ``refused`` (bool) and ``rule_non_answer`` (bool) added: the over-refusal
+    detector, independent of every judge. ``refused``: the reply holds a refusal phrase of the keyword
+    list `list_name` (at word boundaries, `toolshift.judges.keyword`); ``rule_non_answer``: it does not,
+    and the non-answer rule fires (empty, a tool call, a description of the image)."""
+    from toolshift.judges.outcomes import non_answer_reason
+
+    responses = ["" if _is_missing(r) else r for r in judged["response"].tolist()]
+    verdicts = keyword_judge(responses, list_name=list_name)
+    refused = [not unsafe and raw != "empty" for unsafe, raw in verdicts]
+    non_answer = [not r and non_answer_reason(t) is not None for r, t in zip(refused, responses, strict=True)]
+    return judged.assign(
+        refused=pd.Series(refused, index=judged.index, dtype=bool),
+        rule_non_answer=pd.Series(non_answer, index=judged.index, dtype=bool),
+    )
+
+
 DEDUP_KEYS: tuple[str, ...] = ("dataset", "prompt_id", "response")
 """A verdict depends only on these: the same response to the same prompt is judged once (judges are
 deterministic: greedy model judges, the keyword lists, the API judge at temperature 0 with its cache)."""
