@@ -1,11 +1,13 @@
 """`config/paper.yaml` made runnable in CI (tests/test_paper_config.py runs it to the book).
 
-What changes and what does not: the datasets, conditions, intervention grid, transfer pairs, judges,
-headline judge and every other key of the paper config are kept, so that a config that would fail after
-hours of GPU time fails here. What is cut, for time only: the hub models are replaced by tiny fixtures of
-the same families (`PAPER_TEST_MODELS` of them, see there), the hub judges by fixture judges of the same
-variants, every dataset is cut to `PER_CLASS` prompts per class, generation to a few tokens on the CPU in
-one shard, the bootstrap to 200 resamples, the FigStep fidelity check to 2 images.
+What changes and what does not: the datasets and their options, the conditions, every intervention kind
+(subtract, ablate, ablate_refusal in every condition, transfer pairs), the headline judge and every other
+key of the paper config are kept, so that a config that would fail after hours of GPU time fails here.
+What is cut, for time only (`make test` runs this): the hub models are replaced by tiny fixtures of the
+same families (`PAPER_TEST_MODELS` of them, see there), the hub judges by fixture judges of the same
+variants (the keyword judge and the headline judge only), the add and random alphas and seeds to two and
+one, every dataset to `PER_CLASS` prompts per class, generation to a few tokens on the CPU in one shard,
+the bootstrap to 200 resamples, the FigStep fidelity check to 2 images.
 
 Data: the benchmark files that are on disk (FigStep SafeBench, JBB benign behaviors, MM-SafetyBench's
 questions: ../shared/data) are used as they are; the ones that are not get tiny synthetic stand-ins in the
@@ -38,10 +40,11 @@ PAPER = REPO / "config" / "paper.yaml"
 PER_CLASS = 5
 """Prompts per class and dataset: 2 train, 1 validation, 2 test of each class (the fewest for which every
 split has a prompt of each class: vectors, selection and reported tables all have rows)."""
-PAPER_TEST_MODELS = 2
+PAPER_TEST_MODELS = 1
 """How many of the paper's models run (in config order, each as a fixture of its family). Every family
-goes through render, generate, capture, intervene and the free loop in tests/test_families.py; the DAG
-itself does not depend on the family, and each further model adds about a minute to `make test`."""
+goes through render, generate, capture, intervene and the free loop in tests/test_families.py and several
+models through the reduced DAG (tests/dag.py); the DAG's shape does not depend on the family, and each
+further model adds about 35 jobs (a minute and a half of CPU) to `make test`."""
 FIXTURE_SIZE = {"hidden_size": 32, "num_layers": 3, "num_heads": 2}
 
 
@@ -59,10 +62,18 @@ def paper_config(work: Path, mirror: Path, lock: Path) -> dict:
         name: {"family": entry["family"], "source": "fixture", "fixture": {"seed": i, **FIXTURE_SIZE}}
         for i, (name, entry) in enumerate(models)
     }
+    # the keyword judge and the headline judge (a model judge: the judge rule's GPU path); the other model
+    # judge takes the same path, once per dataset more (the reduced DAG of tests/dag.py runs all three)
+    cfg["judges"] = [j for j in cfg["judges"] if j in ("keyword", cfg["headline_judge"])]
+    cfg["judge_models"] = {j: e for j, e in cfg["judge_models"].items() if j in cfg["judges"]}
     for entry in cfg["judge_models"].values():
         for key in ("hub_id", "revision"):
             entry.pop(key, None)
         entry.update(source="fixture", dtype="float32", batch_size=32, fixture={"seed": 0})
+    # every intervention kind of the grid, with fewer alphas and seeds (the runs of a job share its load)
+    iv = cfg["interventions"]
+    iv["add"]["alphas"] = [0, 1]
+    iv["random"] = {"alphas": [1], "seeds": [0]}
     cfg["generation"].update(max_new_tokens=4, batch_size=8, device="cpu", shards=1, gpu_mem_mb=0)
     cfg["free"] = {"max_turns": 2, "max_new_tokens": 8}
     cfg["cost"] = {"prompt_positions": 4, "n_generated": 2}
