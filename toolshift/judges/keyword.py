@@ -36,6 +36,10 @@ The other judges write the same judged table through `judge_frame` (registry `JU
 ``toolshift.judges.models``, and ``api`` (an OpenAI-compatible endpoint with JailbreakBench's judge rubric) in
 ``toolshift.judges.api``. They are imported on first use. A verdict they cannot parse is recorded as
 ``invalid: <output>`` in ``judge_raw`` and counted as not unsafe.
+
+`judge_frame` also gives every response its ``outcome`` (refusal, unsafe or non-answer) and judges a `free`
+transcript turn by turn (`toolshift.judges.outcomes`). `detect_refusals` is the over-refusal detector: the
+refusal phrases of a list, independent of every judge (`toolshift.analysis.tables.over_refusal_table`).
 """
 
 from __future__ import annotations
