@@ -1,13 +1,13 @@
 """`config/paper.yaml` made runnable in CI (tests/test_paper_config.py runs it to the book).
 
 What changes and what does not: the datasets and their options, the conditions, every intervention kind
-(subtract, ablate, ablate_refusal in every condition, transfer pairs), the headline judge and every other
-key of the paper config are kept, so that a config that would fail after hours of GPU time fails here.
+(subtract, ablate, ablate_refusal in every condition, transfer pairs) and every other key of the paper
+config are kept, so that a config that would fail after hours of GPU time fails here.
 What is cut, for time only (`make test` runs this): the hub models are replaced by tiny fixtures of the
-same families (`PAPER_TEST_MODELS` of them, see there), the hub judges by fixture judges of the same
-variants (the keyword judge and the headline judge only), the add and random alphas and seeds to two and
-one, every dataset to `PER_CLASS` prompts per class, generation to a few tokens on the CPU in one shard,
-the bootstrap to 200 resamples, the FigStep fidelity check to 2 images.
+same families (`PAPER_TEST_MODELS` of them, see there), the judges to the keyword judge (the model judges'
+rules run in the reduced DAG of tests/dag.py), the add and random alphas and seeds to two and one, every
+dataset to `PER_CLASS` prompts per class, generation to a few tokens on the CPU in one shard, the bootstrap
+to 200 resamples, the FigStep fidelity check to 2 images.
 
 Data: the benchmark files that are on disk (FigStep SafeBench, JBB benign behaviors, MM-SafetyBench's
 questions: ../shared/data) are used as they are; the ones that are not get tiny synthetic stand-ins in the
@@ -62,14 +62,9 @@ def paper_config(work: Path, mirror: Path, lock: Path) -> dict:
         name: {"family": entry["family"], "source": "fixture", "fixture": {"seed": i, **FIXTURE_SIZE}}
         for i, (name, entry) in enumerate(models)
     }
-    # the keyword judge and the headline judge (a model judge: the judge rule's GPU path); the other model
-    # judge takes the same path, once per dataset more (the reduced DAG of tests/dag.py runs all three)
-    cfg["judges"] = [j for j in cfg["judges"] if j in ("keyword", cfg["headline_judge"])]
-    cfg["judge_models"] = {j: e for j, e in cfg["judge_models"].items() if j in cfg["judges"]}
-    for entry in cfg["judge_models"].values():
-        for key in ("hub_id", "revision"):
-            entry.pop(key, None)
-        entry.update(source="fixture", dtype="float32", batch_size=32, fixture={"seed": 0})
+    # the keyword judge only: a model judge job costs a model load per dataset, and the reduced DAG of
+    # tests/dag.py runs the fixture Llama Guard and HarmBench judges through the same rules
+    cfg["judges"], cfg["headline_judge"], cfg["judge_models"] = ["keyword"], "keyword", {}
     # every intervention kind of the grid, with fewer alphas and seeds (the runs of a job share its load)
     iv = cfg["interventions"]
     iv["add"]["alphas"] = [0, 1]
