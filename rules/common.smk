@@ -17,6 +17,7 @@ if _spec is None or Path(_spec.origin).resolve().parents[1] != Path(workflow.bas
 os.environ.update(TOOLSHIFT_REPO=str(Path(workflow.basedir).resolve()))
 
 from toolshift.common.config import check_layer_depths, validate_config
+from toolshift.datasets.prompts import prompt_options
 from toolshift.errors import ToolshiftError
 from toolshift.common.guards import check_book_dir, lock_results, unlock_results
 from toolshift.analysis.interventions import (
@@ -221,7 +222,7 @@ def has_activations(wildcards):
 def dataset_options(wildcards):
     """What building a dataset's prompts needs: its config entry and the data mirror, cache and lock."""
     return {
-        **config["datasets"][wildcards.dataset],
+        **prompt_options(wildcards.dataset, config["datasets"][wildcards.dataset]),
         "data_mirror": config["data_mirror"],
         "data_cache": config["data_cache"],
         "data_lock": config["data_lock"],

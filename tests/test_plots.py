@@ -577,11 +577,12 @@ def test_intervention_cost_bad_input(tmp_path):
     cost = synthetic_cost(asr)
     with pytest.raises(ContractError, match="intervention cost table: missing column.*kl_mean"):
         plot_intervention_cost(cost.drop(columns="kl_mean"), asr, tmp_path / "c.png", "keyword")
-    with pytest.raises(ContractError, match="intervention cost table: no rows"):
-        plot_intervention_cost(cost.iloc[:0], asr, tmp_path / "c.png", "keyword")
     with pytest.raises(ContractError, match="matching intervention and base"):
         plot_intervention_cost(cost, asr[asr["intervention"] == "none"], tmp_path / "c.png", "keyword")
     assert list(tmp_path.iterdir()) == []
+    # no cost rows (a dataset without harmless prompts): a panel that says why, not an error
+    empty = plot_intervention_cost(cost.iloc[:0], asr, tmp_path / "e.png", "keyword")
+    assert empty.startswith("Not drawn: no KL cost rows") and (tmp_path / "e.png").is_file()
     caption = plot_intervention_cost(
         cost, asr[asr["intervention"] != "subtract"], tmp_path / "c.png", "keyword"
     )

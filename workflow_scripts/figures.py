@@ -73,15 +73,7 @@ def behaviour(smk, out: dict[str, str]) -> dict[str, str]:
         "intervention_cost": unless_none(
             None,
             "intervention_cost",
-            lambda: (
-                plot["intervention_cost"](cost, asr, out["intervention_cost"], judge)
-                if not cost.empty
-                else plot_not_drawn(
-                    out["intervention_cost"],
-                    f"{dataset} has no harmless prompts, and the KL cost of an intervention is measured on "
-                    "harmless validation and test prompts (it bounds alpha on the datasets that have them).",
-                )
-            ),
+            lambda: plot["intervention_cost"](cost, asr, out["intervention_cost"], judge),
         ),
         "free_tool_use": plot["free_tool_use"](
             table(smk.input.free_tool_use, FREE_TOOL_USE_COLUMNS), out["free_tool_use"]

@@ -157,10 +157,8 @@ def load_dataset(name: str, source: DataSource | None = None) -> pd.DataFrame:
 
 def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
     """Config checks of one `datasets:` entry that need the registry: the dataset is known, and a
-    `harmless` control is a known dataset with harmless rows that the attack can draw. For a dataset with
-    downloaded attack images `harmless` names instead the dataset whose refusal direction it borrows
-    (`refusal_source`; that it is a dataset of the study with harmless prompts is checked with the whole
-    config, `toolshift.common.config`). ConfigError with one line naming the key otherwise."""
+    `harmless` control is a known dataset with harmless rows that the attack can draw. ConfigError with
+    one line naming the key otherwise."""
     spec = get_dataset(name)
     harmless = (options or {}).get("harmless")
     if harmless is None:
@@ -171,15 +169,20 @@ def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
     if harmless == name:
         raise ConfigError(f"{where}: a dataset cannot be its own harmless control")
     if spec.attack not in RENDERED_ATTACKS:
-        return  # a refusal-direction source, not rows to draw
+        # downloaded images cannot be redrawn with harmless text: `harmless` names the dataset of the study
+        # whose refusal direction this one borrows (`refusal_source`; toolshift.common.config checks it)
+        return
     if DATASETS[harmless].classes == "harmful":
         raise ConfigError(f"{where}: {harmless!r} holds no harmless rows")
 
 
 def has_harmless_prompts(name: str, options: Mapping[str, Any] | None) -> bool:
     """Whether the prompts table of a `datasets:` entry holds harmless prompts: its dataset has harmless
-    rows, or its attack draws the rows of a `harmless` control dataset in its layout."""
-    spec = get_dataset(name)
+    rows, or its attack draws the rows of a `harmless` control dataset in its layout. A name the registry
+    does not know (a dataset of the user's own file) is taken to have them: its own checks read the file."""
+    spec = DATASETS.get(name)
+    if spec is None:
+        return True
     return spec.classes != "harmful" or (
         spec.attack in RENDERED_ATTACKS and (options or {}).get("harmless") is not None
     )
@@ -193,6 +196,15 @@ def refusal_source(name: str, options: Mapping[str, Any] | None) -> str | None:
     if has_harmless_prompts(name, options):
         return None
     return (options or {}).get("harmless")
+
+
+def prompt_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options the prompts of a `datasets:` entry are built with (`build_dataset_prompts`): the entry,
+    less a `harmless` that names a refusal-direction source (`refusal_source`), which adds no rows."""
+    options = dict(options or {})
+    if refusal_source(name, options) is not None:
+        options.pop("harmless")
+    return options
 
 
 def select_rows(rows: pd.DataFrame, limit_per_class: int | None = None) -> pd.DataFrame:
@@ -351,7 +363,7 @@ def build_dataset_prompts(
     check_dataset_options(dataset, {"harmless": harmless})
     source = data_source(results_root, data_mirror, data_cache, data_lock)
     rows = load_dataset(dataset, source)
-    if harmless is not None and spec.attack in RENDERED_ATTACKS:  # else: a refusal-direction source
+    if harmless is not None:
         control = load_dataset(harmless, source)
         control = control[~control["harmful"]]
         if control.empty:

@@ -24,6 +24,7 @@ from toolshift.report.figures.style import (
     n_text,
     new_figure,
     panel_title,
+    plot_not_drawn,
     rows_for_judge,
     save_figure,
     seaborn_style,
@@ -50,9 +51,11 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
             f"intervention cost table: expected a pandas DataFrame, got {type(cost).__name__}"
         )
     require_columns(cost, _COST_NEEDED, "intervention cost table")
-    if cost.empty:
-        raise ContractError(
-            "intervention cost table: no rows (expected rows of tables/intervention_cost.csv)"
+    if cost.empty:  # the KL cost is measured on harmless prompts: a dataset without them has none
+        return plot_not_drawn(
+            out_png,
+            "no KL cost rows: the cost of an intervention is measured on harmless validation and test "
+            "prompts, and this dataset has none (it borrows its refusal direction; see the datasets table).",
         )
     if "split" in cost.columns and (cost["split"] == "test").any():
         cost = cost[cost["split"] == "test"]  # the reported rows; the validation ones bound alpha
