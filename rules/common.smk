@@ -17,7 +17,6 @@ if _spec is None or Path(_spec.origin).resolve().parents[1] != Path(workflow.bas
 os.environ.update(TOOLSHIFT_REPO=str(Path(workflow.basedir).resolve()))
 
 from toolshift.common.config import check_layer_depths, validate_config
-from toolshift.datasets.prompts import prompt_options
 from toolshift.errors import ToolshiftError
 from toolshift.common.guards import check_book_dir, lock_results, unlock_results
 from toolshift.analysis.interventions import (
@@ -221,6 +220,8 @@ def has_activations(wildcards):
 
 def dataset_options(wildcards):
     """What building a dataset's prompts needs: its config entry and the data mirror, cache and lock."""
+    from toolshift.datasets.prompts import prompt_options  # less a harmless that is a refusal source
+
     return {
         **prompt_options(wildcards.dataset, config["datasets"][wildcards.dataset]),
         "data_mirror": config["data_mirror"],
