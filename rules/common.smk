@@ -26,6 +26,7 @@ from toolshift.analysis.interventions import (
     transfer_sources,
     vectors_dataset,
 )
+from toolshift.datasets.prompts import prompt_options
 
 try:
     config.update(validate_config(config))
@@ -220,8 +221,6 @@ def has_activations(wildcards):
 
 def dataset_options(wildcards):
     """What building a dataset's prompts needs: its config entry and the data mirror, cache and lock."""
-    from toolshift.datasets.prompts import prompt_options  # less a harmless that is a refusal source
-
     return {
         **prompt_options(wildcards.dataset, config["datasets"][wildcards.dataset]),
         "data_mirror": config["data_mirror"],
