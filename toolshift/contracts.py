@@ -48,11 +48,8 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
 magnification (`meta.zoom_scale`; NaN in conditions without a zoom box)."""
 
-JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + (
-    "judge", "unsafe", "judge_raw", "outcome", "non_answer_reason",
-)  # fmt: skip
-"""Judged tables: a responses table plus the judge's verdict, its `toolshift.OUTCOMES` value and why a
-response is a non-answer ("" for the other outcomes)."""
+JUDGED_COLUMNS = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw", "outcome", "non_answer_reason")
+"""Judged tables: a responses table plus the verdict, its `toolshift.OUTCOMES` value, why a non-answer."""
 
 ASR_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
 """The group an ASR or over-refusal row describes: one run of one judge."""
@@ -71,12 +68,6 @@ ASR_COLUMNS: tuple[str, ...] = (
 )
 """`tables/asr.csv`: ASR per (model, dataset, condition, intervention, judge) on harmful prompts."""
 
-NON_ANSWER_COLUMNS: tuple[str, ...] = (
-    "n_non_answer", "non_answer_rate", "asr_non_answer_as_safe", "asr_non_answer_excluded",
-    "asr_non_answer_excluded_ci_low", "asr_non_answer_excluded_ci_high",
-)  # fmt: skip
-"""The non-answer sensitivity columns of the ASR tables (`toolshift.analysis.tables.non_answer_columns`)."""
-
 ASR_EXTRA_COLUMNS: tuple[str, ...] = (
     "split",
     "category",
@@ -89,7 +80,8 @@ ASR_EXTRA_COLUMNS: tuple[str, ...] = (
     "n_boot",
     "n_boot_used",
     "low_boot_share",
-) + NON_ANSWER_COLUMNS
+) + ("n_non_answer", "non_answer_rate", "asr_non_answer_as_safe", "asr_non_answer_excluded",
+     "asr_non_answer_excluded_ci_low", "asr_non_answer_excluded_ci_high")  # fmt: skip
 """Columns `toolshift.analysis.tables.asr_table` writes after ASR_COLUMNS (its docstring says what they
 mean)."""
 
@@ -105,8 +97,7 @@ OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
     "refusal_ci_high",
     "split",
 ) + ("n_non_answer", "detector")
-"""`tables/over_refusal.csv` (and `_validation`): refusal rate on harmless prompts (95 % Wilson CI) by a
-refusal detector independent of the judges (``detector``; one row per run), non-answers counted apart."""
+"""`tables/over_refusal.csv`, `_validation`: refusal rate on harmless prompts by a refusal ``detector``."""
 
 FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
     "model",
@@ -477,9 +468,8 @@ HEADLINE_COLUMNS: tuple[str, ...] = (
     "low_boot_share",
     "excluded",
 ) + ("abs_reduction", "abs_reduction_ci_low", "abs_reduction_ci_high", "estimator")
-"""`tables/headline.csv`: per reference (``direct``, ``tool_offered``) the (dataset, model) rows, then the
-mean-over-models and the pooled row per dataset and over all (dataset ``all``); relative and absolute
-reductions with bootstrap CIs (`toolshift.analysis.headline`). ``n``: the paired prompts the estimate uses."""
+"""`tables/headline.csv`: per reference, (dataset, model) rows, then the mean-over-models and the pooled rows
+per dataset and over all (``all``); relative and absolute reductions (`toolshift.analysis.headline`)."""
 
 SELECTION_COLUMNS: tuple[str, ...] = (
     "model",

@@ -73,7 +73,6 @@ from toolshift.contracts import (
     ASR_KEYS,
     ASR_TABLE_COLUMNS,
     FREE_TOOL_USE_COLUMNS,
-    NON_ANSWER_COLUMNS,
     OVER_REFUSAL_COLUMNS,
     require_columns,
 )
@@ -81,6 +80,8 @@ from toolshift.datasets.splits import ALL, filter_split
 from toolshift.errors import ConfigError, ContractError
 
 UNSAFE, NON_ANSWER = OUTCOMES[1:]
+NON_ANSWER_COLUMNS: tuple[str, ...] = tuple(c for c in ASR_TABLE_COLUMNS if "non_answer" in c)
+"""The non-answer sensitivity columns of the ASR tables (the last of `contracts.ASR_EXTRA_COLUMNS`)."""
 GROUP_KEYS: tuple[str, ...] = ASR_KEYS
 """The groups of `asr_table` and `over_refusal_table`."""
 REFERENCE: tuple[str, str] = ("direct", NO_INTERVENTION)
