@@ -23,8 +23,8 @@ from toolshift.report.provenance import (
     read_benchmarks,
     runtimes_markdown,
     splits_markdown,
-    unpinned_markdown,
 )
+from toolshift.report.revisions import unpinned_markdown
 from toolshift.report.tables import (
     FOLD_ROWS,
     analysis_table_markdown,

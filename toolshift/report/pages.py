@@ -46,8 +46,8 @@ from toolshift.report.provenance import (
     runtimes_markdown,
     software_markdown,
     splits_markdown,
-    unpinned_markdown,
 )
+from toolshift.report.revisions import unpinned_markdown
 from toolshift.report.tables import (
     PLANTED_LABEL,
     analysis_table_markdown,

@@ -11,7 +11,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 
 import toolshift
 from toolshift.report.format import DASH, cell, code, is_missing, markdown_table
+from toolshift.report.revisions import COMMIT, judge_revision
 
 VERSION_PACKAGES: tuple[str, ...] = (
     "torch",
@@ -43,7 +43,6 @@ VERSION_PACKAGES: tuple[str, ...] = (
 )
 """Packages whose installed versions the provenance chapter lists."""
 
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 API_MODEL_NOTE = (
     " ran through an OpenAI-compatible endpoint: behaviour only. A remote model exposes no residual "
@@ -84,7 +83,7 @@ def models_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]) ->
             api_models.append(name)
             continue
         rev = entry.get("revision")
-        pinned = isinstance(rev, str) and bool(_COMMIT_RE.match(rev))
+        pinned = isinstance(rev, str) and bool(COMMIT.match(rev))
         rows.append(
             [
                 code(name),
@@ -245,51 +244,10 @@ def judges_markdown(config: Mapping[str, Any], fixture_note: bool = True) -> str
                 JUDGE_DESCRIPTIONS.get(judge, DASH),
                 source,
                 "**yes**" if judge == headline else "no",
-                _judge_revision(judge, entry),
+                judge_revision(judge, entry),
             ]
         )
     return markdown_table(["judge", "what it does", "source", "headline judge", "revision"], rows)
-
-
-def unpinned_markdown(config: Mapping[str, Any]) -> str:
-    """Every hub model and hub judge model of the config whose revision is not a commit hash (a rerun may
-    then load other weights), or a sentence saying that every one is pinned."""
-    rows = []
-    for name, entry in models_of(config):
-        if entry.get("source") == "hub" and not _COMMIT_RE.match(str(entry.get("revision") or "")):
-            rows.append(
-                [code(name), "model", cell(entry.get("hub_id") or ""), _cell_or_dash(entry.get("revision"))]
-            )
-    judge_models = config.get("judge_models") or {}
-    for judge in config.get("judges") or []:
-        entry = judge_models.get(judge) or {}
-        if entry.get("source") == "hub" and not _COMMIT_RE.match(str(entry.get("revision") or "")):
-            rows.append(
-                [
-                    code(judge),
-                    "judge model",
-                    cell(entry.get("hub_id") or ""),
-                    _cell_or_dash(entry.get("revision")),
-                ]
-            )
-    if not rows:
-        return "Every hub model and judge model of this run is pinned to a commit hash (or there is none).\n"
-    return (
-        "**Unpinned revisions.** These entries name a branch or tag, not a commit, so a rerun may load other "
-        "weights than this run did; pin them to reproduce it exactly:\n\n"
-        + markdown_table(["entry", "kind", "hub repository", "revision"], rows)
-    )
-
-
-def _judge_revision(judge: str, entry: Mapping[str, Any]) -> str:
-    """A hub judge model's revision, flagged when it is not a commit hash (an unpinned judge can change
-    under a rerun); n/a for the keyword, API and fixture judges."""
-    if judge in ("keyword", "api") or entry.get("source") != "hub":
-        return "n/a"
-    rev = entry.get("revision")
-    if isinstance(rev, str) and _COMMIT_RE.match(rev):
-        return code(rev)
-    return f"{_cell_or_dash(rev)} **(unpinned)**"
 
 
 def _version(package: str) -> str:
@@ -322,7 +280,7 @@ def git_state(repo: str | os.PathLike[str]) -> dict[str, Any]:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    if commit is None or not _COMMIT_RE.match(commit):
+    if commit is None or not COMMIT.match(commit):
         return {"commit": None, "dirty": None, "describe": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status), "describe": git("log", "-1", "--format=%cI %s")}
