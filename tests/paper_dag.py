@@ -13,10 +13,11 @@ Data: the benchmark files that are on disk (FigStep SafeBench, JBB benign behavi
 questions: ../shared/data) are used as they are; the ones that are not get tiny synthetic stand-ins in the
 registry's mirror layout (`stand_in_mirror`), with neutral placeholder text only: the MM-SafetyBench images
 zip (SD_TYPO members for the selected questions), JailbreakV-28K's mini CSV and images, and HADES's two
-parquet files. HADES's files are pinned by sha256 in the registry itself, which a stand-in cannot match, so
-its prompts are built before Snakemake starts (`prebuild_hades`: the registry loader on the stand-in files
-with the pin lifted, then `build_prompts`, into `data/hades/`): Snakemake takes those outputs as done. The
-stand-ins are recorded in the test's own copy of the lock file, never in the committed one.
+parquet files. HADES's files are pinned by sha256 in the registry itself, which a stand-in cannot match:
+`unpin_hades` writes a `sitecustomize` module that the test puts on the PYTHONPATH of the Snakemake run, so
+that in its processes (and nowhere else) the registry's HADES entry takes the stand-in files without the
+pin; the `prompts` rule then builds HADES's prompts like every other dataset's. The stand-ins are recorded
+in the test's own copy of the lock file, never in the committed one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import copy
 import io
 import shutil
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -142,30 +142,53 @@ def stand_in_mirror(mirror: Path, lock: Path) -> Path:
     return mirror
 
 
-def prebuild_hades(results: Path, mirror: Path, lock: Path) -> None:
-    """`data/hades/` from the stand-in files (the registry's pin lifted: module docstring)."""
-    from toolshift.datasets.downloads import data_source
-    from toolshift.datasets.prompts import DATASETS, build_prompts, write_prompts, write_skipped
-    from toolshift.datasets.sources import HADES_FILES, load_hades
+UNPIN_HADES = '''"""Written by tests/paper_dag.py for one test run (see there): the registry pins HADES's
+files by sha256, which their stand-ins cannot match; in the processes of this run only, HADES's entry takes
+its files without the pin."""
 
-    spec = DATASETS["hades"]
-    source = data_source(results, mirror, results / "cache" / "downloads", lock)
-    rows = load_hades(source, files=tuple(replace(f, sha256=None) for f in HADES_FILES))
-    out = results / "data" / "hades"
-    prompts = build_prompts(
-        "hades", rows, results, PER_CLASS, attack=spec.attack, text_prompt=spec.text_prompt, source=source
-    )
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    write_prompts(prompts, out / "prompts.parquet")
-    write_skipped(pd.DataFrame(columns=["prompt_id", "harmful", "category", "reason"]), out / "skipped.csv")
+import importlib.abc
+import importlib.machinery
+import sys
 
 
-def prepare_paper_run(work: Path) -> dict:
-    """The stand-in mirror, the test's lock file, HADES's prompts and `work/config.yaml`; the config."""
+class _UnpinHades(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "toolshift.datasets.sources":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            from dataclasses import replace
+
+            run(module)
+            files = tuple(replace(f, sha256=None) for f in module.HADES_FILES)
+            spec_ = module.BENCHMARKS["hades"]
+            module.BENCHMARKS["hades"] = replace(
+                spec_, files=files, loader=lambda source: module.load_hades(source, files=files)
+            )
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _UnpinHades())
+'''
+
+
+def unpin_hades(folder: Path) -> Path:
+    """A folder holding the `sitecustomize` module that lifts HADES's registry pin (module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(UNPIN_HADES, encoding="utf-8")
+    return folder
+
+
+def prepare_paper_run(work: Path) -> tuple[dict, Path]:
+    """The stand-in mirror, the test's lock file and `work/config.yaml`: (the config, the folder to put on
+    the PYTHONPATH of the Snakemake run, `unpin_hades`)."""
     lock = work / "datasets.lock.yaml"
     shutil.copyfile(REPO / "config" / "datasets.lock.yaml", lock)
     mirror = stand_in_mirror(work / "mirror", lock)
     cfg = paper_config(work, mirror, lock)
-    prebuild_hades(Path(cfg["results"]), mirror, lock)
     (work / "config.yaml").write_text(yaml.safe_dump(copy.deepcopy(cfg)), encoding="utf-8")
-    return cfg
+    return cfg, unpin_hades(work / "site")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def test_paper_profile_gpu_rules_declare_a_gpu():
 
 
 @pytest.mark.e2e
-def test_the_paper_config_runs_to_the_book(tmp_path):
+def test_the_paper_config_runs_to_the_book(tmp_path, monkeypatch):
     """config/paper.yaml's DAG to the book, hub models replaced by fixtures, the keyword judge, every
     dataset cut to a few prompts, stand-in files where the real ones are not on disk (tests/paper_dag.py):
     a config that would fail after hours of GPU time fails here."""
@@ -111,7 +112,8 @@ def test_the_paper_config_runs_to_the_book(tmp_path):
         read_table,
     )
 
-    cfg = prepare_paper_run(tmp_path)
+    cfg, site = prepare_paper_run(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     proc = snakemake(tmp_path, "--configfile", "config.yaml", "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-6000:]
     results, paper_cfg = Path(cfg["results"]), load_config(PAPER)
