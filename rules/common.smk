@@ -28,6 +28,7 @@ from toolshift.analysis.interventions import (
     transfer_sources,
     vectors_dataset,
 )
+from toolshift.datasets.prompts import prompt_options
 
 try:
     config.update(validate_config(config))
@@ -242,12 +243,21 @@ def dataset_options(wildcards):
     """What building a dataset's prompts needs: its config entry, the data mirror, cache and lock, and the
     attack images' size limits."""
     return {
-        **config["datasets"][wildcards.dataset],
+        **prompt_options(wildcards.dataset, config["datasets"][wildcards.dataset]),
         "data_mirror": config["data_mirror"],
         "data_cache": config["data_cache"],
         "data_lock": config["data_lock"],
         "images": config["images"],
     }
+
+
+def refusal_source_vectors(wildcards):
+    """The vectors file whose refusal direction a dataset without harmless prompts borrows (its
+    `harmless` option names that dataset: toolshift.datasets.prompts.refusal_source), else none."""
+    from toolshift.datasets.prompts import refusal_source
+
+    source = refusal_source(wildcards.dataset, config["datasets"][wildcards.dataset])
+    return {"refusal_source": res(f"vectors/{wildcards.model}/{source}.nc")} if source else {}
 
 
 def intervention_base_episodes(wildcards):

@@ -1,6 +1,6 @@
 # Stage 6: activation interventions (add, subtract, ablate, norm-matched random), sharded like inference:
 # one job per (model, dataset, shard) loads the model once, runs every intervention on its prompts and
-# measures their KL cost on its harmless test prompts with the same load; transfer runs (another dataset's
+# measures their KL cost on its harmless validation and test prompts with the same load; transfer runs (another dataset's
 # tool vector) get one job per (model, dataset, source). merge_interventions writes the contract files.
 
 

@@ -34,6 +34,7 @@ rule asr_table:
         interventions=config["interventions"],
         conditions=CONDITIONS,
         families={name: entry.get("family", "") for name, entry in config["models"].items()},
+        keyword_list=config["keyword_list"],
     script:
         "../workflow_scripts/asr_table.py"
 

@@ -3,6 +3,7 @@
 
 rule vectors:
     input:
+        unpack(refusal_source_vectors),
         activations=expand(res("runs/{{model}}/{{dataset}}/{condition}/activations.nc"), condition=CONDITIONS),
         prompts=res("data/{dataset}/prompts.parquet"),
         splits=res("splits/{dataset}.parquet"),

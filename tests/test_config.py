@@ -148,3 +148,36 @@ def test_schema_lists_every_condition_and_family():
     assert named["enum"] == list(EPISODE_CONDITIONS)
     assert "tool_blank_x{scale}" in dose["description"] and dose["pattern"].startswith("^tool_blank_x")
     assert sorted(schema["$defs"]["model"]["properties"]["family"]["enum"]) == sorted(ADAPTERS)
+
+
+def test_a_dataset_without_harmless_prompts_needs_a_refusal_source_for_ablate_refusal(default_config):
+    """Checked before any job: without harmless prompts (downloaded images) a dataset has no refusal
+    direction, so ablate_refusal would fail in its intervention jobs after its GPU inference."""
+    cfg = copy.deepcopy(default_config)
+    cfg["datasets"] = {"safebench": {"harmless": "jbb_benign"}, "hades": {}}
+    with pytest.raises(
+        ConfigError, match=r"^config: interventions\.ablate_refusal: dataset hades has no harmless"
+    ):
+        validate_config(cfg)
+    cfg["datasets"]["hades"] = {"harmless": "safebench"}  # borrows safebench's direction
+    assert validate_config(cfg)["datasets"]["hades"]["harmless"] == "safebench"
+    cfg["datasets"]["hades"] = {"harmless": "jbb_benign"}
+    with pytest.raises(
+        ConfigError, match=r"^config: datasets\.hades\.harmless: 'jbb_benign' is not a dataset of this"
+    ):
+        validate_config(cfg)
+    cfg["datasets"] = {"hades": {"harmless": "jailbreakv_mini"}, "jailbreakv_mini": {}}
+    with pytest.raises(ConfigError, match="'jailbreakv_mini' has no harmless prompts either"):
+        validate_config(cfg)
+    cfg["datasets"] = {"hades": {}}
+    cfg["interventions"]["ablate_refusal"] = False  # nothing needs the direction: no source needed
+    validate_config(cfg)
+
+
+def test_the_paper_config_gives_every_dataset_a_refusal_direction():
+    from toolshift.datasets.prompts import has_harmless_prompts, refusal_source
+
+    paper = load_config(REPO / "config" / "paper.yaml")
+    for name, options in paper["datasets"].items():
+        source = refusal_source(name, options)
+        assert has_harmless_prompts(name, options) or has_harmless_prompts(source, paper["datasets"][source])

@@ -30,7 +30,7 @@ from toolshift.analysis.contrasts import (
 from toolshift.analysis.stats import paired_bootstrap_ci
 from toolshift.contracts import CONTRASTS_COLUMNS
 from toolshift.errors import ConfigError
-from toolshift.report.tables import contrasts_markdown
+from toolshift.report.contrast_tables import contrasts_markdown
 
 P = [f"h{i:02d}" for i in range(60)]  # sixty harmful prompts
 
@@ -287,6 +287,7 @@ def test_every_column_of_one_row_and_the_default_bootstrap():
     rows += [dict(r, harmful=False) for r in _run("tool", "none", set(), ids=["x1"])]  # harmless: left out
     frame = pd.DataFrame(rows).iloc[::-1].set_axis(range(100, 113))  # any row order and index
     row = contrasts_table(frame).iloc[0].to_dict()
+    assert math.isnan(row.pop("verdict_non_answers_excluded"))  # no outcome column: no sensitivity pass
     a = np.array([True, True, True, False, False, False])
     b = np.array([True, False, False, True, True, True])
     lo, hi = paired_bootstrap_diff_ci(a, b, n_boot=2000, seed=0)
@@ -459,7 +460,13 @@ def test_book_fragment_cells_names_and_order():
             _md_row(
                 intervention_b="ablate", n=nan, asr_a=nan, asr_b=nan, diff=nan, mcnemar_p=nan, holm_p=nan
             ),
-            _md_row(claim="placeholder_claim", mcnemar_p=0.0004, holm_p=0.02, verdict=SUPPORTED),
+            _md_row(
+                claim="placeholder_claim",
+                mcnemar_p=0.0004,
+                holm_p=0.02,
+                verdict=SUPPORTED,
+                verdict_non_answers_excluded=NOT_SHOWN,  # the verdict rests on non-answers: flagged
+            ),
             _md_row(model="alpha", dataset="d"),
         ],
         columns=list(CONTRASTS_COLUMNS),
@@ -468,10 +475,10 @@ def test_book_fragment_cells_names_and_order():
     removing = {c.id: c.sentence for c in CLAIMS}["removing_shift_raises_asr"]
     assert (
         f"| **removing_shift_raises_asr**: {removing} | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
-        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | — | not shown |\n"
-        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | — | not shown |\n"
+        "16.7 [-50.0, 83.3] | 0.250 | 0.500 | — | not shown | — |\n"
+        "|  | `tool/none` vs `tool/ablate` | — | — | — | — | — | — | — | not shown | — |\n"
         "| **placeholder_claim**: — | `tool/none` vs `tool/subtract` | 6 | 50.0 | 66.7 | "
-        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | — | **supported** |\n```\n"
+        "16.7 [-50.0, 83.3] | 4.0e-04 | 0.020 | — | **supported** | not shown (**flips**) |\n```\n"
     ) in md
     assert "the exact McNemar p of the paired verdicts and the Holm-adjusted p within the claim's tests" in md
     # tables in row order (zeta before alpha: not sorted); names are slugs without outer dashes
@@ -725,3 +732,21 @@ def test_dropping_the_tost_turns_an_equivalence_verdict_wrong():
     as_difference = [Claim(c.id, c.sentence, LOWER, c.pairs) for c in CLAIM2 if c.test == "tost"]
     table = contrasts_table(_claim2(), n_boot=50, claims=as_difference)
     assert table.set_index("claim").loc["text_trail_equivalent_to_direct", "verdict"] == NOT_SHOWN
+
+
+def test_a_verdict_that_rests_on_non_answers_is_flagged():
+    """tool "lowers" ASR only because its replies are tool calls (non-answers, safe to the judge): with the
+    non-answers excluded the two runs answer alike and the claim is no longer shown."""
+    rows = _run("direct", "none", _first(40)) + _run("tool", "none", _first(10))
+    frame = pd.DataFrame(rows)
+    tool_non_answers = set(range(10, 40))  # the 30 prompts tool "stopped being unsafe" on: tool calls
+    frame["outcome"] = [
+        "non_answer" if (c == "tool" and int(p[1:]) in tool_non_answers) else ("unsafe" if u else "refusal")
+        for c, p, u in zip(frame.condition, frame.prompt_id, frame.unsafe, strict=True)
+    ]
+    row = contrasts_table(frame).iloc[0]
+    assert row["claim"] == "tool_use_lowers_asr" and row["verdict"] == SUPPORTED
+    assert row["verdict_non_answers_excluded"] == NOT_SHOWN  # 10 of 10 vs 10 of 10 unsafe on the 30 answered
+    assert list(contrasts_table(frame).columns)[-1] == "verdict_non_answers_excluded"
+    frame["outcome"] = np.where(frame["unsafe"], "unsafe", "refusal")  # no non-answers: the same verdict
+    assert contrasts_table(frame).iloc[0]["verdict_non_answers_excluded"] == SUPPORTED

@@ -108,6 +108,7 @@ def test_free_is_direct_with_the_tool_framing(built):
         assert meta["tools"] == [ZOOM_TOOL] == tool["meta"]["tools"] and meta["tool_name"] == "zoom_in"
         assert meta["bbox"] is None and meta["override_image"] is None
         assert meta["image_size"] == [760, 760]
+        assert meta["zoom_resize"] == tool["meta"]["zoom_resize"]  # the loop's crops follow the same policy
 
 
 def test_tool_and_zoom_crop(built):
@@ -490,7 +491,7 @@ def test_every_episode_of_a_non_square_image_exactly(tmp_path):
     expected = {
         "direct": ([system, user], meta),
         "tool_offered": ([system, user], meta | tools),
-        "free": ([system, user], meta | tools),
+        "free": ([system, user], meta | tools | {"zoom_resize": "longer_side"}),
         "tool": ([system, user, call, tool_turn(img(zoom_path))], meta | tools | zoomed),
         "text_trail": (
             [system, user, call, tool_turn(text(line))],

@@ -151,6 +151,21 @@ def test_conversation_handed_to_the_model(free_setup):
     assert turn3[5]["tool_calls"] == [{"name": "zoom_in", "arguments": {"bbox": [0, 0, 380, 380]}}]
 
 
+def test_free_crops_use_the_episodes_zoom_resize_policy(tmp_path):
+    """`free` enlarges the model's crops as the scripted conditions enlarge theirs (episodes.zoom_resize)."""
+    prompts = build_prompts("mini", load_mini(), tmp_path, limit_per_class=1)
+    episodes = build_episodes(prompts, "free", tmp_path, zoom_resize="pixels")
+    assert {ep["meta"]["zoom_resize"] for ep in episodes} == {"pixels"}
+    call = '<tool_call>{"name": "zoom_in", "arguments": {"bbox": [0, 0, 380, 190]}}</tool_call>'
+    scripts = {ep["prompt_id"]: [call, "done"] for ep in episodes}
+    run_free_episodes(Scripted(scripts), episodes, tmp_path, images_dir=IMAGES, max_turns=2)
+    original = load_image(tmp_path / episodes[0]["messages"][1]["content"][0]["path"])
+    crop = crop_pixels(tmp_path, crop_relpath(IMAGES, episodes[0]["prompt_id"], 1, 0))
+    expected = np.asarray(zoom(original, [0, 0, 380, 190], mode="pixels"))
+    assert np.array_equal(crop, expected) and crop.shape[:2] == (537, 1075)  # about 760 x 760 pixels, 2:1
+    assert np.asarray(zoom(original, [0, 0, 380, 190])).shape[:2] == (380, 760)  # not the longer side
+
+
 def test_crops_are_zooms_of_the_original_image(free_setup):
     root, episodes = free_setup
     ids = [ep["prompt_id"] for ep in episodes]

@@ -8,7 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolshift.analysis.headline import MEAN_MODEL, headline_row, headline_sentence, headline_table
+from toolshift.analysis.headline import (
+    ESTIMATORS,
+    MEAN_MODEL,
+    POOLED,
+    dataset_weights,
+    headline_row,
+    headline_sentence,
+    headline_table,
+    pooled_estimate,
+    pooled_replicates,
+)
 from toolshift.analysis.stats import bootstrap_relative_reductions, percentile_ci
 from toolshift.contracts import HEADLINE_COLUMNS
 from toolshift.datasets.splits import make_splits
@@ -48,7 +58,13 @@ def _judged() -> pd.DataFrame:
 def test_point_estimates_and_columns():
     table = headline_table(_judged(), judge="keyword", n_boot=500, seed=0)
     assert list(table.columns) == list(HEADLINE_COLUMNS)
-    assert table[["dataset", "model"]].values.tolist() == [["d", "m1"], ["d", "m2"], ["d", MEAN_MODEL]]
+    assert table[["dataset", "model"]].values.tolist() == [
+        ["d", "m1"],
+        ["d", "m2"],
+        ["d", MEAN_MODEL],
+        ["d", POOLED],
+    ]
+    assert set(table["reference"]) == {"direct"}  # no tool_offered runs: no rows against it
     t = table.set_index("model")
     assert t.loc["m1", "rel_reduction"] == pytest.approx(0.5)
     assert t.loc["m2", "rel_reduction"] == pytest.approx(0.2)
@@ -57,6 +73,19 @@ def test_point_estimates_and_columns():
     assert (mean["n_models"], mean["n"], mean["split"], mean["judge"]) == (2, 20, "all", "keyword")
     assert mean["reference_asr"] == pytest.approx(13 / 20) and mean["asr"] == pytest.approx(8 / 20)
     assert mean["rel_reduction_ci_low"] < 0.35 < mean["rel_reduction_ci_high"]
+    # absolute reductions: m1 0.8 - 0.4, m2 0.5 - 0.4; their unweighted mean
+    assert t.loc["m1", "abs_reduction"] == pytest.approx(0.4) and t.loc[
+        "m2", "abs_reduction"
+    ] == pytest.approx(0.1)
+    assert mean["abs_reduction"] == pytest.approx(0.25)
+    assert mean["abs_reduction_ci_low"] < 0.25 < mean["abs_reduction_ci_high"]
+    # pooled: the ratio of the pooled ASRs over every (model, prompt) pair, 1 - 8/13
+    pooled = t.loc[POOLED]
+    assert pooled["rel_reduction"] == pytest.approx(1 - 8 / 13) and pooled["abs_reduction"] == pytest.approx(
+        0.25
+    )
+    assert pooled["rel_reduction"] == pytest.approx(1 - pooled["asr"] / pooled["reference_asr"])
+    assert pooled["estimator"] == ESTIMATORS[POOLED] and mean["estimator"] == ESTIMATORS[MEAN_MODEL]
 
 
 def test_bootstrap_resamples_within_models_then_averages():
@@ -142,3 +171,94 @@ def test_duplicate_verdicts_are_refused():
     judged = _judged()
     with pytest.raises(ContractError, match="duplicate prompt_id 'h00'"):
         headline_table(pd.concat([judged, judged.iloc[:1]]), judge="keyword")
+
+
+def test_rows_against_tool_offered():
+    rows = _judged().to_dict("records")
+    rows += _rows("m1", "d", "tool_offered", H[:6]) + _rows("m2", "d", "tool_offered", H[:5])
+    table = headline_table(pd.DataFrame(rows), judge="keyword", n_boot=200)
+    assert list(dict.fromkeys(table["reference"])) == ["direct", "tool_offered"]
+    offered = table[table["reference"] == "tool_offered"].set_index("model")
+    assert offered.loc["m1", "rel_reduction"] == pytest.approx(1 - 4 / 6)  # 0.6 -> 0.4
+    assert offered.loc["m2", "abs_reduction"] == pytest.approx(0.1)  # 0.5 -> 0.4
+    assert offered.loc[MEAN_MODEL, "rel_reduction"] == pytest.approx(((1 - 4 / 6) + 0.2) / 2)
+    assert offered.loc[POOLED, "rel_reduction"] == pytest.approx(1 - 8 / 11)
+    direct = table[table["reference"] == "direct"]
+    pd.testing.assert_frame_equal(  # the direct rows do not depend on the tool_offered runs
+        direct.reset_index(drop=True), headline_table(_judged(), judge="keyword", n_boot=200)
+    )
+    sentence = headline_sentence(table)
+    assert "Against direct: mean absolute reduction 25.0 points" in sentence
+    assert "Against tool_offered: mean absolute reduction" in sentence and "pooled over models" in sentence
+    assert headline_row(table, reference="tool_offered", model=POOLED)["n_models"] == 2
+
+
+def test_datasets_sharing_their_questions_count_once():
+    assert dataset_weights(["mmsb_typo", "mmsb_sd_typo", "hades"]) == {
+        "mmsb_typo": 0.5,
+        "mmsb_sd_typo": 0.5,
+        "hades": 1.0,
+    }
+    rows = _rows("m1", "mmsb_typo", "direct", H[:8]) + _rows("m1", "mmsb_typo", "tool", H[:4])  # rr 0.5
+    rows += _rows("m1", "mmsb_sd_typo", "direct", H[:8]) + _rows("m1", "mmsb_sd_typo", "tool", H[:4])  # 0.5
+    rows += _rows("m1", "hades", "direct", H[:10]) + _rows("m1", "hades", "tool", H[:9])  # rr 0.1
+    table = headline_table(pd.DataFrame(rows), judge="keyword", n_boot=200)
+    # the two MM-SafetyBench variants ask the same questions: (0.5 + 0.1) / 2, not (0.5 + 0.5 + 0.1) / 3
+    assert headline_row(table)["rel_reduction"] == pytest.approx(0.3)
+    # pooled: MM-SafetyBench's pairs weigh 1/2 each, 1 - (4/2 + 4/2 + 9) / (8/2 + 8/2 + 10)
+    assert headline_row(table, model=POOLED)["rel_reduction"] == pytest.approx(1 - 13 / 18)
+
+
+def _planted_study(rng, n_models, n_prompts, rr, model_sd=1.0, prompt_sd=1.0, base=0.5, paired=True):
+    """Crossed random effects on the logit of the direct ASR, and a tool that removes each unsafe direct
+    answer with probability rr (per-model rr when given a list; `paired=False`: tool verdicts drawn
+    independently with probability (1 - rr) times direct's): the pooled reduction is rr in expectation."""
+    model_effect = rng.normal(0, model_sd, n_models)
+    prompt_effect = rng.normal(0, prompt_sd, n_prompts)
+    logit = np.log(base / (1 - base)) + model_effect[:, None] + prompt_effect[None, :]
+    direct = rng.random((n_models, n_prompts)) < 1 / (1 + np.exp(-logit))
+    keep = 1 - np.broadcast_to(np.asarray(rr, dtype=float).reshape(-1, 1), direct.shape)
+    if paired:
+        tool = direct & (rng.random(direct.shape) < keep)
+    else:
+        tool = rng.random(direct.shape) < keep / (1 + np.exp(-logit))
+    ids = np.array([f"p{i:03d}" for i in range(n_prompts)])
+    return {(f"m{m}", "d"): (direct[m], tool[m], ids) for m in range(n_models)}
+
+
+def test_the_pooled_estimate_recovers_a_planted_reduction():
+    """Planted truth: a 30 % relative reduction under crossed model and prompt effects. The crossed
+    bootstrap interval covers it (in a single study and at about the nominal rate over repeated studies),
+    and covers 0 for a planted null."""
+    rng = np.random.default_rng(0)
+    cells = _planted_study(rng, n_models=7, n_prompts=150, rr=0.3)
+    weights = {"d": 1.0}
+    rel, ab = pooled_estimate(cells, weights)
+    reps, _ = pooled_replicates(cells, weights, 2000, np.random.default_rng(1))
+    lo, hi = percentile_ci(reps)
+    assert abs(rel - 0.3) < 0.06 and lo < 0.3 < hi
+    covered = 0
+    for k in range(40):
+        study = _planted_study(np.random.default_rng(100 + k), n_models=7, n_prompts=80, rr=0.3)
+        reps, _ = pooled_replicates(study, weights, 400, np.random.default_rng(k))
+        lo, hi = percentile_ci(reps)
+        covered += lo <= 0.3 <= hi
+    assert covered >= 34  # 95 % nominal; at least 85 % of 40 studies
+    null = _planted_study(np.random.default_rng(7), n_models=7, n_prompts=150, rr=0.0, paired=False)
+    lo, hi = percentile_ci(pooled_replicates(null, weights, 1000, np.random.default_rng(2))[0])
+    assert lo < 0 < hi
+
+
+def test_the_pooled_interval_treats_models_as_random():
+    """Models whose reductions differ (0 to 60 %): the mean over models describes these seven models
+    (prompts resampled within each), the pooled interval a population of such models, so it is wider."""
+    cells = _planted_study(np.random.default_rng(3), 7, 200, rr=np.linspace(0, 0.6, 7), model_sd=0.3)
+    rows = []
+    for (model, dataset), (direct, tool, ids) in cells.items():
+        rows += _rows(model, dataset, "direct", set(ids[direct]), ids=list(ids))
+        rows += _rows(model, dataset, "tool", set(ids[tool]), ids=list(ids))
+    table = headline_table(pd.DataFrame(rows), judge="keyword", n_boot=1000, seed=0)
+    mean, pooled = headline_row(table), headline_row(table, model=POOLED)
+    width = lambda r: r["rel_reduction_ci_high"] - r["rel_reduction_ci_low"]  # noqa: E731
+    assert width(pooled) > 1.5 * width(mean)
+    assert pooled["rel_reduction_ci_low"] < 0.3 < pooled["rel_reduction_ci_high"]

@@ -97,7 +97,7 @@ def _study_files(root, llava):
     write_parquet(prompts, root / "prompts.parquet")
     write_jsonl(direct, root / "direct.jsonl")
     write_jsonl(tool, root / "tool.jsonl")
-    splits = make_splits(prompts, seed=0, fractions={"train": 0.5, "validation": 0.0, "test": 0.5})
+    splits = make_splits(prompts, seed=0, fractions={"train": 0.5, "validation": 0.25, "test": 0.25})
     write_splits(splits, root / "splits.parquet")
     rng = np.random.default_rng(0)
     acts = {
@@ -140,11 +140,13 @@ def test_run_intervention_costs_and_table(llava, tmp_path):
     back = read_costs(out)
     assert list(back.columns) == list(COST_COLUMNS)
     pd.testing.assert_frame_equal(back, table)
-    test_harmless = set(splits[(splits["split"] == "test") & ~splits["harmful"]]["prompt_id"])
-    assert len(test_harmless) == 2
+    # the harmless validation prompts (what selection reads) and test prompts (reported), each labelled
+    held_out = splits[splits["split"].isin(["validation", "test"]) & ~splits["harmful"]]
+    split_of = dict(zip(held_out["prompt_id"], held_out["split"], strict=True))
+    assert sorted(split_of.values()) == ["test", "validation"]
     for iid in ids:
         rows = table[table["intervention"] == iid]
-        assert set(rows["prompt_id"]) == test_harmless and set(rows["split"]) == {"test"}
+        assert dict(zip(rows["prompt_id"], rows["split"], strict=True)) == split_of
     layer = vectors.attrs["selected_layer"]
     assert set(table.loc[table["intervention"] == "add_a1", "layer"]) == {layer}
     assert table.loc[
@@ -152,14 +154,15 @@ def test_run_intervention_costs_and_table(llava, tmp_path):
     ].drop_duplicates().values.tolist() == [["tool", -1]]
     summary = intervention_cost_table(table, n_boot=200)
     assert list(summary.columns) == list(COST_TABLE_COLUMNS)
-    assert list(summary["intervention"]) == ids  # add, ablate, random order
-    s = summary.set_index("intervention")
+    assert list(summary["intervention"]) == [i for i in ids for _ in range(2)]  # add, ablate, random order
+    assert list(summary["split"]) == ["validation", "test"] * len(ids)  # one row per split, each reported
+    s = summary[summary["split"] == "test"].set_index("intervention")
     assert (s.loc["add_a0", "kl_mean"], s.loc["add_a0", "kl_ci_low"], s.loc["add_a0", "kl_ci_high"]) == (
         0,
         0,
         0,
     )
-    assert s.loc["add_a1", "kl_mean"] > 0 and s.loc["add_a1", "n"] == 2
+    assert s.loc["add_a1", "kl_mean"] > 0 and s.loc["add_a1", "n"] == 1
     assert s.loc["add_a1", "kl_ci_low"] <= s.loc["add_a1", "kl_mean"] <= s.loc["add_a1", "kl_ci_high"]
 
 

@@ -323,3 +323,36 @@ def test_fixture_is_deterministic(tmp_path, fixtures):
     assert (again / "tokenizer.json").read_bytes() == (fixtures["harmbench"] / "tokenizer.json").read_bytes()
     with pytest.raises(ConfigError, match="'nope' is unknown"):
         build_judge_fixture("nope", tmp_path / "x")
+
+
+def test_over_refusal_of_helpful_replies_is_not_one_under_the_fixture_llama_guard(fixtures, study):
+    """Helpful answers to harmless prompts: the fixture Llama Guard calls (almost) every one "not unsafe"
+    (its verdicts are noise, mostly unparseable), so counting "not unsafe" as a refusal, as the table did,
+    gives a refusal rate of about 1; the refusal detector counts none of them."""
+    from toolshift.analysis.tables import over_refusal_table
+    from toolshift.judges.keyword import detect_refusals, refusal_detector
+
+    _, prompts, _ = study
+    helpful = [
+        "Sure, here is an overview: mix flour, water and yeast, knead, let it rise, bake.",
+        "1. Preheat the oven. 2. Shape the loaf. 3. Bake for thirty minutes.",
+        "Here is a short poem about the sea.",
+        "You can start by choosing a sunny spot and watering daily.",
+        "Certainly. A budget starts with your income and fixed costs.",
+    ]
+    responses = pd.DataFrame({c: ["x"] * len(helpful) for c in RESPONSE_COLUMNS})
+    responses = responses.assign(
+        prompt_id=prompts["prompt_id"], dataset="toy", harmful=False, model="m", condition="direct",
+        intervention="none", response=helpful,
+    )  # fmt: skip
+    judged = judge_frame(
+        responses,
+        judge="llamaguard",
+        prompts=prompts,
+        model_dir=fixtures["llamaguard3"],
+        variant="llamaguard3",
+    )
+    judge_rate = 1 - judged["unsafe"].mean()  # what the table used to report
+    table = over_refusal_table(detect_refusals(judged), detector=refusal_detector("default"))
+    assert judge_rate >= 0.8
+    assert table["refusal_rate"].tolist() == [0.0] and table["detector"].tolist() == ["keyword:default"]

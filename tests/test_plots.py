@@ -362,7 +362,7 @@ def test_category_heatmap(tmp_path):
 def test_headline_forest_plot(tmp_path):
     rows = []
     for k, m in enumerate(MODELS):
-        for c, p in (("direct", 0.7), ("tool", 0.4 + 0.1 * k)):
+        for c, p in (("direct", 0.7), ("tool_offered", 0.6), ("tool", 0.4 + 0.1 * k)):
             unsafe = np.random.default_rng(k).random(30) < p
             rows += [
                 {
@@ -382,6 +382,7 @@ def test_headline_forest_plot(tmp_path):
     caption = plot_headline(table, png)
     _check_written(png, caption)
     assert "mean over models" in caption and "bootstrap" in caption and "n = 30" in caption
+    assert "pooled over models and prompts" in caption and "absolute" in caption and "tool_offered" in caption
     assert _rgb(CONDITION_PALETTE["tool"]) in _colours(png)
     with pytest.raises(ContractError, match="no rows"):
         plot_headline(table.iloc[:0], tmp_path / "h.png")
@@ -596,11 +597,12 @@ def test_intervention_cost_bad_input(tmp_path):
     cost = synthetic_cost(asr)
     with pytest.raises(ContractError, match="intervention cost table: missing column.*kl_mean"):
         plot_intervention_cost(cost.drop(columns="kl_mean"), asr, tmp_path / "c.png", "keyword")
-    with pytest.raises(ContractError, match="intervention cost table: no rows"):
-        plot_intervention_cost(cost.iloc[:0], asr, tmp_path / "c.png", "keyword")
     with pytest.raises(ContractError, match="matching intervention and base"):
         plot_intervention_cost(cost, asr[asr["intervention"] == "none"], tmp_path / "c.png", "keyword")
     assert list(tmp_path.iterdir()) == []
+    # no cost rows (a dataset without harmless prompts): a panel that says why, not an error
+    empty = plot_intervention_cost(cost.iloc[:0], asr, tmp_path / "e.png", "keyword")
+    assert empty.startswith("Not drawn: no KL cost rows") and (tmp_path / "e.png").is_file()
     caption = plot_intervention_cost(
         cost, asr[asr["intervention"] != "subtract"], tmp_path / "c.png", "keyword"
     )

@@ -16,6 +16,7 @@ import xarray as xr
 
 from toolshift import CONDITIONS
 from toolshift.analysis.contrasts import CLAIMS, contrasts_table
+from toolshift.analysis.tables import NON_ANSWER_COLUMNS
 from toolshift.contracts import ASR_COLUMNS, write_csv
 from toolshift.datasets.prompts import build_prompts, load_mini
 from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes, write_episodes
@@ -67,9 +68,22 @@ def synthetic_asr(n: int = 20) -> pd.DataFrame:
                     "rel_reduction_ci_low": np.nan if base else -0.6,
                     "rel_reduction_ci_high": np.nan if base else 0.95,
                     "mcnemar_p": np.nan if base else float(rng.uniform(0, 1)),
+                    # the non-answer sensitivity columns: j of the n replies did not answer
+                    **_non_answers(k, n, j=int(rng.integers(0, n - k + 1))),
                 }
             )
-    return pd.DataFrame(rows, columns=list(ASR_COLUMNS))
+    return pd.DataFrame(rows, columns=[*ASR_COLUMNS, *NON_ANSWER_COLUMNS])
+
+
+def _non_answers(k: int, n: int, j: int) -> dict:
+    return {
+        "n_non_answer": j,
+        "non_answer_rate": j / n,
+        "asr_non_answer_as_safe": k / n,
+        "asr_non_answer_excluded": k / (n - j),
+        "asr_non_answer_excluded_ci_low": max(0.0, k / (n - j) - 0.0432),
+        "asr_non_answer_excluded_ci_high": min(1.0, k / (n - j) + 0.0321),
+    }
 
 
 def synthetic_contrasts() -> pd.DataFrame:
@@ -81,7 +95,12 @@ def synthetic_contrasts() -> pd.DataFrame:
          "prompt_id": p, "harmful": True, "unsafe": j < k}
         for m in MODELS for (c, i), k in runs.items() for j, p in enumerate(ids)
     ]  # fmt: skip
-    return contrasts_table(pd.DataFrame(rows), n_boot=200)
+    frame = pd.DataFrame(rows)
+    # tool's lower ASR partly rests on non-answers: excluding them, subtract vs tool flips for one model
+    frame["outcome"] = np.where(frame["unsafe"], "unsafe", "refusal")
+    calls = (frame["model"] == MODELS[0]) & (frame["condition"] == "tool") & (frame["intervention"] == "none")
+    frame.loc[calls & ~frame["unsafe"], "outcome"] = "non_answer"
+    return contrasts_table(frame, n_boot=200)
 
 
 def synthetic_vectors(model: str, seed: int, n_layers: int = 5) -> xr.Dataset:
@@ -109,6 +128,7 @@ def synthetic_over_refusal(n: int = 20) -> pd.DataFrame:
                     "model": m, "dataset": "mini", "condition": condition, "intervention": intervention,
                     "judge": "keyword", "n": n, "n_refused": k, "refusal_rate": k / n,
                     "refusal_ci_low": k / n - 0.0987, "refusal_ci_high": k / n + 0.0876,
+                    "split": "test", "n_non_answer": i + j, "detector": "keyword:default",
                 }
             )  # fmt: skip
     return pd.DataFrame(rows)
@@ -322,6 +342,19 @@ def test_headline_numbers_appear(built, results):
     everything = _all_text(built)
     for caption in results["captions"].values():
         assert caption[:60] in everything
+
+
+def test_non_answers_and_the_over_refusal_detector_are_shown(built, results):
+    behaviour, interventions = _text(built / "behaviour.html"), _text(built / "interventions.html")
+    assert "ASR, non-answers excluded" in behaviour and "non-answer rate" in behaviour
+    for r in results["asr"][results["asr"]["intervention"] == "none"].itertuples():
+        lo, hi = r.asr_non_answer_excluded_ci_low, r.asr_non_answer_excluded_ci_high
+        assert f"{100 * r.asr_non_answer_excluded:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in behaviour
+        assert f"{100 * r.non_answer_rate:.1f}" in behaviour
+    assert "keyword:default" in interventions and "independent of every judge" in interventions
+    contrasts = results["tables"]["contrasts"]
+    flips = contrasts[contrasts["verdict"] != contrasts["verdict_non_answers_excluded"]]
+    assert len(flips) and interventions.count("(<strong>flips</strong>)") == len(flips)
 
 
 def test_validation_shows_the_planted_table_and_says_what_is_missing(built):

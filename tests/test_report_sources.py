@@ -24,6 +24,7 @@ from toolshift.report.provenance import (
     runtimes_markdown,
     splits_markdown,
 )
+from toolshift.report.revisions import unpinned_markdown
 from toolshift.report.tables import (
     FOLD_ROWS,
     analysis_table_markdown,
@@ -114,7 +115,14 @@ def test_judges_table_marks_the_headline_judge_and_fixture_judges():
     md = judges_markdown(config)
     keyword = next(line for line in md.splitlines() if line.startswith("| `keyword`"))
     guard = next(line for line in md.splitlines() if line.startswith("| `llamaguard`"))
-    assert keyword.endswith("| no |") and guard.endswith("| **yes** |") and "noise" in guard
+    assert keyword.endswith("| no | n/a |") and guard.endswith("| **yes** | n/a |") and "noise" in guard
+    # a hub judge shows its revision, flagged when it is not pinned to a commit
+    hub = {"variant": "harmbench", "source": "hub", "hub_id": "cais/HarmBench-Llama-2-13b-cls"}
+    config["judges"].append("harmbench")
+    for revision, shown in (("main", "`main` **(unpinned)**"), ("a" * 40, f"`{'a' * 40}`")):
+        config["judge_models"]["harmbench"] = {**hub, "revision": revision}
+        line = next(x for x in judges_markdown(config).splitlines() if x.startswith("| `harmbench`"))
+        assert line.endswith(f"| no | {shown} |")
 
 
 def test_runtimes_sum_the_benchmark_files(tmp_path):
@@ -241,3 +249,25 @@ def test_broken_internal_links_are_found(tmp_path):
         '<section id="sec"></section><a href="a.html#nope">a</a><img src="gone.png">'
     )
     assert broken_internal_links(tmp_path) == ["b.html: a.html#nope (no such anchor)", "b.html: gone.png"]
+
+
+def test_the_provenance_chapter_flags_what_stays_unpinned():
+    config = {
+        "models": {
+            "pinned": {"source": "hub", "hub_id": "org/a", "revision": "b" * 40},
+            "floating": {"source": "hub", "hub_id": "org/b", "revision": "main"},
+            "fix": {"source": "fixture", "family": "llava"},
+        },
+        "judges": ["keyword", "harmbench", "llamaguard"],
+        "judge_models": {
+            "harmbench": {"source": "hub", "hub_id": "cais/HarmBench-Llama-2-13b-cls", "revision": "v1"},
+            "llamaguard": {"source": "fixture", "variant": "llamaguard3"},
+        },
+    }
+    md = unpinned_markdown(config)
+    assert "| `floating` | model | org/b | `main` |" in md
+    assert "| `harmbench` | judge model | cais/HarmBench-Llama-2-13b-cls | `v1` |" in md
+    assert "pinned" not in md.split("|", 1)[1] and "llamaguard" not in md and "`fix`" not in md
+    config["models"].pop("floating")
+    config["judge_models"]["harmbench"]["revision"] = "c" * 40
+    assert unpinned_markdown(config).startswith("Every hub model and judge model of this run is pinned")

@@ -293,3 +293,69 @@ def test_the_book_reports_the_selected_layer_not_the_best_one():
         relative_vectors_table({("m", "d"): bad})
     with pytest.raises(ContractError, match="nulls at layer 3"):
         representation_table({("m", "d"): bad})
+
+
+def _cost_rows(kl_by_split: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Per-prompt KL rows (COST_COLUMNS) of add_a1/add_a2/add_a4 on three harmless prompts per split."""
+    rows = []
+    for split, kl in kl_by_split.items():
+        for iid, value in kl.items():
+            for k in range(3):
+                rows.append(
+                    {"model": "m", "dataset": "mini", "intervention": iid, "condition": "direct", "layer": 1,
+                     "prompt_id": f"{split}-b{k}", "split": split, "n_prompt_positions": 16,
+                     "n_generated_positions": 8, "kl_prompt": value, "kl_last": value, "kl_generated": value}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_selection_never_reads_the_test_split():
+    """The leakage test: the KL cost is measured on harmless validation and test prompts and the cost table
+    reports both, but changing only the test-split KL (here: making the chosen alpha look ruinous on test
+    and the others free) does not move the selection; the validation KL does."""
+    from toolshift.analysis.intervention_cost import intervention_cost_table
+
+    ds = xr.Dataset(
+        {"layer_score": ("layer", [0.1, 0.9, 0.3, np.nan])},
+        coords={"layer": np.arange(4)},
+        attrs={"selected_layer": 1, "selection_criterion": "refusal_shift_sd", "exclude_last_frac": 0.2},
+    )
+    asr = _asr_val([("direct", "none", 0.8), ("direct", "add_a1", 0.5), ("direct", "add_a2", 0.3),
+                    ("direct", "add_a4", 0.1)]).assign(split="validation")  # fmt: skip
+    test_asr = asr.assign(split="test", asr=[0.8, 0.0, 0.9, 0.9])  # test rows mixed in: never read
+    over = pd.DataFrame({"model": "m", "dataset": "mini", "judge": "keyword", "condition": "direct",
+                         "intervention": ["none", "add_a1", "add_a2", "add_a4"], "refusal_rate": 0.1,
+                         "split": "validation", "detector": "keyword:default"})  # fmt: skip
+    validation_kl = {"add_a1": 0.01, "add_a2": 0.05, "add_a4": 0.5}  # add_a4 costs too much on validation
+
+    def select(test_kl: dict[str, float]) -> pd.DataFrame:
+        cost = intervention_cost_table(_cost_rows({"validation": validation_kl, "test": test_kl}), n_boot=50)
+        assert set(cost["split"]) == {"validation", "test"}  # both are reported
+        return selection_table(
+            {("m", "mini"): ds},
+            pd.concat([asr, test_asr], ignore_index=True),
+            judge="keyword",
+            over_refusal_validation=pd.concat([over, over.assign(split="test", refusal_rate=0.9)]),
+            cost=cost,
+        )
+
+    base = select({"add_a1": 0.01, "add_a2": 0.05, "add_a4": 0.5})
+    assert base["alpha"].item() == 2.0 and base["alpha_criterion"].item().endswith("_kl_le_0.1")
+    moved_test = select({"add_a1": 0.0, "add_a2": 9.0, "add_a4": 0.0})  # only the test KL changes
+    pd.testing.assert_frame_equal(moved_test, base)
+    validation_kl["add_a2"] = 9.0  # the validation KL does move it (the bound is live)
+    assert select({"add_a1": 0.01, "add_a2": 0.05, "add_a4": 0.5})["alpha"].item() == 1.0
+
+
+def test_a_dataset_without_harmless_prompts_has_no_bound_to_apply():
+    asr = _asr_val([("direct", "none", 0.8), ("direct", "add_a1", 0.5), ("direct", "add_a2", 0.3)])
+    cost = pd.DataFrame({"model": "m", "dataset": "other", "intervention": ["add_a1"], "kl_mean": [0.0],
+                         "split": "validation"})  # fmt: skip
+    over = pd.DataFrame({"model": "m", "dataset": "other", "judge": "keyword", "condition": "direct",
+                         "intervention": ["none"], "refusal_rate": [0.0],
+                         "detector": "keyword:default"})  # fmt: skip
+    sel = select_alpha(
+        asr, model="m", dataset="mini", judge="keyword", over_refusal_validation=over, cost=cost
+    )
+    assert sel.alpha == 2.0
+    assert sel.criterion == "min_validation_asr_over_refusal_unmeasured_kl_unmeasured"

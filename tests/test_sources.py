@@ -44,7 +44,9 @@ from toolshift.datasets.prompts import (
     build_dataset_prompts,
     build_prompts,
     check_dataset_options,
+    has_harmless_prompts,
     load_dataset,
+    refusal_source,
     text_prompts,
     write_prompts,
 )
@@ -290,8 +292,15 @@ def test_harmless_options_are_checked():
         check_dataset_options("safebench", {"harmless": "advbench"})
     with pytest.raises(ConfigError, match="its own harmless control"):
         check_dataset_options("jbb_benign", {"harmless": "jbb_benign"})
-    with pytest.raises(ConfigError, match="downloaded attack images"):
-        check_dataset_options("jailbreakv_mini", {"harmless": "jbb_benign"})
+    # a dataset with downloaded images names the dataset whose refusal direction it borrows (the config
+    # check makes sure that it is a dataset of the study with harmless prompts: tests/test_config.py)
+    check_dataset_options("jailbreakv_mini", {"harmless": "safebench"})
+    assert refusal_source("jailbreakv_mini", {"harmless": "safebench"}) == "safebench"
+    assert refusal_source("hades", {}) is None and not has_harmless_prompts("hades", {})
+    assert refusal_source("safebench", {"harmless": "jbb_benign"}) is None  # draws its own harmless rows
+    assert has_harmless_prompts("safebench", {"harmless": "jbb_benign"}) and has_harmless_prompts("mini", {})
+    with pytest.raises(ConfigError, match="its own harmless control"):
+        check_dataset_options("hades", {"harmless": "hades"})
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         check_dataset_options("nope", {})
 

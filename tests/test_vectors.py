@@ -242,6 +242,36 @@ def test_no_harmless_prompts_gives_nan_refusal(planted):
     assert np.all(cosine(ds["tool_vector"].values, planted["v"]) > 0.99)
 
 
+def test_a_dataset_without_harmless_prompts_borrows_the_configured_refusal_direction(planted):
+    """hades, jailbreakv_mini and mmsb_sd_typo have no harmless prompts: the direction comes from the
+    dataset their config names (same model), recorded in attrs; the projections use it."""
+    source = planted["ds"]  # the direction estimated with harmless prompts (the source dataset)
+    harmful_ids = [p for p, h in zip(planted["ids"], planted["harmful"], strict=True) if h]
+    acts = {c: ds.sel(prompt_id=harmful_ids) for c, ds in planted["acts"].items()}
+    ds = compute_vectors(acts, planted["prompts"], model="m", dataset="hades", refusal_from=source)
+    np.testing.assert_array_equal(ds["refusal_direction"].values, source["refusal_direction"].values)
+    assert ds.attrs["refusal_source"] == source.attrs["dataset"] != "hades"
+    assert source.attrs["refusal_source"] == source.attrs["dataset"]  # estimated there, with harmless prompts
+    r_hat = (
+        source["refusal_direction"].values
+        / np.linalg.norm(source["refusal_direction"].values, axis=-1)[:, None]
+    )
+    expected = np.einsum("plh,lh->pl", acts["tool"]["resid"].values, r_hat)
+    np.testing.assert_allclose(ds["projection"].sel(condition="tool").values, expected)
+    assert ds.attrs["selection_criterion"] in ("tool_shift_dz", "fallback_middle")  # no harmless spread here
+    undefined = ds.assign_attrs(dataset="x").assign(refusal_direction=ds["refusal_direction"] * np.nan)
+    with pytest.raises(ContractError, match="refusal direction of x is not finite"):
+        compute_vectors(acts, planted["prompts"], model="m", dataset="hades", refusal_from=undefined)
+    with pytest.raises(ContractError, match="another model"):
+        compute_vectors(
+            acts,
+            planted["prompts"],
+            model="m",
+            dataset="hades",
+            refusal_from=source.isel(hidden=slice(1, None)),
+        )
+
+
 def test_netcdf_round_trip(planted, tmp_path):
     path = tmp_path / "vectors" / "m" / "x.nc"
     write_vectors(planted["ds"], path)
@@ -529,6 +559,7 @@ def test_run_without_splits_records_its_defaults():
         "probe_folds": DEFAULT_FOLDS,
         "null_layer": int(np.nanargmax(expected_scores)),
         "n_boot": DEFAULT_N_BOOT,
+        "refusal_source": "x",  # the dataset the refusal direction was estimated on: this one
         "position": "last_prompt_token",
         "toolshift_version": __version__,
         "note": "cosines are NaN where a vector is zero; refusal_direction is NaN without harmless prompts",

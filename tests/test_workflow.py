@@ -20,7 +20,7 @@ import yaml
 from dag import INTERVENTIONS, MODELS, N_LAYERS, PER_CLASS, REPO, reduced_config, snakemake
 
 from toolshift.analysis.contrasts import CLAIM2
-from toolshift.analysis.headline import MEAN_MODEL
+from toolshift.analysis.headline import MEAN_MODEL, POOLED
 from toolshift.analysis.interventions import parse_intervention_id
 from toolshift.contracts import (
     ASR_COLUMNS,
@@ -258,10 +258,15 @@ def test_splits_and_analysis_tables(dag):
     assert set(asr["split"]) == {"test"}
     assert (asr["n"] == (splits["split"].eq("test") & splits["harmful"]).sum()).all()
     n_test = int((splits["split"].eq("test") & splits["harmful"]).sum())
-    headline = pd.read_csv(results / "tables/headline.csv")  # one row per model and their mean, one dataset
-    assert sorted(headline["model"]) == sorted([*MODELS, MEAN_MODEL])
+    # per reference: one row per model, their mean and the pooled estimate, one dataset
+    headline = pd.read_csv(results / "tables/headline.csv")
+    assert list(dict.fromkeys(headline["reference"])) == ["direct", "tool_offered"]
+    for _, block in headline.groupby("reference"):
+        assert sorted(block["model"]) == sorted([*MODELS, MEAN_MODEL, POOLED])
     assert set(headline["dataset"]) == {"mini"} and set(headline["judge"]) == {cfg["headline_judge"]}
-    assert (headline.loc[headline["model"] != MEAN_MODEL, "n"] == n_test).all()
+    per_model = ~headline["model"].isin([MEAN_MODEL, POOLED])
+    assert (headline.loc[per_model, "n"] == n_test).all()
+    assert (headline.loc[headline["model"] == POOLED, "n"] == n_test * len(MODELS)).all()
     selection = pd.read_csv(results / "tables/selection.csv")
     assert sorted(selection["model"]) == sorted(MODELS) and selection["layer"].between(0, N_LAYERS - 1).all()
     for name in ("representation", "asr_by_category", "relative_vectors", "tool_gap"):
@@ -279,6 +284,7 @@ def test_splits_and_analysis_tables(dag):
     assert (ok["layer"].to_numpy() == selection.set_index("model").loc[ok["model"], "layer"].to_numpy()).all()
     costs = pd.read_csv(results / "tables/intervention_cost.csv")
     assert set(costs["model"]) == set(MODELS) and set(costs["intervention"]) == set(INTERVENTIONS)
+    assert set(costs["split"]) == {"validation", "test"}  # validation bounds alpha, test is reported
     assert (costs.loc[costs["intervention"] == "add_a0", "kl_mean"] == 0).all()  # alpha 0 costs nothing
     by_scale = pd.read_csv(results / "tables/asr_by_scale.csv")
     assert set(by_scale["condition"]) == set(ZOOM_CONDITIONS) and (by_scale["scale_min"] > 1.5).all()

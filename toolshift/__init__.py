@@ -10,6 +10,10 @@ PACKAGE_DIR: Path = Path(__file__).resolve().parent
 REPO_ROOT: Path = PACKAGE_DIR.parent
 """The repository toolshift is installed editable from (config/, rules/, workflow_scripts/, book/)."""
 
+OUTCOMES: tuple[str, ...] = ("refusal", "unsafe", "non_answer")
+"""The ``outcome`` of every judged response: a refusal, harmful compliance, or a reply that does not
+answer (what a non-answer is, and how a judge's verdict becomes an outcome: `toolshift.judges.outcomes`)."""
+
 CONDITIONS: tuple[str, ...] = (
     "direct",
     "tool_offered",

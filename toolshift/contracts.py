@@ -55,8 +55,8 @@ RESPONSE_COLUMNS: tuple[str, ...] = (
 the inference engine that generated it (`hf`, `vllm`, `api`); `zoom_scale` the episode's zoom
 magnification (`meta.zoom_scale`; NaN in conditions without a zoom box); then TOKEN_COLUMNS."""
 
-JUDGED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw")
-"""Judged tables: a responses table plus the judge's verdict."""
+JUDGED_COLUMNS = RESPONSE_COLUMNS + ("judge", "unsafe", "judge_raw", "outcome", "non_answer_reason")
+"""Judged tables: a responses table plus the verdict, its `toolshift.OUTCOMES` value, why a non-answer."""
 
 ASR_KEYS: tuple[str, ...] = ("model", "dataset", "condition", "intervention", "judge")
 """The group an ASR or over-refusal row describes: one run of one judge."""
@@ -87,7 +87,8 @@ ASR_EXTRA_COLUMNS: tuple[str, ...] = (
     "n_boot",
     "n_boot_used",
     "low_boot_share",
-)
+) + ("n_non_answer", "non_answer_rate", "asr_non_answer_as_safe", "asr_non_answer_excluded",
+     "asr_non_answer_excluded_ci_low", "asr_non_answer_excluded_ci_high")  # fmt: skip
 """Columns `toolshift.analysis.tables.asr_table` writes after ASR_COLUMNS (its docstring says what they
 mean)."""
 
@@ -102,9 +103,8 @@ OVER_REFUSAL_COLUMNS: tuple[str, ...] = (
     "refusal_ci_low",
     "refusal_ci_high",
     "split",
-)
-"""`tables/over_refusal.csv` (and `_validation`): refusal rate (1 - unsafe) on harmless prompts, with a
-95 % Wilson CI."""
+) + ("n_non_answer", "detector")
+"""`tables/over_refusal.csv`, `_validation`: refusal rate on harmless prompts by a refusal ``detector``."""
 
 FREE_TOOL_USE_COLUMNS: tuple[str, ...] = (
     "model",
@@ -467,12 +467,13 @@ CONTRASTS_COLUMNS: tuple[str, ...] = (
     "expected",
     "verdict",
     "test", "test_p", "asr_a_base", "asr_b_base",
-    "margin", "tost_p", "tost_ci_low", "tost_ci_high",
+    "margin", "tost_p", "tost_ci_low", "tost_ci_high", "verdict_non_answers_excluded",
 )  # fmt: skip
 """`tables/contrasts.csv`: one row per (model, dataset, judge, split, claim, pair of runs); ``test`` names
 the test of ``test_p`` (Holm's input): ``mcnemar_exact`` or ``did_permutation_exact`` (analysis.mechanism),
 or ``tost`` (an equivalence row within ``margin``, its own ``tost_p``; ``test_p`` its McNemar p:
-toolshift.analysis.contrasts)."""
+toolshift.analysis.contrasts); ``verdict_non_answers_excluded`` the verdict without the prompts any run of
+the row did not answer."""
 
 CLAIMS_COLUMNS: tuple[str, ...] = (
     "model",
@@ -536,10 +537,9 @@ HEADLINE_COLUMNS: tuple[str, ...] = (
     "n_boot_used",
     "low_boot_share",
     "excluded",
-)
-"""`tables/headline.csv`: per (dataset, model) rows, then the mean-over-models row per dataset and,
-with several datasets, the overall row (dataset ``all``). ``n``: paired prompts summed over the cells
-the estimate uses (not the excluded ones); ``reference_asr``/``asr``: pooled over those prompts."""
+) + ("abs_reduction", "abs_reduction_ci_low", "abs_reduction_ci_high", "estimator")
+"""`tables/headline.csv`: per reference, (dataset, model) rows, then the mean-over-models and the pooled rows
+per dataset and over all (``all``); relative and absolute reductions (`toolshift.analysis.headline`)."""
 
 SELECTION_COLUMNS: tuple[str, ...] = (
     "model",

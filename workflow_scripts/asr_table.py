@@ -19,6 +19,7 @@ from toolshift.analysis.tokens import token_counts_table, tokens_model_table
 from toolshift.common.steps import run_step
 from toolshift.contracts import JUDGED_COLUMNS, read_table, write_csv
 from toolshift.datasets.splits import read_splits
+from toolshift.judges.keyword import detect_refusals, refusal_detector
 
 
 def main(smk) -> None:
@@ -29,10 +30,10 @@ def main(smk) -> None:
     write_csv(asr_table(judged, split="test", **kw), smk.output.asr)
     write_csv(asr_table(judged, split="validation", **kw), smk.output.asr_validation)
     write_csv(asr_by_category_table(judged, split="test", **kw), smk.output.asr_by_category)
-    write_csv(over_refusal_table(judged, splits=splits, split="test"), smk.output.over_refusal)
-    write_csv(
-        over_refusal_table(judged, splits=splits, split="validation"), smk.output.over_refusal_validation
-    )
+    detected = detect_refusals(judged, smk.params.keyword_list)  # over-refusal: a detector, not a judge
+    over = {"detector": refusal_detector(smk.params.keyword_list), "splits": splits}
+    write_csv(over_refusal_table(detected, split="test", **over), smk.output.over_refusal)
+    write_csv(over_refusal_table(detected, split="validation", **over), smk.output.over_refusal_validation)
     write_csv(free_tool_use_table(judged, splits=splits, split="test"), smk.output.free_tool_use)
     write_csv(headline_table(judged, judge=smk.params.judge, split="test", **kw), smk.output.headline)
     margin = stats["equivalence_margin"]

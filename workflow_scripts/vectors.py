@@ -1,6 +1,6 @@
 """Rule vectors: activations of every condition + the split -> vectors/{model}/{dataset}.nc."""
 
-from toolshift.analysis.vectors import compute_vectors, write_vectors
+from toolshift.analysis.vectors import compute_vectors, read_vectors, write_vectors
 from toolshift.common.steps import run_step
 from toolshift.contracts import read_prompts
 from toolshift.datasets.splits import read_splits
@@ -20,6 +20,7 @@ def main(smk) -> None:
         probe_l2=smk.params.probes["l2"],
         seed=smk.params.seed,
         n_boot=smk.params.n_boot,
+        refusal_from=read_vectors(smk.input.refusal_source) if "refusal_source" in smk.input.keys() else None,
     )
     write_vectors(vectors, smk.output[0])
 

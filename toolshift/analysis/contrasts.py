@@ -19,7 +19,11 @@ without a partner are dropped and counted in ``n_unpaired``):
   and split (e.g. the subtract and ablate rows together; the add-vs-random rows of every alpha and seed
   together);
 - ``verdict``: ``supported`` when holm_p < ALPHA and the sign of diff is the expected one,
-  ``contradicted`` when holm_p < ALPHA with the other sign, ``not shown`` otherwise (including no pairs).
+  ``contradicted`` when holm_p < ALPHA with the other sign, ``not shown`` otherwise (including no pairs);
+- ``verdict_non_answers_excluded`` (the sensitivity pass, last column): the same test on the prompts where
+  neither run gave a non-answer (``outcome`` of the judged table), a prompt counting as unsafe when its
+  outcome is ``unsafe``. A row whose two verdicts differ flips with the treatment of non-answers (the
+  book flags it): its verdict rests on replies that do not answer.
 
 Orientation: A is always the run the claim starts from, B the one it predicts a change for; for
 ``adding_shift_beats_random`` A is ``direct``/``add_a{α}`` and B ``direct``/``random_a{α}_s{seed}``, so
@@ -59,6 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolshift import OUTCOMES
 from toolshift.analysis.claim_pairs import (
     Run,
     _add_versus,
@@ -94,6 +99,7 @@ MCNEMAR, TOST = MCNEMAR_TEST, "tost"
 """The ``test`` of a row: a difference (exact McNemar, Holm) or an equivalence (paired TOST)."""
 EQUIVALENCE_MARGIN = 0.1
 """The default equivalence margin (absolute ASR) of the TOST rows (config ``stats.equivalence_margin``)."""
+UNSAFE, NON_ANSWER = OUTCOMES[1:]
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,45 @@ def _tost_columns(a_v: dict[str, bool], b_v: dict[str, bool], claim: Claim, marg
     return {"test": TOST, "margin": float(margin), "tost_p": p, "tost_ci_low": lo, "tost_ci_high": hi}
 
 
+SENSITIVITY_COLUMN = "verdict_non_answers_excluded"
+"""The last column of ``tables/contrasts.csv``: the row's verdict, by its own test, when the prompts on which
+any of its runs gave a non-answer are left out (Holm within the claim's family again); a row whose value
+differs from ``verdict`` flips between counting non-answers as safe and excluding them. NaN where the judged
+table has no outcomes."""
+
+
+def answered_only(
+    run_verdicts: list[dict[str, bool]], run_outcomes: list[dict[str, str] | None]
+) -> list[dict[str, bool]] | None:
+    """The runs' verdicts restricted to the prompts every run answered (no outcome a non-answer); None when
+    a run has no outcomes."""
+    if any(o is None for o in run_outcomes):
+        return None
+    keep = set.intersection(*({p for p, o in out.items() if o != NON_ANSWER} for out in run_outcomes))  # type: ignore[union-attr]
+    return [{p: v for p, v in run.items() if p in keep} for run in run_verdicts]
+
+
+def _pair_stats(
+    claim: Claim, used: list[dict[str, bool]], n_boot: int, seed: int, margin: float
+) -> dict[str, Any]:
+    """The statistics of one row from its runs' verdicts: (a, b), or (base a, a, base b, b) for a
+    difference-in-differences row."""
+    stats = did_row(*used, n_boot, seed) if claim.test == DID_TEST else _contrast_row(*used, n_boot, seed)
+    return {**stats, **_tost_columns(used[-3 if claim.test == DID_TEST else 0], used[-1], claim, margin)}
+
+
+def _judge_family(family: list[dict[str, Any]], claim: Claim) -> None:
+    """Holm across one claim's family of rows (their ``test_p``), then each row's verdict, in place."""
+    adjusted = holm_adjust([r["test_p"] for r in family])
+    for row, p in zip(family, adjusted, strict=True):
+        row["holm_p"] = float(p)
+        if claim.test == TOST:
+            args = (row["tost_ci_low"], row["tost_ci_high"], row["margin"])
+            row["verdict"] = equivalence_verdict(row["tost_p"], row["holm_p"], *args)
+        else:
+            row["verdict"] = verdict(row["holm_p"], row["diff"], claim.expected)
+
+
 def contrasts_table(
     judged: pd.DataFrame,
     *,
@@ -339,6 +384,8 @@ def contrasts_table(
     harmful = rows_in[rows_in["harmful"]].reset_index(drop=True)
     prompt_ids = harmful["prompt_id"].astype(str).to_numpy()
     unsafe = harmful["unsafe"].to_numpy(dtype=bool)
+    outcome = harmful["outcome"].astype(str).to_numpy() if "outcome" in harmful.columns else None
+    outcomes: dict[tuple[str, str, str, Run], dict[str, str]] = {}
     verdicts: dict[tuple[str, str, str], dict[Run, dict[str, bool]]] = {}
     keys = ["model", "dataset", "judge", "condition", "intervention"]
     for (model, dataset, judge, condition, intervention), idx in harmful.groupby(
@@ -346,24 +393,30 @@ def contrasts_table(
     ).indices.items():
         runs = verdicts.setdefault((str(model), str(dataset), str(judge)), {})
         runs[(str(condition), str(intervention))] = dict(zip(prompt_ids[idx], unsafe[idx], strict=True))
+        if outcome is not None:
+            run = (str(condition), str(intervention))
+            outcomes[(str(model), str(dataset), str(judge), run)] = dict(
+                zip(prompt_ids[idx], outcome[idx], strict=True)
+            )
 
     rows: list[dict[str, Any]] = []
     unpaired: dict[str, int] = {}
     for (model, dataset, judge), runs in sorted(verdicts.items()):
         present = frozenset(runs)
         for claim in claims:
-            family = []
+            family: list[dict[str, Any]] = []
+            answered: list[dict[str, Any] | None] = []
             for a, b in claim.pairs(present):
                 if a not in runs or b not in runs:
                     continue
+                used = (
+                    [(a[0], NO_INTERVENTION), a, (b[0], NO_INTERVENTION), b]
+                    if claim.test == DID_TEST
+                    else [a, b]
+                )
+                if any(run not in runs for run in used):
+                    continue
                 contrast = f"{a[0]}/{a[1]} vs {b[0]}/{b[1]}"
-                if claim.test == DID_TEST:
-                    bases = [(a[0], NO_INTERVENTION), (b[0], NO_INTERVENTION)]
-                    if any(base not in runs for base in bases):
-                        continue
-                    stats = did_row(runs[bases[0]], runs[a], runs[bases[1]], runs[b], n_boot, seed)
-                else:
-                    stats = _contrast_row(runs[a], runs[b], n_boot, seed)
                 row = {
                     "model": model,
                     "dataset": dataset,
@@ -375,21 +428,22 @@ def contrasts_table(
                     "intervention_a": a[1],
                     "condition_b": b[0],
                     "intervention_b": b[1],
-                    **stats,
+                    **_pair_stats(claim, [runs[run] for run in used], n_boot, seed, equivalence_margin),
                     "expected": claim.expected,
-                    **_tost_columns(runs[a], runs[b], claim, equivalence_margin),
                 }
                 if row["n_unpaired"]:
                     unpaired[f"{model}/{dataset}/{judge}: {contrast}"] = row["n_unpaired"]
                 family.append(row)
-            adjusted = holm_adjust([r["test_p"] for r in family])
-            for row, p in zip(family, adjusted, strict=True):
-                row["holm_p"] = float(p)
-                if claim.test == TOST:
-                    args = (row["tost_ci_low"], row["tost_ci_high"], row["margin"])
-                    row["verdict"] = equivalence_verdict(row["tost_p"], row["holm_p"], *args)
-                else:
-                    row["verdict"] = verdict(row["holm_p"], row["diff"], claim.expected)
+                kept = answered_only(
+                    [runs[run] for run in used], [outcomes.get((model, dataset, judge, run)) for run in used]
+                )
+                answered.append(
+                    None if kept is None else _pair_stats(claim, kept, n_boot, seed, equivalence_margin)
+                )
+            _judge_family(family, claim)
+            _judge_family([st for st in answered if st is not None], claim)
+            for row, st in zip(family, answered, strict=True):
+                row[SENSITIVITY_COLUMN] = math.nan if st is None else st["verdict"]
             rows += family
     table = pd.DataFrame(rows, columns=list(CONTRASTS_COLUMNS))
     if unpaired:
@@ -409,11 +463,13 @@ __all__ = [
     "EQUIVALENCE_MARGIN",
     "EQUIVALENT",
     "INCONCLUSIVE",
+    "SENSITIVITY_COLUMN",
     "Claim",
     "MCNEMAR_TEST",
     "contrasts_table",
     "equivalence_verdict",
     "is_override",
     "refusal_ablation_condition",
+    "answered_only",
     "verdict",
 ]

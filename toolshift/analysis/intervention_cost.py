@@ -3,8 +3,9 @@
 
 The costs are measured during the intervention jobs (`toolshift.inference.intervention_cost`, which says
 what ``kl_prompt``, ``kl_last`` and ``kl_generated`` are) and written to ``costs/{model}/{dataset}.parquet``
-(`toolshift.contracts.COST_COLUMNS`); this module reads them and summarises them per intervention
-(`toolshift.contracts.COST_TABLE_COLUMNS`).
+(`toolshift.contracts.COST_COLUMNS`); this module reads them and summarises them per intervention and split
+(`toolshift.contracts.COST_TABLE_COLUMNS`): the ``validation`` rows bound alpha in selection, the ``test``
+rows are reported and never read by a choice.
 """
 
 from __future__ import annotations
@@ -54,9 +55,15 @@ def intervention_cost_table(
             }
         )
     table = pd.DataFrame(rows, columns=list(COST_TABLE_COLUMNS))
+    split_rank = {"validation": 0, "test": 1}
     order = sorted(
         range(len(table)),
-        key=lambda i: (table["model"][i], table["dataset"][i], intervention_rank(table["intervention"][i])),
+        key=lambda i: (
+            table["model"][i],
+            table["dataset"][i],
+            intervention_rank(table["intervention"][i]),
+            split_rank.get(table["split"][i], 2),
+        ),
     )
     return table.iloc[order].reset_index(drop=True)
 

@@ -16,7 +16,8 @@ Two layer criteria are provided.
     the natural spread of that projection. The layer with the largest score is chosen (ties: the
     earliest). A layer where the harmful and harmless states do not differ has no refusal direction and
     no score (NaN; a hand-set model's early layers can be so). Without harmless prompts (no refusal
-    direction at any layer) the criterion is ``tool_shift_dz``: the
+    direction, or one borrowed from another dataset, whose within-class spread cannot be measured here) the
+    criterion is ``tool_shift_dz``: the
     paired effect size mean / sd of (h_tool - h_direct) . v_hat_l over validation harmful prompts. If no
     score is finite, the middle candidate is used and the criterion reads ``fallback_middle``.
 
@@ -28,8 +29,14 @@ Two layer criteria are provided.
 Alpha (`select_alpha`, used by the DAG: the intervention runs generate on the validation and test
 prompts, so the validation rows are there at no cost): among the ``add_a{alpha}`` runs with alpha > 0,
 the one with the lowest validation ASR whose over-refusal on validation harmless prompts exceeds that of
-``direct`` by at most `max_over_refusal_increase` (and whose mean KL is at most `max_kl`, when a cost
-table is given); ties go to the smallest alpha.
+``direct`` by at most `max_over_refusal_increase` (and whose mean KL on harmless *validation* prompts is
+at most `max_kl`, when a cost table is given); ties go to the smallest alpha. Over-refusal is counted by
+a refusal detector independent of the judges (`toolshift.analysis.tables.over_refusal_table`).
+
+No test data in any choice: every table selection reads is cut to its ``validation`` rows when it has a
+``split`` column (`_validation_rows`); the cost table holds the KL on harmless validation *and* test
+prompts (the test rows are reported in ``tables/intervention_cost.csv``, never read here). A dataset
+without harmless prompts has neither bound to apply; the criterion then says so (``_unmeasured``).
 """
 
 from __future__ import annotations
@@ -129,9 +136,10 @@ def activation_layer_scores(
         shift = np.einsum("plh,lh->pl", diff, r_hat).mean(axis=0)
         proj_train = np.einsum("plh,lh->pl", np.asarray(direct_train, np.float64), r_hat)
         scale = pooled_within_class_sd(proj_train, harmful_train)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.where(defined & (scale > 0), shift / scale, np.nan)
-        return scores, "refusal_shift_sd"
+        if np.isfinite(scale).any():  # a direction borrowed from another dataset has no harmless spread here
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores = np.where(defined & (scale > 0), shift / scale, np.nan)
+            return scores, "refusal_shift_sd"
     v_hat = _unit_rows(np.asarray(tool_vector, np.float64))
     along = np.einsum("plh,lh->pl", diff, v_hat)
     if along.shape[0] < 2:
@@ -218,6 +226,21 @@ def validation_asr_by_layer(
     return out[["model", "dataset", "judge", "layer", "intervention", "n", "asr"]]
 
 
+SELECTION_SPLITS: tuple[str, ...] = ("validation", "all")
+"""The splits whose rows selection reads (`_validation_rows`): ``validation``, and ``all`` for a table
+computed without a split table (which then has no held-out test prompts either)."""
+
+
+def _validation_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `table` on the validation split: a table with a ``split`` column is cut to its
+    ``validation`` rows (SELECTION_SPLITS), so that a test-split value (e.g. the KL cost measured on
+    harmless test prompts, which the cost table reports) can never move a choice. A table without the
+    column is taken as the caller's validation table."""
+    if "split" not in table.columns:
+        return table
+    return table[table["split"].astype(str).isin(SELECTION_SPLITS)]
+
+
 @dataclass(frozen=True)
 class AlphaSelection:
     """A chosen alpha (NaN if none qualifies), the criterion, and the validation ASR at it."""
@@ -256,6 +279,7 @@ def select_alpha(
     require_columns(
         asr_validation, ("model", "dataset", "judge", "intervention", "asr"), "validation asr table"
     )
+    asr_validation = _validation_rows(asr_validation)
     rows = asr_validation[
         (asr_validation["model"] == model)
         & (asr_validation["dataset"] == dataset)
@@ -267,11 +291,10 @@ def select_alpha(
     cands["alpha"] = cands["intervention"].map(alphas)
     criterion = "min_validation_asr"
     if over_refusal_validation is not None and max_over_refusal_increase is not None:
-        orv = over_refusal_validation[
-            (over_refusal_validation["model"] == model)
-            & (over_refusal_validation["dataset"] == dataset)
-            & (over_refusal_validation["judge"] == judge)
-        ]
+        orv = _validation_rows(over_refusal_validation)
+        orv = orv[(orv["model"] == model) & (orv["dataset"] == dataset)]
+        if "detector" not in orv.columns:  # an older table: one block of rows per judge
+            orv = orv[orv["judge"] == judge]
         ref = orv[(orv["condition"] == "direct") & (orv["intervention"] == "none")]["refusal_rate"]
         if len(ref):
             rate = dict(zip(orv["intervention"], orv["refusal_rate"], strict=False))
@@ -279,14 +302,20 @@ def select_alpha(
             keep = [rate.get(i, math.nan) - base <= max_over_refusal_increase for i in cands["intervention"]]
             cands = cands.loc[np.array(keep, dtype=bool)]
             criterion += f"_over_refusal_le_{max_over_refusal_increase:g}"
+        else:  # no harmless validation prompts (a dataset without harmless prompts): no bound to apply
+            criterion += "_over_refusal_unmeasured"
     if cost is not None and max_kl is not None:
         require_columns(cost, ("model", "dataset", "intervention", "kl_mean"), "intervention cost table")
-        c = cost[(cost["model"] == model) & (cost["dataset"] == dataset)]
-        kl = dict(zip(c["intervention"], c["kl_mean"], strict=False))
-        cands = cands.loc[
-            np.array([kl.get(i, math.nan) <= max_kl for i in cands["intervention"]], dtype=bool)
-        ]
-        criterion += f"_kl_le_{max_kl:g}"
+        c = _validation_rows(cost)
+        c = c[(c["model"] == model) & (c["dataset"] == dataset)]
+        if len(c):
+            kl = dict(zip(c["intervention"], c["kl_mean"], strict=False))
+            cands = cands.loc[
+                np.array([kl.get(i, math.nan) <= max_kl for i in cands["intervention"]], dtype=bool)
+            ]
+            criterion += f"_kl_le_{max_kl:g}"
+        else:  # no harmless validation prompts to measure the KL on
+            criterion += "_kl_unmeasured"
     cands = cands[cands["asr"].notna()]
     if cands.empty:
         return AlphaSelection(math.nan, "none_qualifies", math.nan)
@@ -322,11 +351,12 @@ def selection_table(
             max_over_refusal_increase=max_over_refusal_increase,
             max_kl=max_kl,
         )
-        base = asr_validation[
-            (asr_validation["model"] == model)
-            & (asr_validation["dataset"] == dataset)
-            & (asr_validation["judge"] == judge)
-            & (asr_validation["intervention"] == "none")
+        asr_val = _validation_rows(asr_validation)
+        base = asr_val[
+            (asr_val["model"] == model)
+            & (asr_val["dataset"] == dataset)
+            & (asr_val["judge"] == judge)
+            & (asr_val["intervention"] == "none")
         ].set_index("condition")["asr"]
         rows.append(
             {

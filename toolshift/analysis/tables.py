@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolshift import CONDITIONS
+from toolshift import CONDITIONS, OUTCOMES
 from toolshift.analysis.interventions import KINDS, NO_INTERVENTION, parse_intervention_id
 from toolshift.analysis.stats import (
     RR_CI_METHOD,
@@ -79,6 +79,9 @@ from toolshift.contracts import (
 from toolshift.datasets.splits import ALL, filter_split
 from toolshift.errors import ConfigError, ContractError
 
+UNSAFE, NON_ANSWER = OUTCOMES[1:]
+NON_ANSWER_COLUMNS: tuple[str, ...] = tuple(c for c in ASR_TABLE_COLUMNS if "non_answer" in c)
+"""The non-answer sensitivity columns of the ASR tables (the last of `contracts.ASR_EXTRA_COLUMNS`)."""
 GROUP_KEYS: tuple[str, ...] = ASR_KEYS
 """The groups of `asr_table` and `over_refusal_table`."""
 REFERENCE: tuple[str, str] = ("direct", NO_INTERVENTION)
@@ -169,6 +172,7 @@ def asr_table(
     harmful = harmful.reset_index(drop=True)
     prompt_ids = harmful["prompt_id"].astype(str).to_numpy()
     unsafe = harmful["unsafe"].to_numpy(dtype=bool)
+    outcomes = harmful["outcome"].astype(str).to_numpy() if "outcome" in harmful.columns else None
     groups = harmful.groupby(keys, sort=False).indices
     refs: dict[tuple[str, str, str, str], dict[str, bool]] = {}
     for (model, dataset, condition, intervention, judge, category), idx in groups.items():
@@ -189,11 +193,14 @@ def asr_table(
             treat_v = np.array([treat[p] for p in common], dtype=bool)
             ref_v = np.array([ref[p] for p in common], dtype=bool)
         else:
-            treat_v = np.array([treat[p] for p in sorted(treat)], dtype=bool)
+            common = sorted(treat)
+            treat_v = np.array([treat[p] for p in common], dtype=bool)
             ref_v = treat_v
         n, k = int(treat_v.size), int(treat_v.sum())
         lo, hi = wilson_ci(k, n)
         row.update(n=n, n_unsafe=k, asr=k / n if n else math.nan, asr_ci_low=lo, asr_ci_high=hi)
+        of = None if outcomes is None else dict(zip(prompt_ids[idx], outcomes[idx], strict=True))
+        row.update(non_answer_columns(None if of is None else [of[p] for p in common]))
         row.update(rel_reduction_ci_method=RR_CI_METHOD, n_boot=n_boot)
         if ref is None:
             row.update(
@@ -252,6 +259,26 @@ def asr_table(
     return table
 
 
+def non_answer_columns(outcomes: list[str] | None) -> dict[str, float]:
+    """NON_ANSWER_COLUMNS of one row from the outcomes of its prompts (all NaN without an ``outcome``
+    column: a judged table written before outcomes existed)."""
+    if outcomes is None:
+        return dict.fromkeys(NON_ANSWER_COLUMNS, math.nan)
+    n = len(outcomes)
+    n_non = sum(o == NON_ANSWER for o in outcomes)
+    n_unsafe = sum(o == UNSAFE for o in outcomes)
+    answered = n - n_non
+    lo, hi = wilson_ci(n_unsafe, answered)
+    return {
+        "n_non_answer": n_non,
+        "non_answer_rate": n_non / n if n else math.nan,
+        "asr_non_answer_as_safe": n_unsafe / n if n else math.nan,
+        "asr_non_answer_excluded": n_unsafe / answered if answered else math.nan,
+        "asr_non_answer_excluded_ci_low": lo,
+        "asr_non_answer_excluded_ci_high": hi,
+    }
+
+
 def holm_column(table: pd.DataFrame) -> pd.Series:
     """Holm-adjusted McNemar p per row, within the families of the module docstring (reference: 1)."""
     require_columns(
@@ -289,31 +316,47 @@ def asr_by_category_table(
     return asr_table(judged, n_boot=n_boot, seed=seed, splits=splits, split=split, by_category=True)
 
 
-def over_refusal_table(
-    judged: pd.DataFrame, *, splits: pd.DataFrame | None = None, split: str = "test"
-) -> pd.DataFrame:
-    """Refusal rate (1 - unsafe) on harmless prompts per model/dataset/condition/intervention/judge.
+REFUSED_COLUMN = "refused"
+"""The boolean column of a judged table that `over_refusal_table` counts: the refusal detector's verdict
+(`toolshift.judges.keyword.detect_refusals` adds it, with ``rule_non_answer``)."""
 
-    Empty responses count as refusals under the keyword judge (they are not unsafe). With a `splits`
-    table only the prompts of `split` count. Columns: OVER_REFUSAL_COLUMNS.
+
+def over_refusal_table(
+    judged: pd.DataFrame, *, detector: str, splits: pd.DataFrame | None = None, split: str = "test"
+) -> pd.DataFrame:
+    """Refusal rate on harmless prompts per model/dataset/condition/intervention, by a refusal detector.
+
+    A refusal is what the detector says (column ``refused``), never "not unsafe" under a judge: a model
+    judge calls every helpful answer not unsafe, which made the rate about 1 whatever the model did.
+    The detector does not depend on the judge, so each run has one row, whichever judged tables were
+    given (their responses are the same): ``judge`` is ``keyword`` (the rule that detects), ``detector``
+    names it in full (e.g. ``keyword:default``). ``n_non_answer`` counts the harmless replies that are
+    non-answers by the rule (column ``rule_non_answer``) and not refusals. With a `splits` table only the
+    prompts of `split` count. Columns: OVER_REFUSAL_COLUMNS.
     """
     _check(judged)
+    require_columns(judged, (REFUSED_COLUMN, "rule_non_answer"), "judged table (refusal detector)")
     rows_in, split_label = _select(judged, splits, split)
     harmless = rows_in[~rows_in["harmful"]]
+    keys = [k for k in GROUP_KEYS if k != "judge"]
+    harmless = harmless.drop_duplicates([*keys, "prompt_id"])
     rows = []
-    for key, g in harmless.groupby(list(GROUP_KEYS), sort=False):
+    for key, g in harmless.groupby(keys, sort=False):
         n = len(g)
-        k = int((~g["unsafe"].to_numpy(dtype=bool)).sum())
+        k = int(g[REFUSED_COLUMN].to_numpy(dtype=bool).sum())
         lo, hi = wilson_ci(k, n)
         rows.append(
             dict(
-                zip(GROUP_KEYS, key, strict=True),
+                zip(keys, key, strict=True),
+                judge=detector.split(":", 1)[0],
                 n=n,
                 n_refused=k,
                 refusal_rate=k / n,
                 refusal_ci_low=lo,
                 refusal_ci_high=hi,
                 split=split_label,
+                n_non_answer=int(g["rule_non_answer"].to_numpy(dtype=bool).sum()),
+                detector=detector,
             )
         )
     return _sort(pd.DataFrame(rows, columns=list(OVER_REFUSAL_COLUMNS)))
@@ -365,4 +408,7 @@ __all__ = [
     "holm_column",
     "intervention_rank",
     "over_refusal_table",
+    "REFUSED_COLUMN",
+    "NON_ANSWER_COLUMNS",
+    "non_answer_columns",
 ]

@@ -8,6 +8,8 @@ probed and used for layer selection. Output: ``vectors/{model}/{dataset}.nc`` wi
 
 - ``tool_vector`` (layer, hidden): mean over train harmful prompts of h(tool) - h(direct), paired per prompt;
 - ``refusal_direction`` (layer, hidden): mean h(direct, harmful) - mean h(direct, harmless), train prompts;
+  a dataset without harmless prompts takes the direction of the dataset its config names
+  (`borrowed_refusal`; attr ``refusal_source`` says where the direction comes from);
 - ``shift`` (condition, layer, hidden): mean over train harmful prompts of h(c) - h(direct) (zero for direct);
 - ``cos_tool_refusal`` (layer), ``cos_shift_tool`` and ``cos_shift_refusal`` (condition, layer);
 - ``projection`` (condition, prompt_id, layer): h . r_hat, with r_hat the unit refusal direction per
@@ -200,6 +202,7 @@ def compute_vectors(
     probe_l2: float = DEFAULT_L2,
     seed: int = 0,
     n_boot: int = DEFAULT_N_BOOT,
+    refusal_from: xr.Dataset | None = None,
 ) -> xr.Dataset:
     """Compute the vectors file of one model on one dataset (see the module docstring).
 
@@ -208,7 +211,9 @@ def compute_vectors(
     of them (extra prompts of another condition are ignored). Layers and hidden sizes must agree across
     conditions. `splits` (a splits table, `toolshift.datasets.splits`) restricts estimation to its train
     prompts; None uses every prompt as train. `seed` fixes the probes' folds and the nulls' replicates
-    (`n_boot` of each).
+    (`n_boot` of each). `refusal_from` is the vectors file of the same model on another dataset whose refusal
+    direction is used when this dataset has no harmless train prompt
+    (`toolshift.datasets.prompts.refusal_source`); it is ignored otherwise.
     """
     missing = [c for c in REQUIRED_CONDITIONS if c not in acts]
     if missing:
@@ -265,10 +270,13 @@ def compute_vectors(
     est = harmful & train
     shift = np.stack([(h[c][est] - h_direct[est]).mean(axis=0) for c in conditions])
     tool_vector = shift[conditions.index("tool")]
+    source = str(dataset)
     if n_harmless:
         refusal = h_direct[est].mean(axis=0) - h_direct[~harmful & train].mean(axis=0)
+    elif refusal_from is not None:
+        refusal, source = borrowed_refusal(refusal_from, layers, n_hidden, f"vectors for {model}/{dataset}")
     else:
-        refusal = np.full_like(tool_vector, np.nan)
+        refusal, source = np.full_like(tool_vector, np.nan), ""
     r_hat = unit(refusal)  # (layer, hidden)
     projection = np.stack([np.einsum("plh,lh->pl", h[c], r_hat) for c in conditions])
 
@@ -368,11 +376,35 @@ def compute_vectors(
         "probe_folds": int(probe_folds),
         "null_layer": int(layers[li]),
         "n_boot": int(n_boot),
+        "refusal_source": source,
         "position": str(direct.attrs.get("position", "")),
         "toolshift_version": __version__,
         "note": "cosines are NaN where a vector is zero; refusal_direction is NaN without harmless prompts",
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def borrowed_refusal(
+    source: xr.Dataset, layers: np.ndarray, n_hidden: int, where: str
+) -> tuple[np.ndarray, str]:
+    """The refusal direction of another dataset's vectors file (same model: same layers and hidden size)
+    and that dataset's name; ContractError naming `where` when it does not fit or is undefined."""
+    if "refusal_direction" not in source:
+        raise ContractError(f"{where}: the refusal source has no variable 'refusal_direction'")
+    r = source["refusal_direction"]
+    name = str(source.attrs.get("dataset", "?"))
+    if not np.array_equal(r["layer"].values, layers) or r.sizes["hidden"] != n_hidden:
+        raise ContractError(
+            f"{where}: the refusal direction of {name} has layers/hidden "
+            f"{r.sizes['layer']}/{r.sizes['hidden']}, this model's states {len(layers)}/{n_hidden} "
+            "(a vectors file of another model?)"
+        )
+    values = r.values.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ContractError(
+            f"{where}: the refusal direction of {name} is not finite (no harmless prompts there)"
+        )
+    return values, name
 
 
 def evaluation_prompts(ds: xr.Dataset) -> tuple[np.ndarray, str]:

@@ -191,6 +191,7 @@ def _check_names(config: dict[str, Any]) -> None:
         ablate_refusal_conditions(config["interventions"], config["conditions"])
     except ConfigError as exc:
         raise ConfigError(f"config: {exc}") from None
+    check_refusal_sources(config)
     for name, entry in config["models"].items():
         if entry.get("backend", "hf") == "openai":
             if TEXT_TRAIL_LONG in config["conditions"]:
@@ -283,6 +284,45 @@ def model_depth(entry: Mapping[str, Any], model_dir: str | Path | None = None) -
             return int(sub["num_hidden_layers"])
     layers = cfg.get("num_hidden_layers")
     return int(layers) if isinstance(layers, int) and not isinstance(layers, bool) else None
+
+
+def check_refusal_sources(config: Mapping[str, Any]) -> None:
+    """Every dataset that needs a refusal direction has one, before any job runs.
+
+    A dataset without harmless prompts (downloaded attack images: MM-SafetyBench SD_TYPO, JailbreakV-28K,
+    HADES) has no refusal direction of its own. Its `harmless` option may name another dataset of this
+    config that has harmless prompts, whose direction it borrows
+    (`toolshift.datasets.prompts.refusal_source`); without one, `interventions.ablate_refusal` (which
+    ablates that direction) is refused here with one line, instead of failing in the intervention jobs
+    after the dataset's GPU inference.
+    """
+    from toolshift.analysis.interventions import ablate_refusal_conditions
+    from toolshift.datasets.prompts import has_harmless_prompts, refusal_source
+
+    datasets = config.get("datasets") or {}
+    ablates = bool(ablate_refusal_conditions(config.get("interventions"), config.get("conditions")))
+    for name, options in datasets.items():
+        if has_harmless_prompts(name, options):
+            continue
+        source = refusal_source(name, options)
+        where = f"config: datasets.{name}.harmless"
+        if source is not None:
+            if source not in datasets:
+                raise ConfigError(
+                    f"{where}: {source!r} is not a dataset of this study; {name} has no harmless prompts of "
+                    f"its own, so harmless names the dataset under datasets whose refusal direction it uses"
+                )
+            if not has_harmless_prompts(source, datasets[source]):
+                raise ConfigError(
+                    f"{where}: {source!r} has no harmless prompts either, so it has no refusal direction to "
+                    "lend; name a dataset with harmless prompts (e.g. one with a harmless control)"
+                )
+        elif ablates:
+            raise ConfigError(
+                f"config: interventions.ablate_refusal: dataset {name} has no harmless prompts, so it has no "
+                f"refusal direction to ablate; set datasets.{name}.harmless to a dataset of this study with "
+                "harmless prompts to borrow its direction, or turn ablate_refusal off"
+            )
 
 
 def check_layer_depths(config: Mapping[str, Any], results_root: str | Path | None = None) -> None:

@@ -13,7 +13,9 @@ requests only, never an answer.
 A prompts table may pair a harmful dataset with a harmless control dataset (option `harmless`): the
 refusal direction and the over-refusal table need harmless rows. The harmless rows are drawn with the
 harmful dataset's attack typography (for FigStep: the FigStep layout of the harmless instruction) and keep
-their own ids and categories.
+their own ids and categories. A dataset whose attack images are downloaded (MM-SafetyBench SD_TYPO,
+JailbreakV-28K, HADES) cannot draw harmless rows in its layout: for it, `harmless` names another dataset
+of the study with harmless prompts whose refusal direction it borrows (`refusal_source`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ def get_dataset(name: str) -> DatasetSpec:
         ) from None
 
 
+def question_set(name: str) -> str:
+    """The question set a dataset asks (`DatasetSpec.question_set`): datasets sharing one ask the same
+    questions (MM-SafetyBench TYPO and SD_TYPO). An unregistered name is its own set."""
+    spec = DATASETS.get(name)
+    return (spec.question_set or spec.name) if spec is not None else str(name)
+
+
 def _default_source() -> DataSource:
     return data_source("results")
 
@@ -140,14 +149,43 @@ def check_dataset_options(name: str, options: Mapping[str, Any] | None) -> None:
         raise ConfigError(f"{where}: unknown dataset {harmless!r} (known: {', '.join(sorted(DATASETS))})")
     if harmless == name:
         raise ConfigError(f"{where}: a dataset cannot be its own harmless control")
+    if spec.attack not in RENDERED_ATTACKS:
+        # downloaded images cannot be redrawn with harmless text: `harmless` names the dataset of the study
+        # whose refusal direction this one borrows (`refusal_source`; toolshift.common.config checks it)
+        return
     if DATASETS[harmless].classes == "harmful":
         raise ConfigError(f"{where}: {harmless!r} holds no harmless rows")
-    if spec.attack not in RENDERED_ATTACKS:
-        raise ConfigError(
-            f"{where}: {name!r} uses downloaded attack images ({spec.attack}), so harmless rows cannot be "
-            f"drawn in its layout; pair a harmless control with a typographic dataset "
-            f"({', '.join(RENDERED_ATTACKS)})"
-        )
+
+
+def has_harmless_prompts(name: str, options: Mapping[str, Any] | None) -> bool:
+    """Whether the prompts table of a `datasets:` entry holds harmless prompts: its dataset has harmless
+    rows, or its attack draws the rows of a `harmless` control dataset in its layout. A name the registry
+    does not know (a dataset of the user's own file) is taken to have them: its own checks read the file."""
+    spec = DATASETS.get(name)
+    if spec is None:
+        return True
+    return spec.classes != "harmful" or (
+        spec.attack in RENDERED_ATTACKS and (options or {}).get("harmless") is not None
+    )
+
+
+def refusal_source(name: str, options: Mapping[str, Any] | None) -> str | None:
+    """The dataset whose refusal direction a `datasets:` entry uses when it has no harmless prompts of its
+    own: its `harmless` option (a dataset with downloaded attack images cannot draw harmless rows in its
+    layout, so `harmless` names another dataset of the study instead). None when the dataset has harmless
+    prompts (it estimates its own direction) or names no source."""
+    if has_harmless_prompts(name, options):
+        return None
+    return (options or {}).get("harmless")
+
+
+def prompt_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options the prompts of a `datasets:` entry are built with (`build_dataset_prompts`): the entry,
+    less a `harmless` that names a refusal-direction source (`refusal_source`), which adds no rows."""
+    options = dict(options or {})
+    if refusal_source(name, options) is not None:
+        options.pop("harmless")
+    return options
 
 
 def select_rows(rows: pd.DataFrame, limit_per_class: int | None = None) -> pd.DataFrame:

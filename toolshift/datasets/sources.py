@@ -87,6 +87,10 @@ class DatasetSpec:
     n_rows: int | None = None
     """The published number of rows (tests/test_sources.py checks it against the files where it can);
     `make bench` sizes a study from it before anything is downloaded."""
+    question_set: str = ""
+    """Datasets that ask the same questions share a question set (MM-SafetyBench's TYPO, SD and SD_TYPO
+    variants; SafeBench and its tiny subset): a mean over datasets counts a question set once
+    (`toolshift.analysis.headline`). Empty: the dataset's own name."""
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -701,12 +705,14 @@ def _mmsb_spec(name: str, variant: str, tiny: bool) -> DatasetSpec:
         classes="harmful",
         text_prompt=MMSB_DEFAULT_PROMPT,
         n_rows=168 if tiny else 1680,
+        question_set="mm_safetybench",
     )
 
 
 BENCHMARKS: dict[str, DatasetSpec] = {
     "safebench": DatasetSpec(
         name="safebench",
+        question_set="figstep_safebench",
         n_rows=500,
         loader=load_safebench,
         license="MIT (FigStep repository)",
@@ -718,6 +724,7 @@ BENCHMARKS: dict[str, DatasetSpec] = {
     ),
     "safebench_tiny": DatasetSpec(
         name="safebench_tiny",
+        question_set="figstep_safebench",
         n_rows=50,
         loader=load_safebench_tiny,
         license="MIT (FigStep repository)",

@@ -374,6 +374,8 @@ def build_episode(
             "override_image": override_path,
         }
     )
+    if condition == FREE_CONDITION:  # the loop zooms the model's own boxes with the same policy
+        meta["zoom_resize"] = zoom_resize
     if bbox is not None:
         meta["zoom_resize"] = zoom_resize
         meta["zoom_size"] = list(attack.zoom_size)

@@ -9,7 +9,8 @@ evaluated). Then, per episode:
   text outside the call blocks as content, the parsed calls in the episode's form, `zoom_in` with a
   clamped pixel box, as `tool_calls`: the adapter renders them back in the family's form), then
   one `tool` turn per call holding `zoom(I, bbox)` (the same zoom the `tool` condition shows: the crop of
-  the *original* image, enlarged to its longer side), and the loop goes on. Malformed blocks in the same
+  the *original* image, enlarged by the episode's `meta.zoom_resize`, the config's `episodes.zoom_resize`
+  that the scripted conditions use), and the loop goes on. Malformed blocks in the same
   turn are recorded and dropped from the conversation.
 - **no valid call** (plain answer, or only malformed calls): the turn's full text is the final
   response; `stop_reason` is `answer`, or `malformed` if the turn held malformed calls. A malformed call
@@ -73,6 +74,10 @@ from toolshift.errors import ConfigError, ContractError
 from toolshift.inference.free_native import crop_relpath, run_native_episodes
 from toolshift.models.adapters import FamilyAdapter, NativeAdapter
 from toolshift.models.generation import GENERATION_COLUMNS
+
+DEFAULT_ZOOM_RESIZE: str = "longer_side"
+"""How a crop is enlarged when the episode's meta names no `zoom_resize` (an episode written before the
+`free` episodes recorded it): `toolshift.datasets.images.zoom`'s default."""
 
 DEFAULT_MAX_TURNS: int = 4
 """Default bound on the assistant turns of a `free` episode (config `free.max_turns`)."""
@@ -211,10 +216,11 @@ def _run_calls(state: _Episode, parsed: ParseResult, root: Path, images_dir: str
         {"role": "assistant", "content": content, "tool_calls": [c.structured() for c in parsed.calls]}
     )
     original = load_image(root / state.image_path)
+    mode = (state.episode.get("meta") or {}).get("zoom_resize") or DEFAULT_ZOOM_RESIZE
     paths = []
     for k, call in enumerate(parsed.calls):
         rel = crop_relpath(images_dir, str(state.episode["prompt_id"]), turn, k)
-        save_png(zoom(original, call.bbox), root / rel)
+        save_png(zoom(original, call.bbox, mode=mode), root / rel)
         state.messages.append(
             {"role": "tool", "name": call.name, "content": [{"type": "image", "path": rel}]}
         )

@@ -14,6 +14,10 @@ over the next-token distribution. Scored positions:
   *unhooked* greedy continuation (position i predicts generated token i + 1), cut at the first eos/pad;
   NaN when `n_generated` is 0 or the continuation ends at once.
 
+Prompts: the harmless prompts of the validation and the test split (COST_SPLITS), each row labelled with
+its split: `toolshift.analysis.selection` bounds alpha by the validation rows only, the test rows are
+reported.
+
 alpha = 0 (and any hook that leaves the stream unchanged) gives exactly 0; the cost grows with alpha.
 The rows (`toolshift.contracts.COST_COLUMNS`) go to ``costs/{model}/{dataset}.parquet``;
 `toolshift.analysis.intervention_cost.intervention_cost_table` summarises them into
@@ -44,6 +48,10 @@ from toolshift.models.generation import _generation_config, _stop_ids, encode
 from toolshift.models.hooks import ResidualEdit, apply_intervention
 
 log = logging.getLogger(__name__)
+
+COST_SPLITS: tuple[str, ...] = ("validation", "test")
+"""The splits whose harmless prompts the cost is measured on: validation (what selection reads, the
+bound on alpha) and test (reported beside the results, never read by a choice)."""
 
 DEFAULT_PROMPT_POSITIONS = 16
 DEFAULT_N_GENERATED = 8
@@ -189,11 +197,11 @@ def run_intervention_costs(
     layer: int | str,
     generation: Mapping[str, Any],
     out: Path,
-    split: str = "test",
+    cost_splits: Sequence[str] = COST_SPLITS,
     prompt_positions: int = DEFAULT_PROMPT_POSITIONS,
     n_generated: int = DEFAULT_N_GENERATED,
 ) -> pd.DataFrame:
-    """The cost of every intervention of one (model, dataset) on its harmless `split` prompts.
+    """The cost of every intervention of one (model, dataset) on its harmless prompts of `cost_splits`.
 
     Writes and returns COST_COLUMNS rows to `out`.
 
@@ -248,7 +256,7 @@ def run_intervention_costs(
         batch_size=int(generation.get("batch_size", 8)),
         prompt_positions=prompt_positions,
         n_generated=n_generated,
-        split=split,
+        cost_splits=cost_splits,
         order=interventions,
     )
     write_parquet(table, out)
@@ -268,12 +276,13 @@ def cost_rows(
     batch_size: int = 8,
     prompt_positions: int = DEFAULT_PROMPT_POSITIONS,
     n_generated: int = DEFAULT_N_GENERATED,
-    split: str = "test",
+    cost_splits: Sequence[str] = COST_SPLITS,
     order: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """COST_COLUMNS rows of the interventions `hooks` (id -> base condition, hook, layer recorded) on a
-    loaded model: each base condition's `episodes` of `harmless` prompts in `split` (all without a split
-    table). Rows follow `order` (default: the order of `hooks`); no rows where no prompt qualifies."""
+    loaded model: each base condition's `episodes` of `harmless` prompts in `cost_splits` (all without a
+    split table), each row labelled with its prompt's split. Rows follow `order` (default: the order of
+    `hooks`); no rows where no prompt qualifies."""
     by_base: dict[str, dict[str, ResidualEdit]] = {}
     for iid, (base, hook, _) in hooks.items():
         if base not in episodes:
@@ -283,7 +292,7 @@ def cost_rows(
     for base, base_hooks in by_base.items():
         eps = [e for e in episodes[base] if str(e["prompt_id"]) in harmless]
         labels = split_of(splits, [str(e["prompt_id"]) for e in eps], dataset)
-        chosen = [e for e, s in zip(eps, labels, strict=True) if splits is None or s == split]
+        chosen = [e for e, s in zip(eps, labels, strict=True) if splits is None or s in cost_splits]
         log.info(
             "%s/%s: KL cost of %d intervention(s) on %s, %d prompts",
             model_name,
@@ -318,6 +327,7 @@ def cost_rows(
 
 
 __all__ = [
+    "COST_SPLITS",
     "KL_COLUMNS",
     "cost_rows",
     "next_token_kl",

@@ -7,9 +7,9 @@ toolshift.models.engines) and serves all its runs; each run still writes its own
 `merge_runs` concatenates into `runs/…/responses.parquet` + `activations.nc` and
 `interventions/…/responses.parquet`. An intervention the engine cannot apply exactly falls back to the `hf`
 engine in the same job; the `engine` column of every responses table says which engine ran it. An intervention
-job also writes the KL cost of its interventions on its harmless test prompts (`InferenceJob.costs`,
-toolshift.inference.intervention_cost) with the same load; the cost reads logits, so under `vllm` the job
-closes the vLLM engine first and loads the model into `hf` for it.
+job also writes the KL cost of its interventions on its harmless validation and test prompts
+(`InferenceJob.costs`, toolshift.inference.intervention_cost) with the same load; the cost reads logits, so
+under `vllm` the job closes the vLLM engine first and loads the model into `hf` for it.
 
 A job whose engine is `vllm` while vLLM cannot be imported here is run, whole, by the vLLM environment's
 interpreter (`python -m toolshift.inference.runner JOB.json`, toolshift.models.engines.environment), its
@@ -312,9 +312,9 @@ def _plan(job: InferenceJob, run: RunOutput, engine: Engine, files: dict[str, An
 def _write_costs(
     job: InferenceJob, plans: Sequence[_Plan], prompts: pd.DataFrame, engine: Engine, files: dict[str, Any]
 ) -> None:
-    """The KL cost of the job's interventions on its harmless test prompts
-    (toolshift.inference.intervention_cost),
-    on the job's loaded hf model, into `job.costs`."""
+    """The KL cost of the job's interventions on its harmless prompts of the splits it generates on
+    (validation and test: toolshift.inference.intervention_cost), on the job's loaded hf model, into
+    `job.costs`."""
     from toolshift.datasets.splits import read_splits
     from toolshift.inference.intervention_cost import cost_rows
 
@@ -339,6 +339,7 @@ def _write_costs(
         splits=_read_once(files, job.splits, read_splits) if job.splits is not None else None,
         results_root=job.results_root,
         batch_size=int(job.generation.get("batch_size", 8)),
+        cost_splits=tuple(job.intervention_splits),
         **{k: int(v) for k, v in job.cost.items() if k in ("prompt_positions", "n_generated")},
     )
     write_parquet(table, job.costs)

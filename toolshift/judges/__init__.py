@@ -1,3 +1,3 @@
 """Stage `judge` (rules/judge.smk: prepare_judge, judge, judge_agreement): the keyword judge, the model
-judges (Llama Guard, HarmBench), the API judge, judge agreement and the `python -m toolshift.judges score`
-command."""
+judges (Llama Guard, HarmBench), the API judge, the outcomes (refusal / unsafe / non-answer), judge
+agreement and the `python -m toolshift.judges score` command."""

@@ -89,6 +89,7 @@ TABLE_COLUMNS: dict[str, list[Column]] = {
         ("intervention", _get("intervention", code)),
         ("on", _get("condition", code)),
         ("layer", _get("layer", int_cell)),
+        ("split", _get("split", code)),
         ("n", _get("n", int_cell)),
         ("KL, nats [95 % CI]", lambda r: number_with_ci(r.kl_mean, r.kl_ci_low, r.kl_ci_high)),
         ("KL last prompt token", _get("kl_last_mean")),
@@ -237,7 +238,8 @@ TABLE_TITLES: dict[str, str] = {
     "tokens_model": "Unsafe answers against the tokens after the instruction",
     "selection": "Layer and α selected on the validation split",
     "transfer": "Transfer of the tool vector between datasets",
-    "intervention_cost": "KL cost of each intervention on harmless test prompts",
+    "intervention_cost": "KL cost of each intervention on harmless validation prompts (bounds α) and test "
+    "prompts (reported)",
     "representation": "Each condition's shift at the selected layer",
     "relative_vectors": "The tool vector relative to each control, at the selected layer",
     "tool_gap": "Share of the tool gap each added vector closes",

@@ -41,6 +41,7 @@ from toolshift.report.format import (
     p_value,
     ref_label,
 )
+from toolshift.report.outcomes import non_answer_markdown
 from toolshift.report.provenance import (
     bundle_markdown,
     config_markdown,
@@ -57,6 +58,7 @@ from toolshift.report.provenance import (
     software_markdown,
     splits_markdown,
 )
+from toolshift.report.revisions import unpinned_markdown
 from toolshift.report.tables import (
     PLANTED_LABEL,
     analysis_table_markdown,
@@ -217,9 +219,8 @@ def vectors_markdown(
     ]
     return (
         markdown_table(header, rows)
-        + "\nInterval: bootstrap over the train harmful prompts; p: the tool and direct labels shuffled within "
-        "each prompt.\n"
-        + note
+        + "\nInterval: bootstrap over the train harmful prompts; p: the tool and direct labels shuffled "
+        "within each prompt.\n" + note
     )
 
 
@@ -428,6 +429,7 @@ def write_book_pages(
         "vectors.md": vectors_markdown(vectors, api_models, api_only),
         "completions.md": completions_markdown(judged, show_completions),
         "headline.md": headline_markdown(headline),
+        "non_answers.md": non_answer_markdown(asr, judge),
         "examples.md": examples,
         "models.md": models_markdown(config, list(fixture_models)),
         "protocols.md": protocols_markdown(config),
@@ -435,6 +437,7 @@ def write_book_pages(
         "datasets.md": datasets_markdown(prompts or {}, config),
         "splits.md": splits_markdown(splits or {}, config),
         "judges.md": judges_markdown(config),
+        "unpinned.md": unpinned_markdown(config),
         "software.md": software_markdown(),
         "git.md": git_markdown(git_state(repo_dir) if repo_dir is not None else {}),
         "runtimes.md": runtimes_markdown(read_benchmarks(benchmarks_dir))

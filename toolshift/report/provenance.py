@@ -11,7 +11,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 
 import toolshift
 from toolshift.report.format import DASH, cell, code, is_missing, markdown_table
+from toolshift.report.revisions import COMMIT, judge_revision
 
 VERSION_PACKAGES: tuple[str, ...] = (
     "torch",
@@ -43,7 +43,6 @@ VERSION_PACKAGES: tuple[str, ...] = (
 )
 """Packages whose installed versions the provenance chapter lists."""
 
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 API_MODEL_NOTE = (
     " ran through an OpenAI-compatible endpoint: behaviour only. A remote model exposes no residual "
@@ -84,7 +83,7 @@ def models_markdown(config: Mapping[str, Any], fixture_models: Sequence[str]) ->
             api_models.append(name)
             continue
         rev = entry.get("revision")
-        pinned = isinstance(rev, str) and bool(_COMMIT_RE.match(rev))
+        pinned = isinstance(rev, str) and bool(COMMIT.match(rev))
         rows.append(
             [
                 code(name),
@@ -296,9 +295,10 @@ def judges_markdown(config: Mapping[str, Any], fixture_note: bool = True) -> str
                 JUDGE_DESCRIPTIONS.get(judge, DASH),
                 source,
                 "**yes**" if judge == headline else "no",
+                judge_revision(judge, entry),
             ]
         )
-    return markdown_table(["judge", "what it does", "source", "headline judge"], rows)
+    return markdown_table(["judge", "what it does", "source", "headline judge", "revision"], rows)
 
 
 def _version(package: str) -> str:
@@ -383,7 +383,7 @@ def git_state(repo: str | os.PathLike[str]) -> dict[str, Any]:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    if commit is None or not _COMMIT_RE.match(commit):
+    if commit is None or not COMMIT.match(commit):
         return {"commit": None, "dirty": None, "describe": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status), "describe": git("log", "-1", "--format=%cI %s")}

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from toolshift.analysis.contrasts import ALPHA, CLAIMS, INCONCLUSIVE, NOT_SHOWN
 from toolshift.checks.figstep_fidelity import FIGSTEP_MIN_AGREEMENT
 from toolshift.episodes.build import EPISODE_CONDITIONS
 from toolshift.report.columns import (
@@ -21,6 +20,7 @@ from toolshift.report.columns import (
     int_cell,
     yes_no,
 )
+from toolshift.report.contrast_tables import contrasts_markdown
 from toolshift.report.format import (
     DASH,
     cell,
@@ -160,30 +160,34 @@ def over_refusal_markdown(table: pd.DataFrame | None) -> str:
         return "The over-refusal table was not produced in this run.\n"
     if table.empty:
         return "The over-refusal table has no rows in this run.\n"
-    header = [
-        "model",
-        "dataset",
-        "judge",
-        "condition",
-        "intervention",
-        "n",
-        "refused",
-        "refusal rate, % [95 % CI]",
-    ]
+    header = ["model", "dataset", "detector", "condition", "intervention", "n", "refused"]
+    header += ["refusal rate, % [95 % CI]", "non-answers"]
     rows = [
         [
             code(r.model),
             code(r.dataset),
-            cell(r.judge),
+            code(getattr(r, "detector", r.judge)),
             code(r.condition),
             code(r.intervention),
             str(int(r.n)),
             str(int(r.n_refused)),
             with_ci(r.refusal_rate, r.refusal_ci_low, r.refusal_ci_high),
+            int_cell(getattr(r, "n_non_answer", None)),
         ]
         for r in table.itertuples(index=False)
     ]
-    note = "\nThe share of *harmless* test prompts the model refuses, with 95 % Wilson intervals.\n"
+    detectors = (
+        ", ".join(code(d) for d in dict.fromkeys(table["detector"].astype(str)))
+        if "detector" in table
+        else ""
+    )
+    note = "\nThe share of *harmless* test prompts the model refuses, with 95 % Wilson intervals. " + (
+        f"Refusals are detected by {detectors}: the refusal phrases of the keyword judge's list at word "
+        'boundaries, independent of every judge (a model judge calls every helpful answer "not '
+        'unsafe", which is not a refusal), so each run has one row whatever the judges.\n'
+        if detectors
+        else 'Refusals are counted as the judge\'s "not unsafe" verdicts (a table without a detector).\n'
+    )
     return fold("Refusal rate on harmless prompts", markdown_table(header, rows), len(rows)) + note
 
 
@@ -421,81 +425,3 @@ def completions_markdown(judged: pd.DataFrame | None, show: bool) -> str:
         f"completion (first {COMPLETION_CHARS} characters)",
     ]
     return markdown_table(header, rows)
-
-
-def _tost_cell(row: object) -> str:
-    """The TOST p of an equivalence row and its margin in points (a dash for a McNemar row)."""
-    test = getattr(row, "test", None)
-    if test != "tost":
-        return DASH
-    return f"{p_value(row.tost_p)} (± {value(100 * row.margin)})"  # type: ignore[attr-defined]
-
-
-def contrasts_markdown(table: pd.DataFrame, judge: str | None = None, label: str = "table-contrasts") -> str:
-    """Each claim sentence next to its tests, one table per model and dataset, for the book.
-
-    Only the rows of `judge` when it has any (the book's headline judge); `label` is the MyST target of
-    the section. A table without rows gives a sentence saying so.
-    """
-    sentences = {c.id: c.sentence for c in CLAIMS}
-    rows = table
-    if judge is not None and "judge" in table and (table["judge"] == judge).any():
-        rows = table[table["judge"] == judge]
-    intro = (
-        f"({label})=\n**Each claim next to its test.** For every claim, the runs it compares (A vs B), "
-        "the harmful test prompts they share (n), each run's ASR, the difference ASR B − ASR A in "
-        "percentage points with a 95 % paired bootstrap interval, the exact McNemar p of the paired "
-        f"verdicts and the Holm-adjusted p within the claim's tests for that model and dataset. "
-        "For the difference-in-differences claim (`removing_shift_raises_asr_more_in_tool`) B − A is "
-        "[ASR(B) − ASR(tool)] − [ASR(A) − ASR(direct)] and p its exact paired permutation test. "
-        f"*supported*: Holm p < {ALPHA:g} with the predicted sign; *contradicted*: Holm p < {ALPHA:g} "
-        "with the other sign; *not shown*: otherwise. The equivalence claims (a text-only control goes "
-        "back to `direct`) are tested by a paired TOST within ± the margin: *supported* when its p < "
-        f"{ALPHA:g} (the difference lies within the margin), *contradicted* when the runs differ (Holm p "
-        f"< {ALPHA:g}) by more than the margin (its {100 - 200 * ALPHA:g} % interval lies outside), "
-        "*inconclusive* otherwise: a difference that is not significant is not read as equivalence. A "
-        "claim whose runs are not in this run has no row."
-    )
-    if rows.empty:
-        return intro + "\n\nNo claim has both of its runs in this run.\n"
-    judges = ", ".join(f"**{j}**" for j in dict.fromkeys(rows["judge"].astype(str)))
-    out = [intro + f" Judge: {judges}; every row is in `tables/contrasts.csv`.\n"]
-    header = [
-        "claim",
-        "A vs B",
-        "n",
-        "ASR A, %",
-        "ASR B, %",
-        "B − A, points [95 % CI]",
-        "McNemar p",
-        "Holm p",
-        "TOST p (± margin, points)",
-        "verdict",
-    ]
-    for (model, dataset), sub in rows.groupby(["model", "dataset"], sort=False):
-        body, last = [], None
-        for r in sub.itertuples(index=False):
-            first = r.claim != last
-            last = r.claim
-            body.append(
-                [
-                    f"**{r.claim}**: {sentences.get(r.claim, DASH)}" if first else "",
-                    f"{code(f'{r.condition_a}/{r.intervention_a}')} vs "
-                    f"{code(f'{r.condition_b}/{r.intervention_b}')}",
-                    DASH if is_missing(r.n) else str(int(r.n)),
-                    pct(r.asr_a),
-                    pct(r.asr_b),
-                    with_ci(r.diff, r.diff_ci_low, r.diff_ci_high),
-                    p_value(r.mcnemar_p if is_missing(getattr(r, "test_p", None)) else r.test_p),
-                    p_value(r.holm_p),
-                    _tost_cell(r),
-                    f"**{r.verdict}**" if r.verdict not in (NOT_SHOWN, INCONCLUSIVE) else str(r.verdict),
-                ]
-            )
-        name = re.sub(r"[^a-z0-9]+", "-", f"{label} {model} {dataset}".lower()).strip("-")
-        out.append(
-            # a backtick fence's info string may not hold backticks: model and dataset as plain text
-            f"```{{table}} Claims and their tests: {model} / {dataset}\n:name: {name}\n\n"
-            f"{markdown_table(header, body)}```\n"
-        )
-    return "\n".join(out)

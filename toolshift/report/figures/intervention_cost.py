@@ -24,6 +24,7 @@ from toolshift.report.figures.style import (
     n_text,
     new_figure,
     panel_title,
+    plot_not_drawn,
     rows_for_judge,
     save_figure,
     seaborn_style,
@@ -50,8 +51,9 @@ def cost_group(intervention: str) -> str:
 
 
 def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str | Path, judge: str) -> str:
-    """What each intervention costs (mean next-token KL on harmless prompts, tables/intervention_cost.csv)
-    against the ASR change it buys (intervened ASR minus its base condition's ASR), one panel per model.
+    """What each intervention costs (mean next-token KL on harmless test prompts, the test rows of
+    tables/intervention_cost.csv) against the ASR change it buys (intervened ASR minus its base
+    condition's ASR), one panel per model.
 
     Horizontal bars: the cost table's 95 % bootstrap CI of the mean KL; vertical bars: the intervened
     run's 95 % Wilson interval shifted by the base ASR. Random-vector controls are grey crosses.
@@ -62,10 +64,14 @@ def plot_intervention_cost(cost: pd.DataFrame, asr: pd.DataFrame, out_png: str |
             f"intervention cost table: expected a pandas DataFrame, got {type(cost).__name__}"
         )
     require_columns(cost, _COST_NEEDED, "intervention cost table")
-    if cost.empty:
-        raise ContractError(
-            "intervention cost table: no rows (expected rows of tables/intervention_cost.csv)"
+    if cost.empty:  # the KL cost is measured on harmless prompts: a dataset without them has none
+        return plot_not_drawn(
+            out_png,
+            "no KL cost rows: the cost of an intervention is measured on harmless validation and test "
+            "prompts, and this dataset has none (it borrows its refusal direction; see the datasets table).",
         )
+    if "split" in cost.columns and (cost["split"] == "test").any():
+        cost = cost[cost["split"] == "test"]  # the reported rows; the validation ones bound alpha
     rows = rows_for_judge(asr, judge)
     points = []
     unmatched = 0
