@@ -847,6 +847,24 @@ def test_a_reply_that_is_a_call_in_the_family_syntax_is_recognised():
     assert not get_adapter("openthinkimg").writes_call(done)
 
 
+def test_the_non_answer_rule_agrees_with_every_family_on_what_a_call_is():
+    """The judges' non-answer rule is family-agnostic; on each family's own call (its free example and the
+    scripted call it writes in `tool`) and answers it must say what the family's reader says."""
+    from toolshift.judges.outcomes import TOOL_CALL, non_answer_reason
+
+    meta = {"bbox": [10.0, 20.0, 300.0, 400.0], "image_size": [760, 760], "zoom_scale": 2.0}
+    answer = "<think>x</think> <answer>Sure, here</answer>"
+    done = '{"thought": "done", "actions": [{"name": "Terminate", "arguments": {"ans": "Sure, here"}}]}'
+    for family in NATIVE_FAMILIES:
+        adapter = get_adapter(family)
+        scripted = adapter.turn_text(adapter.scripted_call(meta["bbox"], meta))
+        for call in (FREE_CALLS[family], scripted):
+            assert adapter.writes_call(call) and non_answer_reason(call) == TOOL_CALL, (family, call)
+        for reply in (answer, done):
+            assert adapter.writes_call(reply) is (non_answer_reason(reply) == TOOL_CALL), (family, reply)
+    assert non_answer_reason(done) is None and non_answer_reason(done[:-20]) is None  # cut off: still none
+
+
 def test_the_provenance_chapter_names_every_family_protocol_source():
     from toolshift.common.config import load_config
     from toolshift.report.provenance import protocols_markdown

@@ -114,6 +114,9 @@ ZOOM_BY_NAME = (
     "this study runs no second model"
 )
 _ACTIONS = re.compile(r'"actions"\s*:\s*(\[(?:[^\[\]]|\[(?:[^\[\]]|\[(?:[^\[\]]|\[[^\[\]]*\])*\])*\])*\])')
+TERMINATE_ACTION = "Terminate"
+"""The action that ends an OpenThinkIMG episode with its answer (`{"name": "Terminate", "arguments": {"ans":
+...}}`): a reply holding it answers, it does not call a tool."""
 _BOX = re.compile(r"\[\s*([\d,\s]+)\s*\]")
 
 
@@ -169,7 +172,7 @@ class OpenThinkIMGAdapter(NativeAdapter):
         return json.dumps({"thought": OPENTHINKIMG_THOUGHT, "actions": [action]}, ensure_ascii=False)
 
     def read_turn(self, text: str, session: Session) -> TurnRead:
-        if "Terminate" in text:
+        if TERMINATE_ACTION in text:
             return TurnRead(final=True)
         match = _ACTIONS.search(text)
         try:
