@@ -379,7 +379,7 @@ def test_provenance_has_config_versions_commit_and_runtimes(built):
 
 def test_provenance_lists_the_locked_versions_and_every_difference(tmp_path):
     """The software table: installed beside locked, every package off the lock, the whole lock."""
-    from toolshift.report.provenance import software_markdown
+    from toolshift.report.environment import software_markdown
 
     lock = tmp_path / "lock.txt"
     lock.write_text(

@@ -12,18 +12,11 @@ import pytest
 from toolshift.datasets.prompts import build_prompts, load_mini
 from toolshift.episodes.build import EPISODE_CONDITIONS, build_episodes, write_episodes
 from toolshift.errors import ContractError
+from toolshift.report.environment import git_markdown, git_state, read_benchmarks, runtimes_markdown
 from toolshift.report.examples import example_episodes_markdown, pick_example_prompt
 from toolshift.report.format import markdown_table, number_with_ci, p_value, with_ci
 from toolshift.report.links import broken_internal_links
-from toolshift.report.provenance import (
-    datasets_markdown,
-    git_markdown,
-    git_state,
-    judges_markdown,
-    read_benchmarks,
-    runtimes_markdown,
-    splits_markdown,
-)
+from toolshift.report.provenance import datasets_markdown, judges_markdown, splits_markdown
 from toolshift.report.revisions import unpinned_markdown
 from toolshift.report.tables import (
     FOLD_ROWS,

@@ -82,7 +82,7 @@ def end_to_end_figures(work: Path, cores: int | None = None) -> dict[str, Any]:
     slower package shows as more CPU time for the same jobs."""
     from toolshift.bench.timing import children_cpu_s
     from toolshift.common.config import load_config
-    from toolshift.report.provenance import read_benchmarks
+    from toolshift.report.environment import read_benchmarks
 
     directory = work / "e2e"
     directory.mkdir()

@@ -46,7 +46,7 @@ from toolshift.bundles.manifest import (
 )
 from toolshift.errors import ContractError
 from toolshift.files import atomic_path
-from toolshift.report.provenance import git_state
+from toolshift.report.environment import git_state
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 DEFLATED_SUFFIXES = (

@@ -27,6 +27,13 @@ from toolshift.contracts import (
 )
 from toolshift.datasets.images import save_thumbnail
 from toolshift.errors import ContractError
+from toolshift.report.environment import (
+    git_markdown,
+    git_state,
+    read_benchmarks,
+    runtimes_markdown,
+    software_markdown,
+)
 from toolshift.report.examples import example_episodes_markdown
 from toolshift.report.figures.registry import FIGURE_NAMES, FIGURE_PAGES, figures_of
 from toolshift.report.figures.style import pick_judge
@@ -47,15 +54,10 @@ from toolshift.report.provenance import (
     config_markdown,
     datasets_markdown,
     engines_markdown,
-    git_markdown,
-    git_state,
     judges_markdown,
     models_markdown,
     models_of,
     protocols_markdown,
-    read_benchmarks,
-    runtimes_markdown,
-    software_markdown,
     splits_markdown,
 )
 from toolshift.report.revisions import unpinned_markdown
