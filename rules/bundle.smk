@@ -1,7 +1,7 @@
 # Result bundles (docs/bundles.md). `snakemake bundle` (`make bundle`) packs the generation side of a run into
 # one RO-Crate zip with a checked manifest; `--config bundle=PATH_OR_URL` imports one instead of generating, so
 # that only the rules after generation run: judges, vectors, tables, figures and the book.
-from toolshift.bundles.layout import declared_benchmarks, declared_outputs
+from toolshift.bundles.layout import GenerationSide
 
 # The generation side of the DAG: every rule up to and including generation, with the wildcards of each of
 # its jobs this config runs. A bundle carries those jobs' declared outputs that the rules after generation
@@ -39,14 +39,15 @@ RECOMPUTED_ON_IMPORT = ("vectors",)
 bundle stores activations as float16: then it imports the run's own vectors, which the interventions used."""
 
 
-WORKFLOW_RULES = {r.name: r for r in workflow.rules}
-GENERATION_FILES = declared_outputs(WORKFLOW_RULES, GENERATION_JOBS, RESULTS)
 BENCHMARK_JOBS = {**SHARD_JOBS, **{k: v for k, v in GENERATION_JOBS.items() if k != "model"}}
+
+
+GENERATION = GenerationSide(workflow, GENERATION_JOBS, BENCHMARK_JOBS, RESULTS)
 
 
 rule bundle:
     input:
-        [res(rel) for rel, _, _ in GENERATION_FILES],
+        lambda wildcards: [res(rel) for rel, _, _ in GENERATION.files],
     output:
         res("bundle/toolshift-bundle.zip"),
     log:
@@ -56,10 +57,10 @@ rule bundle:
     conda:
         ENV
     params:
-        files=[(rel, step) for rel, _, step in GENERATION_FILES],
+        files=lambda wildcards: [(rel, step) for rel, _, step in GENERATION.files],
         float16=config["bundle_float16"],
-        benchmarks=declared_benchmarks(WORKFLOW_RULES, BENCHMARK_JOBS, RESULTS),
-        gpu_benchmarks=declared_benchmarks(WORKFLOW_RULES, BENCHMARK_JOBS, RESULTS, gpu_only=True),
+        benchmarks=lambda wildcards: GENERATION.benchmarks(),
+        gpu_benchmarks=lambda wildcards: GENERATION.benchmarks(gpu_only=True),
         data_lock=config["data_lock"],
         datasets=DATASETS,
         repo=workflow.basedir,
@@ -76,7 +77,7 @@ if config["bundle"]:
         IMPORTS_VECTORS = BUNDLE.manifest["activations_dtype"] == "float16"
         IMPORTED = [
             (rel, is_dir)
-            for rel, is_dir, step in GENERATION_FILES
+            for rel, is_dir, step in GENERATION.files
             if step not in RECOMPUTED_ON_IMPORT or IMPORTS_VECTORS
         ]
         check_holds(BUNDLE, IMPORTED, config["bundle"])
@@ -111,5 +112,5 @@ if config["bundle"]:
             "../workflow_scripts/import_bundle.py"
 
     for _name in GENERATION_JOBS:
-        if _name in WORKFLOW_RULES:
+        if _name in GENERATION.rules():
             workflow.ruleorder("import_bundle", _name)

@@ -9,6 +9,7 @@ and carry their flags (`directory`), a `benchmark` pattern and `resources`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,3 +47,28 @@ def declared_benchmarks(
             continue
         found.update(_relative(str(rule.benchmark.apply_wildcards(dict(wc))), results) for wc in wildcards)
     return sorted(found)
+
+
+class GenerationSide:
+    """The files and benchmark files of a workflow's generation side, read off its rules when first asked
+    (a bundle's inputs, an import), not on every DAG build: the paper's study has thousands of them.
+
+    `workflow` is anything with a `rules` iterable of rule objects (Snakemake's workflow); `jobs` the
+    generation rules' jobs, `benchmark_jobs` the jobs whose benchmark files a bundle records.
+    """
+
+    def __init__(self, workflow: Any, jobs: Jobs, benchmark_jobs: Jobs, results: str) -> None:
+        self._workflow, self.jobs, self.benchmark_jobs, self.results = workflow, jobs, benchmark_jobs, results
+
+    def rules(self) -> dict[str, Any]:
+        """The workflow's rules by name."""
+        return {rule.name: rule for rule in self._workflow.rules}
+
+    @functools.cached_property
+    def files(self) -> list[tuple[str, bool, str]]:
+        """`declared_outputs` of the generation jobs."""
+        return declared_outputs(self.rules(), self.jobs, self.results)
+
+    def benchmarks(self, gpu_only: bool = False) -> list[str]:
+        """`declared_benchmarks` of the benchmark jobs."""
+        return declared_benchmarks(self.rules(), self.benchmark_jobs, self.results, gpu_only=gpu_only)
