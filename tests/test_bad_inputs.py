@@ -49,6 +49,8 @@ def config_for(work: Path, **changes) -> dict:
     cfg = reduced_config(work)
     cfg["models"] = {"fixture-llava": cfg["models"]["fixture-llava"]}
     cfg.update(changes)
+    if "datasets" in changes:  # a benchmark without harmless prompts has no refusal direction to ablate
+        cfg["interventions"]["ablate_refusal"] = False
     return cfg
 
 

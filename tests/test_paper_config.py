@@ -56,8 +56,23 @@ def test_paper_models_and_judges_are_pinned_where_a_public_hash_is_known(paper):
     judges = {e["hub_id"]: e["revision"] for e in paper["judge_models"].values()}
     assert judges["meta-llama/Llama-Guard-3-8B"] == "7327bd9f6efbbe6101dc6cc4736302b3cbb6e425"
     assert judges["cais/HarmBench-Llama-2-13b-cls"] == "bda705349d1144fa618770bea64d99ce54e3835b"
-    for revision in [*models.values(), *judges.values()]:
-        assert re.fullmatch(r"[0-9a-f]{40}", revision), revision
+    assert models["xintongzhang/CoF-rl-model-7b"] == "7c34733a3b333302ea9e3f320e2be1334e471bd5"
+    assert models["Mini-o3/Mini-o3-7B-v1"] == "e82da9a10cca125a1e26c27760ef80840c0fbcd1"
+    # no public script pins these (../shared/notes/tool-formats.md): left at main, and flagged in the book
+    unpinned = {
+        "TIGER-Lab/PixelReasoner-RL-v1",
+        "Kwai-Keye/Thyme-RL",
+        "honglyhly/DeepEyesV2_7B_1031",
+        "Warrieryes/OpenThinkIMG-Chart-Qwen2-2B-VL",
+    }
+    from toolshift.report.revisions import unpinned_markdown
+
+    flagged = unpinned_markdown(paper)
+    for hub_id, revision in [*models.items(), *judges.items()]:
+        if hub_id in unpinned:
+            assert revision == "main" and hub_id in flagged, hub_id
+        else:
+            assert re.fullmatch(r"[0-9a-f]{40}", revision), (hub_id, revision)
 
 
 @pytest.mark.e2e

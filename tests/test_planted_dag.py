@@ -97,7 +97,7 @@ def run(tmp_path_factory, planted_world_dirs) -> Path:
         built[model] = (results / "models" / model / "model.safetensors").stat().st_mtime_ns
     targets = [str(results / f"tables/{t}.csv") for t in ("validation_planted_model", "validation_worlds")]
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(work), "--configfile",
-           "config.yaml", "--cores", "2", "--rerun-triggers", "mtime", *targets]  # fmt: skip
+           "config.yaml", "--cores", "2", "--rerun-triggers=mtime", *targets]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=work)
     assert proc.returncode == 0, proc.stderr[-6000:]
     for model, mtime in built.items():  # taken as built, not built again

@@ -405,7 +405,9 @@ FREE_COLUMNS: tuple[str, ...] = (
 SKIPPED_COLUMNS: tuple[str, ...] = ("prompt_id", "harmful", "category", "reason")
 """Columns of `data/{dataset}/skipped.csv`: the prompts left out because their image cannot carry them."""
 
-ACTIVATION_TABLES: tuple[str, ...] = ("selection", "transfer", "intervention_cost", "representation")
+ACTIVATION_TABLES: tuple[str, ...] = (
+    "selection", "transfer", "intervention_cost", "representation", "relative_vectors",
+)  # fmt: skip
 """The tables (`tables/{name}.csv`) built from activations (vector files, KL costs): a study whose models are
 all API models (backend openai: text only) has none; the book says they are not available for API models."""
 

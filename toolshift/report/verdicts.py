@@ -46,7 +46,7 @@ def claims_markdown(table: pd.DataFrame, judge: str | None) -> tuple[str, str]:
         body.append([code(model), code(dataset), *(_verdict(by_claim.get(c, DASH)) for c in claims)])
     header = ["model", "dataset", *(CLAIM_HEADERS.get(c, c) for c in claims)]
     judges = ", ".join(f"**{j}**" for j in dict.fromkeys(rows["judge"].astype(str)))
-    missing = sorted({m for text in rows["missing"].astype(str) for m in text.split("; ") if m})
+    missing = sorted({m for text in rows["missing"].fillna("").astype(str) for m in text.split("; ") if m})
     note = f"Judge: {judges}; test split. {RULE_NOTE}"
     if missing:
         note += " Contrasts this run lacks: " + ", ".join(code(m) for m in missing) + "."
