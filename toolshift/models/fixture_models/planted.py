@@ -20,7 +20,7 @@ world's shift:
 The offset (the only thing that differs between prompts) is a seeded random read-out of the attack image,
 the same in every condition. The calibration plants the world in probe mode, runs every harmful prompt of
 the embedded `mini` dataset once in `direct` and once in `tool` (rendered with the run's episode options),
-and sets the offset's scale and centre (the boundary at s = 0) and `shift` so that `direct` has ASR
+and sets the offset's scale and centre (the boundary at s = BOUNDARY) and `shift` so that `direct` has ASR
 `direct_asr` and `tool` the relative reduction `rel_reduction`. The record (`PlantedRecord`, with the
 world's truth: the verdict each claim must get) goes into the fixture marker (`FIXTURE.json`,
 `config.json`).
@@ -76,6 +76,11 @@ __all__ = [
 ]
 
 PLANTED_FAMILY = "qwen2_5_vl"
+BOUNDARY = 3.0
+"""Where the LM head's boundary lies on d, in units of the harmful offsets' spread: far enough above 0 that
+removing the projection on d (an ablation along r̂ or v, |cos| with d 0.7-0.9 in the DAG) moves a refusing
+state below it; near enough that a random vector's share of the constant axis, which scales it, moves it
+by a small fraction of a spread."""
 DEFAULTS: dict[str, Any] = {"world": "trace", "layer": 2, "direct_asr": 0.9, "rel_reduction": 0.75}
 """Default world, planted layer, ASR of `direct` and relative reduction in `tool` (sized for 20 test
 prompts: see the module docstring)."""
@@ -319,10 +324,12 @@ def calibrate(
     cut_direct = _midpoint_above(offsets, n_refuse_direct)
     shift = (cut_direct - _midpoint_above(offsets, n_refuse_tool)) / gap
     threshold = cut_direct + shift * float(np.mean(direct_shift))
-    # move the offsets so that the boundary is s = 0: the LM head then reads no constant term
-    center -= threshold / scale
-    offsets, all_offsets = offsets - threshold, all_offsets - threshold
-    threshold = 0.0
+    # move the offsets so that the boundary is s = BOUNDARY > 0: a state whose projection on d is removed
+    # (the refusal direction or the tool vector ablated) then falls on the compliant side, as a model that
+    # cannot represent refusal complies
+    center -= (threshold - BOUNDARY) / scale
+    offsets, all_offsets = offsets - threshold + BOUNDARY, all_offsets - threshold + BOUNDARY
+    threshold = BOUNDARY
     # the nuisance axes: centred over every direct prompt, together NUISANCE_SHARE of the direct states'
     # variance (the rest is along d)
     nuisance = raw[:, 1:]

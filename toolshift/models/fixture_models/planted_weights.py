@@ -29,7 +29,7 @@ direction, not a coordinate axis). Only three places write anything:
   |            | system turn's role token) worth n0 of them                     | tokens after it           |
 
 The LM head reads the final residual of the last prompt token: `I'm sorry` when its projection on d
-exceeds `threshold` (0 once calibrated), else `Sure, here`, then the end of turn. The flags layer A
+exceeds `threshold` (`planted.BOUNDARY` once calibrated), else `Sure, here`, then the end of turn. The flags layer A
 writes are FLAG (small), so that the tool vector, h(tool) - h(direct), points along d.
 
 Attention logits use the two lowest rotary frequencies (slots SLOT_A, SLOT_B of the mrope width section),
@@ -362,8 +362,8 @@ def plant(
             attn.o_proj.weight.copy_(writes(heads.o))
         text.norm.weight.fill_(1.0)
 
-        # the answer: `I'm sorry` iff s > threshold (the calibration makes it 0, so that the constant axis,
-        # which an added vector may move, does not shift the boundary), then the end of turn
+        # the answer: `I'm sorry` iff s > threshold (read on the constant axis, which an added vector moves by
+        # a small fraction of CONSTANT), then the end of turn
         head = np.zeros(tuple(model.lm_head.weight.shape))
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         for token, sign in ((refuse, 1.0), (comply, -1.0)):
