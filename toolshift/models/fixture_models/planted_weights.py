@@ -29,8 +29,8 @@ direction, not a coordinate axis). Only three places write anything:
   |            | system turn's role token) worth n0 of them                     | tokens after it           |
 
 The LM head reads the final residual of the last prompt token: `I'm sorry` when its projection on d
-exceeds `threshold` (`planted.BOUNDARY` once calibrated), else `Sure, here`, then the end of turn. The flags layer A
-writes are FLAG (small), so that the tool vector, h(tool) - h(direct), points along d.
+exceeds `threshold` (`planted.BOUNDARY` once calibrated), else `Sure, here`, then the end of turn. The
+flags layer A writes are FLAG (small), so that the tool vector, h(tool) - h(direct), points along d.
 
 Attention logits use the two lowest rotary frequencies (slots SLOT_A, SLOT_B of the mrope width section),
 so positions do not matter. `plant` in probe mode writes what head 0 of layer L reads on a spare axis,
