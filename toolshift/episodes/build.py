@@ -119,50 +119,6 @@ BBOX_CONDITIONS: tuple[str, ...] = TOOL_CONDITIONS + ("image_no_tool", IMAGE_AFT
 """The listed conditions that use a box (the tool call's argument or the crop): meta.bbox is set for these
 (and for every blank size dose)."""
 
-TEXT_TRAIL: str = "text_trail"
-"""`meta.tool_result` of the `text_trail` episodes: the tool turn is `text_trail_line`, no image."""
-
-TEXT_TRAIL_LONG: str = "text_trail_long"
-"""`meta.tool_result` of the `text_trail_long` episodes: the `text_trail` line padded at render time."""
-
-IMAGE_AFTER: str = "image_after"
-"""One user turn [I, T, zoom(I)]: the zoom after the instruction, no tool framing."""
-
-IMAGE_TURN: str = "image_turn"
-"""user [I, T]; assistant: a neutral line as long as the call; user [zoom(I)]: no spec, call or tool role."""
-
-TOOL_CONDITIONS: tuple[str, ...] = tuple(
-    c for c in CONDITIONS if c.startswith("tool") and c != "tool_offered"
-) + (TEXT_TRAIL, TEXT_TRAIL_LONG)
-"""The listed conditions with a scripted tool call and tool turn (`is_tool_condition` also takes any blank
-size dose)."""
-
-FREE_CONDITION: str = "free"
-"""The condition in which the model decides whether to call the tool (toolshift.inference.free_loop)."""
-
-OFFERED_CONDITION: str = "tool_offered"
-"""The condition offered the tool (its spec in the system prompt) without a call: the model answers."""
-
-TOOL_FRAMED_CONDITIONS: tuple[str, ...] = (OFFERED_CONDITION,) + TOOL_CONDITIONS + (FREE_CONDITION,)
-"""The listed conditions with a tool framing: meta.tools and meta.tool_name are set exactly for these (and
-for every blank size dose: `is_tool_framed`)."""
-
-EPISODE_CONDITIONS: tuple[str, ...] = tuple(CONDITIONS) + tuple(
-    c for c in (FREE_CONDITION,) if c not in CONDITIONS
-)
-"""Every condition `build_episodes` builds: the controlled conditions, then `free`."""
-
-OVERRIDE_OF: dict[str, str] = {"tool_unsafe": "unsafe", "tool_benign": "benign", "tool_blank": "blank"}
-"""Condition -> the override image its tool turn returns instead of the zoom (and `blank` for every blank
-size dose: `override_kind`)."""
-
-ZOOM_CONDITIONS: tuple[str, ...] = ("tool", "image_no_tool", IMAGE_AFTER, IMAGE_TURN)
-"""The conditions that show the zoom crop."""
-
-BBOX_CONDITIONS: tuple[str, ...] = TOOL_CONDITIONS + ("image_no_tool", IMAGE_AFTER, IMAGE_TURN)
-"""The listed conditions that use a box (the tool call's argument or the crop): meta.bbox is set for these
-(and for every blank size dose)."""
-
 
 def is_tool_condition(condition: str) -> bool:
     """Whether `condition` has a scripted tool call and tool turn (TOOL_CONDITIONS or a blank size dose)."""

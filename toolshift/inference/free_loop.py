@@ -56,7 +56,6 @@ at the last prompt token of the **first** turn, i.e. the state on the prompt (sy
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 from collections.abc import Callable
@@ -71,7 +70,7 @@ from toolshift.contracts import FREE_COLUMNS, TOKEN_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
-from toolshift.inference.free_native import crop_relpath, run_native_episodes
+from toolshift.inference.free_native import crop_relpath, loop_frame, run_native_episodes
 from toolshift.models.adapters import FamilyAdapter, NativeAdapter
 from toolshift.models.generation import GENERATION_COLUMNS
 
@@ -293,23 +292,7 @@ def run_free_episodes(
                 reason = "max_turns" if parsed.calls else "malformed" if parsed.malformed else "answer"
                 _finish(state, text, reason)
             state.turns.append(record)
-    rows = []
-    for state in states:
-        transcript = {"messages": state.messages, "turns": state.turns}
-        rows.append(
-            {
-                "prompt_id": str(state.episode["prompt_id"]),
-                "condition": str(state.episode.get("condition", "free")),
-                "response": state.response,
-                "n_tool_calls": state.n_tool_calls,
-                "n_malformed_calls": state.n_malformed,
-                "n_turns": len(state.turns),
-                "used_tool": state.n_tool_calls > 0,
-                "stop_reason": state.stop_reason,
-                "transcript": json.dumps(transcript, ensure_ascii=False, sort_keys=True),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(LOOP_COLUMNS))
+    return loop_frame(states, LOOP_COLUMNS)
 
 
 class ModelStep:

@@ -219,6 +219,13 @@ def run_native_episodes(
                 run.finish(text, "max_turns" if acting else "answer")
             else:
                 run.turns.append(_round(run, adapter, read, text, root, images_dir, turn))
+    return loop_frame(runs, columns)
+
+
+def loop_frame(runs: Any, columns: tuple[str, ...]) -> pd.DataFrame:
+    """One row per finished episode of a `free` loop (this module's or free_loop's: both keep `episode`,
+    `messages`, `turns`, `response`, the call counts and `stop_reason`), with `columns`
+    (free_loop.LOOP_COLUMNS); the transcript as JSON."""
     rows = []
     for run in runs:
         transcript = {"messages": run.messages, "turns": run.turns}

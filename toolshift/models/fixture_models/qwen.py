@@ -115,20 +115,9 @@ def _vision_token_ids(tokenizer: Any) -> dict[str, int]:
     }
 
 
-def build_qwen2_5_vl(
-    *, hidden_size: int, num_layers: int, num_heads: int, vocab_size: int, image_size: int
-) -> FixtureParts:
-    """Qwen2.5-VL: Qwen2 decoder with 3-d mrope, windowed ViT (patch 14, 2x2 merge). `image_size` unused:
-    the processor resizes dynamically (a 760x760 image becomes 168x168 pixels = 36 image tokens)."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    # As in Qwen2.5, the tool-call markers are added tokens but not special: decoding keeps them.
+def _qwen_text(hidden_size: int, num_layers: int, num_heads: int, vocab_size: int) -> tuple[Any, dict]:
+    """The tokenizer and decoder config Qwen2-VL and Qwen2.5-VL share: Qwen2 with 3-d mrope. As in Qwen2.5,
+    the tool-call markers are added tokens but not special: decoding keeps them."""
     tokenizer = fast_tokenizer(
         vocab_size,
         QWEN_SPECIAL,
@@ -143,6 +132,23 @@ def build_qwen2_5_vl(
         "rope_theta": 1000000.0,
         "mrope_section": _mrope_section(hidden_size // num_heads, (3, 8)),
     }
+    return tokenizer, text_config
+
+
+def build_qwen2_5_vl(
+    *, hidden_size: int, num_layers: int, num_heads: int, vocab_size: int, image_size: int
+) -> FixtureParts:
+    """Qwen2.5-VL: Qwen2 decoder with 3-d mrope, windowed ViT (patch 14, 2x2 merge). `image_size` unused:
+    the processor resizes dynamically (a 760x760 image becomes 168x168 pixels = 36 image tokens)."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer, text_config = _qwen_text(hidden_size, num_layers, num_heads, vocab_size)
     vision_config = {
         "depth": VISION_TOWER["num_layers"],
         "hidden_size": VISION_TOWER["hidden_size"],
@@ -187,20 +193,7 @@ def build_qwen2_vl(
         Qwen2VLVideoProcessor,
     )
 
-    tokenizer = fast_tokenizer(
-        vocab_size,
-        QWEN_SPECIAL,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_special_tokens=QWEN_SPECIAL[1:],
-    )
-    text_config = _text_config(tokenizer, hidden_size, num_layers, num_heads)
-    text_config["max_window_layers"] = num_layers
-    text_config["rope_parameters"] = {
-        "rope_type": "default",
-        "rope_theta": 1000000.0,
-        "mrope_section": _mrope_section(hidden_size // num_heads, (3, 8)),
-    }
+    tokenizer, text_config = _qwen_text(hidden_size, num_layers, num_heads, vocab_size)
     vision_config = {
         "depth": VISION_TOWER["num_layers"],
         "embed_dim": VISION_TOWER["hidden_size"],
