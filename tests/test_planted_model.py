@@ -94,7 +94,8 @@ def test_same_seed_same_bytes_and_the_record(planted_worlds, tmp_path):
         assert record["truth"] == {k: list(v) for k, v in WORLD_TRUTH[world].items()}
         assert record["layer"] == 2 and record["direct_asr"] == 0.9 and record["rel_reduction"] == 0.75
         direction = np.asarray(record["direction"])
-        assert direction.shape == (64,) and np.linalg.norm(direction) == pytest.approx(1.0)
+        width = CONFIG["models"][f"planted-{world}"]["fixture"]["hidden_size"]
+        assert direction.shape == (width,) and np.linalg.norm(direction) == pytest.approx(1.0)
         assert np.abs(direction).max() < 0.9  # a generic direction, not a coordinate axis
         cal = record["calibration"]
         assert cal["n_harmful"] == 50 and cal["direct_asr"] == 0.9
@@ -169,7 +170,8 @@ def test_the_dilution_world_follows_the_tokens_after_the_instruction(planted_wor
     # from direct's count to tool's
     assert all(np.ptp(by_n[n]) < 1e-2 for n in counts), {n: float(np.ptp(by_n[n])) for n in counts}
     heads = [float(np.mean(by_n[n])) for n in counts]
-    assert heads == sorted(heads) and heads[-1] > 2 * heads[0]  # more tokens, more shift
+    # more tokens, more shift (up to the same 0.5 % as above between neighbouring counts)
+    assert np.all(np.diff(heads) > -5e-3) and heads[-1] > 2 * heads[0], heads
     np.testing.assert_allclose(heads, [(n + 1) / (n + 1 + HALF_TOKENS) for n in counts], atol=0.05)
     median = {c: int(np.median(runs[c][3])) for c in CONDITIONS}
     assert median["direct"] == median["text_prior"] == median["image_no_tool"] == median["tool_offered"]

@@ -53,14 +53,20 @@ def world_claim_table(
 
     `worlds` maps each planted model to its record (`FIXTURE.json`'s ``planted``), `null_models` are the
     random-weight fixtures, checked on the datasets the worlds were calibrated on; `claims` is the DAG's
-    claims table. Rows: the worlds in the given order, then the null models, each claim in CLAIM_GROUPS
-    order, then DOSE.
+    claims table. Rows: the worlds in WORLDS order (tool, trace, dilution), then the null models, each
+    claim in CLAIM_GROUPS order, then DOSE.
     """
     require_columns(claims, CLAIMS_COLUMNS, "claims table")
     sel = claims[(claims["judge"] == judge) & (claims["split"] == split)]
     verdicts = {(r.model, r.dataset, r.claim): (r.verdict, r.components) for r in sel.itertuples(index=False)}
     checked: list[tuple[str, str, str, dict[str, tuple[str, ...]]]] = []
-    for model, record in worlds.items():
+    from toolshift.models.fixture_models.planted_weights import WORLDS
+
+    def order(item: tuple[str, Mapping[str, Any]]) -> int:
+        world = str(item[1].get("world", "trace"))
+        return WORLDS.index(world) if world in WORLDS else len(WORLDS)
+
+    for model, record in sorted(worlds.items(), key=order):  # stable: a world's models in the given order
         dataset = str(record["calibration"]["dataset"])
         checked.append((model, str(record.get("world", "trace")), dataset, _truth(model, record)))
     datasets = list(dict.fromkeys(dataset for _, _, dataset, _ in checked))
