@@ -70,7 +70,7 @@ from toolshift.contracts import FREE_COLUMNS, TOKEN_COLUMNS
 from toolshift.datasets.images import load_image, save_png, zoom
 from toolshift.episodes.toolcalls import MAX_CALLS, CallRejected, EpisodeMapper, ParseResult, parse_tool_calls
 from toolshift.errors import ConfigError, ContractError
-from toolshift.inference.free_native import crop_relpath, loop_frame, run_native_episodes
+from toolshift.inference.free_native import crop_relpath, loop_frame, run_native_episodes, step_texts
 from toolshift.models.adapters import FamilyAdapter, NativeAdapter
 from toolshift.models.generation import GENERATION_COLUMNS
 
@@ -269,13 +269,7 @@ def run_free_episodes(
         active = [s for s in states if s.stop_reason is None]
         if not active:
             break
-        texts = step_fn([s.view() for s in active])
-        if not isinstance(texts, list) or len(texts) != len(active):
-            got = len(texts) if isinstance(texts, list) else type(texts).__name__
-            raise ContractError(f"free loop: step_fn returned {got} texts for {len(active)} episodes")
-        for state, text in zip(active, texts, strict=True):
-            if not isinstance(text, str):
-                raise ContractError(f"free loop: step_fn returned a {type(text).__name__}, not a str")
+        for state, text in zip(active, step_texts(step_fn, active), strict=True):
             parsed = parse_tool_calls(
                 text,
                 _image_size(state, root, sizes),

@@ -203,13 +203,7 @@ def run_native_episodes(
         active = [r for r in runs if r.stop_reason is None]
         if not active:
             break
-        texts = step_fn([r.view() for r in active])
-        if not isinstance(texts, list) or len(texts) != len(active):
-            got = len(texts) if isinstance(texts, list) else type(texts).__name__
-            raise ContractError(f"free loop: step_fn returned {got} texts for {len(active)} episodes")
-        for run, text in zip(active, texts, strict=True):
-            if not isinstance(text, str):
-                raise ContractError(f"free loop: step_fn returned a {type(text).__name__}, not a str")
+        for run, text in zip(active, step_texts(step_fn, active), strict=True):
             read = adapter.read_turn(text, run.session)
             acting = bool(read.calls or read.malformed or read.reprompt is not None)
             if not acting or turn == max_turns:
@@ -243,3 +237,16 @@ def loop_frame(runs: Any, columns: tuple[str, ...]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(columns))
+
+
+def step_texts(step_fn: Any, active: list[Any]) -> list[str]:
+    """One model step of a `free` loop: `step_fn` on the active episodes' views, checked to return one
+    string per episode."""
+    texts = step_fn([episode.view() for episode in active])
+    if not isinstance(texts, list) or len(texts) != len(active):
+        got = len(texts) if isinstance(texts, list) else type(texts).__name__
+        raise ContractError(f"free loop: step_fn returned {got} texts for {len(active)} episodes")
+    for text in texts:
+        if not isinstance(text, str):
+            raise ContractError(f"free loop: step_fn returned a {type(text).__name__}, not a str")
+    return texts
